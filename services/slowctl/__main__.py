@@ -1,0 +1,5 @@
+import sys
+
+from slowctl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""A small MQTT client for people and scripts: status table, get, set, env."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from slowctl.contract import Topics
+from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+
+
+class ClientError(Exception):
+    pass
+
+
+def stack_endpoint(state_dir: Path, role: str) -> tuple[Endpoint, str]:
+    """The running native stack's broker and the password of `role`; returns (endpoint, topic root)."""
+    info_path, creds_path = state_dir / "stack.json", state_dir / "credentials.json"
+    if not info_path.exists():
+        raise ClientError(f"no running native stack in {state_dir} (start one with: slowctl up --dummy)")
+    info = json.loads(info_path.read_text())
+    creds = json.loads(creds_path.read_text())
+    if role not in creds:
+        raise ClientError(f"unknown role {role!r} (known: {', '.join(sorted(creds))})")
+    mqtt = info["mqtt"]
+    return Endpoint(mqtt["host"], mqtt["port"], role, creds[role]), mqtt.get("topic_root", "slowctl")
+
+
+def resolve_endpoint(state_dir: Path, role: str, env: dict[str, str] | None = None) -> tuple[Endpoint, str]:
+    """SLOWCTL_MQTT_* from the environment win; otherwise the native stack's files."""
+    env = dict(os.environ) if env is None else env
+    root = env.get("SLOWCTL_TOPIC_ROOT", "slowctl")
+    if env.get("SLOWCTL_MQTT_HOST"):
+        return Endpoint(env["SLOWCTL_MQTT_HOST"], int(env.get("SLOWCTL_MQTT_PORT", "1883")),
+                        env.get("SLOWCTL_MQTT_USERNAME") or None, env.get("SLOWCTL_MQTT_PASSWORD") or None,
+                        env.get("SLOWCTL_MQTT_TLS_CA") or None), root
+    return stack_endpoint(state_dir, role)
+
+
+def env_exports(endpoint: Endpoint, root: str) -> str:
+    pairs = [("SLOWCTL_MQTT_HOST", endpoint.host), ("SLOWCTL_MQTT_PORT", str(endpoint.port)),
+             ("SLOWCTL_MQTT_USERNAME", endpoint.username or ""), ("SLOWCTL_MQTT_PASSWORD", endpoint.password or ""),
+             ("SLOWCTL_TOPIC_ROOT", root)]
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in pairs)
+
+
+def _session(endpoint: Endpoint, timeout: float = 5.0) -> MqttSession:
+    s = MqttSession(endpoint, f"slowctl-cli-{uuid.uuid4().hex[:8]}")
+    s.start()
+    if not s.wait_connected(timeout):
+        s.stop()
+        reason = s.connect_failure or "no answer"
+        raise ClientError(f"cannot connect to {endpoint.host}:{endpoint.port} as {endpoint.username}: {reason}")
+    return s
+
+
+def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: float = 3.0) -> dict[str, bytes]:
+    """Retained messages on `topics`, gathered until the broker has been quiet for `quiet` s."""
+    got: dict[str, bytes] = {}
+    last = [time.monotonic()]
+
+    def on_message(msg) -> None:
+        got[msg.topic] = msg.payload
+        last[0] = time.monotonic()
+
+    s = _session(endpoint)
+    for t in topics:
+        s.subscribe(t, on_message)
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline and time.monotonic() - last[0] < quiet:
+        time.sleep(0.02)
+    s.stop()
+    return got
+
+
+def status_rows(endpoint: Endpoint, root: str) -> list[dict[str, Any]]:
+    got = collect(endpoint, [f"{root}/+/availability", f"{root}/+/status", f"{root}/+/health"])
+    devices: dict[str, dict[str, Any]] = {}
+    now_ms = time.time() * 1000
+    for topic, payload in got.items():
+        device, kind = topic[len(root) + 1:].split("/", 1)
+        row = devices.setdefault(device, {"device": device})
+        if kind == "availability":
+            row["availability"] = payload.decode(errors="replace")
+        elif payload:
+            try:
+                data = json.loads(payload)
+            except json.JSONDecodeError:
+                continue
+            if kind == "status":
+                row["state"] = data.get("state")
+                row["age"] = (now_ms - data["ts"]) / 1000 if isinstance(data.get("ts"), (int, float)) else None
+            elif kind == "health":
+                for key in ("poll_cycles", "errors", "restarts"):
+                    row[key] = data.get(key)
+    return [devices[d] for d in sorted(devices)]
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    header = ("DEVICE", "AVAILABILITY", "STATE", "AGE", "POLLS", "ERRORS", "RESTARTS")
+    lines = [header]
+    for r in rows:
+        age = r.get("age")
+        lines.append((r["device"], r.get("availability", "?"), r.get("state") or "?",
+                      f"{age:.1f}s" if age is not None else "?", str(r.get("poll_cycles", "?")),
+                      str(r.get("errors", "?")), str(r.get("restarts", "?"))))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)
+
+
+def get_status(endpoint: Endpoint, root: str, device: str, timeout: float = 3.0) -> dict[str, Any]:
+    topic = Topics(root, device).status
+    got = collect(endpoint, [topic], limit=timeout)
+    if topic not in got:
+        raise ClientError(f"no status for device {device!r} (is it configured and running?)")
+    return json.loads(got[topic])
+
+
+def send_command(endpoint: Endpoint, root: str, device: str, channel: int, action: str,
+                 value: Any = None, timeout: float = 5.0) -> dict[str, Any]:
+    """Send one JSON command with an MQTT v5 response topic; returns the reply."""
+    topics = Topics(root, device)
+    cmd_id = uuid.uuid4().hex
+    response_topic = f"{topics.reply}/{cmd_id}"
+    done = threading.Event()
+    reply: dict[str, Any] = {}
+
+    def on_reply(msg) -> None:
+        reply.update(json.loads(msg.payload))
+        done.set()
+
+    s = _session(endpoint)
+    try:
+        s.subscribe(response_topic, on_reply)
+        time.sleep(0.05)  # let the SUBACK arrive before the command can be answered
+        body = {"action": action, "channel": channel, "id": cmd_id, "ts": time.time()}
+        if value is not None:
+            body["value"] = value
+        props = publish_properties(ResponseTopic=response_topic, CorrelationData=cmd_id.encode(),
+                                   MessageExpiryInterval=int(timeout) + 1)
+        s.publish(topics.cmd, json.dumps(body), qos=1, properties=props)
+        if not done.wait(timeout):
+            raise ClientError(f"no reply from {device!r} within {timeout:g} s (is it online?)")
+    finally:
+        s.stop()
+    return reply

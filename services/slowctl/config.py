@@ -1,0 +1,217 @@
+"""Stack configuration: typed, validated at load, errors name the bad key.
+
+One YAML file describes the broker connection, every device with its channel
+limits, and (for the native stack) the supervisor and simulators.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEVICE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used; `errors` holds one 'path: message' per problem."""
+
+    def __init__(self, errors: list[str], source: str = "config") -> None:
+        self.errors = errors
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(errors))
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _finite(v: float | None) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+class ChannelConfig(Strict):
+    name: str = Field(min_length=1, max_length=64)
+    vmax: float | None = Field(default=None, ge=0, description="highest accepted vset (V)")
+    imax: float | None = Field(default=None, ge=0, description="highest accepted iset (A)")
+    ramp_max: float | None = Field(default=None, gt=0, description="highest accepted ramp rate (V/s)")
+    rampup: float | None = Field(default=None, gt=0, description="ramp-up rate applied at start (V/s)")
+    rampdown: float | None = Field(default=None, gt=0, description="ramp-down rate applied at start (V/s)")
+    off_mode: Literal["ramp", "kill"] = "ramp"
+
+    _finite_fields = field_validator("vmax", "imax", "ramp_max", "rampup", "rampdown")(_finite)
+
+    @model_validator(mode="after")
+    def _rates_within_max(self) -> "ChannelConfig":
+        for key in ("rampup", "rampdown"):
+            rate = getattr(self, key)
+            if rate is not None and self.ramp_max is not None and rate > self.ramp_max:
+                raise ValueError(f"{key} {rate} exceeds ramp_max {self.ramp_max}")
+        return self
+
+
+class SerialConfig(Strict):
+    """Serial line settings; a key left out keeps the driver's default for its instrument."""
+
+    baudrate: int | None = Field(default=None, gt=0)
+    bytesize: Literal[5, 6, 7, 8] | None = None
+    parity: Literal["N", "E", "O", "M", "S"] | None = None
+    stopbits: Literal[1, 1.5, 2] | None = None
+    xonxoff: bool | None = None
+    rtscts: bool | None = None
+
+
+class SimulatorConfig(Strict):
+    """How `slowctl up --dummy` simulates this device (ignored without --dummy)."""
+
+    port: int = Field(ge=1, le=65535)
+    scenario: str | None = None
+    baud: int | None = Field(default=None, gt=0)
+    args: list[str] = Field(default_factory=list)
+
+
+class DeviceConfig(Strict):
+    model: str
+    address: str = Field(min_length=1, description="serial path, pyserial URL or VISA resource")
+    serial: SerialConfig = SerialConfig()
+    visa_library: str = Field(default="@py", description="pyvisa library, e.g. @py or file.yaml@sim")
+    timeout: float = Field(default=1.0, gt=0, le=30)
+    poll_period: float = Field(default=1.0, ge=0.05, le=3600)
+    full_read_every: int = Field(default=10, ge=1, description="re-read set values every N polls")
+    max_command_age: float = Field(default=10.0, gt=0, description="older commands are refused (s)")
+    reconnect_max: float = Field(default=10.0, gt=0, description="cap of the instrument reconnect backoff (s)")
+    legacy_name: str | None = None
+    channels: dict[int, ChannelConfig]
+    options: dict[str, Any] = Field(default_factory=dict)
+    simulator: SimulatorConfig | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v: dict[int, ChannelConfig]) -> dict[int, ChannelConfig]:
+        if not v:
+            raise ValueError("at least one channel is needed")
+        bad = [c for c in v if c < 0]
+        if bad:
+            raise ValueError(f"channel numbers must be >= 0, got {bad}")
+        return v
+
+    @field_validator("legacy_name")
+    @classmethod
+    def _legacy(cls, v: str | None) -> str | None:
+        if v is not None and not DEVICE_ID.match(v):
+            raise ValueError("must match [a-z][a-z0-9_-]*")
+        return v
+
+
+class MqttConfig(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_root: str = Field(default="slowctl", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    keepalive: int = Field(default=10, ge=2, le=3600, description="s; the last will fires after 1.5x")
+    reconnect_min: float = Field(default=0.1, gt=0)
+    reconnect_max: float = Field(default=2.0, gt=0)
+    tls_ca: str | None = Field(default=None, description="CA file; enables TLS")
+
+
+class SupervisorConfig(Strict):
+    max_restarts: int = Field(default=5, ge=0, description="restarts allowed within `window`")
+    window: float = Field(default=60.0, gt=0)
+    backoff_initial: float = Field(default=0.5, gt=0)
+    backoff_max: float = Field(default=10.0, gt=0)
+
+
+class BrokerConfig(Strict):
+    """The native stack's own Mosquitto."""
+
+    bind: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+
+
+class StackConfig(Strict):
+    mqtt: MqttConfig = MqttConfig()
+    broker: BrokerConfig = BrokerConfig()
+    supervisor: SupervisorConfig = SupervisorConfig()
+    state_dir: str = ".slowctl"
+    devices: dict[str, DeviceConfig]
+
+    def resolved_dir(self, base: Path) -> Path:
+        p = Path(self.state_dir)
+        return p if p.is_absolute() else (base / p)
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "top level"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        out.append(f"{path}: {msg}")
+    return out
+
+
+def _device_errors(dev_id: str, raw: Any) -> list[str]:
+    """Checks that need the driver: model, options, channels against the instrument.
+
+    Each part is checked on its own so that one bad field does not hide the others.
+    """
+    from slowctl.drivers import DRIVERS
+
+    where = f"devices.{dev_id}"
+    errors = [] if DEVICE_ID.match(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_-]* (max 32 chars)"]
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
+        return errors
+    driver = DRIVERS.get(raw["model"])
+    if driver is None:
+        return errors + [f"{where}.model: unknown model {raw['model']!r} (known: {', '.join(sorted(DRIVERS))})"]
+    channels: dict[int, ChannelConfig] = {}
+    for ch, ch_raw in (raw.get("channels") or {}).items() if isinstance(raw.get("channels"), dict) else ():
+        try:
+            channels[int(ch)] = ChannelConfig.model_validate(ch_raw)
+        except (ValidationError, ValueError, TypeError):
+            pass  # reported by the whole-config validation
+    options = raw.get("options") or {}
+    return errors + [f"{where}.{e}" for e in driver.check_config(options if isinstance(options, dict) else {}, channels)]
+
+
+def parse_config(data: Any, source: str = "config") -> StackConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(["top level: expected a mapping"], source)
+    errors: list[str] = []
+    stack = None
+    try:
+        stack = StackConfig.model_validate(data)
+    except ValidationError as exc:
+        errors += _format_errors(exc)
+    devices = data.get("devices")
+    legacy: dict[str, str] = {}
+    if isinstance(devices, dict):
+        for dev_id, raw in devices.items():
+            errors += _device_errors(dev_id, raw)
+            name = raw.get("legacy_name") if isinstance(raw, dict) else None
+            if isinstance(name, str):
+                if name in legacy:
+                    errors.append(f"devices.{dev_id}.legacy_name: {name!r} already used by {legacy[name]}")
+                legacy[name] = dev_id
+    if errors or stack is None:
+        raise ConfigError(errors, source)
+    return stack
+
+
+def load_config(path: str | Path) -> StackConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read: {exc.strerror}"], str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "file"
+        raise ConfigError([f"{where}: invalid YAML ({getattr(exc, 'problem', exc)})"], str(path)) from None
+    return parse_config(data, str(path))

@@ -1,0 +1,108 @@
+"""The MQTT contract in code: topics, actions, channel states, status payloads.
+
+docs/mqtt.md describes the same contract for people; Telegraf, Grafana and
+Node-RED consume it unchanged, so changes here are breaking changes.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+MAX_PAYLOAD = 64 * 1024  # bytes; larger command payloads are refused
+
+
+class ChannelState(str, enum.Enum):
+    OFF = "OFF"
+    RAMP_UP = "RAMP_UP"
+    ON = "ON"
+    RAMP_DOWN = "RAMP_DOWN"
+    TRIPPED = "TRIPPED"
+    ERROR = "ERROR"
+
+
+class DeviceState(str, enum.Enum):
+    OK = "ok"
+    DISCONNECTED = "disconnected"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    name: str
+    takes_value: bool
+    unit: str = ""
+    doc: str = ""
+
+
+ACTIONS: dict[str, ActionSpec] = {
+    a.name: a
+    for a in (
+        ActionSpec("on", False, doc="switch the channel output on"),
+        ActionSpec("off", False, doc="switch the channel output off (ramped unless off_mode: kill)"),
+        ActionSpec("vset", True, "V", "set voltage"),
+        ActionSpec("iset", True, "A", "set current limit"),
+        ActionSpec("rampup", True, "V/s", "ramp-up rate"),
+        ActionSpec("rampdown", True, "V/s", "ramp-down rate"),
+        ActionSpec("clear", False, doc="reset a trip"),
+    )
+}
+
+
+@dataclass
+class SupplyChannel:
+    """One supply channel as read from the instrument (SI units)."""
+
+    on: bool
+    vset: float
+    vmon: float
+    iset: float
+    imon: float
+    state: ChannelState
+    rampup: float | None = None
+    rampdown: float | None = None
+    alarms: list[str] = field(default_factory=list)
+
+    KIND = "supply"
+
+
+@dataclass
+class SensorChannel:
+    """One climate sensor: temperature (°C), relative humidity (%RH), dew point (°C)."""
+
+    temperature: float
+    humidity: float
+    dewpoint: float
+
+    KIND = "environment"
+
+
+Reading = SupplyChannel | SensorChannel
+
+
+class Topics:
+    """All topic names of one device, derived from the root in one place."""
+
+    def __init__(self, root: str, device: str) -> None:
+        base = f"{root}/{device}"
+        self.base = base
+        self.availability = f"{base}/availability"
+        self.status = f"{base}/status"
+        self.metrics = f"{base}/metrics"
+        self.health = f"{base}/health"
+        self.reply = f"{base}/reply"
+        self.cmd = f"{base}/cmd"
+        self.cmd_plain = f"{base}/cmd/+/+"
+
+    def owns_response_topic(self, topic: str) -> bool:
+        """MQTT v5 response topics must stay in the device's own reply tree (ACL)."""
+        return topic == self.reply or topic.startswith(self.reply + "/")
+
+
+class LegacyTopics:
+    """tracker_dcs topics: /<name>/status and /<name>/cmd/{setv,switch}/<ch>."""
+
+    def __init__(self, name: str) -> None:
+        self.status = f"/{name}/status"
+        self.setv = f"/{name}/cmd/setv/+"
+        self.switch = f"/{name}/cmd/switch/+"

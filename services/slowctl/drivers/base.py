@@ -1,0 +1,216 @@
+"""Driver base classes. A driver knows its instrument's protocol and nothing about MQTT.
+
+Drivers declare their channel parameters (PyMeasure style); the protocol
+plumbing of a driver family lives in its `_get`/`_set` methods:
+
+    class MySupply(SupplyDriver):
+        vset = ChannelParam("VOLT", "V", limits=(0, 500))
+        imon = ChannelParam("MEAS:CURR", "A", readonly=True)
+
+    driver.vset[0] = 100.0   # validated against the instrument's range, then sent
+    driver.imon[0]           # -> float
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from slowctl.contract import Reading, SupplyChannel
+from slowctl.drivers.link import InstrumentError, Link, LinkSettings
+
+if TYPE_CHECKING:
+    from slowctl.config import ChannelConfig
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChannelParam:
+    """A per-channel instrument parameter: command, unit, scale to SI, instrument range."""
+
+    def __init__(
+        self,
+        command: str,
+        unit: str = "",
+        *,
+        scale: float = 1.0,
+        kind: Callable[[str], Any] = float,
+        limits: tuple[float, float] | None = None,
+        readonly: bool = False,
+        query: str | None = None,
+    ) -> None:
+        self.command = command
+        self.unit = unit
+        self.scale = scale  # SI value = instrument value * scale
+        self.kind = kind
+        self.limits = limits  # instrument range, SI units
+        self.readonly = readonly
+        self.query = query  # query command when it differs from command + "?"
+        self.name = command
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, driver: "Driver | None", owner: type) -> Any:
+        if driver is None:
+            return self
+        return _BoundParam(self, driver)
+
+    def check(self, value: float) -> None:
+        if self.readonly:
+            raise InstrumentError(f"{self.name} is read-only")
+        if not math.isfinite(value):
+            raise InstrumentError(f"{self.name} must be a finite number")
+        if self.limits and not self.limits[0] <= value <= self.limits[1]:
+            lo, hi = self.limits
+            raise InstrumentError(f"{self.name} {value:g} {self.unit} outside the instrument range {lo:g}..{hi:g} {self.unit}")
+
+    def parse(self, text: str) -> Any:
+        try:
+            raw = self.kind(text)
+        except ValueError:
+            raise InstrumentError(f"unreadable {self.name} value {text!r}") from None
+        if self.kind is not float:
+            return raw
+        return float(f"{raw * self.scale:.12g}")  # 100 µA -> 1e-4 A, not 9.999999999999999e-05
+
+
+class _BoundParam:
+    def __init__(self, param: ChannelParam, driver: "Driver") -> None:
+        self._p, self._d = param, driver
+
+    def __getitem__(self, channel: int) -> Any:
+        return self._p.parse(self._d._get(self._p, channel))
+
+    def __setitem__(self, channel: int, value: float) -> None:
+        self._p.check(value)
+        self._d._set(self._p, channel, value / self._p.scale)
+
+
+class Driver(ABC):
+    model: ClassVar[str]
+    description: ClassVar[str] = ""
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    link_settings: ClassVar[LinkSettings] = LinkSettings()
+    max_channels: ClassVar[int] = 1
+
+    def __init__(self, link: Link, options: BaseModel, channels: Iterable[int]) -> None:
+        self.link = link
+        self.options = options
+        self.channels = sorted(channels)
+
+    # --- config-time checks -------------------------------------------------
+    @classmethod
+    def channel_count(cls, options: BaseModel) -> int:
+        return cls.max_channels
+
+    @classmethod
+    def parse_options(cls, raw: dict[str, Any]) -> BaseModel:
+        return cls.Options.model_validate(raw)
+
+    @classmethod
+    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+        """Model-specific config errors as 'key.path: message'."""
+        try:
+            opts = cls.parse_options(options)
+        except ValidationError as exc:
+            return [
+                "options." + ".".join(str(p) for p in e["loc"]) + ": "
+                + ("unknown option" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors()
+            ]
+        n = cls.channel_count(opts)
+        return [f"channels.{c}: {cls.model} has channels 0..{n - 1}" for c in channels if c >= n]
+
+    # --- protocol plumbing, per driver family -------------------------------
+    def _get(self, param: ChannelParam, channel: int) -> str:
+        raise NotImplementedError
+
+    def _set(self, param: ChannelParam, channel: int, value: float) -> None:
+        raise NotImplementedError
+
+    # --- the framework's view ------------------------------------------------
+    @abstractmethod
+    def connect(self) -> str:
+        """Identify and prepare the instrument; returns its identity string."""
+
+    @abstractmethod
+    def read(self, channels: list[int], full: bool) -> dict[int, Reading]:
+        """Read channels; `full` also re-reads settings that change only on command."""
+
+
+class SupplyDriver(Driver):
+    """A power supply channel: on/off, vset, iset, ramp rates, trip clear."""
+
+    hardware_ramp: ClassVar[bool] = False
+    # the action names a driver supports, beyond on/off/vset/iset
+    extra_actions: ClassVar[frozenset[str]] = frozenset({"clear"})
+
+    @classmethod
+    def actions(cls) -> frozenset[str]:
+        base = {"on", "off", "vset", "iset"} | set(cls.extra_actions)
+        if cls.hardware_ramp:
+            base |= {"rampup", "rampdown"}
+        return frozenset(base)
+
+    @classmethod
+    def instrument_limits(cls, action: str) -> tuple[float, float] | None:
+        param = getattr(cls, action, None)
+        return param.limits if isinstance(param, ChannelParam) else None
+
+    @classmethod
+    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+        errors = super().check_config(options, channels)
+        for ch, cfg in channels.items():
+            for key, action in (("vmax", "vset"), ("imax", "iset"), ("ramp_max", "rampup"),
+                                ("rampup", "rampup"), ("rampdown", "rampdown")):
+                value, limits = getattr(cfg, key), cls.instrument_limits(action)
+                if value is not None and limits and not limits[0] <= value <= limits[1]:
+                    errors.append(f"channels.{ch}.{key}: {value:g} outside the {cls.model} range {limits[0]:g}..{limits[1]:g}")
+            if cfg.vmax is None:
+                errors.append(f"channels.{ch}.vmax: required for a supply channel")
+            if cfg.imax is None:
+                errors.append(f"channels.{ch}.imax: required for a supply channel")
+        return errors
+
+    def configure_channel(self, channel: int, rampup: float | None, rampdown: float | None, off_mode: str) -> None:
+        """Apply start-up settings that never change an output (ramp rates, power-down mode)."""
+        if self.hardware_ramp:
+            if rampup is not None:
+                self.rampup[channel] = rampup  # type: ignore[attr-defined]
+            if rampdown is not None:
+                self.rampdown[channel] = rampdown  # type: ignore[attr-defined]
+
+    def set_voltage(self, channel: int, volts: float) -> None:
+        self.vset[channel] = volts  # type: ignore[attr-defined]
+
+    def set_current(self, channel: int, amps: float) -> None:
+        self.iset[channel] = amps  # type: ignore[attr-defined]
+
+    def set_ramp(self, channel: int, up: float | None = None, down: float | None = None) -> None:
+        if up is not None:
+            self.rampup[channel] = up  # type: ignore[attr-defined]
+        if down is not None:
+            self.rampdown[channel] = down  # type: ignore[attr-defined]
+
+    @abstractmethod
+    def switch(self, channel: int, on: bool) -> None: ...
+
+    @abstractmethod
+    def clear(self, channel: int) -> None: ...
+
+    @abstractmethod
+    def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]: ...  # type: ignore[override]
+
+
+class SensorDriver(Driver):
+    """Read-only sensors: no actions."""
+
+    @classmethod
+    def actions(cls) -> frozenset[str]:
+        return frozenset()

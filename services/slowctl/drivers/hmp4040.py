@@ -1,0 +1,138 @@
+"""Rohde & Schwarz (HAMEG) HMP4040 / HMP2030 low-voltage supply: SCPI, LF-terminated.
+
+Channel 0 of the config is OUT1 on the front panel. Channel selection and the
+query travel in one message (`INST:NSEL 1;MEAS:VOLT?`), so no other request can
+slip between them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
+from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+
+
+class HmpOptions(NoOptions):
+    channels: Literal[3, 4] = Field(default=4, description="HMP4040: 4, HMP2030: 3")
+    fuse: bool | None = Field(default=None, description="switch the electronic fuse on/off at start; null leaves it")
+    fuse_delay_ms: int | None = Field(default=None, ge=0, le=250)
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().upper()
+    if value in ("1", "ON"):
+        return True
+    if value in ("0", "OFF"):
+        return False
+    raise LinkError(f"expected 0/1, got {text!r}")
+
+
+class Hmp4040(SupplyDriver):
+    model = "hmp4040"
+    description = "Rohde & Schwarz HMP4040 / HMP2030 low-voltage supply"
+    Options = HmpOptions
+    max_channels = 4
+    link_settings = LinkSettings(write_termination="\n", read_termination="\n", rtscts=True)
+
+    vset = ChannelParam("SOUR:VOLT", "V", limits=(0, 32.05))
+    iset = ChannelParam("SOUR:CURR", "A", limits=(0, 10.0))
+    vmon = ChannelParam("MEAS:VOLT", "V", readonly=True)
+    imon = ChannelParam("MEAS:CURR", "A", readonly=True)
+
+    options: HmpOptions
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._settings: dict[int, tuple[float, float]] = {}
+
+    @classmethod
+    def channel_count(cls, options: HmpOptions) -> int:  # type: ignore[override]
+        return options.channels
+
+    # --- protocol ----------------------------------------------------------
+    @staticmethod
+    def _select(channel: int) -> str:
+        return f"INST:NSEL {channel + 1}"
+
+    def _ask(self, channel: int, *queries: str) -> list[str]:
+        reply = self.link.query(";".join([self._select(channel), *queries]))
+        parts = reply.split(";")
+        if len(parts) != len(queries):
+            raise LinkError(f"expected {len(queries)} values, got {reply[:64]!r}")
+        return parts
+
+    def _command(self, command: str) -> None:
+        """Send a setting and read the error queue: SCPI settings have no reply of their own."""
+        self.link.write(command)
+        error = self.link.query("SYST:ERR?")
+        code, _, text = error.partition(",")
+        try:
+            if int(code) != 0:
+                raise InstrumentError(f"instrument refused {command!r}: {error}")
+        except ValueError:
+            raise LinkError(f"unreadable error reply {error!r}") from None
+
+    def _get(self, param: ChannelParam, channel: int) -> str:
+        return self._ask(channel, f"{param.command}?")[0]
+
+    def _set(self, param: ChannelParam, channel: int, value: float) -> None:
+        self._command(f"{self._select(channel)};{param.command} {value:.4f}")
+
+    # --- the framework's view ----------------------------------------------
+    def connect(self) -> str:
+        identity = self.link.query("*IDN?")
+        fields = identity.split(",")
+        if len(fields) < 2 or not fields[1].startswith("HMP"):
+            raise LinkError(f"not an HMP supply: {identity!r}")
+        self._settings.clear()
+        return identity
+
+    def configure_channel(self, channel: int, rampup: float | None, rampdown: float | None, off_mode: str) -> None:
+        if self.options.fuse is not None:
+            self._command(f"{self._select(channel)};FUSE {'ON' if self.options.fuse else 'OFF'}")
+        if self.options.fuse_delay_ms is not None:
+            self._command(f"{self._select(channel)};FUSE:DEL {self.options.fuse_delay_ms}")
+
+    def switch(self, channel: int, on: bool) -> None:
+        if not on:
+            self._command(f"{self._select(channel)};OUTP:SEL OFF")
+            return
+        if not _flag(self.link.query("OUTP:GEN?")):
+            # the master switch turns on every armed channel: disarm the others first
+            for other in range(self.options.channels):
+                if other != channel and _flag(self._ask(other, "OUTP:SEL?")[0]):
+                    self._command(f"{self._select(other)};OUTP:SEL OFF")
+        self._command(f"{self._select(channel)};OUTP:SEL ON")
+        self._command("OUTP:GEN ON")
+
+    def clear(self, channel: int) -> None:
+        # disarming the channel resets a tripped fuse; the output stays off
+        self._command(f"{self._select(channel)};OUTP:SEL OFF")
+
+    def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
+        general = _flag(self.link.query("OUTP:GEN?"))
+        result = {}
+        for ch in channels:
+            if full or ch not in self._settings:
+                v, i = self._ask(ch, "SOUR:VOLT?", "SOUR:CURR?")
+                try:
+                    self._settings[ch] = (float(v), float(i))
+                except ValueError:
+                    raise LinkError(f"unreadable set values {v!r} / {i!r}") from None
+            vmon, imon, armed, tripped = self._ask(ch, "MEAS:VOLT?", "MEAS:CURR?", "OUTP:SEL?", "FUSE:TRIP?")
+            on = general and _flag(armed)
+            if _flag(tripped):
+                state = ChannelState.TRIPPED
+            else:
+                state = ChannelState.ON if on else ChannelState.OFF
+            vset, iset = self._settings[ch]
+            try:
+                result[ch] = SupplyChannel(on=on, vset=vset, vmon=float(vmon), iset=iset, imon=float(imon),
+                                           state=state, alarms=["FUSE"] if state is ChannelState.TRIPPED else [])
+            except ValueError:
+                raise LinkError(f"unreadable measurement {vmon!r} / {imon!r}") from None
+        return result

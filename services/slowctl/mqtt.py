@@ -1,0 +1,154 @@
+"""MQTT plumbing in one place: connection, last will, capped reconnect, resubscribe.
+
+Services and clients both use `MqttSession`; nothing else touches paho directly.
+Credentials and (optionally) host/port come from the environment:
+SLOWCTL_MQTT_HOST, SLOWCTL_MQTT_PORT, SLOWCTL_MQTT_USERNAME, SLOWCTL_MQTT_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+from slowctl.config import MqttConfig
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[mqtt.MQTTMessage], None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls_ca: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: MqttConfig, env: Mapping[str, str] = os.environ) -> "Endpoint":
+        port = env.get("SLOWCTL_MQTT_PORT")
+        return cls(
+            host=env.get("SLOWCTL_MQTT_HOST", cfg.host),
+            port=int(port) if port else cfg.port,
+            username=env.get("SLOWCTL_MQTT_USERNAME") or None,
+            password=env.get("SLOWCTL_MQTT_PASSWORD") or None,
+            tls_ca=env.get("SLOWCTL_MQTT_TLS_CA", cfg.tls_ca),
+        )
+
+
+def publish_properties(**props: object) -> Properties:
+    p = Properties(PacketTypes.PUBLISH)
+    for key, value in props.items():
+        setattr(p, key, value)
+    return p
+
+
+class MqttSession:
+    """One MQTT v5 connection that survives broker restarts."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        client_id: str,
+        *,
+        keepalive: int = 10,
+        reconnect: tuple[float, float] = (0.1, 2.0),
+        will: tuple[str, str] | None = None,
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.keepalive = keepalive
+        self.connected = threading.Event()
+        self.refused = threading.Event()  # the broker answered with a refusal (e.g. bad credentials)
+        self.connect_failure: str | None = None
+        self._on_connect_hook = on_connect
+        self._subs: dict[str, int] = {}
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if endpoint.username:
+            c.username_pw_set(endpoint.username, endpoint.password)
+        if endpoint.tls_ca:
+            c.tls_set(ca_certs=endpoint.tls_ca)
+        if will:
+            c.will_set(will[0], will[1], qos=1, retain=True)
+        c.reconnect_delay_set(min_delay=reconnect[0], max_delay=reconnect[1])  # type: ignore[arg-type]
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        self.client = c
+
+    # --- lifecycle ------------------------------------------------------------
+    def start(self) -> None:
+        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=self.keepalive, clean_start=True)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected; False on timeout or when the broker refused us."""
+        deadline = time.monotonic() + timeout
+        while not self.connected.wait(0.02):
+            if self.refused.is_set() or time.monotonic() > deadline:
+                return False
+        return True
+
+    def stop(self, last_words: list[tuple[str, str]] = (), timeout: float = 2.0) -> None:
+        """Publish `last_words` (retained) if connected, then disconnect cleanly (no last will)."""
+        if self.connected.is_set():
+            infos = [self.client.publish(t, p, qos=1, retain=True) for t, p in last_words]
+            for info in infos:
+                try:
+                    info.wait_for_publish(timeout)
+                except (RuntimeError, ValueError):
+                    pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # --- messaging ------------------------------------------------------------
+    def subscribe(self, topic: str, handler: Handler, qos: int = 1) -> None:
+        self.client.message_callback_add(topic, lambda _c, _u, msg: self._dispatch(handler, msg))
+        self._subs[topic] = qos
+        if self.connected.is_set():
+            self.client.subscribe(topic, qos)
+
+    def publish(self, topic: str, payload: str | bytes, *, qos: int = 0, retain: bool = False,
+                properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    @staticmethod
+    def _dispatch(handler: Handler, msg: mqtt.MQTTMessage) -> None:
+        # a handler bug must never kill the network thread (tracker_dcs died of exactly that)
+        try:
+            handler(msg)
+        except Exception:
+            log.exception("handler for %s failed", msg.topic)
+
+    # --- paho callbacks ---------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        if reason.is_failure:
+            self.connect_failure = str(reason)
+            self.refused.set()
+            log.warning("broker %s:%s refused the connection: %s", self.endpoint.host, self.endpoint.port, reason)
+            return
+        self.connect_failure = None
+        self.refused.clear()
+        if self._subs:
+            client.subscribe([(t, q) for t, q in self._subs.items()])
+        self.connected.set()
+        log.info("connected to %s:%s", self.endpoint.host, self.endpoint.port)
+        if self._on_connect_hook:
+            try:
+                self._on_connect_hook()
+            except Exception:
+                log.exception("on-connect hook failed")
+
+    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+        if self.connected.is_set() and reason.is_failure:
+            log.warning("disconnected from broker: %s", reason)
+        self.connected.clear()

@@ -1,0 +1,448 @@
+"""The device service: one instrument, one process, MQTT on one side, a driver on the other.
+
+Threads: the poller (main thread) reads the instrument every poll period; the
+command worker executes validated commands and software-ramp steps; paho's
+network thread receives commands and validates them before they are queued.
+A command takes the instrument link before the poller's next round trip.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from slowctl.commands import (Command, CommandError, Request, Rules, check_size, parse_json, parse_legacy,
+                              parse_plain, validate)
+from slowctl.config import DeviceConfig, StackConfig
+from slowctl.contract import ChannelState, DeviceState, LegacyTopics, Reading, SupplyChannel, Topics
+from slowctl.drivers import DRIVERS, Driver, SupplyDriver
+from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
+from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+from slowctl.payloads import channel_dict, legacy_status, metrics_lines
+from slowctl.ramp import SoftRamp
+
+log = logging.getLogger(__name__)
+
+RAMP_TICK = 0.2  # s between software-ramp steps
+
+
+def link_settings(driver: type[Driver], cfg: DeviceConfig) -> LinkSettings:
+    serial = {k: v for k, v in cfg.serial.model_dump().items() if v is not None}
+    return replace(driver.link_settings, timeout=cfg.timeout, visa_library=cfg.visa_library, **serial)
+
+
+@dataclass
+class Health:
+    restarts: int = 0
+    poll_cycles: int = 0
+    last_poll_duration: float | None = None
+    consecutive_errors: int = 0
+    errors: int = 0
+
+
+class DeviceService:
+    def __init__(self, device: str, stack: StackConfig, endpoint: Endpoint, restarts: int = 0) -> None:
+        self.id = device
+        self.cfg = stack.devices[device]
+        self.driver_cls = DRIVERS[self.cfg.model]
+        self.options = self.driver_cls.parse_options(self.cfg.options)
+        self.link_settings = link_settings(self.driver_cls, self.cfg)
+        self.topics = Topics(stack.mqtt.topic_root, device)
+        self.legacy = LegacyTopics(self.cfg.legacy_name) if self.cfg.legacy_name else None
+        self.channels = sorted(self.cfg.channels)
+        self.names = {ch: c.name for ch, c in self.cfg.channels.items()}
+        self.is_supply = issubclass(self.driver_cls, SupplyDriver)
+        hw_ramp = self.is_supply and self.driver_cls.hardware_ramp  # type: ignore[attr-defined]
+        # software ramp where the instrument cannot ramp and the channel has a rate
+        self.soft = {ch for ch, c in self.cfg.channels.items() if self.is_supply and not hw_ramp and c.rampup}
+        self.rates = {ch: (c.rampup, c.rampdown or c.rampup) for ch, c in self.cfg.channels.items()}
+        self.rules = Rules(
+            actions=self.driver_cls.actions(),
+            channels=dict(self.cfg.channels),
+            instrument_limits=getattr(self.driver_cls, "instrument_limits", lambda a: None),
+            max_age=self.cfg.max_command_age,
+            ramp_actions_for=lambda ch: ch in self.soft,
+        )
+        self.mqtt = MqttSession(
+            endpoint, f"slowctl-{device}", keepalive=stack.mqtt.keepalive,
+            reconnect=(stack.mqtt.reconnect_min, stack.mqtt.reconnect_max),
+            will=(self.topics.availability, "offline"), on_connect=self._announce,
+        )
+        self.health = Health(restarts=restarts)
+        self.stop_event = threading.Event()
+        self.queue: queue.Queue[Command] = queue.Queue()
+        self._driver: Driver | None = None
+        self._driver_lock = threading.Lock()
+        self._pub_lock = threading.Lock()
+        self.readings: dict[int, Reading] = {}
+        self._read_at: dict[int, float] = {}
+        self.targets: dict[int, float] = {}  # user vset of software-ramped channels
+        self.ramps: dict[int, SoftRamp] = {}
+        self.state = DeviceState.DISCONNECTED
+        self.error: str | None = "not connected yet"
+        self.identity: str | None = None
+        self.seq = 0
+        self.started = time.monotonic()
+
+    # --- lifecycle --------------------------------------------------------------
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        self.mqtt.subscribe(self.topics.cmd + "/#", self._on_command)
+        if self.legacy:
+            self.mqtt.subscribe(self.legacy.setv, self._on_legacy)
+            self.mqtt.subscribe(self.legacy.switch, self._on_legacy)
+        self.mqtt.start()
+        worker = threading.Thread(target=self._command_loop, name="commands", daemon=True)
+        worker.start()
+        try:
+            self._poll_loop()
+        finally:
+            self.stop_event.set()
+            worker.join(5)
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        """Announce offline and let go of the instrument; outputs stay exactly as they are."""
+        while True:
+            try:
+                cmd = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            self._reply(cmd.request, False, "service is shutting down; command not executed")
+        self.mqtt.stop(last_words=[(self.topics.availability, "offline")])
+        driver = self._driver
+        if driver is not None:
+            driver.link.close()
+        log.info("stopped")
+
+    def _announce(self) -> None:
+        """Birth: runs on every (re)connect to the broker."""
+        self.mqtt.publish(self.topics.availability, "online", qos=1, retain=True)
+        self._publish_status()
+        self._publish_health()
+
+    # --- instrument link ----------------------------------------------------------
+    def _connect(self) -> bool:
+        link = None
+        try:
+            link = open_link(self.cfg.address, self.link_settings)
+            driver = self.driver_cls(link, self.options, self.channels)
+            identity = driver.connect()
+            if isinstance(driver, SupplyDriver):
+                for ch in self.channels:
+                    up, down = self.rates[ch] if ch not in self.soft else (None, None)
+                    driver.configure_channel(ch, up, down, self.cfg.channels[ch].off_mode)
+        except (LinkError, InstrumentError) as exc:
+            if link is not None:
+                link.close()
+            self.health.consecutive_errors += 1
+            self.health.errors += 1
+            self._set_state(DeviceState.DISCONNECTED, f"cannot connect to {self.cfg.address}: {exc}")
+            return False
+        self.identity = identity
+        with self._driver_lock:
+            self._driver = driver
+        log.info("instrument connected: %s", identity)
+        return True
+
+    def _link_lost(self, driver: Driver, exc: Exception) -> None:
+        with self._driver_lock:
+            if self._driver is not driver:
+                return
+            self._driver = None
+        driver.link.close()
+        self.health.consecutive_errors += 1
+        self.health.errors += 1
+        self._set_state(DeviceState.DISCONNECTED, f"instrument link lost: {exc}")
+
+    def _set_state(self, state: DeviceState, error: str | None) -> None:
+        changed = (state, error) != (self.state, self.error)
+        self.state, self.error = state, error
+        if error and changed:
+            log.warning("%s: %s", state.value, error)
+        self._publish_status()
+        self._publish_health()
+
+    # --- polling --------------------------------------------------------------------
+    def _poll_loop(self) -> None:
+        backoff = 0.5
+        next_poll = time.monotonic()
+        while not self.stop_event.is_set():
+            if self._driver is None:
+                if not self._connect():
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, self.cfg.reconnect_max)
+                    continue
+                backoff = 0.5
+                next_poll = time.monotonic()
+            now = time.monotonic()
+            if now < next_poll:
+                self.stop_event.wait(min(next_poll - now, 0.5))
+                continue
+            self._poll_once()
+            next_poll += self.cfg.poll_period
+            if next_poll < time.monotonic():  # overran: skip, don't burst
+                next_poll = time.monotonic() + self.cfg.poll_period
+
+    def _poll_once(self) -> None:
+        driver = self._driver
+        if driver is None:
+            return
+        started = time.monotonic()
+        full = self.health.poll_cycles % self.cfg.full_read_every == 0
+        try:
+            readings = driver.read(self.channels, full)
+        except LinkError as exc:
+            self._link_lost(driver, exc)
+            return
+        except InstrumentError as exc:
+            self.health.consecutive_errors += 1
+            self.health.errors += 1
+            self._set_state(DeviceState.ERROR, str(exc))
+            return
+        self.health.poll_cycles += 1
+        self.health.last_poll_duration = time.monotonic() - started
+        self.health.consecutive_errors = 0
+        self._update(readings, started)
+        self.state, self.error = DeviceState.OK, None
+        self._publish_status()
+        self._publish_health()
+
+    def _update(self, readings: dict[int, Reading], started: float) -> None:
+        with self._pub_lock:
+            for ch, r in readings.items():
+                if self._read_at.get(ch, -math.inf) > started:
+                    continue  # a command's read-back is newer than this poll
+                if ch in self.soft and isinstance(r, SupplyChannel):
+                    r.vset = self.targets.setdefault(ch, r.vset)
+                    ramp = self.ramps.get(ch)
+                    if ramp is not None and r.state is not ChannelState.TRIPPED:
+                        r.state = ramp.state
+                    r.rampup, r.rampdown = self.rates[ch]
+                self.readings[ch] = r
+                self._read_at[ch] = started
+
+    # --- commands -------------------------------------------------------------------------
+    def _on_command(self, msg: paho.MQTTMessage) -> None:
+        rest = msg.topic[len(self.topics.cmd):]
+        parts = rest[1:].split("/") if rest else []
+        req = self._read_request(msg, lambda: (
+            parse_json(msg.payload) if not parts
+            else parse_plain(parts[0], parts[1], msg.payload) if len(parts) == 2
+            else Request(error="command topic must be cmd or cmd/<action>/<channel>")))
+        self._accept(req)
+
+    def _on_legacy(self, msg: paho.MQTTMessage) -> None:
+        *_, kind, channel = msg.topic.split("/")
+        self._accept(self._read_request(msg, lambda: parse_legacy(kind, channel, msg.payload)))
+
+    def _read_request(self, msg: paho.MQTTMessage, parse) -> Request:
+        try:
+            check_size(msg.payload)
+            req = parse()
+        except CommandError as exc:
+            req = Request(error=str(exc))
+        if msg.retain:
+            req.error = "retained commands are refused: a stale command must never run"
+        props = getattr(msg, "properties", None)
+        if props is not None:
+            expiry = getattr(props, "MessageExpiryInterval", None)
+            if expiry is not None:
+                req.expires = req.received + expiry
+            req.response_topic = getattr(props, "ResponseTopic", None)
+            req.correlation = getattr(props, "CorrelationData", None)
+        return req
+
+    def _accept(self, req: Request) -> None:
+        if req.response_topic and not self.topics.owns_response_topic(req.response_topic):
+            topic, req.response_topic = req.response_topic, None
+            self._reply(req, False, f"response topic {topic[:80]!r} must be under {self.topics.reply}/")
+            return
+        try:
+            cmd = validate(req, self.rules)
+            if self._driver is None:
+                raise CommandError(f"instrument not connected ({self.error})")
+        except CommandError as exc:
+            self._reply(req, False, str(exc))
+            return
+        self.queue.put(cmd)
+
+    def _reply(self, req: Request, ok: bool, error: str | None = None) -> None:
+        body = json.dumps(req.reply(ok, error))
+        if not ok:
+            log.info("refused %s: %s", req.action, error)
+        self.mqtt.publish(self.topics.reply, body, qos=1)
+        if req.response_topic:
+            props = publish_properties(CorrelationData=req.correlation) if req.correlation else None
+            self.mqtt.publish(req.response_topic, body, qos=1, properties=props)
+
+    def _command_loop(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                cmd = self.queue.get(timeout=RAMP_TICK if self.ramps else 0.5)
+            except queue.Empty:
+                cmd = None
+            if cmd is not None:
+                self._execute(cmd)
+            if self.ramps:
+                self._step_ramps()
+
+    def _execute(self, cmd: Command) -> None:
+        req = cmd.request
+        now = time.monotonic()
+        deadline = min(req.received + self.cfg.max_command_age, req.expires if req.expires is not None else math.inf)
+        if now > deadline:
+            self._reply(req, False, f"stale command: waited {now - req.received:.1f} s, past its expiry; not executed")
+            return
+        driver = self._driver
+        if driver is None:
+            self._reply(req, False, f"instrument not connected ({self.error})")
+            return
+        current = self.readings.get(cmd.channel)
+        if cmd.action == "on" and isinstance(current, SupplyChannel) and current.state is ChannelState.TRIPPED:
+            self._reply(req, False, f"channel {cmd.channel} is tripped: send clear first")
+            return
+        assert isinstance(driver, SupplyDriver)
+        error = None
+        try:
+            with driver.link.lock.exclusive():
+                try:
+                    self._apply(driver, cmd, now)
+                except InstrumentError as exc:
+                    error = f"instrument refused: {exc}"
+                reading = driver.read([cmd.channel], full=True)
+        except LinkError as exc:
+            self._link_lost(driver, exc)
+            self._reply(req, False, f"instrument link failed: {exc}")
+            return
+        except InstrumentError as exc:
+            reading, error = {}, error or f"instrument refused: {exc}"
+        self._update(reading, now)
+        self._publish_status()
+        self._reply(req, error is None, error)
+
+    def _apply(self, driver: SupplyDriver, cmd: Command, now: float) -> None:
+        ch, value = cmd.channel, cmd.value
+        current = self.readings.get(ch)
+        is_on = isinstance(current, SupplyChannel) and current.on
+        soft = ch in self.soft
+        if cmd.action == "vset":
+            assert value is not None
+            if soft and is_on:
+                self.targets[ch] = value
+                self._ramp(ch, now).start(value, now)
+            else:
+                driver.set_voltage(ch, value)
+                if soft:
+                    self.targets[ch] = value
+        elif cmd.action == "iset":
+            assert value is not None
+            driver.set_current(ch, value)
+        elif cmd.action in ("rampup", "rampdown"):
+            up, down = self.rates[ch]
+            up, down = (value, down) if cmd.action == "rampup" else (up, value)
+            if soft:
+                self.rates[ch] = (up, down)
+            else:
+                driver.set_ramp(ch, up=value if cmd.action == "rampup" else None,
+                                down=value if cmd.action == "rampdown" else None)
+        elif cmd.action == "on":
+            if soft and not is_on:
+                target = self.targets.get(ch, current.vset if isinstance(current, SupplyChannel) else 0.0)
+                self.targets[ch] = target
+                driver.set_voltage(ch, 0.0)
+                driver.switch(ch, True)
+                ramp = self._ramp(ch, now, programmed=0.0)
+                ramp.start(target, now)
+            else:
+                driver.switch(ch, True)
+        elif cmd.action == "off":
+            if soft and is_on and self.cfg.channels[ch].off_mode == "ramp":
+                ramp = self._ramp(ch, now)
+                ramp.switch_off_at_end = True
+                ramp.start(0.0, now)
+            else:
+                self.ramps.pop(ch, None)
+                driver.switch(ch, False)
+                if soft:
+                    driver.set_voltage(ch, self.targets.get(ch, 0.0))
+        elif cmd.action == "clear":
+            self.ramps.pop(ch, None)
+            driver.clear(ch)
+
+    def _ramp(self, ch: int, now: float, programmed: float | None = None) -> SoftRamp:
+        ramp = self.ramps.get(ch)
+        if ramp is None:
+            current = self.readings.get(ch)
+            start = programmed if programmed is not None else (current.vmon if isinstance(current, SupplyChannel) else 0.0)
+            up, down = self.rates[ch]
+            ramp = self.ramps[ch] = SoftRamp(programmed=start, target=start, up=up, down=down, last=now)  # type: ignore[arg-type]
+        if programmed is not None:
+            ramp.programmed = programmed
+        ramp.up, ramp.down = self.rates[ch]  # type: ignore[assignment]
+        return ramp
+
+    def _step_ramps(self) -> None:
+        driver = self._driver
+        if driver is None or not isinstance(driver, SupplyDriver):
+            self.ramps.clear()  # link lost: the instrument holds its last step
+            return
+        now = time.monotonic()
+        try:
+            with driver.link.lock.exclusive():
+                for ch, ramp in list(self.ramps.items()):
+                    driver.set_voltage(ch, ramp.step(now))
+                    if not ramp.active:
+                        if ramp.switch_off_at_end:
+                            driver.switch(ch, False)
+                            driver.set_voltage(ch, self.targets.get(ch, 0.0))
+                        del self.ramps[ch]
+                readings = driver.read(sorted(set(self.ramps) | set(self.soft)), full=True)
+        except LinkError as exc:
+            self._link_lost(driver, exc)
+            return
+        except InstrumentError as exc:
+            log.warning("software ramp stopped: %s", exc)
+            self.ramps.clear()
+            return
+        self._update(readings, now)
+        self._publish_status()
+
+    # --- publishing -------------------------------------------------------------------------
+    def _publish_status(self) -> None:
+        connected = self.state is not DeviceState.DISCONNECTED
+        with self._pub_lock:
+            self.seq += 1
+            ts = int(time.time() * 1000)
+            readings = dict(self.readings) if connected else {}
+            status: dict[str, Any] = {
+                "device": self.id, "model": self.cfg.model, "ts": ts, "seq": self.seq,
+                "state": self.state.value, "error": self.error, "identity": self.identity,
+                "channels": [channel_dict(ch, self.names[ch], readings.get(ch)) for ch in self.channels],
+            }
+            self.mqtt.publish(self.topics.status, json.dumps(status), qos=1, retain=True)
+            if readings:
+                self.mqtt.publish(self.topics.metrics, metrics_lines(self.id, self.names, readings, ts), qos=1)
+                if self.legacy:
+                    self.mqtt.publish(self.legacy.status, json.dumps(legacy_status(readings)), qos=1, retain=True)
+
+    def _publish_health(self) -> None:
+        h = self.health
+        body = {
+            "device": self.id, "ts": int(time.time() * 1000), "uptime": round(time.monotonic() - self.started, 3),
+            "poll_cycles": h.poll_cycles, "last_poll_duration": h.last_poll_duration,
+            "consecutive_errors": h.consecutive_errors, "errors": h.errors,
+            "connected": self._driver is not None, "restarts": h.restarts,
+        }
+        self.mqtt.publish(self.topics.health, json.dumps(body), qos=1, retain=True)
