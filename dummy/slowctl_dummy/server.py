@@ -162,11 +162,14 @@ class SimulatorServer:
 
     def _wait_readable(self, fd: int) -> bool:
         """Block until ``fd`` is readable; False when the server is stopping."""
+        poller = select.poll()  # poll, not select: no FD_SETSIZE limit with many clients
+        poller.register(fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         try:
-            ready, _, _ = select.select([fd, self._wake_r], [], [])
-        except (OSError, ValueError):
+            ready = poller.poll()
+        except OSError:
             return False
-        return not self._stopped.is_set() and fd in ready
+        return not self._stopped.is_set() and any(f == fd for f, _ in ready)
 
     def _wire_delay(self, nbytes: int) -> None:
         if self.baud:

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from slowctl.config import MqttConfig
 
@@ -72,7 +73,7 @@ class MqttSession:
         self.refused = threading.Event()  # the broker answered with a refusal (e.g. bad credentials)
         self.connect_failure: str | None = None
         self._on_connect_hook = on_connect
-        self._subs: dict[str, int] = {}
+        self._subs: dict[str, SubscribeOptions] = {}
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if endpoint.username:
             c.username_pw_set(endpoint.username, endpoint.password)
@@ -112,10 +113,11 @@ class MqttSession:
 
     # --- messaging ------------------------------------------------------------
     def subscribe(self, topic: str, handler: Handler, qos: int = 1) -> None:
+        """Retain flags arrive as published, so a handler can tell a retained message from a live one."""
         self.client.message_callback_add(topic, lambda _c, _u, msg: self._dispatch(handler, msg))
-        self._subs[topic] = qos
+        self._subs[topic] = SubscribeOptions(qos=qos, retainAsPublished=True)
         if self.connected.is_set():
-            self.client.subscribe(topic, qos)
+            self.client.subscribe(topic, options=self._subs[topic])
 
     def publish(self, topic: str, payload: str | bytes, *, qos: int = 0, retain: bool = False,
                 properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
@@ -139,7 +141,7 @@ class MqttSession:
         self.connect_failure = None
         self.refused.clear()
         if self._subs:
-            client.subscribe([(t, q) for t, q in self._subs.items()])
+            client.subscribe(list(self._subs.items()))
         self.connected.set()
         log.info("connected to %s:%s", self.endpoint.host, self.endpoint.port)
         if self._on_connect_hook:

@@ -75,8 +75,9 @@ class NativeStack:
                 assert sim is not None
                 argv = [sys.executable, "-m", "slowctl", "sim", dev.model, "--tcp", f"{SIM_HOST}:{sim.port}"]
                 if sim.scenario:
-                    scenario = Path(sim.scenario)
-                    argv += ["--scenario", str(scenario if scenario.is_absolute() else self.config_path.parent / scenario)]
+                    # a file relative to the config, else a bundled scenario name (dummy/README.md)
+                    beside = self.config_path.parent / sim.scenario
+                    argv += ["--scenario", str(beside) if beside.is_file() else sim.scenario]
                 if sim.baud:
                     argv += ["--baud", str(sim.baud)]
                 sims.append(ProcessSpec(f"sim-{dev_id}", argv + sim.args, ready_port=(SIM_HOST, sim.port), tier=1))

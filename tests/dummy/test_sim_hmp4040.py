@@ -100,7 +100,7 @@ def test_constant_current_mode(hmp):
     assert float(q(hmp, "MEAS:VOLT?")) == pytest.approx(2.0, abs=0.003)
 
 
-def test_fuse_trips_after_delay_and_rearm_clears(hmp, clock):
+def test_fuse_trips_after_delay_and_acknowledge_clears(hmp, clock):
     q(hmp, "INST:NSEL 1;VOLT 5;CURR 0.2;FUSE ON;FUSE:DEL 100;OUTP ON")
     assert q(hmp, "FUSE?;FUSE:DEL?;FUSE:TRIP?") == "1;100;0"
     clock.advance(1.0)  # 100 ohm: 50 mA, no CC, no trip
@@ -111,10 +111,13 @@ def test_fuse_trips_after_delay_and_rearm_clears(hmp, clock):
     clock.advance(0.02)
     assert q(hmp, "FUSE:TRIP?;OUTP:SEL?;OUTP?") == "1;0;0"
     assert q(hmp, "MEAS:CURR?") == "0.0000"
-    q(hmp, "OUTP:SEL OFF")  # disarming does not clear the flag
-    assert q(hmp, "FUSE:TRIP?") == "1"
+    q(hmp, "OUTP:SEL OFF")  # acknowledging keeps the output off and clears the flag
+    assert q(hmp, "FUSE:TRIP?;OUTP?") == "0;0"
+    hmp.set_param("load", 1.0, channel=1)
+    clock.advance(0.2)
+    assert q(hmp, "FUSE:TRIP?") == "0"  # disarmed: no current, no new trip
     hmp.set_param("load", 100.0, channel=1)
-    q(hmp, "OUTP:SEL ON")  # re-arming does
+    q(hmp, "OUTP:SEL ON")
     assert q(hmp, "FUSE:TRIP?;OUTP?") == "0;1"
 
 

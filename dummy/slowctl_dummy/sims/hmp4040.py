@@ -26,10 +26,10 @@ Physics: a live channel (armed and master on) drives a resistive ``load``
 (ohm, scenario parameter, default 100): I = VSET/R, or constant current
 (V = ISET*R) when VSET/R > ISET.  With the fuse on, CC lasting longer than
 FUSE:DEL trips it: the channel is disarmed and FUSE:TRIP? reads 1 until the
-channel is re-armed (``OUTP:SEL ON`` or ``OUTP ON``) or ``*RST``;
-``OUTP:SEL OFF`` does not clear it, so a driver can still see why the
-output went off.  OVP (VSET above VOLT:PROT while live) disarms the same way,
-cleared by re-arming or VOLT:PROT:CLE.  Measurements carry small noise.
+operator acknowledges it by setting the channel's arm state (``OUTP:SEL OFF``
+keeps it off, ``OUTP:SEL ON`` / ``OUTP ON`` re-arms) or ``*RST``.  What clears
+the flag on a real HMP is unconfirmed.  OVP (VSET above VOLT:PROT while live)
+disarms the same way, also cleared by VOLT:PROT:CLE.  Measurements carry small noise.
 """
 
 from __future__ import annotations
@@ -69,9 +69,9 @@ class LvChannel:
 
     def arm(self, on: bool) -> None:
         self.armed = on
-        if on:  # re-arming is the operator's acknowledgement of a trip
-            self.fuse_tripped = self.ovp_tripped = False
-            self.cc_time = 0.0
+        # setting the arm state is the operator's acknowledgement of a trip
+        self.fuse_tripped = self.ovp_tripped = False
+        self.cc_time = 0.0
 
 
 class Hmp4040(ScpiInstrument):

@@ -1,0 +1,48 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import DummyStack  # noqa: E402
+
+
+def _need_mosquitto() -> None:
+    from slowctl.stack import StackError, find_mosquitto
+
+    try:
+        find_mosquitto()
+    except StackError as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    """One shared native dummy stack for the tests that do not break it."""
+    _need_mosquitto()
+    s = DummyStack(tmp_path_factory.mktemp("stack")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def own_stack(tmp_path):
+    """A private stack for tests that kill or restart parts of it; tweak before start()."""
+    _need_mosquitto()
+    stacks = []
+
+    def make(tweak=None):
+        s = DummyStack(tmp_path / f"s{len(stacks)}", tweak)
+        stacks.append(s)
+        return s
+    yield make
+    for s in stacks:
+        s.stop()
+
+
+@pytest.fixture
+def operator(stack):
+    p = stack.probe("operator")
+    p.wait_connected()
+    return p

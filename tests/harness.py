@@ -1,0 +1,227 @@
+"""Test harness: a real native dummy stack on free loopback ports, and an MQTT probe client."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+import psutil
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+REPO = Path(__file__).resolve().parents[1]
+DUMMY_CONFIG = REPO / "config" / "dummy.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Probe:
+    """An MQTT v5 client as a user would have it: subscribe, publish, wait for messages."""
+
+    def __init__(self, host: str, port: int, username: str | None, password: str | None) -> None:
+        self.messages: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
+        self.last: dict[str, mqtt.MQTTMessage] = {}
+        self._lock = threading.Lock()
+        self._seen: list[mqtt.MQTTMessage] = []
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}",
+                                  protocol=mqtt.MQTTv5)
+        if username:
+            self.client.username_pw_set(username, password)
+        self.connack: Any = None
+        self._connected = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect(host, port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        self.connack = reason
+        self._connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.last[msg.topic] = msg
+            self._seen.append(msg)
+
+    def wait_connected(self, timeout: float = 5.0) -> Any:
+        assert self._connected.wait(timeout), "no CONNACK"
+        return self.connack
+
+    def subscribe(self, *topics: str) -> list:
+        """Subscribe and wait for the SUBACK; returns the reason codes."""
+        done = threading.Event()
+        codes: list = []
+
+        def on_subscribe(client, userdata, mid, reason_codes, properties) -> None:
+            codes.extend(reason_codes)
+            done.set()
+
+        self.client.on_subscribe = on_subscribe
+        self.client.subscribe([(t, 1) for t in topics])
+        assert done.wait(5), "no SUBACK"
+        return codes
+
+    def publish(self, topic: str, payload: str | bytes | None, retain: bool = False, qos: int = 1,
+                properties: Properties | None = None) -> Any:
+        """Publish and return the PUBACK reason code (MQTT v5 reports ACL refusals there)."""
+        acked = threading.Event()
+        result: list = []
+
+        def on_publish(client, userdata, mid, reason_code, properties) -> None:
+            result.append(reason_code)
+            acked.set()
+
+        self.client.on_publish = on_publish
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        if qos == 0:
+            return None
+        assert acked.wait(5), f"no PUBACK for {topic}"
+        return result[0]
+
+    def seen(self, topic: str | None = None) -> list[mqtt.MQTTMessage]:
+        with self._lock:
+            return [m for m in self._seen if topic is None or mqtt.topic_matches_sub(topic, m.topic)]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+    def wait_message(self, topic: str, predicate: Callable[[mqtt.MQTTMessage], bool] = lambda m: True,
+                     timeout: float = 5.0) -> mqtt.MQTTMessage:
+        return wait_until(lambda: next((m for m in self.seen(topic) if predicate(m)), None), timeout,
+                          what=f"a message on {topic}")
+
+    def wait_json(self, topic: str, predicate: Callable[[dict], bool] = lambda d: True,
+                  timeout: float = 5.0) -> dict:
+        def ok(m: mqtt.MQTTMessage) -> bool:
+            try:
+                return predicate(json.loads(m.payload))
+            except (ValueError, KeyError, TypeError, IndexError):
+                return False
+        return json.loads(self.wait_message(topic, ok, timeout).payload)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def v5_props(**values: Any) -> Properties:
+    p = Properties(PacketTypes.PUBLISH)
+    for k, v in values.items():
+        setattr(p, k, v)
+    return p
+
+
+class DummyStack:
+    """`slowctl up --dummy` as a user runs it, on free ports in a temporary directory."""
+
+    def __init__(self, workdir: Path, tweak: Callable[[dict], None] | None = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = yaml.safe_load(DUMMY_CONFIG.read_text())
+        self.config["broker"]["port"] = self.port = free_port()
+        for dev in self.config["devices"].values():
+            dev["simulator"]["port"] = free_port()
+        self.config["state_dir"] = str(workdir / "state")
+        if tweak:
+            tweak(self.config)
+        self.state = workdir / "state"
+        self.config_path = workdir / "stack.yaml"
+        self.config_path.write_text(yaml.safe_dump(self.config))
+        self.log_path = workdir / "up.log"
+        self.proc: subprocess.Popen | None = None
+        self._probes: list[Probe] = []
+
+    def start(self, timeout: float = 20.0) -> "DummyStack":
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "slowctl", "up", "--dummy", "--config", str(self.config_path)],
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
+        wait_until(lambda: b"devices online after" in self.log_path.read_bytes() or self.proc.poll() is not None,
+                   timeout, what="the stack to come up")
+        assert self.proc.poll() is None, f"stack exited: {self.log()}"
+        assert b"WARNING" not in self.log_path.read_bytes(), self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def service_log(self, name: str) -> str:
+        return (self.state / "logs" / f"{name}.log").read_text(errors="replace")
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return json.loads((self.state / "credentials.json").read_text())
+
+    def probe(self, role: str | None = "viewer", password: str | None = None) -> Probe:
+        pw = password if password is not None else (self.credentials[role] if role else None)
+        p = Probe("127.0.0.1", self.port, role, pw)
+        self._probes.append(p)
+        return p
+
+    def pids(self) -> dict[str, int]:
+        """Process name -> pid of the supervisor's children (broker, sim-<dev>, service-<dev>)."""
+        pids = {}
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                argv = child.cmdline()
+            except psutil.NoSuchProcess:
+                continue
+            if "mosquitto" in argv[0]:
+                pids["broker"] = child.pid
+            elif "run" in argv:
+                pids["service-" + argv[argv.index("run") + 1]] = child.pid
+            elif "sim" in argv:
+                port = argv[argv.index("--tcp") + 1].rsplit(":", 1)[1]
+                dev = next(d for d, c in self.config["devices"].items() if str(c["simulator"]["port"]) == port)
+                pids["sim-" + dev] = child.pid
+        return pids
+
+    def slowctl(self, *args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "slowctl", *args], capture_output=True, text=True,
+                              cwd=self.workdir, timeout=timeout, env={**os.environ, **(env or {})})
+
+    def stop(self) -> None:
+        for p in self._probes:
+            p.close()
+        children = self.pids() if self.proc and self.proc.poll() is None else {}
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        for pid in children.values():  # never leave an orphan behind, whatever happened
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self._log.close()
