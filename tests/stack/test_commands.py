@@ -5,27 +5,9 @@ import time
 
 import pytest
 
-from harness import v5_props, wait_until
+from harness import channel, send, v5_props
 
 pytestmark = pytest.mark.stack
-
-
-def send(probe, topic, payload, **kw):
-    """Publish one command and return the device's reply (exactly one is expected)."""
-    device = topic.split("/")[1]
-    reply_topic = f"slowctl/{device}/reply"
-    before = len(probe.seen(reply_topic))
-    probe.publish(topic, payload, **kw)
-    wait_until(lambda: len(probe.seen(reply_topic)) > before, 5, what=f"a reply to {topic}")
-    time.sleep(0.1)  # a second reply would arrive by now
-    replies = probe.seen(reply_topic)[before:]
-    assert len(replies) == 1, [r.payload for r in replies]
-    return json.loads(replies[0].payload)
-
-
-def channel(probe, device, ch, predicate=lambda c: True, timeout=5.0):
-    status = probe.wait_json(f"slowctl/{device}/status", lambda d: predicate(d["channels"][ch]), timeout)
-    return status["channels"][ch]
 
 
 @pytest.fixture
