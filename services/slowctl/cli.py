@@ -52,12 +52,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return service.run()
 
 
-def cmd_sim(args: argparse.Namespace) -> int:
-    from slowctl_dummy.cli import main as sim_main
-
-    return sim_main(args.sim_args)
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     stack = load_config(args.file)
     print(f"{args.file}: ok ({len(stack.devices)} devices: {', '.join(stack.devices)})")
@@ -132,10 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True)
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("sim", help="run one instrument simulator (see `slowctl sim MODEL --help`)",
-                        add_help=False)
-    sp.add_argument("sim_args", nargs=argparse.REMAINDER)
-    sp.set_defaults(func=cmd_sim)
+    # listed for --help only: main() hands `slowctl sim ...` to the simulator CLI untouched
+    sub.add_parser("sim", help="run one instrument simulator (slowctl sim --help)", add_help=False)
 
     sp = sub.add_parser("status", help="table of every device: availability, state, age, polls, errors")
     client_opts(sp)
@@ -168,6 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from slowctl.client import ClientError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sim"]:
+        from slowctl_dummy.cli import main as sim_main
+
+        return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command not in ("run", "up"):
         logging.basicConfig(level=logging.ERROR, format="%(message)s")  # clients report errors themselves
