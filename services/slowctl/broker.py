@@ -94,6 +94,7 @@ def mosquitto_conf(bind: str, port: int, state_dir: Path) -> str:
         "log_type warning",
         "log_type notice",
         "max_packet_size 1048576",
+        "set_tcp_nodelay true",  # small packets must not wait for Nagle + delayed ACK (40 ms)
         f"listener {port} {bind}",
         "",
     ])

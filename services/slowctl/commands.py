@@ -50,11 +50,19 @@ class Request:
             "id": self.id if isinstance(self.id, (str, int)) and not isinstance(self.id, bool) else None,
             "action": self.action if isinstance(self.action, str) else None,
             "channel": self.channel if isinstance(self.channel, int) and not isinstance(self.channel, bool) else None,
-            "value": self.value if isinstance(self.value, (int, float)) and not isinstance(self.value, bool)
-            and math.isfinite(self.value) else None,
+            "value": self.value if _finite_number(self.value) else None,
             "ok": ok,
             "error": error,
         }
+
+
+def _finite_number(v: Any) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ def parse_json(payload: bytes) -> Request:
     req = Request()
     try:
         data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # ValueError also covers absurdly long integers
         req.error = f"malformed JSON: {exc}"
         return req
     if not isinstance(data, dict):
@@ -139,7 +147,7 @@ def _issued_at(ts: Any) -> float:
     if isinstance(ts, bool):
         raise CommandError("ts must be epoch seconds or an ISO 8601 time")
     if isinstance(ts, (int, float)):
-        if not math.isfinite(ts):
+        if not _finite_number(ts):
             raise CommandError("ts must be finite")
         return ts / 1000.0 if ts > 1e11 else float(ts)
     if isinstance(ts, str):
@@ -202,9 +210,9 @@ def _checked_value(req: Request, takes_value: bool, ch: ChannelConfig, rules: Ru
         raise CommandError(f"action {req.action!r} needs a value")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise CommandError("value must be a number")
-    value = float(value)
-    if not math.isfinite(value):
+    if not _finite_number(value):
         raise CommandError("value must be a finite number")
+    value = float(value)
     unit = ACTIONS[req.action].unit
     if req.action in ("rampup", "rampdown"):
         if value <= 0:

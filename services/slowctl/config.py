@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEVICE_ID = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+DEVICE_ID = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # always used with fullmatch
 
 
 class ConfigError(Exception):
@@ -84,8 +84,8 @@ class DeviceConfig(Strict):
     timeout: float = Field(default=1.0, gt=0, le=30)
     poll_period: float = Field(default=1.0, ge=0.05, le=3600)
     full_read_every: int = Field(default=10, ge=1, description="re-read set values every N polls")
-    max_command_age: float = Field(default=10.0, gt=0, description="older commands are refused (s)")
-    reconnect_max: float = Field(default=10.0, gt=0, description="cap of the instrument reconnect backoff (s)")
+    max_command_age: float = Field(default=10.0, gt=0, le=3600, description="older commands are refused (s)")
+    reconnect_max: float = Field(default=10.0, gt=0, le=600, description="cap of the instrument reconnect backoff (s)")
     legacy_name: str | None = None
     channels: dict[int, ChannelConfig]
     options: dict[str, Any] = Field(default_factory=dict)
@@ -104,7 +104,7 @@ class DeviceConfig(Strict):
     @field_validator("legacy_name")
     @classmethod
     def _legacy(cls, v: str | None) -> str | None:
-        if v is not None and not DEVICE_ID.match(v):
+        if v is not None and not DEVICE_ID.fullmatch(v):
             raise ValueError("must match [a-z][a-z0-9_-]*")
         return v
 
@@ -114,16 +114,16 @@ class MqttConfig(Strict):
     port: int = Field(default=1883, ge=1, le=65535)
     topic_root: str = Field(default="slowctl", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
     keepalive: int = Field(default=10, ge=2, le=3600, description="s; the last will fires after 1.5x")
-    reconnect_min: float = Field(default=0.1, gt=0)
-    reconnect_max: float = Field(default=2.0, gt=0)
+    reconnect_min: float = Field(default=0.1, gt=0, le=60)
+    reconnect_max: float = Field(default=2.0, gt=0, le=600)
     tls_ca: str | None = Field(default=None, description="CA file; enables TLS")
 
 
 class SupervisorConfig(Strict):
     max_restarts: int = Field(default=5, ge=0, description="restarts allowed within `window`")
-    window: float = Field(default=60.0, gt=0)
-    backoff_initial: float = Field(default=0.5, gt=0)
-    backoff_max: float = Field(default=10.0, gt=0)
+    window: float = Field(default=60.0, gt=0, le=86400)
+    backoff_initial: float = Field(default=0.5, gt=0, le=3600)
+    backoff_max: float = Field(default=10.0, gt=0, le=3600)
 
 
 class BrokerConfig(Strict):
@@ -162,7 +162,7 @@ def _device_errors(dev_id: str, raw: Any) -> list[str]:
     from slowctl.drivers import DRIVERS
 
     where = f"devices.{dev_id}"
-    errors = [] if DEVICE_ID.match(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_-]* (max 32 chars)"]
+    errors = [] if DEVICE_ID.fullmatch(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_-]* (max 32 chars)"]
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
         return errors
     driver = DRIVERS.get(raw["model"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -140,6 +141,9 @@ class MqttSession:
             return
         self.connect_failure = None
         self.refused.clear()
+        sock = client.socket()
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # commands and status are small packets
         if self._subs:
             client.subscribe(list(self._subs.items()))
         self.connected.set()

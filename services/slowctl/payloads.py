@@ -31,11 +31,16 @@ def _load_point() -> tuple[type, Any]:
         pkg = types.ModuleType(name)
         pkg.__path__ = [os.path.join(root, *name.split(".")[1:])]
         sys.modules[name] = pkg
+    before = set(sys.modules)
     try:
         point = importlib.import_module("influxdb_client.client.write.point")
         precision = importlib.import_module("influxdb_client.domain.write_precision")
     finally:
-        for name in stubs:  # a later `import influxdb_client` gets the real package
+        # forget everything loaded here: a later `import influxdb_client` gets the real, whole package
+        for name in set(sys.modules) - before:
+            if name.startswith("influxdb_client"):
+                del sys.modules[name]
+        for name in stubs:
             del sys.modules[name]
     return point.Point, precision.WritePrecision
 

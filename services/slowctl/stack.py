@@ -145,11 +145,10 @@ class NativeStack:
         resolved, creds = self.prepare()
         broker, sims, services = self._specs(resolved, creds)
         try:
-            self.supervisor.start(broker)
-            for spec in sims:
-                self.supervisor.start(spec)
-            for spec in services:
-                self.supervisor.start(spec)
+            timeout = max(10.0, 0.3 * len(sims))  # many simulators start slower on a small machine
+            self.supervisor.start([broker])
+            self.supervisor.start(sims, ready_timeout=timeout)
+            self.supervisor.start(services)
             self.write_runtime()
             missing = self.wait_online(creds, online_timeout)
             self._summary(sims, missing, time.monotonic() - t0)

@@ -54,18 +54,24 @@ class Supervisor:
         self._lock = threading.Lock()
         self._stopping = False
 
-    def start(self, spec: ProcessSpec, ready_timeout: float = 10.0) -> None:
-        """Start one process and wait until it is ready (its port accepts)."""
-        m = self.procs[spec.name] = Managed(spec, backoff=self.cfg.backoff_initial)
-        self._spawn(m)
-        if spec.ready_port:
-            deadline = time.monotonic() + ready_timeout
-            while not port_open(*spec.ready_port):
+    def start(self, specs: list[ProcessSpec], ready_timeout: float = 10.0) -> None:
+        """Start processes together, then wait until each is ready (its port accepts)."""
+        group = []
+        for spec in specs:
+            m = self.procs[spec.name] = Managed(spec, backoff=self.cfg.backoff_initial)
+            self._spawn(m)
+            group.append(m)
+        deadline = time.monotonic() + ready_timeout
+        for m in group:
+            if not m.spec.ready_port:
+                continue
+            while not port_open(*m.spec.ready_port):
                 if m.proc and m.proc.poll() is not None:
-                    raise RuntimeError(f"{spec.name} exited with code {m.proc.returncode} during start-up "
-                                       f"(log: {self.log_path(spec.name)})")
+                    raise RuntimeError(f"{m.spec.name} exited with code {m.proc.returncode} during start-up "
+                                       f"(log: {self.log_path(m.spec.name)})")
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{spec.name} not ready on port {spec.ready_port[1]} after {ready_timeout:g} s")
+                    raise RuntimeError(f"{m.spec.name} not ready on port {m.spec.ready_port[1]} "
+                                       f"after {ready_timeout:g} s")
                 time.sleep(0.02)
 
     def log_path(self, name: str) -> Path:

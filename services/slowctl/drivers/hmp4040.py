@@ -7,6 +7,7 @@ slip between them.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field
@@ -86,8 +87,13 @@ class Hmp4040(SupplyDriver):
     def connect(self) -> str:
         identity = self.link.query("*IDN?")
         fields = identity.split(",")
-        if len(fields) < 2 or not fields[1].startswith("HMP"):
+        if len(fields) < 2 or not re.fullmatch(r"HMP\d{4}", fields[1].strip()):
             raise LinkError(f"not an HMP supply: {identity!r}")
+        model = fields[1].strip()
+        outputs = int(model[-2])  # HMP4040: 4 outputs, HMP4030 / HMP2030: 3, HMP2020: 2
+        if outputs < self.options.channels:
+            raise InstrumentError(f"{model} has {outputs} outputs, the config expects {self.options.channels}")
+        self.link.write("*CLS")  # errors of an earlier session must not be blamed on our commands
         self._settings.clear()
         return identity
 
@@ -110,8 +116,9 @@ class Hmp4040(SupplyDriver):
         self._command("OUTP:GEN ON")
 
     def clear(self, channel: int) -> None:
-        # disarming the channel resets a tripped fuse; the output stays off
-        self._command(f"{self._select(channel)};OUTP:SEL OFF")
+        # acknowledging a tripped fuse by disarming the channel; a channel that did not trip is left alone
+        if _flag(self._ask(channel, "FUSE:TRIP?")[0]):
+            self._command(f"{self._select(channel)};OUTP:SEL OFF")
 
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
         general = _flag(self.link.query("OUTP:GEN?"))

@@ -1,0 +1,94 @@
+"""Helpers shared by the driver tests (importable; conftest only holds fixtures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slowctl.config import DeviceConfig
+from slowctl.drivers.base import Driver
+from slowctl.drivers.link import LinkSettings
+from slowctl.service import link_settings
+from slowctl_dummy.server import SimulatorServer
+
+SHORT_TIMEOUT = 0.3  # s; link timeout of the fault tests
+
+# round trips per poll, filled by test_poll_cost.py and printed at the end of the run
+POLL_COSTS: dict[str, str] = {}
+
+
+class FakeClock:
+    """Manual simulator time: tests move it with ``advance``; nothing sleeps."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class CountingLink:
+    """Wraps a real link; records every request so tests can count round trips."""
+
+    def __init__(self, link: Any) -> None:
+        self.inner = link
+        self.lock = link.lock
+        self.queries: list[str] = []
+        self.writes: list[str] = []
+        self.log: list[tuple[str, str]] = []  # ("query" | "write", request) in order
+
+    def query(self, request: str) -> str:
+        self.queries.append(request)
+        self.log.append(("query", request))
+        return self.inner.query(request)
+
+    def write(self, request: str) -> None:
+        self.writes.append(request)
+        self.log.append(("write", request))
+        self.inner.write(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def sent(self) -> int:
+        return len(self.queries) + len(self.writes)
+
+    def reset(self) -> None:
+        self.queries.clear()
+        self.writes.clear()
+        self.log.clear()
+
+
+def settings_for(driver_cls: type[Driver], address: str, timeout: float = 1.0, **device: Any) -> LinkSettings:
+    """The driver's link settings as the service derives them from a device config."""
+    cfg = DeviceConfig(model=driver_cls.model, address=address, timeout=timeout,
+                       channels={0: {"name": "ch0"}}, **device)
+    return link_settings(driver_cls, cfg)
+
+
+def tcp(server: SimulatorServer) -> str:
+    return f"socket://127.0.0.1:{server.port}"
+
+
+# the three drivers with their simulators: sim factory(clock), driver class, channels, options
+def _kinds() -> dict[str, tuple[Any, type[Driver], list[int], dict]]:
+    from slowctl.drivers.caen_n1470 import CaenN1470 as CaenDriver
+    from slowctl.drivers.climate import ClimateBox as ClimateDriver
+    from slowctl.drivers.hmp4040 import Hmp4040 as HmpDriver
+    from slowctl_dummy.sims.caen_n1470 import CaenN1470 as CaenSim
+    from slowctl_dummy.sims.climate import ClimateBox as ClimateSim
+    from slowctl_dummy.sims.hmp4040 import Hmp4040 as HmpSim
+
+    return {
+        "caen": (lambda clock: CaenSim(clock=clock, seed=1), CaenDriver, [0, 1, 2, 3], {}),
+        "caen-allch": (lambda clock: CaenSim(clock=clock, seed=1), CaenDriver, [0, 1, 2, 3],
+                       {"all_channels_query": True}),
+        "hmp": (lambda clock: HmpSim(clock=clock, seed=1), HmpDriver, [0, 1, 2, 3], {}),
+        "climate": (lambda clock: ClimateSim(clock=clock, seed=1), ClimateDriver, [0, 1], {}),
+    }
+
+
+KINDS = _kinds()

@@ -1,0 +1,23 @@
+"""Shared fixtures for the unit tests: the shipped dummy config, raw and parsed."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slowctl.config import load_config
+
+DUMMY_YAML = Path(__file__).resolve().parents[2] / "config" / "dummy.yaml"
+_RAW = yaml.safe_load(DUMMY_YAML.read_text())
+
+
+@pytest.fixture
+def raw():
+    """A fresh, mutable copy of config/dummy.yaml as plain data."""
+    return copy.deepcopy(_RAW)
+
+
+@pytest.fixture(scope="session")
+def stack_config():
+    return load_config(DUMMY_YAML)

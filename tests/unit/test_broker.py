@@ -1,0 +1,213 @@
+"""Mosquitto ACL, '$7$' password hashes and the credentials file."""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import stat
+
+import pytest
+
+from slowctl.broker import (PBKDF2_ITERATIONS, acl, hash_password, load_credentials, password_file, users_for,
+                            write_broker_files)
+from slowctl.config import parse_config
+
+
+def parse_acl(text: str) -> dict[str, list[tuple[str, str]]]:
+    rules: dict[str, list[tuple[str, str]]] = {}
+    user = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        if words[0] == "user":
+            user = words[1]
+            assert user not in rules, f"user {user} appears twice"
+            rules[user] = []
+        else:
+            assert words[0] == "topic" and len(words) == 3 and words[1] in ("read", "write", "readwrite"), line
+            assert user is not None, f"rule outside a user block: {line}"
+            rules[user].append((words[1], words[2]))
+    return rules
+
+
+def matches(pattern: str, topic: str) -> bool:
+    p, t = pattern.split("/"), topic.split("/")
+    for i, part in enumerate(p):
+        if part == "#":
+            return True
+        if i >= len(t) or (part != "+" and part != t[i]):
+            return False
+    return len(p) == len(t)
+
+
+def can(rules, user: str, access: str, topic: str) -> bool:
+    return any(a in (access, "readwrite") and matches(pat, topic) for a, pat in rules.get(user, []))
+
+
+def test_matcher_sanity():
+    assert matches("a/+/cmd/#", "a/x/cmd") and matches("a/+/cmd/#", "a/x/cmd/on/1")
+    assert not matches("a/+/cmd", "a/x/cmd/on/1") and not matches("a/x", "a/y")
+
+
+@pytest.fixture(scope="module")
+def rules(stack_config):
+    return parse_acl(acl(stack_config))
+
+
+DEVICES = ("hv", "lv", "climate")
+PER_DEVICE = ("availability", "status", "metrics", "health", "reply", "reply/mine", "cmd", "cmd/vset/0")
+
+
+def all_topics():
+    out = [f"slowctl/{d}/{s}" for d in DEVICES for s in PER_DEVICE]
+    out += [f"/{d}/{s}" for d in ("hv", "lv") for s in ("status", "cmd/setv/0", "cmd/switch/1")]
+    return out
+
+
+def test_every_role_and_service_has_a_block(rules, stack_config):
+    assert set(rules) == set(users_for(stack_config)) == {"viewer", "operator", "telegraf", "svc-hv", "svc-lv",
+                                                          "svc-climate"}
+
+
+@pytest.mark.parametrize("user", ["viewer", "telegraf"])
+def test_readers_read_everything_write_nothing(rules, user):
+    assert all(access == "read" for access, _ in rules[user])
+    for topic in all_topics():
+        assert not can(rules, user, "write", topic), topic
+        if not topic.startswith("/") or topic.endswith("/status"):
+            assert can(rules, user, "read", topic), topic
+
+
+def test_operator_writes_only_commands(rules):
+    writable = [t for t in all_topics() if can(rules, "operator", "write", t)]
+    assert sorted(writable) == sorted(
+        [f"slowctl/{d}/{s}" for d in DEVICES for s in ("cmd", "cmd/vset/0")]
+        + [f"/{d}/cmd/{k}" for d in ("hv", "lv") for k in ("setv/0", "switch/1")])
+    for d in DEVICES:
+        for s in ("availability", "status", "metrics", "health", "reply"):
+            assert can(rules, "operator", "read", f"slowctl/{d}/{s}")
+    assert can(rules, "operator", "read", "/hv/status") and not can(rules, "operator", "write", "/hv/status")
+
+
+@pytest.mark.parametrize("dev", DEVICES)
+def test_service_writes_only_its_own_topics(rules, dev):
+    user = f"svc-{dev}"
+    writable = {t for t in all_topics() if can(rules, user, "write", t)}
+    expected = {f"slowctl/{dev}/{s}" for s in ("availability", "status", "metrics", "health", "reply", "reply/mine")}
+    if dev in ("hv", "lv"):
+        expected.add(f"/{dev}/status")
+    assert writable == expected
+    readable = {t for t in all_topics() if can(rules, user, "read", t)}
+    expected_read = {f"slowctl/{dev}/cmd", f"slowctl/{dev}/cmd/vset/0"}
+    if dev in ("hv", "lv"):
+        expected_read |= {f"/{dev}/cmd/setv/0", f"/{dev}/cmd/switch/1"}
+    assert readable == expected_read
+    assert not any("+" in pat.split("/")[:2] or pat.startswith("slowctl/#") for _, pat in rules[user])
+
+
+def test_acl_follows_topic_root_and_legacy_names(raw):
+    raw["mqtt"]["topic_root"] = "lab/bench2"
+    raw["devices"]["lv"]["legacy_name"] = "lvold"
+    del raw["devices"]["hv"]["legacy_name"]
+    r = parse_acl(acl(parse_config(raw)))
+    assert can(r, "operator", "write", "lab/bench2/hv/cmd")
+    assert not can(r, "operator", "write", "slowctl/hv/cmd")
+    assert can(r, "operator", "write", "/lvold/cmd/setv/0")
+    assert not any(pat.startswith("/hv/") for rs in r.values() for _, pat in rs)
+    assert can(r, "svc-lv", "write", "/lvold/status") and can(r, "svc-lv", "read", "/lvold/cmd/switch/0")
+    assert not can(r, "svc-hv", "write", "/lvold/status")
+
+
+def verify_mosquitto7(entry: str, password: str) -> bool:
+    _, kind, iterations, salt_b64, hash_b64 = entry.split("$")
+    assert kind == "7"
+    salt = base64.b64decode(salt_b64, validate=True)
+    expected = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, int(iterations))
+    return hmac.compare_digest(expected, base64.b64decode(hash_b64, validate=True))
+
+
+def test_hash_format_and_verification():
+    entry = hash_password("s3cret")
+    assert entry.startswith(f"$7${PBKDF2_ITERATIONS}$") and PBKDF2_ITERATIONS == 101
+    _, _, _, salt_b64, hash_b64 = entry.split("$")
+    assert len(base64.b64decode(salt_b64)) == 12
+    assert len(base64.b64decode(hash_b64)) == 64  # SHA-512
+    assert verify_mosquitto7(entry, "s3cret")
+    assert not verify_mosquitto7(entry, "s3cret ")
+
+
+def test_hash_is_salted():
+    a, b = hash_password("pw"), hash_password("pw")
+    assert a != b and verify_mosquitto7(a, "pw") and verify_mosquitto7(b, "pw")
+    salt = b"0123456789ab"
+    assert hash_password("pw", salt) == hash_password("pw", salt)
+    assert hash_password("pw", salt).split("$")[3] == base64.b64encode(salt).decode()
+
+
+def test_password_file_lines_verify():
+    creds = {"viewer": "v-pw", "svc-hv": "h-pw"}
+    lines = password_file(creds, ["viewer", "svc-hv"]).splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["viewer", "svc-hv"]
+    assert verify_mosquitto7(lines[0].split(":", 1)[1], "v-pw")
+    assert verify_mosquitto7(lines[1].split(":", 1)[1], "h-pw")
+
+
+def test_credentials_created_0600(tmp_path):
+    path = tmp_path / "state" / "credentials.json"
+    creds = load_credentials(path, ["viewer", "operator"])
+    assert set(creds) == {"viewer", "operator"}
+    assert all(len(p) >= 24 for p in creds.values()) and creds["viewer"] != creds["operator"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == creds
+
+
+def test_credentials_created_0600_despite_permissive_umask(tmp_path):
+    old = os.umask(0)
+    try:
+        path = tmp_path / "credentials.json"
+        load_credentials(path, ["viewer"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_existing_passwords_kept_new_users_added(tmp_path):
+    path = tmp_path / "credentials.json"
+    first = load_credentials(path, ["viewer", "operator"])
+    again = load_credentials(path, ["viewer", "operator"])
+    assert again == first
+    more = load_credentials(path, ["viewer", "operator", "svc-new"])
+    assert more["viewer"] == first["viewer"] and more["operator"] == first["operator"]
+    assert "svc-new" in more and more["svc-new"] not in first.values()
+    assert json.loads(path.read_text()) == more
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_hand_set_password_is_never_replaced(tmp_path):
+    path = tmp_path / "credentials.json"
+    path.write_text(json.dumps({"operator": "chosen-by-hand"}))
+    creds = load_credentials(path, ["viewer", "operator"])
+    assert creds["operator"] == "chosen-by-hand"
+    assert json.loads(path.read_text())["operator"] == "chosen-by-hand"
+
+
+def test_write_broker_files(tmp_path, stack_config):
+    conf, creds = write_broker_files(stack_config, tmp_path)
+    broker = tmp_path / "broker"
+    assert conf == broker / "mosquitto.conf"
+    passwd = broker / "passwd"
+    assert stat.S_IMODE(passwd.stat().st_mode) == 0o600
+    entries = dict(line.split(":", 1) for line in passwd.read_text().splitlines())
+    assert set(entries) == set(users_for(stack_config))
+    for user, entry in entries.items():
+        assert verify_mosquitto7(entry, creds[user]), user
+    text = conf.read_text()
+    assert "allow_anonymous false" in text and f"password_file {passwd}" in text
+    assert f"listener {stack_config.broker.port} {stack_config.broker.bind}" in text
+    assert (broker / "acl").read_text() == acl(stack_config)
+    # a second run keeps the passwords
+    _, creds2 = write_broker_files(stack_config, tmp_path)
+    assert creds2 == creds

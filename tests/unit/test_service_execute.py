@@ -1,0 +1,161 @@
+"""DeviceService._execute: refusals that must never reach the instrument."""
+
+import time
+from unittest import mock
+
+import pytest
+
+from slowctl.commands import Command, Request
+from slowctl.contract import ChannelState, DeviceState, SupplyChannel
+from slowctl.drivers.caen_n1470 import CaenN1470
+from slowctl.mqtt import Endpoint
+from slowctl.service import DeviceService
+
+
+@pytest.fixture
+def service(stack_config):
+    svc = DeviceService("hv", stack_config, Endpoint("127.0.0.1", 1))
+    svc.replies = []
+    svc._reply = lambda req, ok, error=None: svc.replies.append((req, ok, error))
+    svc.mqtt = mock.MagicMock()  # nothing reaches a broker
+    return svc
+
+
+@pytest.fixture
+def driver():
+    d = mock.MagicMock(spec=CaenN1470)
+    d.link = mock.MagicMock()
+    d.read.return_value = {0: reading(on=True, state=ChannelState.ON, vset=100.0)}
+    return d
+
+
+def reading(**kw) -> SupplyChannel:
+    base = dict(on=False, vset=0.0, vmon=0.0, iset=1e-5, imon=0.0, state=ChannelState.OFF, rampup=20, rampdown=40)
+    base.update(kw)
+    return SupplyChannel(**base)
+
+
+def command(action="vset", channel=0, value=100.0, **req) -> Command:
+    return Command(action, channel, value, Request(action=action, channel=channel, value=value, **req))
+
+
+def test_fresh_command_is_executed(service, driver):
+    service._driver = driver
+    service._execute(command("vset", 0, 100.0))
+    assert [(ok, err) for _, ok, err in service.replies] == [(True, None)]
+    driver.set_voltage.assert_called_once_with(0, 100.0)
+    driver.read.assert_called_once_with([0], full=True)
+    driver.link.lock.exclusive.assert_called_once()
+
+
+def test_command_older_than_max_command_age_is_refused(service, driver):
+    service._driver = driver
+    assert service.cfg.max_command_age == 10
+    cmd = command(received=time.monotonic() - 11)
+    service._execute(cmd)
+    assert len(service.replies) == 1
+    req, ok, error = service.replies[0]
+    assert req is cmd.request and ok is False and "stale" in error
+    assert driver.mock_calls == []  # neither the driver nor its link was touched
+
+
+def test_command_past_its_mqtt_expiry_is_refused(service, driver):
+    service._driver = driver
+    now = time.monotonic()
+    cmd = command(received=now - 1.0, expires=now - 0.5)  # well within max_command_age, but expired
+    service._execute(cmd)
+    (_, ok, error), = service.replies
+    assert ok is False and "stale" in error
+    assert driver.mock_calls == []  # neither the driver nor its link was touched
+
+
+def test_command_within_its_expiry_runs(service, driver):
+    service._driver = driver
+    now = time.monotonic()
+    service._execute(command(received=now, expires=now + 5))
+    (_, ok, error), = service.replies
+    assert ok is True and error is None
+    driver.set_voltage.assert_called_once()
+
+
+@pytest.mark.parametrize("action,value", [("on", None), ("off", None), ("clear", None), ("iset", 1e-5),
+                                          ("rampup", 10.0)])
+def test_stale_refusal_for_every_action(service, driver, action, value):
+    service._driver = driver
+    service._execute(command(action, 1, value, received=time.monotonic() - 60))
+    (_, ok, error), = service.replies
+    assert ok is False and "stale" in error
+    assert driver.mock_calls == []  # neither the driver nor its link was touched
+
+
+def test_command_while_disconnected_is_refused(service):
+    assert service._driver is None
+    service.error = "cannot connect to /dev/ttyUSB0: no such file"
+    service._execute(command("on", 0, None))
+    (_, ok, error), = service.replies
+    assert ok is False and "not connected" in error and "no such file" in error
+
+
+def test_on_while_tripped_is_refused(service, driver):
+    service._driver = driver
+    service.readings[2] = reading(state=ChannelState.TRIPPED, alarms=["TRIP"])
+    service._execute(command("on", 2, None))
+    (_, ok, error), = service.replies
+    assert ok is False and "clear first" in error and "channel 2" in error
+    assert driver.mock_calls == []  # neither the driver nor its link was touched
+
+
+def test_clear_while_tripped_is_executed(service, driver):
+    service._driver = driver
+    service.readings[2] = reading(state=ChannelState.TRIPPED, alarms=["TRIP"])
+    driver.read.return_value = {2: reading()}
+    service._execute(command("clear", 2, None))
+    (_, ok, error), = service.replies
+    assert ok is True
+    driver.clear.assert_called_once_with(2)
+    assert service.readings[2].state is ChannelState.OFF
+
+
+def test_on_for_an_untripped_channel_is_executed(service, driver):
+    service._driver = driver
+    service.readings[2] = reading(state=ChannelState.OFF)
+    driver.read.return_value = {2: reading(on=True, state=ChannelState.RAMP_UP)}
+    service._execute(command("on", 2, None))
+    assert service.replies[0][1] is True
+    driver.switch.assert_called_once_with(2, True)
+
+
+def test_instrument_refusal_is_reported(service, driver):
+    from slowctl.drivers.link import InstrumentError
+    service._driver = driver
+    driver.set_voltage.side_effect = InstrumentError("VSET: value out of range (VAL:ERR)")
+    service._execute(command("vset", 0, 100.0))
+    (_, ok, error), = service.replies
+    assert ok is False and "instrument refused" in error and "VAL:ERR" in error
+
+
+def test_link_failure_disconnects(service, driver):
+    from slowctl.drivers.link import LinkError
+    service._driver = driver
+    driver.set_voltage.side_effect = LinkError("timeout waiting for a reply")
+    service._execute(command("vset", 0, 100.0))
+    (_, ok, error), = service.replies
+    assert ok is False and "link failed" in error
+    assert service._driver is None and service.state is DeviceState.DISCONNECTED
+    driver.link.close.assert_called_once()
+
+
+def test_accept_refuses_while_disconnected_without_queueing(service):
+    service.error = "not connected yet"
+    service._accept(Request(action="vset", channel=0, value=10.0))
+    (_, ok, error), = service.replies
+    assert ok is False and "not connected" in error
+    assert service.queue.empty()
+
+
+def test_accept_queues_a_valid_command(service, driver):
+    service._driver = driver
+    service._accept(Request(action="vset", channel=0, value=10.0))
+    assert service.replies == []
+    cmd = service.queue.get_nowait()
+    assert (cmd.action, cmd.channel, cmd.value) == ("vset", 0, 10.0)
