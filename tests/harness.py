@@ -26,6 +26,13 @@ REPO = Path(__file__).resolve().parents[1]
 DUMMY_CONFIG = REPO / "config" / "dummy.yaml"
 
 
+def die_with_parent() -> None:
+    """Runs in the child: SIGTERM when the test process dies, so a killed test run leaves nothing behind."""
+    from slowctl.supervisor import set_parent_death_signal
+
+    set_parent_death_signal()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,11 +170,16 @@ class DummyStack:
     def start(self, timeout: float = 20.0) -> "DummyStack":
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "slowctl", "up", "--dummy", "--config", str(self.config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True)
-        wait_until(lambda: b"devices online after" in self.log_path.read_bytes() or self.proc.poll() is not None,
-                   timeout, what="the stack to come up")
-        assert self.proc.poll() is None, f"stack exited: {self.log()}"
-        assert b"WARNING" not in self.log_path.read_bytes(), self.log()
+                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
+                                     preexec_fn=die_with_parent)
+        try:
+            wait_until(lambda: b"devices online after" in self.log_path.read_bytes() or self.proc.poll() is not None,
+                       timeout, what="the stack to come up")
+            assert self.proc.poll() is None, f"stack exited: {self.log()}"
+            assert b"WARNING" not in self.log_path.read_bytes(), self.log()
+        except BaseException:
+            self.stop()  # a stack that failed to come up must not outlive its test
+            raise
         return self
 
     def log(self) -> str:

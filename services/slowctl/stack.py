@@ -139,7 +139,7 @@ class NativeStack:
         if busy:
             raise StackError(f"already in use: {', '.join(busy)} (another slowctl stack or broker running?)")
 
-    def up(self, online_timeout: float = 10.0) -> int:
+    def up(self, online_timeout: float | None = None) -> int:
         t0 = time.monotonic()
         self._check_ports_free()
         resolved, creds = self.prepare()
@@ -150,7 +150,8 @@ class NativeStack:
             self.supervisor.start(sims, ready_timeout=timeout)
             self.supervisor.start(services)
             self.write_runtime()
-            missing = self.wait_online(creds, online_timeout)
+            # ~0.5 s of CPU per service start-up; on 2 cores 50 services need more than 10 s
+            missing = self.wait_online(creds, online_timeout or max(10.0, 0.5 * len(services)))
             self._summary(sims, missing, time.monotonic() - t0)
             self.supervisor.run(self.stop_event)
         except RuntimeError as exc:

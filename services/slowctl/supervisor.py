@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -35,6 +36,15 @@ class Managed:
     restart_at: float | None = None
     failed: bool = False
     started_at: float = 0.0
+
+
+def set_parent_death_signal(sig: int = signal.SIGTERM) -> None:
+    """Linux: deliver `sig` to this process when its parent dies (call in a child before exec)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: children may outlive a killed supervisor
 
 
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
@@ -81,8 +91,10 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(m.spec.name), "ab") as logf:
             env = {**os.environ, **m.spec.env, "SLOWCTL_RESTARTS": str(m.restarts)}
+            # a supervisor killed outright takes its processes with it (they get SIGTERM)
             m.proc = subprocess.Popen(m.spec.argv, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=True,
+                                      preexec_fn=set_parent_death_signal)
         m.started_at = time.monotonic()
         m.restart_at = None
 
