@@ -48,7 +48,7 @@ def main() -> None:
             finally:
                 stack.stop()
     report("startup", {
-        "what": f"wall time from starting `slowctl up --dummy` to all 3 devices online (seen by the stack's own "
+        "what": "wall time from starting `slowctl up --dummy` to all 3 devices online (seen by the stack's own "
                 "viewer); and from the broker accepting again after a SIGKILL + supervisor restart to all "
                 "3 availability messages `online` seen by a new viewer, the broker down for {args.downtime:g} s (the native broker has no persistence, "
                 "so these are the services' re-announcements)",

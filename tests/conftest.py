@@ -1,4 +1,5 @@
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,30 @@ def operator(stack):
     p = stack.probe("operator")
     p.wait_connected()
     return p
+
+
+@pytest.fixture
+def clock():
+    """Manual simulator time: tests move it with ``advance``; nothing sleeps."""
+    from slowctl_dummy.base import ManualClock
+
+    return ManualClock()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., object]]:
+    """Start simulator servers (127.0.0.1, port 0 unless given); all are stopped after the test."""
+    from slowctl_dummy.server import SimulatorServer
+
+    servers = []
+
+    def start(instrument, **kwargs):
+        kwargs.setdefault("host", "127.0.0.1")
+        kwargs.setdefault("port", 0)
+        server = SimulatorServer(instrument, **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()  # safe to call twice

@@ -107,7 +107,7 @@ class Probe:
             acked.set()
 
         self.client.on_publish = on_publish
-        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
         if qos == 0:
             return None
         assert acked.wait(5), f"no PUBACK for {topic}"

@@ -79,6 +79,19 @@ class Event:
     duration: float = 0.0  # for "silence" / "garbage"
 
 
+class ManualClock:
+    """Simulated time that only moves when told to: give it to an instrument in tests."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
 class Instrument:
     """Base class of all simulated instruments."""
 

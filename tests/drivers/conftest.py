@@ -20,11 +20,9 @@ import pytest
 
 from slowctl.drivers.base import Driver
 from slowctl.drivers.link import open_link
-from slowctl_dummy.base import Instrument
-from slowctl_dummy.server import SimulatorServer
 
 sys.path.insert(0, str(Path(__file__).parent))  # drvkit, whatever the import mode
-from drvkit import POLL_COSTS, CountingLink, FakeClock, settings_for  # noqa: E402
+from drvkit import POLL_COSTS, CountingLink, settings_for  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -38,28 +36,6 @@ def _nothing_left_running() -> Iterator[None]:
             break
         time.sleep(0.01)
     assert not left, f"simulator threads still running: {left}"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., SimulatorServer]]:
-    """Start a simulator server (127.0.0.1, port 0 unless given); all are stopped after the test."""
-    servers: list[SimulatorServer] = []
-
-    def start(instrument: Instrument, **kwargs: Any) -> SimulatorServer:
-        kwargs.setdefault("host", "127.0.0.1")
-        kwargs.setdefault("port", 0)
-        server = SimulatorServer(instrument, **kwargs)
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()  # safe to call twice
 
 
 @pytest.fixture

@@ -16,17 +16,7 @@ SHORT_TIMEOUT = 0.3  # s; link timeout of the fault tests
 POLL_COSTS: dict[str, str] = {}
 
 
-class FakeClock:
-    """Manual simulator time: tests move it with ``advance``; nothing sleeps."""
 
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class CountingLink:

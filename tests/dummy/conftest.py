@@ -1,4 +1,4 @@
-"""Fixtures for the simulator tests: a fake clock and raw-socket clients."""
+"""Fixtures for the simulator tests: raw-socket clients (clock and serve: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from slowctl_dummy.base import Instrument
 from slowctl_dummy.server import SimulatorServer
-
-
-class FakeClock:
-    """Manual time: tests move it with ``advance``; nothing sleeps."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class Client:
@@ -61,26 +47,6 @@ class Client:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[..., SimulatorServer]]:
-    """Start servers for an instrument; all are stopped after the test."""
-    servers: list[SimulatorServer] = []
-
-    def start(instrument: Instrument, **kwargs: object) -> SimulatorServer:
-        server = SimulatorServer(instrument, **kwargs)  # type: ignore[arg-type]
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Failures the stack must survive: broker restart, simulator death, service death, shutdown."""
 
-import json
 import os
 import signal
 import time
