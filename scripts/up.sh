@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec slowctl up --dummy "$@"
+exec "${PYTHON:-python3}" -m slowctl up --dummy "$@"
