@@ -63,7 +63,7 @@ def _session(endpoint: Endpoint, timeout: float = 5.0) -> MqttSession:
 def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: float = 3.0) -> dict[str, bytes]:
     """Retained messages on `topics`, gathered until the broker has been quiet for `quiet` s."""
     got: dict[str, bytes] = {}
-    last = [time.monotonic()]
+    last = [0.0]
 
     def on_message(msg) -> None:
         got[msg.topic] = msg.payload
@@ -71,8 +71,9 @@ def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: fl
 
     s = _session(endpoint)
     for t in topics:
-        s.subscribe(t, on_message)
-    deadline = time.monotonic() + limit
+        s.subscribe(t, on_message, wait=limit)
+    last[0] = time.monotonic()  # quiet time counts from the subscription, not from connecting
+    deadline = last[0] + limit
     while time.monotonic() < deadline and time.monotonic() - last[0] < quiet:
         time.sleep(0.02)
     s.stop()
@@ -137,8 +138,8 @@ def send_command(endpoint: Endpoint, root: str, device: str, channel: int, actio
 
     s = _session(endpoint)
     try:
-        s.subscribe(response_topic, on_reply)
-        time.sleep(0.05)  # let the SUBACK arrive before the command can be answered
+        if not s.subscribe(response_topic, on_reply, wait=timeout):
+            raise ClientError(f"the broker did not acknowledge the subscription to {response_topic}")
         body = {"action": action, "channel": channel, "id": cmd_id, "ts": time.time()}
         if value is not None:
             body["value"] = value

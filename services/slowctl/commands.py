@@ -39,8 +39,8 @@ class Request:
     id: Any = None
     ts: Any = None
     received: float = field(default_factory=time.monotonic)
-    received_wall: float = field(default_factory=time.time)
     expires: float | None = None  # monotonic deadline from MQTT v5 message expiry
+    issued: float | None = None  # epoch seconds from `ts`, once validated
     response_topic: str | None = None
     correlation: bytes | None = None
     error: str | None = None  # set when the payload could not even be read
@@ -92,7 +92,7 @@ def parse_json(payload: bytes) -> Request:
     req = Request()
     try:
         data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:  # ValueError also covers absurdly long integers
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # also absurdly long or deep input
         req.error = f"malformed JSON: {exc}"
         return req
     if not isinstance(data, dict):
@@ -192,7 +192,8 @@ def validate(req: Request, rules: Rules, now_wall: float | None = None) -> Comma
     value = _checked_value(req, spec.takes_value, rules.channels[req.channel], rules)
     if req.ts is not None:
         now_wall = time.time() if now_wall is None else now_wall
-        age = now_wall - _issued_at(req.ts)
+        req.issued = _issued_at(req.ts)
+        age = now_wall - req.issued
         if age > rules.max_age:
             raise CommandError(f"stale command: issued {age:.1f} s ago (max {rules.max_age:g} s)")
         if age < -CLOCK_SKEW:
@@ -214,7 +215,14 @@ def _checked_value(req: Request, takes_value: bool, ch: ChannelConfig, rules: Ru
         raise CommandError("value must be a finite number")
     value = float(value)
     unit = ACTIONS[req.action].unit
-    if req.action in ("rampup", "rampdown"):
+    if req.action == "tset":  # temperatures may be negative: both bounds come from the config
+        if ch.tmin is None or ch.tmax is None:
+            raise CommandError(f"channel {req.channel} ({ch.name}) has no tmin/tmax configured: tset refused")
+        if not ch.tmin <= value <= ch.tmax:
+            raise CommandError(f"tset {value:g} {unit} outside the configured limits tmin={ch.tmin:g}..tmax={ch.tmax:g} "
+                               f"{unit} of channel {req.channel} ({ch.name})")
+        limit, key = None, ""
+    elif req.action in ("rampup", "rampdown"):
         if value <= 0:
             raise CommandError(f"{req.action} must be > 0 {unit}")
         limit, key = ch.ramp_max, "ramp_max"

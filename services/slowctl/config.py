@@ -43,9 +43,14 @@ class ChannelConfig(Strict):
     ramp_max: float | None = Field(default=None, gt=0, description="highest accepted ramp rate (V/s)")
     rampup: float | None = Field(default=None, gt=0, description="ramp-up rate applied at start (V/s)")
     rampdown: float | None = Field(default=None, gt=0, description="ramp-down rate applied at start (V/s)")
+    ramp_step: float | None = Field(default=None, gt=0, description="software ramp: largest step (V), "
+                                    "held for ramp_step / rate seconds")
     off_mode: Literal["ramp", "kill"] = "ramp"
+    tmin: float | None = Field(default=None, description="lowest accepted tset (°C, chillers)")
+    tmax: float | None = Field(default=None, description="highest accepted tset (°C, chillers)")
 
-    _finite_fields = field_validator("vmax", "imax", "ramp_max", "rampup", "rampdown")(_finite)
+    _finite_fields = field_validator("vmax", "imax", "ramp_max", "rampup", "rampdown", "ramp_step",
+                                     "tmin", "tmax")(_finite)
 
     @model_validator(mode="after")
     def _rates_within_max(self) -> "ChannelConfig":
@@ -53,6 +58,8 @@ class ChannelConfig(Strict):
             rate = getattr(self, key)
             if rate is not None and self.ramp_max is not None and rate > self.ramp_max:
                 raise ValueError(f"{key} {rate} exceeds ramp_max {self.ramp_max}")
+        if self.tmin is not None and self.tmax is not None and self.tmin > self.tmax:
+            raise ValueError(f"tmin {self.tmin} is above tmax {self.tmax}")
         return self
 
 

@@ -16,6 +16,7 @@ class ChannelState(str, enum.Enum):
     OFF = "OFF"
     RAMP_UP = "RAMP_UP"
     ON = "ON"
+    COMPLIANCE = "COMPLIANCE"  # on, but the output is limited by the current limit
     RAMP_DOWN = "RAMP_DOWN"
     TRIPPED = "TRIPPED"
     ERROR = "ERROR"
@@ -45,6 +46,7 @@ ACTIONS: dict[str, ActionSpec] = {
         ActionSpec("rampup", True, "V/s", "ramp-up rate"),
         ActionSpec("rampdown", True, "V/s", "ramp-down rate"),
         ActionSpec("clear", False, doc="reset a trip"),
+        ActionSpec("tset", True, "°C", "set temperature (chillers)"),
     )
 }
 
@@ -77,7 +79,22 @@ class SensorChannel:
     KIND = "environment"
 
 
-Reading = SupplyChannel | SensorChannel
+@dataclass
+class ChillerChannel:
+    """A recirculating chiller: bath temperature and setpoint (°C), running or not."""
+
+    on: bool
+    tset: float
+    temperature: float
+    state: ChannelState
+    status_code: int | None = None
+    status: str | None = None
+    alarms: list[str] = field(default_factory=list)
+
+    KIND = "chiller"
+
+
+Reading = SupplyChannel | SensorChannel | ChillerChannel
 
 
 class Topics:
@@ -92,10 +109,11 @@ class Topics:
         self.health = f"{base}/health"
         self.reply = f"{base}/reply"
         self.cmd = f"{base}/cmd"
-        self.cmd_plain = f"{base}/cmd/+/+"
 
     def owns_response_topic(self, topic: str) -> bool:
-        """MQTT v5 response topics must stay in the device's own reply tree (ACL)."""
+        """MQTT v5 response topics must stay in the device's own reply tree (ACL) and be publishable."""
+        if any(c in topic for c in "+#\0"):
+            return False
         return topic == self.reply or topic.startswith(self.reply + "/")
 
 

@@ -75,6 +75,8 @@ class MqttSession:
         self.connect_failure: str | None = None
         self._on_connect_hook = on_connect
         self._subs: dict[str, SubscribeOptions] = {}
+        self._subacks: dict[int, threading.Event] = {}
+        self._suback_lock = threading.Lock()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
         if endpoint.username:
             c.username_pw_set(endpoint.username, endpoint.password)
@@ -83,8 +85,10 @@ class MqttSession:
         if will:
             c.will_set(will[0], will[1], qos=1, retain=True)
         c.reconnect_delay_set(min_delay=reconnect[0], max_delay=reconnect[1])  # type: ignore[arg-type]
+        c.max_queued_messages_set(1000)  # a long broker outage must not grow memory without bound
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_subscribe = self._on_subscribe
         self.client = c
 
     # --- lifecycle ------------------------------------------------------------
@@ -113,12 +117,20 @@ class MqttSession:
         self.client.loop_stop()
 
     # --- messaging ------------------------------------------------------------
-    def subscribe(self, topic: str, handler: Handler, qos: int = 1) -> None:
-        """Retain flags arrive as published, so a handler can tell a retained message from a live one."""
+    def subscribe(self, topic: str, handler: Handler, qos: int = 1, wait: float | None = None) -> bool:
+        """Subscribe (again after every reconnect); with `wait`, block until the broker acknowledged.
+
+        Retain flags arrive as published, so a handler can tell a retained message from a live one.
+        """
         self.client.message_callback_add(topic, lambda _c, _u, msg: self._dispatch(handler, msg))
         self._subs[topic] = SubscribeOptions(qos=qos, retainAsPublished=True)
-        if self.connected.is_set():
-            self.client.subscribe(topic, options=self._subs[topic])
+        if not self.connected.is_set():
+            return False
+        acked = threading.Event()
+        with self._suback_lock:
+            _, mid = self.client.subscribe(topic, options=self._subs[topic])
+            self._subacks[mid] = acked
+        return acked.wait(wait) if wait else True
 
     def publish(self, topic: str, payload: str | bytes, *, qos: int = 0, retain: bool = False,
                 properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
@@ -153,6 +165,12 @@ class MqttSession:
                 self._on_connect_hook()
             except Exception:
                 log.exception("on-connect hook failed")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._suback_lock:
+            event = self._subacks.pop(mid, None)
+        if event:
+            event.set()
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         if self.connected.is_set() and reason.is_failure:

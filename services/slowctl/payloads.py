@@ -15,7 +15,7 @@ import types
 from dataclasses import asdict
 from typing import Any
 
-from slowctl.contract import ChannelState, Reading, SensorChannel, SupplyChannel
+from slowctl.contract import ChannelState, ChillerChannel, Reading, SensorChannel, SupplyChannel
 
 
 def _load_point() -> tuple[type, Any]:
@@ -52,7 +52,7 @@ def channel_dict(channel: int, name: str, reading: Reading | None) -> dict[str, 
     out: dict[str, Any] = {"channel": channel, "name": name}
     if reading is not None:
         values = asdict(reading)
-        if isinstance(reading, SupplyChannel):
+        if isinstance(reading, (SupplyChannel, ChillerChannel)):
             values["state"] = reading.state.value
         out.update(values)
     return out
@@ -73,6 +73,11 @@ def metrics_lines(device: str, names: dict[int, str], readings: dict[int, Readin
         elif isinstance(r, SensorChannel):
             for key in ("temperature", "humidity", "dewpoint"):
                 p.field(key, float(getattr(r, key)))
+        elif isinstance(r, ChillerChannel):
+            p.field("on", bool(r.on)).field("tset", float(r.tset)).field("temperature", float(r.temperature))
+            if r.status_code is not None:
+                p.field("status_code", float(r.status_code))
+            p.field("state", r.state.value)
         lines.append(p.time(ts_ms, WritePrecision.MS).to_line_protocol())
     return "\n".join(lines)
 

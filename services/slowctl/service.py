@@ -68,7 +68,7 @@ class DeviceService:
         self.rules = Rules(
             actions=self.driver_cls.actions(),
             channels=dict(self.cfg.channels),
-            instrument_limits=getattr(self.driver_cls, "instrument_limits", lambda a: None),
+            instrument_limits=self.driver_cls.instrument_limits,
             max_age=self.cfg.max_command_age,
             ramp_actions_for=lambda ch: ch in self.soft,
         )
@@ -86,7 +86,10 @@ class DeviceService:
         self.readings: dict[int, Reading] = {}
         self._read_at: dict[int, float] = {}
         self.targets: dict[int, float] = {}  # user vset of software-ramped channels
-        self.ramps: dict[int, SoftRamp] = {}
+        self.ramps: dict[int, SoftRamp] = {}  # rebound (not mutated) by _link_lost, from any thread
+        self.ramp_aborted: set[int] = set()  # channels left between steps by a link loss
+        self._accept_lock = threading.Lock()
+        self._closing = False
         self.state = DeviceState.DISCONNECTED
         self.error: str | None = "not connected yet"
         self.identity: str | None = None
@@ -114,6 +117,8 @@ class DeviceService:
 
     def _shutdown(self) -> None:
         """Announce offline and let go of the instrument; outputs stay exactly as they are."""
+        with self._accept_lock:
+            self._closing = True  # from now on _accept refuses: every command still gets its reply
         while True:
             try:
                 cmd = self.queue.get_nowait()
@@ -140,7 +145,7 @@ class DeviceService:
             driver = self.driver_cls(link, self.options, self.channels)
             identity = driver.connect()
             if isinstance(driver, SupplyDriver):
-                for ch in self.channels:
+                for ch in self.channels:  # rates as last commanded, else as configured
                     up, down = self.rates[ch] if ch not in self.soft else (None, None)
                     driver.configure_channel(ch, up, down, self.cfg.channels[ch].off_mode)
         except (LinkError, InstrumentError) as exc:
@@ -161,7 +166,13 @@ class DeviceService:
             if self._driver is not driver:
                 return
             self._driver = None
-        driver.link.close()
+        aborted, self.ramps = self.ramps, {}  # a new link must not continue an old ramp
+        if aborted:
+            self.ramp_aborted |= set(aborted)
+            log.warning("software ramp of channel(s) %s aborted: the output stays where the last step left it",
+                        sorted(aborted))
+        with driver.link.lock.exclusive():  # never close under a transaction of the other thread
+            driver.link.close()
         self.health.consecutive_errors += 1
         self.health.errors += 1
         self._set_state(DeviceState.DISCONNECTED, f"instrument link lost: {exc}")
@@ -179,21 +190,32 @@ class DeviceService:
         backoff = 0.5
         next_poll = time.monotonic()
         while not self.stop_event.is_set():
-            if self._driver is None:
-                if not self._connect():
-                    self.stop_event.wait(backoff)
-                    backoff = min(backoff * 2, self.cfg.reconnect_max)
-                    continue
-                backoff = 0.5
-                next_poll = time.monotonic()
-            now = time.monotonic()
-            if now < next_poll:
-                self.stop_event.wait(min(next_poll - now, 0.5))
-                continue
-            self._poll_once()
-            next_poll += self.cfg.poll_period
-            if next_poll < time.monotonic():  # overran: skip, don't burst
-                next_poll = time.monotonic() + self.cfg.poll_period
+            try:
+                backoff, next_poll = self._poll_step(backoff, next_poll)
+            except Exception as exc:  # a bug must not end the service: treat it as a lost link
+                log.exception("unexpected error in the poll loop")
+                driver = self._driver
+                if driver is not None:
+                    self._link_lost(driver, exc)
+                self.stop_event.wait(1.0)
+
+    def _poll_step(self, backoff: float, next_poll: float) -> tuple[float, float]:
+        """One turn of the poll loop: (re)connect with backoff, or poll when due."""
+        if self._driver is None:
+            if not self._connect():
+                self.stop_event.wait(backoff)
+                return min(backoff * 2, self.cfg.reconnect_max), next_poll
+            backoff = 0.5
+            next_poll = time.monotonic()
+        now = time.monotonic()
+        if now < next_poll:
+            self.stop_event.wait(min(next_poll - now, 0.5))
+            return backoff, next_poll
+        self._poll_once()
+        next_poll += self.cfg.poll_period
+        if next_poll < time.monotonic():  # overran: skip, don't burst
+            next_poll = time.monotonic() + self.cfg.poll_period
+        return backoff, next_poll
 
     def _poll_once(self) -> None:
         driver = self._driver
@@ -225,8 +247,11 @@ class DeviceService:
                 if self._read_at.get(ch, -math.inf) > started:
                     continue  # a command's read-back is newer than this poll
                 if ch in self.soft and isinstance(r, SupplyChannel):
-                    r.vset = self.targets.setdefault(ch, r.vset)
                     ramp = self.ramps.get(ch)
+                    if ch in self.ramp_aborted:
+                        r.alarms.append("RAMP_ABORTED")  # vset shows what the instrument holds
+                    else:
+                        r.vset = self.targets.setdefault(ch, r.vset)
                     if ramp is not None and r.state is not ChannelState.TRIPPED:
                         r.state = ramp.state
                     r.rampup, r.rampdown = self.rates[ch]
@@ -267,7 +292,8 @@ class DeviceService:
     def _accept(self, req: Request) -> None:
         if req.response_topic and not self.topics.owns_response_topic(req.response_topic):
             topic, req.response_topic = req.response_topic, None
-            self._reply(req, False, f"response topic {topic[:80]!r} must be under {self.topics.reply}/")
+            self._reply(req, False, f"response topic {topic[:80]!r} must be {self.topics.reply} or a topic "
+                                    "below it, without wildcards")
             return
         try:
             cmd = validate(req, self.rules)
@@ -276,7 +302,15 @@ class DeviceService:
         except CommandError as exc:
             self._reply(req, False, str(exc))
             return
-        self.queue.put(cmd)
+        except Exception:  # a bug in validation still owes the sender a reply
+            log.exception("validating a command failed")
+            self._reply(req, False, "internal error while validating the command; not executed")
+            return
+        with self._accept_lock:
+            if self._closing:
+                self._reply(req, False, "service is shutting down; command not executed")
+                return
+            self.queue.put(cmd)
 
     def _reply(self, req: Request, ok: bool, error: str | None = None) -> None:
         body = json.dumps(req.reply(ok, error))
@@ -289,143 +323,174 @@ class DeviceService:
 
     def _command_loop(self) -> None:
         while not self.stop_event.is_set():
+            ramps = self.ramps
+            wait = min((r.due(RAMP_TICK) for r in ramps.values()), default=math.inf) - time.monotonic()
             try:
-                cmd = self.queue.get(timeout=RAMP_TICK if self.ramps else 0.5)
+                cmd = self.queue.get(timeout=min(0.5, max(0.0, wait)))
             except queue.Empty:
                 cmd = None
             if cmd is not None:
-                self._execute(cmd)
+                try:
+                    self._execute(cmd)
+                except Exception:  # the worker must live on, and the command gets its one reply
+                    log.exception("executing %s failed", cmd.action)
+                    self._reply(cmd.request, False, "internal error while executing the command; "
+                                                    "check the device status")
             if self.ramps:
-                self._step_ramps()
+                try:
+                    self._step_ramps()
+                except Exception:
+                    log.exception("software ramp step failed")
+                    self._abort_ramps()
 
     def _execute(self, cmd: Command) -> None:
         req = cmd.request
-        now = time.monotonic()
-        deadline = min(req.received + self.cfg.max_command_age, req.expires if req.expires is not None else math.inf)
-        if now > deadline:
-            self._reply(req, False, f"stale command: waited {now - req.received:.1f} s, past its expiry; not executed")
+        stale = self._stale(req)
+        if stale:
+            self._reply(req, False, stale)
             return
         driver = self._driver
         if driver is None:
             self._reply(req, False, f"instrument not connected ({self.error})")
             return
-        current = self.readings.get(cmd.channel)
-        if cmd.action == "on" and isinstance(current, SupplyChannel) and current.state is ChannelState.TRIPPED:
-            self._reply(req, False, f"channel {cmd.channel} is tripped: send clear first")
-            return
-        assert isinstance(driver, SupplyDriver)
-        error = None
+        error, readback, started = None, {}, time.monotonic()
         try:
             with driver.link.lock.exclusive():
+                started = time.monotonic()  # after the lock: a poll that read before us is older
+                # decide from the instrument as it is now, not from the last poll
+                current = driver.read([cmd.channel], full=False).get(cmd.channel)
+                state = getattr(current, "state", None)
+                if cmd.action == "on" and state is ChannelState.TRIPPED:
+                    error = f"channel {cmd.channel} is tripped: send clear first"
+                else:
+                    try:
+                        self._apply(driver, cmd, started, current)
+                        self.ramp_aborted.discard(cmd.channel)
+                    except InstrumentError as exc:
+                        error = f"instrument refused: {exc}"
                 try:
-                    self._apply(driver, cmd, now)
-                except InstrumentError as exc:
-                    error = f"instrument refused: {exc}"
-                reading = driver.read([cmd.channel], full=True)
+                    readback = driver.read([cmd.channel], full=True)
+                except InstrumentError as exc:  # applied, but not confirmed: the status says so
+                    self._set_state(DeviceState.ERROR, f"reading back channel {cmd.channel} failed: {exc}")
         except LinkError as exc:
             self._link_lost(driver, exc)
             self._reply(req, False, f"instrument link failed: {exc}")
             return
-        except InstrumentError as exc:
-            reading, error = {}, error or f"instrument refused: {exc}"
-        self._update(reading, now)
+        self._update(readback, started)
         self._publish_status()
         self._reply(req, error is None, error)
 
-    def _apply(self, driver: SupplyDriver, cmd: Command, now: float) -> None:
+    def _stale(self, req: Request) -> str | None:
+        """Why a queued command is too old to run now, or None."""
+        now = time.monotonic()
+        if now - req.received > self.cfg.max_command_age:
+            return f"stale command: waited {now - req.received:.1f} s before it could run; not executed"
+        if req.expires is not None and now > req.expires:
+            return "stale command: its MQTT message expiry passed before it could run; not executed"
+        if req.issued is not None and time.time() - req.issued > self.cfg.max_command_age:
+            return (f"stale command: issued {time.time() - req.issued:.1f} s ago "
+                    f"(max {self.cfg.max_command_age:g} s); not executed")
+        return None
+
+    def _apply(self, driver: Driver, cmd: Command, now: float, current: Reading | None) -> None:
+        """Software-ramped channels are stepped by us; everything else goes to the driver as it is."""
         ch, value = cmd.channel, cmd.value
-        current = self.readings.get(ch)
-        is_on = isinstance(current, SupplyChannel) and current.on
-        soft = ch in self.soft
+        if ch not in self.soft:
+            driver.execute(cmd.action, ch, value)
+            if cmd.action in ("rampup", "rampdown"):  # a reconnect re-applies what was commanded last
+                up, down = self.rates[ch]
+                self.rates[ch] = (value, down) if cmd.action == "rampup" else (up, value)  # type: ignore[assignment]
+            return
+        assert isinstance(driver, SupplyDriver) and isinstance(current, SupplyChannel)
+        ramp = self.ramps.get(ch)
+        switching_off = ramp is not None and ramp.switch_off_at_end
+        programmed = ramp.programmed if ramp else self.targets.get(ch, current.vset)
         if cmd.action == "vset":
             assert value is not None
-            if soft and is_on:
-                self.targets[ch] = value
-                self._ramp(ch, now).start(value, now)
+            self.targets[ch] = value
+            if switching_off:
+                pass  # the off-ramp goes on; the new target waits for the next "on"
+            elif current.on:
+                self._ramp(ch, now, programmed).start(value, now)
             else:
-                driver.set_voltage(ch, value)
-                if soft:
-                    self.targets[ch] = value
-        elif cmd.action == "iset":
-            assert value is not None
-            driver.set_current(ch, value)
+                driver.set_voltage(ch, value)  # output off: the instrument just holds the target
         elif cmd.action in ("rampup", "rampdown"):
             up, down = self.rates[ch]
-            up, down = (value, down) if cmd.action == "rampup" else (up, value)
-            if soft:
-                self.rates[ch] = (up, down)
-            else:
-                driver.set_ramp(ch, up=value if cmd.action == "rampup" else None,
-                                down=value if cmd.action == "rampdown" else None)
+            self.rates[ch] = (value, down) if cmd.action == "rampup" else (up, value)  # type: ignore[assignment]
         elif cmd.action == "on":
-            if soft and not is_on:
-                target = self.targets.get(ch, current.vset if isinstance(current, SupplyChannel) else 0.0)
-                self.targets[ch] = target
+            target = self.targets.setdefault(ch, current.vset)
+            if switching_off:
+                ramp.switch_off_at_end = False  # type: ignore[union-attr]
+                ramp.start(target, now)  # type: ignore[union-attr]
+            elif not current.on:
                 driver.set_voltage(ch, 0.0)
                 driver.switch(ch, True)
-                ramp = self._ramp(ch, now, programmed=0.0)
-                ramp.start(target, now)
-            else:
-                driver.switch(ch, True)
+                self._ramp(ch, now, 0.0).start(target, now)
         elif cmd.action == "off":
-            if soft and is_on and self.cfg.channels[ch].off_mode == "ramp":
-                ramp = self._ramp(ch, now)
+            if current.on and self.cfg.channels[ch].off_mode == "ramp":
+                ramp = self._ramp(ch, now, programmed)
                 ramp.switch_off_at_end = True
                 ramp.start(0.0, now)
             else:
                 self.ramps.pop(ch, None)
                 driver.switch(ch, False)
-                if soft:
-                    driver.set_voltage(ch, self.targets.get(ch, 0.0))
-        elif cmd.action == "clear":
+                driver.set_voltage(ch, self.targets.get(ch, current.vset))
+        else:
             self.ramps.pop(ch, None)
-            driver.clear(ch)
+            driver.execute(cmd.action, ch, value)
 
-    def _ramp(self, ch: int, now: float, programmed: float | None = None) -> SoftRamp:
+    def _ramp(self, ch: int, now: float, start: float) -> SoftRamp:
+        """The channel's running ramp, or a new one from `start` (the programmed voltage)."""
         ramp = self.ramps.get(ch)
         if ramp is None:
-            current = self.readings.get(ch)
-            start = programmed if programmed is not None else (current.vmon if isinstance(current, SupplyChannel) else 0.0)
-            up, down = self.rates[ch]
-            ramp = self.ramps[ch] = SoftRamp(programmed=start, target=start, up=up, down=down, last=now)  # type: ignore[arg-type]
-        if programmed is not None:
-            ramp.programmed = programmed
+            ramp = self.ramps[ch] = SoftRamp(programmed=start, target=start, up=1.0, down=1.0,
+                                             max_step=self.cfg.channels[ch].ramp_step, last=now)
         ramp.up, ramp.down = self.rates[ch]  # type: ignore[assignment]
         return ramp
 
+    def _abort_ramps(self) -> None:
+        aborted, self.ramps = self.ramps, {}
+        self.ramp_aborted |= set(aborted)
+
     def _step_ramps(self) -> None:
-        driver = self._driver
+        driver, ramps = self._driver, self.ramps
         if driver is None or not isinstance(driver, SupplyDriver):
-            self.ramps.clear()  # link lost: the instrument holds its last step
+            self._abort_ramps()  # the instrument holds its last step
             return
         now = time.monotonic()
+        due = [ch for ch, r in ramps.items() if r.due(RAMP_TICK) <= now]
+        if not due:
+            return
         try:
             with driver.link.lock.exclusive():
-                for ch, ramp in list(self.ramps.items()):
+                for ch in due:
+                    ramp = ramps[ch]
                     driver.set_voltage(ch, ramp.step(now))
                     if not ramp.active:
                         if ramp.switch_off_at_end:
                             driver.switch(ch, False)
                             driver.set_voltage(ch, self.targets.get(ch, 0.0))
-                        del self.ramps[ch]
-                readings = driver.read(sorted(set(self.ramps) | set(self.soft)), full=True)
+                        ramps.pop(ch, None)
+                readings = driver.read(due, full=True)
         except LinkError as exc:
             self._link_lost(driver, exc)
             return
         except InstrumentError as exc:
             log.warning("software ramp stopped: %s", exc)
-            self.ramps.clear()
+            self._abort_ramps()
             return
         self._update(readings, now)
         self._publish_status()
 
     # --- publishing -------------------------------------------------------------------------
     def _publish_status(self) -> None:
-        connected = self.state is not DeviceState.DISCONNECTED
+        if not self.mqtt.connected.is_set():
+            return  # nothing piles up in paho while the broker is away; _announce re-publishes
         with self._pub_lock:
             self.seq += 1
             ts = int(time.time() * 1000)
-            readings = dict(self.readings) if connected else {}
+            # only readings we vouch for: none while disconnected or while polls fail
+            readings = dict(self.readings) if self.state is DeviceState.OK else {}
             status: dict[str, Any] = {
                 "device": self.id, "model": self.cfg.model, "ts": ts, "seq": self.seq,
                 "state": self.state.value, "error": self.error, "identity": self.identity,
@@ -438,6 +503,8 @@ class DeviceService:
                     self.mqtt.publish(self.legacy.status, json.dumps(legacy_status(readings)), qos=1, retain=True)
 
     def _publish_health(self) -> None:
+        if not self.mqtt.connected.is_set():
+            return
         h = self.health
         body = {
             "device": self.id, "ts": int(time.time() * 1000), "uptime": round(time.monotonic() - self.started, 3),

@@ -142,7 +142,7 @@ def test_switch_on_disarms_other_armed_channels_while_general_is_off(hmp, lv):
     assert lv.general and lv.chan(1).armed
     assert not lv.chan(3).armed, "general ON must not switch the other armed channel on"
     writes = drv.link.writes
-    assert writes.index("INST:NSEL 3;OUTP:SEL OFF") < writes.index("OUTP:GEN ON")  # disarmed first
+    assert writes.index("*CLS;INST:NSEL 3;OUTP:SEL OFF") < writes.index("*CLS;OUTP:GEN ON")  # disarmed first
     r = drv.read(CHANNELS, full=False)
     assert r[0].on and not r[2].on and r[2].vmon == 0.0
 
@@ -187,7 +187,7 @@ def test_refused_value_is_read_from_the_error_queue(hmp, lv, monkeypatch):
     # pretend the driver's range were wider than the instrument's: the instrument refuses
     monkeypatch.setattr(HmpDriver.vset, "limits", (0.0, 100.0))
     drv = hmp()
-    with pytest.raises(InstrumentError, match=r'SOUR:VOLT 40\.0000.*-222,"Data out of range"'):
+    with pytest.raises(InstrumentError, match=r'SOUR:VOLT 40\b.*-222,"Data out of range"'):
         drv.set_voltage(0, 40.0)
     assert lv.chan(1).vset == 0.0
     drv.set_voltage(0, 4.0)  # the error was taken off the queue: the next command is clean
@@ -228,3 +228,42 @@ def test_channel_the_instrument_lacks_is_not_read_silently(clock, serve, make_dr
         # OUT4 does not exist: INST:NSEL 4 fails and the queries answer for another output
         same = [f"OUT{n}" for n in (1, 2, 3) if sim.chan(n).vset == r[3].vset]
         pytest.fail(f"connect() took an HMP2030 as 4 channels, and OUT4 read as another output ({same}): {r[3]}")
+
+
+def test_unconfigured_output_is_disarmed_too(server, make_driver, lv):
+    """Only OUT1..OUT3 configured on a 4-output HMP4040: an armed OUT4 must not go live either."""
+    drv = make_driver(HmpDriver, tcp(server), [0, 1, 2], {"channels": 3})
+    drv.connect()
+    lv.chan(4).vset = 12.0
+    lv.chan(4).armed = True
+    drv.switch(0, True)
+    assert lv.general and lv.chan(1).armed
+    assert not lv.chan(4).armed, "the master switch must not bring OUT4 up"
+
+
+def test_over_voltage_trip_is_tripped_and_clear_acknowledges_it(hmp, lv):
+    drv = hmp()
+    drv.set_voltage(1, 10.0)
+    drv.switch(1, True)
+    lv.chan(2).ovp = 5.0  # protection below the set voltage: the output trips
+    lv.chan(2).ovp_tripped, lv.chan(2).armed = True, False
+    r = drv.read([1], full=True)[1]
+    assert r.state is ChannelState.TRIPPED and r.alarms == ["OVP"] and not r.on
+    drv.clear(1)
+    r = drv.read([1], full=True)[1]
+    assert r.state is ChannelState.OFF and r.alarms == []
+
+
+def test_clear_leaves_an_untripped_output_alone(hmp, lv):
+    drv = hmp()
+    drv.set_voltage(2, 3.0)
+    drv.switch(2, True)
+    drv.clear(2)
+    assert lv.chan(3).armed and drv.read([2], full=False)[2].on
+
+
+def test_small_current_limits_are_not_rounded_away(hmp, lv):
+    drv = hmp()
+    drv.set_current(0, 4e-5)
+    assert lv.chan(1).iset == pytest.approx(4e-5)
+    assert drv.read([0], full=True)[0].iset == pytest.approx(4e-5, abs=1e-4)

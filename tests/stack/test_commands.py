@@ -45,6 +45,13 @@ def test_json_command_with_id_and_v5_response_topic(op):
     assert mine.properties.CorrelationData == b"corr-42"
 
 
+def test_wildcard_response_topic_is_refused_and_the_service_lives_on(op):
+    props = v5_props(ResponseTopic="slowctl/lv/reply/+", CorrelationData=b"c")
+    reply = send(op, "slowctl/lv/cmd", json.dumps({"action": "iset", "channel": 2, "value": 0.3}), properties=props)
+    assert not reply["ok"] and "without wildcards" in reply["error"]
+    assert send(op, "slowctl/lv/cmd/iset/2", "0.3")["ok"]
+
+
 def test_response_topic_outside_the_device_is_refused(op):
     props = v5_props(ResponseTopic="slowctl/hv/reply/x", CorrelationData=b"c")
     reply = send(op, "slowctl/lv/cmd", json.dumps({"action": "iset", "channel": 2, "value": 0.4}), properties=props)
@@ -81,6 +88,8 @@ BAD = [
     ("slowctl/lv/cmd/vset/3", "13", "vmax=12"),
     ("slowctl/lv/cmd/rampup/1", "1", "not supported"),  # LV channel 1 has no software ramp configured
     ("slowctl/hv/cmd/vset/0", "\xff".encode("latin-1"), "UTF-8"),
+    ("slowctl/hv/cmd", "[" * 60000, "malformed JSON"),  # deeper than Python's recursion limit
+    ("slowctl/hv/cmd", '{"action": "vset", "channel": 0, "value": ' + "9" * 5000 + "}", "malformed JSON"),
 ]
 
 

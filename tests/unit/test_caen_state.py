@@ -27,11 +27,12 @@ def test_bit_positions_match_the_manual():
     (word("ON", "RUP", "TRIP"), ChannelState.TRIPPED, ["TRIP"]),
     (word("TRIP", "ILK"), ChannelState.TRIPPED, ["TRIP", "ILK"]),
     (word("TRIP", "OVT", "KILL"), ChannelState.TRIPPED, ["TRIP", "OVT", "KILL"]),
-    (word("ON", "OVC"), ChannelState.ON, ["OVC"]),
+    (word("ON", "OVC"), ChannelState.COMPLIANCE, ["OVC"]),  # current-limited
     (word("ON", "OVV", "MAXV"), ChannelState.ON, ["OVV", "MAXV"]),
     (word("UNV"), ChannelState.OFF, ["UNV"]),
     (word("NOCAL"), ChannelState.OFF, ["NOCAL"]),
-    (word("ON", "RUP", "OVC"), ChannelState.RAMP_UP, ["OVC"]),
+    (word("ON", "RUP", "OVC"), ChannelState.COMPLIANCE, ["OVC"]),  # limiting wins over ramping
+    (word("OVC"), ChannelState.OFF, ["OVC"]),  # off: nothing to limit
 ])
 def test_states(stat, state, alarms):
     assert channel_state(stat) == (state, alarms)

@@ -7,6 +7,7 @@ import pytest
 
 from slowctl.commands import Command, Request
 from slowctl.contract import ChannelState, DeviceState, SupplyChannel
+from slowctl.drivers.base import SupplyDriver
 from slowctl.drivers.caen_n1470 import CaenN1470
 from slowctl.mqtt import Endpoint
 from slowctl.service import DeviceService
@@ -26,6 +27,8 @@ def driver():
     d = mock.MagicMock(spec=CaenN1470)
     d.link = mock.MagicMock()
     d.read.return_value = {0: reading(on=True, state=ChannelState.ON, vset=100.0)}
+    # the real action dispatch, onto the mocked driver methods
+    d.execute.side_effect = lambda action, ch, value: SupplyDriver.execute(d, action, ch, value)
     return d
 
 
@@ -44,7 +47,8 @@ def test_fresh_command_is_executed(service, driver):
     service._execute(command("vset", 0, 100.0))
     assert [(ok, err) for _, ok, err in service.replies] == [(True, None)]
     driver.set_voltage.assert_called_once_with(0, 100.0)
-    driver.read.assert_called_once_with([0], full=True)
+    # the channel is read before the command (to decide on fresh state) and read back after it
+    assert driver.read.call_args_list == [mock.call([0], full=False), mock.call([0], full=True)]
     driver.link.lock.exclusive.assert_called_once()
 
 
@@ -98,17 +102,19 @@ def test_command_while_disconnected_is_refused(service):
 
 def test_on_while_tripped_is_refused(service, driver):
     service._driver = driver
-    service.readings[2] = reading(state=ChannelState.TRIPPED, alarms=["TRIP"])
+    service.readings[2] = reading(state=ChannelState.OFF)  # the last poll did not see the trip yet
+    driver.read.return_value = {2: reading(state=ChannelState.TRIPPED, alarms=["TRIP"])}
     service._execute(command("on", 2, None))
     (_, ok, error), = service.replies
     assert ok is False and "clear first" in error and "channel 2" in error
-    assert driver.mock_calls == []  # neither the driver nor its link was touched
+    driver.execute.assert_not_called()
+    driver.switch.assert_not_called()
 
 
 def test_clear_while_tripped_is_executed(service, driver):
     service._driver = driver
     service.readings[2] = reading(state=ChannelState.TRIPPED, alarms=["TRIP"])
-    driver.read.return_value = {2: reading()}
+    driver.read.side_effect = [{2: reading(state=ChannelState.TRIPPED, alarms=["TRIP"])}, {2: reading()}]
     service._execute(command("clear", 2, None))
     (_, ok, error), = service.replies
     assert ok is True
@@ -119,7 +125,7 @@ def test_clear_while_tripped_is_executed(service, driver):
 def test_on_for_an_untripped_channel_is_executed(service, driver):
     service._driver = driver
     service.readings[2] = reading(state=ChannelState.OFF)
-    driver.read.return_value = {2: reading(on=True, state=ChannelState.RAMP_UP)}
+    driver.read.side_effect = [{2: reading()}, {2: reading(on=True, state=ChannelState.RAMP_UP)}]
     service._execute(command("on", 2, None))
     assert service.replies[0][1] is True
     driver.switch.assert_called_once_with(2, True)
@@ -159,3 +165,69 @@ def test_accept_queues_a_valid_command(service, driver):
     assert service.replies == []
     cmd = service.queue.get_nowait()
     assert (cmd.action, cmd.channel, cmd.value) == ("vset", 0, 10.0)
+
+
+def test_unexpected_driver_exception_still_gets_one_reply_and_the_worker_lives(service, driver):
+    service._driver = driver
+    driver.set_voltage.side_effect = [RuntimeError("bug"), None]
+    service.queue.put(command("vset", 0, 100.0))
+    service.queue.put(command("vset", 0, 50.0))
+    worker = __import__("threading").Thread(target=service._command_loop, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 5
+    while len(service.replies) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    service.stop_event.set()
+    worker.join(2)
+    assert [(ok, "internal error" in (err or "")) for _, ok, err in service.replies] == [(False, True), (True, False)]
+
+
+def test_ts_age_is_checked_again_when_the_command_runs(service, driver):
+    service._driver = driver
+    cmd = command("vset", 0, 10.0, issued=time.time() - 11)  # was fresh when accepted, waited too long
+    service._execute(cmd)
+    (_, ok, error), = service.replies
+    assert ok is False and "issued 11" in error
+    driver.set_voltage.assert_not_called()
+
+
+def test_commands_arriving_during_shutdown_are_refused(service, driver):
+    service._driver = driver
+    service.mqtt.connected.is_set.return_value = False
+    service._shutdown()
+    service._accept(Request(action="vset", channel=0, value=10.0))
+    (_, ok, error), = service.replies
+    assert ok is False and "shutting down" in error
+    assert service.queue.empty()
+
+
+def test_error_state_does_not_republish_old_readings(service, driver):
+    service.mqtt.connected.is_set.return_value = True
+    service.readings[0] = reading(on=True, state=ChannelState.ON, vset=100.0)
+    service.state = DeviceState.ERROR
+    service._publish_status()
+    status = [c for c in service.mqtt.publish.call_args_list if c.args[0].endswith("/status")][-1]
+    import json
+    channels = json.loads(status.args[1])["channels"]
+    assert "vmon" not in channels[0] and channels[0]["name"] == "sensor-A"
+    assert not [c for c in service.mqtt.publish.call_args_list if c.args[0].endswith("/metrics")]
+
+
+def test_software_off_ramp_is_cancelled_by_on(stack_config):
+    """LV channel 0 ramps in software: 'off' ramps down; an 'on' meanwhile ramps back up and stays on."""
+    from slowctl.drivers.hmp4040 import Hmp4040
+    svc = DeviceService("lv", stack_config, Endpoint("127.0.0.1", 1))
+    svc.replies = []
+    svc._reply = lambda req, ok, error=None: svc.replies.append((ok, error))
+    svc.mqtt = mock.MagicMock()
+    d = mock.MagicMock(spec=Hmp4040)
+    d.link = mock.MagicMock()
+    on = {0: SupplyChannel(on=True, vset=2.0, vmon=2.0, iset=1.0, imon=0.1, state=ChannelState.ON)}
+    d.read.return_value = on
+    svc._driver = d
+    svc.targets[0] = 2.0
+    svc._execute(command("off", 0, None))
+    assert svc.ramps[0].switch_off_at_end and svc.ramps[0].target == 0.0
+    svc._execute(command("on", 0, None))
+    assert not svc.ramps[0].switch_off_at_end and svc.ramps[0].target == 2.0
+    d.switch.assert_not_called()  # never switched off, never re-switched on

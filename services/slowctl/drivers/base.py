@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from slowctl.contract import Reading, SupplyChannel
-from slowctl.drivers.link import InstrumentError, Link, LinkSettings
+from slowctl.drivers.link import InstrumentError, Link, LinkError, LinkSettings
 
 if TYPE_CHECKING:
     from slowctl.config import ChannelConfig
@@ -42,7 +42,6 @@ class ChannelParam:
         kind: Callable[[str], Any] = float,
         limits: tuple[float, float] | None = None,
         readonly: bool = False,
-        query: str | None = None,
     ) -> None:
         self.command = command
         self.unit = unit
@@ -50,7 +49,6 @@ class ChannelParam:
         self.kind = kind
         self.limits = limits  # instrument range, SI units
         self.readonly = readonly
-        self.query = query  # query command when it differs from command + "?"
         self.name = command
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -73,8 +71,8 @@ class ChannelParam:
     def parse(self, text: str) -> Any:
         try:
             raw = self.kind(text)
-        except ValueError:
-            raise InstrumentError(f"unreadable {self.name} value {text!r}") from None
+        except ValueError:  # a garbled number means a garbled line
+            raise LinkError(f"unreadable {self.name} value {text!r}") from None
         if self.kind is not float:
             return raw
         return float(f"{raw * self.scale:.12g}")  # 100 µA -> 1e-4 A, not 9.999999999999999e-05
@@ -127,6 +125,20 @@ class Driver(ABC):
         n = cls.channel_count(opts)
         return [f"channels.{c}: {cls.model} has channels 0..{n - 1}" for c in channels if c >= n]
 
+    @classmethod
+    def actions(cls) -> frozenset[str]:
+        return frozenset()
+
+    @classmethod
+    def instrument_limits(cls, action: str) -> tuple[float, float] | None:
+        """The instrument's own range for an action's value (from the declared parameter)."""
+        param = getattr(cls, action, None)
+        return param.limits if isinstance(param, ChannelParam) else None
+
+    def execute(self, action: str, channel: int, value: float | None) -> None:
+        """Carry out one validated action (one of `actions()`)."""
+        raise InstrumentError(f"{self.model} does not support {action!r}")
+
     # --- protocol plumbing, per driver family -------------------------------
     def _get(self, param: ChannelParam, channel: int) -> str:
         raise NotImplementedError
@@ -159,11 +171,6 @@ class SupplyDriver(Driver):
         return frozenset(base)
 
     @classmethod
-    def instrument_limits(cls, action: str) -> tuple[float, float] | None:
-        param = getattr(cls, action, None)
-        return param.limits if isinstance(param, ChannelParam) else None
-
-    @classmethod
     def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
         errors = super().check_config(options, channels)
         for ch, cfg in channels.items():
@@ -172,6 +179,9 @@ class SupplyDriver(Driver):
                 value, limits = getattr(cfg, key), cls.instrument_limits(action)
                 if value is not None and limits and not limits[0] <= value <= limits[1]:
                     errors.append(f"channels.{ch}.{key}: {value:g} outside the {cls.model} range {limits[0]:g}..{limits[1]:g}")
+            if not cls.hardware_ramp and cfg.rampdown is not None and cfg.rampup is None:
+                errors.append(f"channels.{ch}.rampdown: {cls.model} has no hardware ramp: the software ramp "
+                              "needs rampup too")
             if cfg.vmax is None:
                 errors.append(f"channels.{ch}.vmax: required for a supply channel")
             if cfg.imax is None:
@@ -207,10 +217,58 @@ class SupplyDriver(Driver):
     @abstractmethod
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]: ...  # type: ignore[override]
 
+    def execute(self, action: str, channel: int, value: float | None) -> None:
+        if action == "vset":
+            self.set_voltage(channel, value)  # type: ignore[arg-type]
+        elif action == "iset":
+            self.set_current(channel, value)  # type: ignore[arg-type]
+        elif action == "rampup":
+            self.set_ramp(channel, up=value)
+        elif action == "rampdown":
+            self.set_ramp(channel, down=value)
+        elif action in ("on", "off"):
+            self.switch(channel, action == "on")
+        elif action == "clear":
+            self.clear(channel)
+        else:
+            super().execute(action, channel, value)
+
 
 class SensorDriver(Driver):
     """Read-only sensors: no actions."""
 
+
+class ChillerDriver(Driver):
+    """A recirculating chiller: temperature setpoint, start/stop. Declares a `tset` ChannelParam."""
+
     @classmethod
     def actions(cls) -> frozenset[str]:
-        return frozenset()
+        return frozenset({"on", "off", "tset"})
+
+    @classmethod
+    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+        errors = super().check_config(options, channels)
+        limits = cls.instrument_limits("tset")
+        for ch, cfg in channels.items():
+            for key in ("tmin", "tmax"):
+                value = getattr(cfg, key)
+                if value is None:
+                    errors.append(f"channels.{ch}.{key}: required for a chiller channel")
+                elif limits and not limits[0] <= value <= limits[1]:
+                    errors.append(f"channels.{ch}.{key}: {value:g} outside the {cls.model} range "
+                                  f"{limits[0]:g}..{limits[1]:g}")
+        return errors
+
+    def set_temperature(self, channel: int, celsius: float) -> None:
+        self.tset[channel] = celsius  # type: ignore[attr-defined]
+
+    @abstractmethod
+    def switch(self, channel: int, on: bool) -> None: ...
+
+    def execute(self, action: str, channel: int, value: float | None) -> None:
+        if action == "tset":
+            self.set_temperature(channel, value)  # type: ignore[arg-type]
+        elif action in ("on", "off"):
+            self.switch(channel, action == "on")
+        else:
+            super().execute(action, channel, value)

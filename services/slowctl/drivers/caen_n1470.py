@@ -41,6 +41,8 @@ def channel_state(stat: int) -> tuple[ChannelState, list[str]]:
         state = ChannelState.TRIPPED
     elif FAULT_BITS.intersection(bits):
         state = ChannelState.ERROR
+    elif "OVC" in bits and "ON" in bits:
+        state = ChannelState.COMPLIANCE  # current-limited; trips after the TRIP time
     elif "RUP" in bits:
         state = ChannelState.RAMP_UP
     elif "RDW" in bits:

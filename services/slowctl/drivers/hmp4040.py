@@ -49,6 +49,7 @@ class Hmp4040(SupplyDriver):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._settings: dict[int, tuple[float, float]] = {}
+        self._outputs = self.options.channels  # physical outputs, from *IDN? at connect
 
     @classmethod
     def channel_count(cls, options: HmpOptions) -> int:  # type: ignore[override]
@@ -67,8 +68,11 @@ class Hmp4040(SupplyDriver):
         return parts
 
     def _command(self, command: str) -> None:
-        """Send a setting and read the error queue: SCPI settings have no reply of their own."""
-        self.link.write(command)
+        """Send a setting and read the error queue: SCPI settings have no reply of their own.
+
+        *CLS first, in the same message: an old error must not be blamed on this command.
+        """
+        self.link.write(f"*CLS;{command}")
         error = self.link.query("SYST:ERR?")
         code, _, text = error.partition(",")
         try:
@@ -81,7 +85,7 @@ class Hmp4040(SupplyDriver):
         return self._ask(channel, f"{param.command}?")[0]
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
-        self._command(f"{self._select(channel)};{param.command} {value:.4f}")
+        self._command(f"{self._select(channel)};{param.command} {value:.6g}")  # no rounding 40 µA to 0
 
     # --- the framework's view ----------------------------------------------
     def connect(self) -> str:
@@ -93,7 +97,7 @@ class Hmp4040(SupplyDriver):
         outputs = int(model[-2])  # HMP4040: 4 outputs, HMP4030 / HMP2030: 3, HMP2020: 2
         if outputs < self.options.channels:
             raise InstrumentError(f"{model} has {outputs} outputs, the config expects {self.options.channels}")
-        self.link.write("*CLS")  # errors of an earlier session must not be blamed on our commands
+        self._outputs = outputs
         self._settings.clear()
         return identity
 
@@ -108,16 +112,18 @@ class Hmp4040(SupplyDriver):
             self._command(f"{self._select(channel)};OUTP:SEL OFF")
             return
         if not _flag(self.link.query("OUTP:GEN?")):
-            # the master switch turns on every armed channel: disarm the others first
-            for other in range(self.options.channels):
+            # the master switch turns on every armed output, configured or not: disarm the others first
+            for other in range(self._outputs):
                 if other != channel and _flag(self._ask(other, "OUTP:SEL?")[0]):
                     self._command(f"{self._select(other)};OUTP:SEL OFF")
         self._command(f"{self._select(channel)};OUTP:SEL ON")
         self._command("OUTP:GEN ON")
 
     def clear(self, channel: int) -> None:
-        # acknowledging a tripped fuse by disarming the channel; a channel that did not trip is left alone
-        if _flag(self._ask(channel, "FUSE:TRIP?")[0]):
+        # acknowledge a fuse or over-voltage trip by disarming the output; an output that did not trip
+        # is left alone
+        fuse, ovp = self._ask(channel, "FUSE:TRIP?", "VOLT:PROT:TRIP?")
+        if _flag(fuse) or _flag(ovp):
             self._command(f"{self._select(channel)};OUTP:SEL OFF")
 
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
@@ -130,16 +136,18 @@ class Hmp4040(SupplyDriver):
                     self._settings[ch] = (float(v), float(i))
                 except ValueError:
                     raise LinkError(f"unreadable set values {v!r} / {i!r}") from None
-            vmon, imon, armed, tripped = self._ask(ch, "MEAS:VOLT?", "MEAS:CURR?", "OUTP:SEL?", "FUSE:TRIP?")
+            vmon, imon, armed, fuse, ovp = self._ask(ch, "MEAS:VOLT?", "MEAS:CURR?", "OUTP:SEL?", "FUSE:TRIP?",
+                                                     "VOLT:PROT:TRIP?")
             on = general and _flag(armed)
-            if _flag(tripped):
+            alarms = [name for name, flag in (("FUSE", fuse), ("OVP", ovp)) if _flag(flag)]
+            if alarms:
                 state = ChannelState.TRIPPED
             else:
                 state = ChannelState.ON if on else ChannelState.OFF
             vset, iset = self._settings[ch]
             try:
                 result[ch] = SupplyChannel(on=on, vset=vset, vmon=float(vmon), iset=iset, imon=float(imon),
-                                           state=state, alarms=["FUSE"] if state is ChannelState.TRIPPED else [])
+                                           state=state, alarms=alarms)
             except ValueError:
                 raise LinkError(f"unreadable measurement {vmon!r} / {imon!r}") from None
         return result

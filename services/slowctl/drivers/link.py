@@ -54,11 +54,12 @@ class PriorityLock:
         self._lock = threading.RLock()
         self._cond = threading.Condition()
         self._waiting = 0
+        self._owner: int | None = None  # thread holding exclusive()
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._cond:
-            while self._waiting and not self._lock._is_owned():  # type: ignore[attr-defined]
+            while self._waiting and self._owner != threading.get_ident():
                 self._cond.wait()
         with self._lock:
             yield
@@ -73,9 +74,11 @@ class PriorityLock:
             with self._cond:
                 self._waiting -= 1
                 self._cond.notify_all()
+        outer, self._owner = self._owner, threading.get_ident()
         try:
             yield
         finally:
+            self._owner = outer
             self._lock.release()
 
 
@@ -161,16 +164,16 @@ class SerialLink(_PacedLink):
         try:
             self._port.reset_input_buffer()  # drop late replies of an earlier timed-out request
             self._port.write((request + self.settings.write_termination).encode("ascii"))
-        except (serial.SerialException, OSError) as exc:
-            raise LinkError(f"write failed: {exc}") from None
+        except (serial.SerialException, OSError, AttributeError, TypeError, ValueError) as exc:
+            raise LinkError(f"write failed: {exc!r}") from None
 
     def _receive(self) -> str:
         import serial
 
         try:
             raw = self._port.read_until(self._term, 4096)
-        except (serial.SerialException, OSError) as exc:
-            raise LinkError(f"read failed: {exc}") from None
+        except (serial.SerialException, OSError, AttributeError, TypeError, ValueError) as exc:
+            raise LinkError(f"read failed: {exc!r}") from None
         if not raw.endswith(self._term):
             raise LinkError("timeout waiting for a reply" if not raw else f"incomplete reply {raw[:64]!r}")
         try:
