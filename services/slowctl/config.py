@@ -74,6 +74,15 @@ class SerialConfig(Strict):
     rtscts: bool | None = None
 
 
+class LinkConfig(Strict):
+    """Line protocol settings; a key left out keeps the driver's default for its instrument."""
+
+    write_termination: str | None = Field(default=None, min_length=1, max_length=2)
+    read_termination: str | None = Field(default=None, min_length=1, max_length=2)
+    echo: bool | None = Field(default=None, description="the instrument echoes each request line")
+    min_interval: float | None = Field(default=None, ge=0, le=10, description="quiet time between requests (s)")
+
+
 class SimulatorConfig(Strict):
     """How `slowctl up --dummy` simulates this device (ignored without --dummy)."""
 
@@ -87,6 +96,7 @@ class DeviceConfig(Strict):
     model: str
     address: str = Field(min_length=1, description="serial path, pyserial URL or VISA resource")
     serial: SerialConfig = SerialConfig()
+    link: LinkConfig = LinkConfig()
     visa_library: str = Field(default="@py", description="pyvisa library, e.g. @py or file.yaml@sim")
     timeout: float = Field(default=1.0, gt=0, le=30)
     poll_period: float = Field(default=1.0, ge=0.05, le=3600)

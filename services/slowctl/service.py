@@ -36,8 +36,9 @@ RAMP_TICK = 0.2  # s between software-ramp steps
 
 
 def link_settings(driver: type[Driver], cfg: DeviceConfig) -> LinkSettings:
-    serial = {k: v for k, v in cfg.serial.model_dump().items() if v is not None}
-    return replace(driver.link_settings, timeout=cfg.timeout, visa_library=cfg.visa_library, **serial)
+    """The driver's defaults for its instrument, overridden by what the device config says."""
+    overrides = {k: v for section in (cfg.serial, cfg.link) for k, v in section.model_dump().items() if v is not None}
+    return replace(driver.link_settings, timeout=cfg.timeout, visa_library=cfg.visa_library, **overrides)
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""Instrument drivers, by model id."""
+"""Instrument drivers, by model id: every module in this package is scanned (slowctl.registry)."""
+
+import sys
 
 from slowctl.drivers.base import ChillerDriver, Driver, SensorDriver, SupplyDriver
-from slowctl.drivers.caen_n1470 import CaenN1470
-from slowctl.drivers.climate import ClimateBox
-from slowctl.drivers.hmp4040 import Hmp4040
+from slowctl.registry import discover
 
-DRIVERS: dict[str, type[Driver]] = {cls.model: cls for cls in (CaenN1470, Hmp4040, ClimateBox)}
+DRIVERS: dict[str, type[Driver]] = discover(sys.modules[__name__], Driver)
 
 __all__ = ["DRIVERS", "ChillerDriver", "Driver", "SensorDriver", "SupplyDriver"]
