@@ -23,6 +23,11 @@ class HmpOptions(NoOptions):
     fuse_delay_ms: int | None = Field(default=None, ge=0, le=250)
 
 
+def _decimal(value: float) -> str:
+    """Plain decimal (SCPI NR2), never rounded to a coarser value: 4e-05 -> '0.00004', 32.05 -> '32.05'."""
+    return f"{value:.9f}".rstrip("0").rstrip(".") or "0"
+
+
 def _flag(text: str) -> bool:
     value = text.strip().upper()
     if value in ("1", "ON"):
@@ -85,7 +90,7 @@ class Hmp4040(SupplyDriver):
         return self._ask(channel, f"{param.command}?")[0]
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
-        self._command(f"{self._select(channel)};{param.command} {value:.6g}")  # no rounding 40 µA to 0
+        self._command(f"{self._select(channel)};{param.command} {_decimal(value)}")
 
     # --- the framework's view ----------------------------------------------
     def connect(self) -> str:

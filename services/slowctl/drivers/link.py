@@ -142,6 +142,8 @@ class SerialLink(_PacedLink):
         import serial
 
         super().__init__(settings)
+        # pyserial's rfc2217 client has no write timeout
+        write_timeout = None if address.startswith("rfc2217://") else settings.timeout
         try:
             self._port = serial.serial_for_url(
                 address,
@@ -152,9 +154,9 @@ class SerialLink(_PacedLink):
                 xonxoff=settings.xonxoff,
                 rtscts=settings.rtscts,
                 timeout=settings.timeout,
-                write_timeout=settings.timeout,
+                write_timeout=write_timeout,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, NotImplementedError) as exc:
             raise LinkError(f"cannot open {address}: {exc}") from None
         self._term = settings.read_termination.encode()
 
