@@ -28,16 +28,27 @@ class CountingLink:
         self.queries: list[str] = []
         self.writes: list[str] = []
         self.log: list[tuple[str, str]] = []  # ("query" | "write", request) in order
+        self.wire_bytes = 0  # bytes on the line: requests, replies and echoes with their terminators
+
+    def _count(self, request: str, reply: str | None) -> None:
+        s = self.inner.settings
+        line = len(request) + len(s.write_termination)
+        self.wire_bytes += line * (2 if s.echo else 1)
+        if reply is not None:
+            self.wire_bytes += len(reply) + len(s.read_termination)
 
     def query(self, request: str) -> str:
         self.queries.append(request)
         self.log.append(("query", request))
-        return self.inner.query(request)
+        reply = self.inner.query(request)
+        self._count(request, reply)
+        return reply
 
     def write(self, request: str) -> None:
         self.writes.append(request)
         self.log.append(("write", request))
         self.inner.write(request)
+        self._count(request, None)
 
     def close(self) -> None:
         self.inner.close()
@@ -50,6 +61,7 @@ class CountingLink:
         self.queries.clear()
         self.writes.clear()
         self.log.clear()
+        self.wire_bytes = 0
 
 
 def settings_for(driver_cls: type[Driver], address: str, timeout: float = 1.0, **device: Any) -> LinkSettings:

@@ -37,8 +37,11 @@ def test_round_trips_per_poll(kind, clock, serve, make_driver):
     drv.read(channels, full=False)
     seconds = time.monotonic() - start
     assert len(drv.link.queries) == partial
+    wire = drv.link.wire_bytes * 10 / 9600  # 8N1: 10 bits a byte
     POLL_COSTS[kind] = (f"{n} channels: {partial} round trips per poll ({full} with full=True); "
-                        f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms")
+                        f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms, "
+                        f"wire time {wire * 1000:.0f} ms ({drv.link.wire_bytes} bytes)")
+    assert seconds >= wire * 0.9, "the emulated line cannot be faster than the bytes on it"
     print(f"\n{driver_cls.model} [{kind}] {POLL_COSTS[kind]}")
     assert partial <= BOUNDS[kind](n), f"{partial} round trips for {n} channels"
     assert partial < full or kind == "climate"
