@@ -13,11 +13,8 @@ from pathlib import Path
 from common import DummyStack, Listener, report, summary, wait_until
 from slowctl.supervisor import port_open
 
-DEVICES = {"hv", "lv", "climate"}
-
-
-def all_online(listener_state: dict) -> bool:
-    return {d for d, v in listener_state.items() if v == b"online"} >= DEVICES
+def all_online(listener_state: dict, devices: set[str]) -> bool:
+    return {d for d, v in listener_state.items() if v == b"online"} >= devices
 
 
 def main() -> None:
@@ -42,15 +39,15 @@ def main() -> None:
                 state: dict = {}
                 listener = Listener(stack, "viewer", ["slowctl/+/availability"])
                 listener.on_message = lambda m, now: state.__setitem__(m.topic.split("/")[1], m.payload)
-                wait_until(lambda: all_online(state), 15, interval=0.005)
+                wait_until(lambda: all_online(state, set(stack.config["devices"])), 15, interval=0.005)
                 recoveries.append(time.monotonic() - back)
                 listener.close()
             finally:
                 stack.stop()
     report("startup", {
-        "what": "wall time from starting `slowctl up --dummy` to all 3 devices online (seen by the stack's own "
+        "what": "wall time from starting `slowctl up --dummy` to all devices online (seen by the stack's own "
                 "viewer); and from the broker accepting again after a SIGKILL + supervisor restart to all "
-                "3 availability messages `online` seen by a new viewer, the broker down for {args.downtime:g} s (the native broker has no persistence, "
+                "availability messages `online` seen by a new viewer, the broker down for {args.downtime:g} s (the native broker has no persistence, "
                 "so these are the services' re-announcements)",
         "up_to_all_online_s": summary(startups),
         "broker_back_to_all_online_s": summary(recoveries),
