@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import signal
 import sys
 import threading
 from types import FrameType
 from typing import Any
+
+import yaml
 
 from .scenario import ScenarioError, bundled_scenarios, load_scenario
 from .server import SimulatorServer
@@ -21,6 +24,7 @@ examples:
   slowctl sim caen-n1470 --tcp 127.0.0.1:1470 --scenario hv-trip
   slowctl sim hmp4040 --tcp 0.0.0.0:5025 --pty --baud 9600
   slowctl sim climate --tcp 127.0.0.1:5000 --channels 4 --seed 1
+  slowctl sim iseg-shr --tcp 127.0.0.1:10001 --option echo=false
 
 --scenario takes a YAML file or the name of a bundled scenario: {bundled}
 """
@@ -61,7 +65,20 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--channels", metavar="N", type=_positive, help="number of channels / sensors")
     p.add_argument("--board", metavar="N", type=int, help="CAEN board address 0..31 (default 0)")
     p.add_argument("--seed", metavar="N", type=int, help="random seed for noise (default: random)")
+    p.add_argument("--option", metavar="KEY=VALUE", action="append", type=_option, default=[],
+                   help="a keyword option of the simulator (repeatable), e.g. echo=false, variant=2400")
     return p
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed if isinstance(parsed, (bool, int, float)) else value
 
 
 def _instrument(args: argparse.Namespace) -> Any:
@@ -71,6 +88,11 @@ def _instrument(args: argparse.Namespace) -> Any:
         if args.model != "caen-n1470":
             raise UsageError(f"--board: only valid for caen-n1470, not {args.model}")
         kwargs["board"] = args.board
+    accepted = inspect.signature(cls.__init__).parameters
+    for key, value in args.option:
+        if key not in accepted or key in ("self", "channels", "seed", "clock", "board"):
+            raise UsageError(f"--option {key}: not an option of {args.model}")
+        kwargs[key] = value
     try:
         inst = cls(**kwargs)
     except ValueError as exc:  # e.g. "channels: 9 out of range for hmp4040 (...)"

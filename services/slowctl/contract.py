@@ -57,9 +57,9 @@ class SupplyChannel:
 
     on: bool
     vset: float
-    vmon: float
+    vmon: float | None  # None: not measured (e.g. a SourceMeter with its output off)
     iset: float
-    imon: float
+    imon: float | None
     state: ChannelState
     rampup: float | None = None
     rampdown: float | None = None

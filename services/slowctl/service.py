@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from slowctl.commands import (Command, CommandError, Request, Rules, check_size, parse_json, parse_legacy,
                               parse_plain, validate)
 from slowctl.config import DeviceConfig, StackConfig
-from slowctl.contract import ChannelState, DeviceState, LegacyTopics, Reading, SupplyChannel, Topics
+from slowctl.contract import ChannelState, ChillerChannel, DeviceState, LegacyTopics, Reading, SupplyChannel, Topics
 from slowctl.drivers import DRIVERS, Driver, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
@@ -256,8 +256,22 @@ class DeviceService:
                     if ramp is not None and r.state is not ChannelState.TRIPPED:
                         r.state = ramp.state
                     r.rampup, r.rampdown = self.rates[ch]
+                if isinstance(r, (SupplyChannel, ChillerChannel)):
+                    r.alarms.extend(self._beyond_limits(ch, r))
                 self.readings[ch] = r
                 self._read_at[ch] = started
+
+    def _beyond_limits(self, ch: int, r: SupplyChannel | ChillerChannel) -> list[str]:
+        """Set values beyond the configured limits (front panel, another program): say so loudly."""
+        c = self.cfg.channels[ch]
+        over = lambda value, limit: limit is not None and value > limit * (1 + 1e-6) + 1e-12  # noqa: E731
+        alarms = []
+        if isinstance(r, SupplyChannel):
+            alarms += ["VSET_ABOVE_VMAX"] if over(r.vset, c.vmax) else []
+            alarms += ["ISET_ABOVE_IMAX"] if over(r.iset, c.imax) else []
+        elif isinstance(r, ChillerChannel) and c.tmin is not None and c.tmax is not None:
+            alarms += ["TSET_OUTSIDE_LIMITS"] if not c.tmin <= r.tset <= c.tmax else []
+        return alarms
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:

@@ -141,3 +141,27 @@ def test_scenario_trip_clear_and_silence(own_stack, tmp_path):
     assert not reply["ok"] and "not connected" in reply["error"]
     op.wait_json("slowctl/hv/status", lambda d: d["state"] == "ok" and d["seq"] > down["seq"], timeout=10)
     assert s.pids()["service-hv"] == pid
+
+
+@pytest.mark.parametrize("device,ch,volts", [("hv2", 1, 50.0), ("bias", 0, 20.0), ("lv2", 1, 3.3)])
+def test_every_supply_model_of_the_dummy_bench_works_through_mqtt(op, device, ch, volts):
+    """iseg (hardware ramp), Keithley (software ramp in steps), TTi (no ramp): the same contract."""
+    assert send(op, f"slowctl/{device}/cmd/vset/{ch}", str(volts))["ok"]
+    assert send(op, f"slowctl/{device}/cmd/on/{ch}", "")["ok"]
+    on = channel(op, device, ch, lambda c: c["on"] and c["state"] in ("ON", "COMPLIANCE")
+                 and abs((c["vmon"] or 0) - volts) < 0.05 * volts, timeout=15)
+    assert on["vset"] == volts
+    assert send(op, f"slowctl/{device}/cmd/off/{ch}", "")["ok"]
+    channel(op, device, ch, lambda c: not c["on"] and c["state"] == "OFF", timeout=15)
+
+
+def test_chiller_through_mqtt(op):
+    assert send(op, "slowctl/chiller/cmd/tset/0", "12.5")["ok"]
+    reply = send(op, "slowctl/chiller/cmd/tset/0", "40")
+    assert not reply["ok"] and "tmax=25" in reply["error"]
+    assert not send(op, "slowctl/chiller/cmd/vset/0", "1")["ok"]  # not a supply
+    assert send(op, "slowctl/chiller/cmd/on/0", "")["ok"]
+    bath = channel(op, "chiller", 0, lambda c: c["on"] and c["tset"] == 12.5, timeout=10)
+    assert bath["state"] == "ON" and isinstance(bath["temperature"], float) and bath["status_code"] >= 0
+    assert send(op, "slowctl/chiller/cmd/off/0", "")["ok"]
+    channel(op, "chiller", 0, lambda c: not c["on"] and c["state"] == "OFF", timeout=10)

@@ -231,3 +231,17 @@ def test_software_off_ramp_is_cancelled_by_on(stack_config):
     svc._execute(command("on", 0, None))
     assert not svc.ramps[0].switch_off_at_end and svc.ramps[0].target == 2.0
     d.switch.assert_not_called()  # never switched off, never re-switched on
+
+
+def test_set_values_beyond_the_configured_limits_raise_alarms(service):
+    """hv channel 0 allows vmax 600 V, imax 100 µA; the instrument may hold more (front panel)."""
+    service._update({0: reading(vset=700.0, iset=1e-3), 1: reading(vset=600.0, iset=1e-4)}, time.monotonic())
+    assert service.readings[0].alarms == ["VSET_ABOVE_VMAX", "ISET_ABOVE_IMAX"]
+    assert service.readings[1].alarms == []  # at the limit is fine
+
+
+def test_sensor_readings_pass_through_update(stack_config):
+    from slowctl.contract import SensorChannel
+    svc = DeviceService("climate", stack_config, Endpoint("127.0.0.1", 1))
+    svc._update({0: SensorChannel(temperature=20.0, humidity=40.0, dewpoint=6.0)}, time.monotonic())
+    assert svc.readings[0].humidity == 40.0

@@ -1,0 +1,495 @@
+"""iseg SHR / NHS / NHR high-voltage module (4 channels by default, 1..8), SCPI.
+
+Wire protocol: requests end CR LF (a bare LF is accepted), replies end CR LF.
+On the serial port the module first echoes every request line as received
+(plus CR LF), then sends the reply line if the request has one: a setting
+gets the echo only.  ``echo=False`` (the LAN socket, or ``:CONF:SERIAL:ECHO 0``)
+drops the echo.  Silence drops the echo too; garbage garbles echo and reply
+into one random line.
+
+Channels are numbered 0..N-1 and addressed with a channel list: ``(@0)``,
+``(@0-3)``, ``(@0,2)``, ``(@0-1,3)``; a query on a list answers the values
+joined by ``,`` in list order.  ``;`` joins several commands in one line; the
+query answers of one line come back joined by ``;`` (standard SCPI).
+``:READ:VOLT?(@0)`` without the space is accepted too.  Errors give no reply
+and go to the SCPI error queue read by ``:SYST:ERR?`` (``0,"No error"`` when
+empty): ``-113,"Undefined header"`` (discards the rest of the line),
+``-109,"Missing parameter"``, ``-104,"Data type error"`` (also a malformed
+channel list), ``-222,"Data out of range"`` (also a channel the module lacks,
+or a voltage whose sign contradicts the channel polarity),
+``-224,"Illegal parameter value"``, ``-221,"Settings conflict"`` (polarity
+change while the output is on or not discharged).
+
+Number formats (the real format is unconfirmed; drivers must accept an
+optional exponent, an empty exponent and an optional unit suffix)::
+
+    voltages  %.5fE3V    in kV with the sign of the polarity   -0.50000E3V
+    currents  %.4fE-6A   in uA with the sign of the polarity   -1.2345E-6A
+    ramps     %.5fE3V/s                                         0.05000E3V/s
+    trip time %dms                                              100ms
+    status    decimal bit word                                  9
+
+Commands::
+
+    *IDN?          iseg Spezialelektronik GmbH,SHR 4060,5200123,1.23
+    *RST           all channels off (ramped), Vset 0, Iset nominal
+    *CLS           clears the error queue AND every channel's event register
+    *OPC? -> 1;    :SYST:ERR?
+    :VOLT <V>,(@l)        set voltage; sign must match the polarity (0 always ok)
+    :VOLT ON|OFF,(@l)     on / off with ramp
+    :VOLT EMCY OFF,(@l)   emergency off: output to 0 at once, stays off until
+    :VOLT EMCY CLR,(@l)   which leaves the channel off
+    :CURR <A>,(@l)        current limit Iset, 0..nominal
+    :MEAS:VOLT? :MEAS:CURR?                       measured values
+    :READ:VOLT? :READ:CURR?                       set values
+    :READ:VOLT:ON? -> 1|0;  :READ:VOLT:NOM? :READ:CURR:NOM?
+    :READ:RAMP:VOLT?      the ramp-up speed (which speed the real one reports: unconfirmed)
+    :CONF:RAMP:VOLT:UP <V/s>,(@l) | ?   :CONF:RAMP:VOLT:DOWN (also :DO) <V/s>,(@l) | ?
+                          0.001 .. 20 % of the nominal voltage per second
+    :CONF:TRIP:ACTION 0..4,(@l) | ?     0 flag only, 1 ramp down, 2 off without ramp,
+                                        3 whole module off without ramp, 4 no delayed trip
+    :CONF:TRIP:TIME 1..4095,(@l) | ?    ms in constant current before the trip action
+    :CONF:OUTP:POL p|n,(@l) | ?         only while off and discharged
+    :READ:CHAN:STATUS? (@l)             status bit word (below)
+    :READ:CHAN:EVENT:STATUS? (@l)       event bit word (latched, below)
+    :EVENT CLEAR,(@l) | :EVENT <word>,(@l)   clear all / the given event bits
+    :CONF:SERIAL:ECHO 0|1 | ?
+
+Status bits: 0 positive polarity, 3 on, 4 ramping, 5 emergency off, 6 constant
+current, 7 constant voltage, 12 external inhibit, 13 current trip (latched
+until ``:EVENT CLEAR``), 19 ramping up, 20 ramping down (1, 2, 8, 10, 11, 14,
+15 are never set).  Event bits (latched until cleared) mirror the status
+positions: 5 emergency off, 6 constant current, 12 inhibit, 13 current trip
+(the real event bit layout is unconfirmed).
+
+Physics: the output ramps toward Vset (on) or 0 (off) at the up/down speed.
+The sensor leaks I = V/load * 2**((T-20)/7), times 1/(1-(V/Vbd)**4) with a
+``breakdown`` voltage.  When I would exceed Iset the channel is current
+limited (constant current, the voltage sags); after the trip time in constant
+current the trip action runs and the trip bit latches.  While a trip is
+latched (``:EVENT CLEAR`` clears it) or the channel is in emergency off,
+``:VOLT ON`` is ignored: after a trip the event must be cleared before the
+channel ramps again.  An external inhibit switches the channel off without ramp.
+Scenario parameters, per channel: ``load`` (ohm, default 100e6),
+``temperature`` (degC, 20), ``breakdown`` (V, none), ``polarity`` (p/n),
+``inhibit`` (true/false).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..base import MAX_STEP, Param
+from ..scpi import ScpiError, ScpiInstrument, boolean, number, scpi
+
+POS, ON, RAMP, EMCY, CC, CV, INHIBIT, TRIP = (1 << b for b in (0, 3, 4, 5, 6, 7, 12, 13))
+RAMP_UP, RAMP_DOWN = 1 << 19, 1 << 20
+
+
+@dataclass
+class IsegChannel:
+    polarity: str = "n"
+    vset: float = 0.0  # V, magnitude
+    iset: float = 4e-3  # A
+    rup: float = 50.0  # V/s
+    rdown: float = 50.0  # V/s
+    trip_action: int = 0
+    trip_time: float = 100.0  # ms
+    on: bool = False
+    emcy: bool = False
+    tripped: bool = False  # latched until :EVENT CLEAR
+    events: int = 0
+    vout: float = 0.0  # V, magnitude
+    cc: bool = False
+    cc_time: float = 0.0  # s in constant current
+    load: float = 100e6  # ohm at 20 degC
+    temperature: float = 20.0  # degC
+    breakdown: float = math.inf  # V
+    inhibit: bool = False
+
+    @property
+    def sign(self) -> float:
+        return 1.0 if self.polarity == "p" else -1.0
+
+    @property
+    def target(self) -> float:
+        return self.vset if self.on else 0.0
+
+    def leakage(self, v: float) -> float:
+        """Sensor current (A) at output voltage v."""
+        if v >= self.breakdown:
+            return math.inf
+        avalanche = 1.0 / (1.0 - (v / self.breakdown) ** 4)
+        return v / self.load * 2 ** ((self.temperature - 20.0) / 7.0) * avalanche
+
+    def v_limit(self) -> float:
+        """Voltage at which the sensor draws exactly Iset."""
+        if math.isinf(self.breakdown):
+            return self.iset / self.leakage(1.0)
+        lo, hi = 0.0, self.breakdown
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if self.leakage(mid) < self.iset else (lo, mid)
+        return lo
+
+    @property
+    def counting(self) -> bool:
+        """The delayed-trip timer runs."""
+        return self.cc and self.trip_action != 4 and not self.tripped
+
+    def steady(self) -> bool:
+        limit = self.v_limit() if self.on else math.inf
+        return self.vout == min(self.target, limit) and not self.counting and not (self.inhibit and self.on)
+
+    def step(self, dt: float) -> bool:
+        """Advance dt seconds; True when the delayed trip fires in this step."""
+        if self.inhibit and (self.on or self.vout > 0):
+            self.on, self.vout = False, 0.0
+            self.events |= INHIBIT
+        target = self.target
+        if self.vout < target:
+            self.vout = min(target, self.vout + self.rup * dt)
+        elif self.vout > target:
+            self.vout = max(target, self.vout - self.rdown * dt)
+        if abs(self.vout - target) < 1e-6:
+            self.vout = target
+        vlim = self.v_limit()
+        self.cc = self.on and self.vout > vlim
+        self.vout = min(self.vout, vlim)
+        if self.cc:
+            self.events |= CC
+        self.cc_time = self.cc_time + dt if self.counting else 0.0
+        return self.counting and self.cc_time >= self.trip_time / 1000 - 1e-9
+
+    def status(self) -> int:
+        moving = not self.cc and self.vout != self.target
+        return (
+            (POS if self.polarity == "p" else 0)
+            | (ON if self.on else 0)
+            | (RAMP if moving else 0)
+            | (EMCY if self.emcy else 0)
+            | (CC if self.cc else 0)
+            | (CV if self.on and not self.cc and self.vout == self.target else 0)
+            | (INHIBIT if self.inhibit else 0)
+            | (TRIP if self.tripped else 0)
+            | (RAMP_UP if moving and self.vout < self.target else 0)
+            | (RAMP_DOWN if moving and self.vout > self.target else 0)
+        )
+
+
+def _volts(v: float) -> str:
+    return f"{v / 1e3 if v else 0.0:.5f}E3V"
+
+
+def _amps(i: float) -> str:
+    return f"{i * 1e6 if i else 0.0:.4f}E-6A"
+
+
+def _rate(r: float) -> str:
+    return f"{r / 1e3:.5f}E3V/s"
+
+
+_SETTING = re.compile(r"(.*?)\s*,\s*(\(@.*)")
+_UNIT = re.compile(r"(?i)\s*(V/S|V|A|MS)$")
+
+
+class IsegShr(ScpiInstrument):
+    model = "iseg-shr"
+    request_terminator = b"\r\n"
+    reply_terminator = b"\r\n"
+    first_channel = 0
+    default_channels, min_channels, max_channels = 4, 1, 8
+    params = {
+        "load": Param("number", lo=0, nonzero=True),
+        "temperature": Param("number", lo=-60, hi=100),
+        "breakdown": Param("number", lo=0, nonzero=True),
+        "polarity": Param("choice", choices=("p", "n")),
+        "inhibit": Param("bool"),
+    }
+
+    def __init__(
+        self,
+        *,
+        echo: bool = True,
+        polarity: str = "n",
+        vnom: float = 6000.0,
+        inom: float = 4e-3,
+        serial: str = "5200123",
+        firmware: str = "1.23",
+        channels: int | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(channels=channels, seed=seed, clock=clock)
+        if polarity not in ("p", "n"):
+            raise ValueError(f"polarity: expected p or n, got {polarity!r}")
+        if not (vnom > 0 and inom > 0):
+            raise ValueError("vnom, inom: must be > 0")
+        self.echo = bool(echo)
+        self.vnom, self.inom, self.serial, self.firmware = vnom, inom, serial, firmware
+        self.channels = [IsegChannel(polarity=polarity, iset=inom) for _ in range(self.n_channels)]
+
+    # --- transport: echo ---------------------------------------------------------
+    def handle(self, line: str) -> bytes | None:
+        self.advance()
+        if self.t < self.silent_until:
+            return None  # the line is dead: no echo, nothing executed
+        echo = self.echo  # the echo leaves while the line arrives, before it runs
+        reply = self.respond(line)
+        if self.t < self.garbage_until:
+            n = self.rng.randint(4, max(8, len(line) + len(reply or "")))
+            return "".join(self.rng.choice(_GARBAGE) for _ in range(n)).encode() + self.reply_terminator
+        out = (line.encode("ascii", "replace") + self.reply_terminator) if echo else b""
+        if reply is not None:
+            out += reply.encode("ascii", "replace") + self.reply_terminator
+        return out or None
+
+    def respond(self, line: str) -> str | None:
+        return super().respond(line.replace("?(@", "? (@"))
+
+    # --- physics -------------------------------------------------------------------
+    def step(self, dt: float) -> None:
+        for ch in self.channels:
+            if ch.step(dt):
+                self._trip(ch)
+
+    def _trip(self, ch: IsegChannel) -> None:
+        ch.tripped, ch.cc_time = True, 0.0
+        ch.events |= TRIP
+        if ch.trip_action in (1, 2):
+            ch.on = False
+            if ch.trip_action == 2:
+                ch.vout, ch.cc = 0.0, False
+        elif ch.trip_action == 3:
+            for other in self.channels:
+                other.on, other.vout, other.cc = False, 0.0, False
+
+    def max_step(self) -> float:
+        if all(ch.steady() for ch in self.channels):
+            return math.inf
+        trips = [ch.trip_time / 1000 - ch.cc_time for ch in self.channels if ch.counting]
+        return max(1e-6, min([MAX_STEP, *trips]))
+
+    def vmon(self, ch: IsegChannel) -> float:
+        return ch.sign * abs(ch.vout + self.noise(0.02)) if ch.vout > 0 else 0.0
+
+    def imon(self, ch: IsegChannel) -> float:
+        if ch.vout <= 0:
+            return 0.0
+        return ch.sign * max(0.0, ch.leakage(ch.vout) * (1 + self.noise(0.001)) + self.noise(2e-10))
+
+    # --- parameter parsing -----------------------------------------------------------
+    def _list(self, text: str | None) -> list[IsegChannel]:
+        if text is None or not text.strip():
+            raise ScpiError(-109, "Missing parameter")
+        m = re.fullmatch(r"\(@\s*([0-9,\-\s]+)\)", text.strip())
+        if not m:
+            raise ScpiError(-104, "Data type error")
+        numbers: list[int] = []
+        for part in m.group(1).split(","):
+            bounds = [b.strip() for b in part.split("-")]
+            if len(bounds) > 2 or not all(b.isdigit() for b in bounds):
+                raise ScpiError(-104, "Data type error")
+            lo, hi = int(bounds[0]), int(bounds[-1])
+            if lo > hi or hi >= self.n_channels:
+                raise ScpiError(-222, "Data out of range")
+            numbers.extend(range(lo, hi + 1))
+        return [self.channels[n] for n in numbers]
+
+    def _setting(self, arg: str | None) -> tuple[str, list[IsegChannel]]:
+        """'<value>,(@list)' -> (value text, channels)."""
+        m = _SETTING.fullmatch((arg or "").strip())
+        if not m or not m.group(1):
+            raise ScpiError(-109, "Missing parameter")
+        return m.group(1), self._list(m.group(2))
+
+    @staticmethod
+    def _number(text: str, lo: float, hi: float) -> float:
+        return number(_UNIT.sub("", text), lo, hi)
+
+    def _query(self, arg: str | None, fmt: Callable[[IsegChannel], str]) -> str:
+        return ",".join(fmt(ch) for ch in self._list(arg))
+
+    # --- common commands ----------------------------------------------------------------
+    @scpi("*IDN?")
+    def _idn(self, arg: str | None) -> str:
+        model = f"SHR {self.n_channels}0{self.vnom / 1000:.0f}0"
+        return f"iseg Spezialelektronik GmbH,{model},{self.serial},{self.firmware}"
+
+    @scpi("*RST")
+    def _rst(self, arg: str | None) -> None:
+        for ch in self.channels:
+            ch.on, ch.vset, ch.iset = False, 0.0, self.inom
+
+    @scpi("*CLS")
+    def _cls(self, arg: str | None) -> None:
+        self.errors.clear()
+        for ch in self.channels:
+            ch.events, ch.tripped = 0, False
+
+    @scpi("CONFigure:SERial:ECHO")
+    def _echo(self, arg: str | None) -> None:
+        self.echo = boolean(arg)
+
+    @scpi("CONFigure:SERial:ECHO?")
+    def _echo_q(self, arg: str | None) -> str:
+        return str(int(self.echo))
+
+    # --- settings ---------------------------------------------------------------------
+    @scpi("[SOURce:]VOLTage")
+    def _volt(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        word = " ".join(value.upper().split())
+        if word in ("ON", "OFF", "EMCY OFF", "EMCY CLR"):
+            for ch in chans:
+                self._switch(ch, word)
+            return
+        values = []
+        for ch in chans:  # all valid before any change
+            v = self._number(value, -self.vnom, self.vnom)
+            if v * ch.sign < 0:
+                raise ScpiError(-222, "Data out of range")  # sign against the polarity
+            values.append(abs(v))
+        for ch, v in zip(chans, values):
+            ch.vset = v
+
+    def _switch(self, ch: IsegChannel, word: str) -> None:
+        if word == "ON":
+            if not (ch.emcy or ch.tripped or ch.inhibit):  # ignored until cleared
+                ch.on, ch.cc_time = True, 0.0
+        elif word == "OFF":
+            ch.on = False
+        elif word == "EMCY OFF":
+            ch.on, ch.emcy, ch.vout, ch.cc = False, True, 0.0, False
+            ch.events |= EMCY
+        else:
+            ch.emcy = False
+
+    @scpi("[SOURce:]CURRent")
+    def _curr(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        i = self._number(value, 0.0, self.inom)
+        for ch in chans:
+            ch.iset = i
+
+    @scpi("CONFigure:RAMP[:VOLTage]:UP")
+    def _rup(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        r = self._number(value, 1e-3, 0.2 * self.vnom)
+        for ch in chans:
+            ch.rup = r
+
+    @scpi("CONFigure:RAMP[:VOLTage]:DOwn")
+    def _rdown(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        r = self._number(value, 1e-3, 0.2 * self.vnom)
+        for ch in chans:
+            ch.rdown = r
+
+    @scpi("CONFigure:TRIP:ACTion")
+    def _trip_action(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        a = self._number(value, 0, 4)
+        if a != int(a):
+            raise ScpiError(-224, "Illegal parameter value")
+        for ch in chans:
+            ch.trip_action = int(a)
+
+    @scpi("CONFigure:TRIP:TIME")
+    def _trip_time(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        ms = round(self._number(value, 1, 4095))
+        for ch in chans:
+            ch.trip_time = float(ms)
+
+    @scpi("CONFigure:OUTPut:POLarity")
+    def _pol(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        pol = value.strip().lower()
+        if pol not in ("p", "n"):
+            raise ScpiError(-224, "Illegal parameter value")
+        if any(ch.on or ch.vout > 0.002 * self.vnom for ch in chans):
+            raise ScpiError(-221, "Settings conflict")
+        for ch in chans:
+            ch.polarity = pol
+            ch.vset = 0.0
+
+    @scpi("EVENt")
+    def _event(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        if value.strip().upper() == "CLEAR":
+            mask = -1
+        else:
+            mask = int(self._number(value, 0, 2**31 - 1))
+        for ch in chans:
+            ch.events &= ~mask
+            if mask & TRIP:
+                ch.tripped = False
+
+    # --- queries --------------------------------------------------------------------------
+    @scpi("MEASure[:VOLTage]?")
+    def _meas_volt(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _volts(self.vmon(ch)))
+
+    @scpi("MEASure:CURRent?")
+    def _meas_curr(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _amps(self.imon(ch)))
+
+    @scpi("READ[:VOLTage]?")
+    def _read_volt(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _volts(ch.sign * ch.vset))
+
+    @scpi("READ:CURRent?")
+    def _read_curr(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _amps(ch.iset))
+
+    @scpi("READ:VOLTage:ON?")
+    def _read_on(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: str(int(ch.on)))
+
+    @scpi("READ:VOLTage:NOMinal?")
+    def _vnom(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _volts(self.vnom))
+
+    @scpi("READ:CURRent:NOMinal?")
+    def _inom(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _amps(self.inom))
+
+    @scpi("READ:RAMP[:VOLTage]?")
+    def _read_ramp(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _rate(ch.rup))
+
+    @scpi("CONFigure:RAMP[:VOLTage]:UP?")
+    def _rup_q(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _rate(ch.rup))
+
+    @scpi("CONFigure:RAMP[:VOLTage]:DOwn?")
+    def _rdown_q(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _rate(ch.rdown))
+
+    @scpi("CONFigure:TRIP:ACTion?")
+    def _trip_action_q(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: str(ch.trip_action))
+
+    @scpi("CONFigure:TRIP:TIME?")
+    def _trip_time_q(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: f"{ch.trip_time:.0f}ms")
+
+    @scpi("CONFigure:OUTPut:POLarity?")
+    def _pol_q(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: ch.polarity)
+
+    @scpi("READ:CHANnel:STATus?")
+    def _status(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: str(ch.status()))
+
+    @scpi("READ:CHANnel:EVENt:STATus?")
+    def _event_status(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: str(ch.events))
+
+
+_GARBAGE = "".join(chr(c) for c in range(33, 127))

@@ -1,0 +1,256 @@
+"""Aim-TTi MX100TP / CPX400DP / QL355TP low-voltage supplies: the TTi ASCII command set.
+
+`V1 5.0` LF sets output 1 to 5 V (settings have no reply); `V1O?` LF -> `5.002V` CR LF.
+Config channel 0 is output 1. After every setting the driver reads the standard event
+status register (`*ESR?`, and `EER?` for the number of an execution error), so a refused
+value raises InstrumentError. Trips come from the limit event status register `LSR<n>?`,
+which is cleared by reading it: the driver remembers a trip until `clear` (TRIPRST) or
+until the output is seen on again. docs/instruments/tti-mx100tp.md lists what is unconfirmed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import Field, ValidationError
+
+from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
+from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+
+if TYPE_CHECKING:
+    from slowctl.config import ChannelConfig
+
+# outputs, highest voltage (V) and current (A) over all outputs and ranges
+VARIANTS: dict[str, tuple[int, float, float]] = {
+    "MX100TP": (3, 70.0, 6.0),
+    "CPX400DP": (2, 60.0, 20.0),
+    "QL355TP": (3, 35.0, 5.0),
+}
+# TTi model names end in the number of outputs: QP 4, TP 3, DP 2, SP / P 1
+SUFFIX_OUTPUTS = (("QP", 4), ("TP", 3), ("DP", 2), ("SP", 1), ("P", 1))
+MAKERS = re.compile(r"THURLBY|THANDAR|\bTTI\b|AIM", re.IGNORECASE)
+
+EER_TEXT = {
+    100: "range error: value not allowed",
+    101: "recall: the store holds corrupted data",
+    102: "recall: the store is empty",
+    103: "no such output",
+    104: "not allowed while the output is on",
+    200: "read only: another interface holds the lock",
+}
+ESR_ERRORS = ((0x20, "command error (not understood)"), (0x10, "execution error"),
+              (0x08, "verify timeout"), (0x04, "query error"))
+
+Bit = Annotated[int, Field(ge=0, le=7)]
+PositiveLevel = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class TtiOptions(NoOptions):
+    outputs: int = Field(default=3, ge=1, le=4, description="MX100TP / QL355TP: 3, CPX400DP: 2")
+    variant: Literal["MX100TP", "CPX400DP", "QL355TP"] | None = Field(
+        default=None, description="tightens the vset/iset range to this model's and refuses another model")
+    error_check: Literal["esr", "eer"] = Field(
+        default="esr", description="after a setting read *ESR? (+ EER? on an execution error) or EER? only")
+    setpoint_header: bool = Field(default=True, description="V1? replies 'V1 5.00' (true) or '5.00' (unconfirmed)")
+    trip_bits: dict[str, Bit] = Field(
+        default_factory=lambda: {"OVP": 2, "OCP": 3},
+        description="LSR<n>? bit per trip alarm (unconfirmed per model)")
+    ovp: dict[int, PositiveLevel] = Field(default_factory=dict, description="channel: OVP level (V) set at start")
+    ocp: dict[int, PositiveLevel] = Field(default_factory=dict, description="channel: OCP level (A) set at start")
+
+
+def _flag(text: str) -> bool:
+    if text.strip() in ("0", "1"):
+        return text.strip() == "1"
+    raise LinkError(f"expected 0/1, got {text[:32]!r}")
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise LinkError(f"unreadable {what} reply {text[:32]!r}") from None
+
+
+def outputs_of(model: str) -> int | None:
+    """Outputs of a TTi model from its name, None when the name does not say."""
+    if model in VARIANTS:
+        return VARIANTS[model][0]
+    return next((n for suffix, n in SUFFIX_OUTPUTS if model.endswith(suffix)), None)
+
+
+class TtiMx100tp(SupplyDriver):
+    model = "tti-mx100tp"
+    description = "Aim-TTi MX100TP / CPX400DP / QL355TP low-voltage supply"
+    Options = TtiOptions
+    max_channels = 4
+    link_settings = LinkSettings(write_termination="\n", read_termination="\r\n", baudrate=9600, xonxoff=True,
+                                 min_interval=0.01)
+
+    # `{n}` is the output number (channel + 1); setpoints are queried with `?`, monitors end with their unit
+    vset = ChannelParam("V{n}", "V", limits=(0.0, 70.0))
+    iset = ChannelParam("I{n}", "A", limits=(0.0, 20.0))
+    vmon = ChannelParam("V{n}O?", "V", readonly=True)
+    imon = ChannelParam("I{n}O?", "A", readonly=True)
+    ovp = ChannelParam("OVP{n}", "V", limits=(0.0, 80.0))  # set only: OVP1? answers "VP1 13.50"
+    ocp = ChannelParam("OCP{n}", "A", limits=(0.0, 22.0))  # set only: OCP1? answers "CP1 2.500"
+
+    options: TtiOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._settings: dict[int, tuple[float, float]] = {}
+        self._trips: dict[int, list[str]] = {}  # LSR trip bits seen, kept until clear / output on
+        variant = VARIANTS.get(self.options.variant or "")
+        self._range = (variant[1], variant[2]) if variant else (70.0, 20.0)
+
+    @classmethod
+    def channel_count(cls, options: TtiOptions) -> int:  # type: ignore[override]
+        return options.outputs
+
+    @classmethod
+    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+        errors = super().check_config(options, channels)
+        try:
+            opts = cls.parse_options(options)
+        except ValidationError:
+            return errors  # already reported
+        if opts.variant:
+            _, vmax, imax = VARIANTS[opts.variant]
+            for ch, cfg in channels.items():
+                for key, top in (("vmax", vmax), ("imax", imax)):
+                    value = getattr(cfg, key)
+                    if value is not None and value > top:
+                        errors.append(f"channels.{ch}.{key}: {value:g} outside the {opts.variant} range 0..{top:g}")
+        for key in ("ovp", "ocp"):
+            lo, hi = getattr(cls, key).limits
+            for ch, level in getattr(opts, key).items():
+                if ch not in channels:
+                    errors.append(f"options.{key}.{ch}: channel {ch} is not configured")
+                elif not lo <= level <= hi:
+                    errors.append(f"options.{key}.{ch}: {level:g} outside the {cls.model} range {lo:g}..{hi:g}")
+        return errors
+
+    # --- protocol ----------------------------------------------------------
+    def _command(self, command: str) -> None:
+        """Send a setting, then read the error registers: a setting has no reply of its own."""
+        self.link.write(command)
+        if self.options.error_check == "eer":
+            code = _int(self.link.query("EER?"), "EER?")
+            if code:
+                raise InstrumentError(f"instrument refused {command!r}: error {code} ({EER_TEXT.get(code, 'unknown')})")
+            return
+        esr = _int(self.link.query("*ESR?"), "*ESR?")
+        problems = [text for bit, text in ESR_ERRORS if esr & bit]
+        if esr & 0x10:
+            code = _int(self.link.query("EER?"), "EER?")
+            problems[problems.index("execution error")] = f"execution error {code} ({EER_TEXT.get(code, 'unknown')})"
+        if problems:
+            raise InstrumentError(f"instrument refused {command!r}: {', '.join(problems)}")
+
+    def _get(self, param: ChannelParam, channel: int) -> str:
+        header = param.command.format(n=channel + 1)
+        if param.readonly:  # V1O? -> 5.002V
+            reply = self.link.query(header)
+            if not reply.endswith(param.unit):
+                raise LinkError(f"unexpected reply {reply[:32]!r} to {header}")
+            return reply[: -len(param.unit)]
+        reply = self.link.query(f"{header}?")  # V1? -> V1 5.00
+        if self.options.setpoint_header:
+            if not reply.startswith(f"{header} "):
+                raise LinkError(f"unexpected reply {reply[:32]!r} to {header}?")
+            return reply[len(header) + 1:]
+        return reply
+
+    def _set(self, param: ChannelParam, channel: int, value: float) -> None:
+        self._settings.pop(channel, None)  # the next read asks the instrument what it holds now
+        number = f"{value:.6f}".rstrip("0").rstrip(".") or "0"  # plain decimals: 4e-05 A goes as 0.00004
+        self._command(f"{param.command.format(n=channel + 1)} {number}")
+
+    # --- the framework's view ----------------------------------------------
+    def connect(self) -> str:
+        identity = self.link.query("*IDN?")
+        fields = [f.strip() for f in identity.split(",")]
+        if len(fields) < 2 or not MAKERS.search(fields[0]):
+            raise LinkError(f"not an Aim-TTi supply: {identity[:64]!r}")
+        model = fields[1].upper()
+        if self.options.variant and model != self.options.variant:
+            raise LinkError(f"expected a {self.options.variant}, found {model}")
+        outputs = outputs_of(model)
+        if outputs is not None and outputs < self.options.outputs:
+            raise InstrumentError(f"{model} has {outputs} outputs, the config expects {self.options.outputs}")
+        if model in VARIANTS:
+            self._range = VARIANTS[model][1:]
+        # stale errors of an earlier session: *ESR? and EER? clear on reading. No *CLS, which
+        # would also clear the limit status registers, and with them a trip not yet seen.
+        _int(self.link.query("*ESR?"), "*ESR?")
+        _int(self.link.query("EER?"), "EER?")
+        self._settings.clear()
+        self._trips.clear()
+        return identity
+
+    def configure_channel(self, channel: int, rampup: float | None, rampdown: float | None, off_mode: str) -> None:
+        for key, monitor in (("ovp", self.vmon), ("ocp", self.imon)):
+            level = getattr(self.options, key).get(channel)
+            if level is None:
+                continue
+            if _flag(self.link.query(f"OP{channel + 1}?")) and monitor[channel] >= level:
+                # a protection level below what the output delivers now would trip it
+                raise InstrumentError(f"{key} {level:g} of output {channel + 1} is not above its present output: "
+                                      "not set, so that the output is not tripped")
+            getattr(self, key)[channel] = level
+
+    def _check_range(self, what: str, value: float, top: float, unit: str) -> None:
+        if math.isfinite(value) and value > top:
+            raise InstrumentError(f"{what} {value:g} {unit} outside the instrument range 0..{top:g} {unit}")
+
+    def set_voltage(self, channel: int, volts: float) -> None:
+        self._check_range("vset", volts, self._range[0], "V")
+        super().set_voltage(channel, volts)
+
+    def set_current(self, channel: int, amps: float) -> None:
+        self._check_range("iset", amps, self._range[1], "A")
+        super().set_current(channel, amps)
+
+    def switch(self, channel: int, on: bool) -> None:
+        n = channel + 1
+        self._command(f"OP{n} {int(on)}")
+        if _flag(self.link.query(f"OP{n}?")) != on:  # a tripped output does not come on
+            raise InstrumentError(f"output {n} did not switch {'on' if on else 'off'}"
+                                  + (" (tripped? send clear first)" if on else ""))
+
+    def clear(self, channel: int) -> None:
+        # TRIPRST resets the trips of every output: there is no per-output reset
+        self._command("TRIPRST")
+        self._trips.clear()
+
+    def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
+        result = {}
+        for ch in channels:
+            n = ch + 1
+            if full or ch not in self._settings:
+                self._settings[ch] = (self.vset[ch], self.iset[ch])
+            vset, iset = self._settings[ch]
+            vmon, imon = self.vmon[ch], self.imon[ch]
+            on = _flag(self.link.query(f"OP{n}?"))
+            lsr = _int(self.link.query(f"LSR{n}?"), f"LSR{n}?")
+            new = [name for name, bit in self.options.trip_bits.items() if lsr >> bit & 1]
+            if new:
+                seen = self._trips.setdefault(ch, [])
+                seen += [a for a in new if a not in seen]
+            elif on:
+                self._trips.pop(ch, None)  # back on: the trip was reset at the instrument
+            alarms = list(self._trips.get(ch, []))
+            # constant current: the output sits at the current limit, below its set voltage
+            cc = on and iset > 0 and imon >= iset - max(0.002, 0.01 * iset) and vmon < vset - max(0.02, 0.005 * vset)
+            if alarms:
+                state = ChannelState.TRIPPED
+            elif cc:
+                state, alarms = ChannelState.COMPLIANCE, ["CC"]
+            else:
+                state = ChannelState.ON if on else ChannelState.OFF
+            result[ch] = SupplyChannel(on=on, vset=vset, vmon=vmon, iset=iset, imon=imon, state=state, alarms=alarms)
+        return result
