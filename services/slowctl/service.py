@@ -69,7 +69,7 @@ class DeviceService:
         self.rules = Rules(
             actions=self.driver_cls.actions(),
             channels=dict(self.cfg.channels),
-            instrument_limits=self.driver_cls.instrument_limits,
+            instrument_limits=lambda action: self.driver_cls.instrument_limits(action, self.options),
             max_age=self.cfg.max_command_age,
             ramp_actions_for=lambda ch: ch in self.soft,
         )

@@ -384,8 +384,8 @@ def test_config_checks():
     ch = {0: ChannelConfig(name="a", vmax=3500, imax=2e-3), 5: ChannelConfig(name="b", vmax=100, imax=1e-4)}
     errors = IsegDriver.check_config({"vnom": 3000, "inom": 1e-3, "channels": 4}, ch)
     assert errors == ["channels.5: iseg-shr has channels 0..3",
-                      "channels.0.vmax: 3500 V above the module's nominal vnom=3000 V",
-                      "channels.0.imax: 0.002 A above the module's nominal inom=0.001 A"]
+                      "channels.0.vmax: 3500 outside the iseg-shr range 0..3000",
+                      "channels.0.imax: 0.002 outside the iseg-shr range 0..0.001"]
     assert IsegDriver.check_config({"trip_action": 5, "trip_time_ms": 0, "echo": True}, {}) == [
         "options.trip_action: Input should be less than or equal to 4",
         "options.trip_time_ms: Input should be greater than or equal to 1",

@@ -255,8 +255,8 @@ def test_config_checks():
     bad = {0: ChannelConfig(name="sensor", vmax=500, imax=1.1), 1: ChannelConfig(name="x", vmax=1, imax=1, rampup=1)}
     assert KeithleyDriver.check_config({**NEG, "variant": "2400"}, bad) == [
         "channels.1: keithley-2410 has channels 0..0",
+        "channels.0.vmax: 500 outside the keithley-2410 range 0..210",
         "channels.0.imax: 1.1 outside the keithley-2410 range 0..1.05",
-        "channels.0.vmax: 500 outside the Keithley 2400 range 0..210 V",
         "channels.0.rampup: required: the 2400 has no hardware ramp, without a software ramp every vset is "
         "a step (set rampup and ramp_step)"]
     assert KeithleyDriver.actions() == {"on", "off", "vset", "iset", "clear"}  # ramps: the software ramp's

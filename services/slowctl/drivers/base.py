@@ -59,13 +59,13 @@ class ChannelParam:
             return self
         return _BoundParam(self, driver)
 
-    def check(self, value: float) -> None:
+    def check(self, value: float, limits: tuple[float, float] | None) -> None:
         if self.readonly:
             raise InstrumentError(f"{self.name} is read-only")
         if not math.isfinite(value):
             raise InstrumentError(f"{self.name} must be a finite number")
-        if self.limits and not self.limits[0] <= value <= self.limits[1]:
-            lo, hi = self.limits
+        if limits and not limits[0] <= value <= limits[1]:
+            lo, hi = limits
             raise InstrumentError(f"{self.name} {value:g} {self.unit} outside the instrument range {lo:g}..{hi:g} {self.unit}")
 
     def parse(self, text: str) -> Any:
@@ -86,7 +86,7 @@ class _BoundParam:
         return self._p.parse(self._d._get(self._p, channel))
 
     def __setitem__(self, channel: int, value: float) -> None:
-        self._p.check(value)
+        self._p.check(value, type(self._d).instrument_limits(self._p.name, self._d.options))
         self._d._set(self._p, channel, value / self._p.scale)
 
 
@@ -130,10 +130,18 @@ class Driver(ABC):
         return frozenset()
 
     @classmethod
-    def instrument_limits(cls, action: str) -> tuple[float, float] | None:
-        """The instrument's own range for an action's value (from the declared parameter)."""
+    def instrument_limits(cls, action: str, options: BaseModel | None = None) -> tuple[float, float] | None:
+        """The instrument's own range for an action's value: the declared parameter's, which a driver
+        may narrow by its options (model variant, module rating)."""
         param = getattr(cls, action, None)
         return param.limits if isinstance(param, ChannelParam) else None
+
+    @classmethod
+    def _options_or_none(cls, options: dict[str, Any]) -> BaseModel | None:
+        try:
+            return cls.parse_options(options)
+        except ValidationError:
+            return None  # reported by check_config
 
     def execute(self, action: str, channel: int, value: float | None) -> None:
         """Carry out one validated action (one of `actions()`)."""
@@ -173,10 +181,11 @@ class SupplyDriver(Driver):
     @classmethod
     def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
         errors = super().check_config(options, channels)
+        opts = cls._options_or_none(options)
         for ch, cfg in channels.items():
             for key, action in (("vmax", "vset"), ("imax", "iset"), ("ramp_max", "rampup"),
                                 ("rampup", "rampup"), ("rampdown", "rampdown")):
-                value, limits = getattr(cfg, key), cls.instrument_limits(action)
+                value, limits = getattr(cfg, key), cls.instrument_limits(action, opts)
                 if value is not None and limits and not limits[0] <= value <= limits[1]:
                     errors.append(f"channels.{ch}.{key}: {value:g} outside the {cls.model} range {limits[0]:g}..{limits[1]:g}")
             if not cls.hardware_ramp and cfg.rampdown is not None and cfg.rampup is None:
@@ -248,7 +257,7 @@ class ChillerDriver(Driver):
     @classmethod
     def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
         errors = super().check_config(options, channels)
-        limits = cls.instrument_limits("tset")
+        limits = cls.instrument_limits("tset", cls._options_or_none(options))
         for ch, cfg in channels.items():
             for key in ("tmin", "tmax"):
                 value = getattr(cfg, key)

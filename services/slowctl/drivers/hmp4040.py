@@ -15,6 +15,7 @@ from pydantic import Field
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.wire import ask, decimal, flag
 
 
 class HmpOptions(NoOptions):
@@ -23,18 +24,8 @@ class HmpOptions(NoOptions):
     fuse_delay_ms: int | None = Field(default=None, ge=0, le=250)
 
 
-def _decimal(value: float) -> str:
-    """Plain decimal (SCPI NR2), never rounded to a coarser value: 4e-05 -> '0.00004', 32.05 -> '32.05'."""
-    return f"{value:.9f}".rstrip("0").rstrip(".") or "0"
 
 
-def _flag(text: str) -> bool:
-    value = text.strip().upper()
-    if value in ("1", "ON"):
-        return True
-    if value in ("0", "OFF"):
-        return False
-    raise LinkError(f"expected 0/1, got {text!r}")
 
 
 class Hmp4040(SupplyDriver):
@@ -66,11 +57,7 @@ class Hmp4040(SupplyDriver):
         return f"INST:NSEL {channel + 1}"
 
     def _ask(self, channel: int, *queries: str) -> list[str]:
-        reply = self.link.query(";".join([self._select(channel), *queries]))
-        parts = reply.split(";")
-        if len(parts) != len(queries):
-            raise LinkError(f"expected {len(queries)} values, got {reply[:64]!r}")
-        return parts
+        return ask(self.link, list(queries), prefix=self._select(channel))
 
     def _command(self, command: str) -> None:
         """Send a setting and read the error queue: SCPI settings have no reply of their own.
@@ -90,7 +77,7 @@ class Hmp4040(SupplyDriver):
         return self._ask(channel, f"{param.command}?")[0]
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
-        self._command(f"{self._select(channel)};{param.command} {_decimal(value)}")
+        self._command(f"{self._select(channel)};{param.command} {decimal(value)}")
 
     # --- the framework's view ----------------------------------------------
     def connect(self) -> str:
@@ -116,10 +103,10 @@ class Hmp4040(SupplyDriver):
         if not on:
             self._command(f"{self._select(channel)};OUTP:SEL OFF")
             return
-        if not _flag(self.link.query("OUTP:GEN?")):
+        if not flag(self.link.query("OUTP:GEN?")):
             # the master switch turns on every armed output, configured or not: disarm the others first
             for other in range(self._outputs):
-                if other != channel and _flag(self._ask(other, "OUTP:SEL?")[0]):
+                if other != channel and flag(self._ask(other, "OUTP:SEL?")[0]):
                     self._command(f"{self._select(other)};OUTP:SEL OFF")
         self._command(f"{self._select(channel)};OUTP:SEL ON")
         self._command("OUTP:GEN ON")
@@ -128,11 +115,11 @@ class Hmp4040(SupplyDriver):
         # acknowledge a fuse or over-voltage trip by disarming the output; an output that did not trip
         # is left alone
         fuse, ovp = self._ask(channel, "FUSE:TRIP?", "VOLT:PROT:TRIP?")
-        if _flag(fuse) or _flag(ovp):
+        if flag(fuse) or flag(ovp):
             self._command(f"{self._select(channel)};OUTP:SEL OFF")
 
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
-        general = _flag(self.link.query("OUTP:GEN?"))
+        general = flag(self.link.query("OUTP:GEN?"))
         result = {}
         for ch in channels:
             if full or ch not in self._settings:
@@ -143,8 +130,8 @@ class Hmp4040(SupplyDriver):
                     raise LinkError(f"unreadable set values {v!r} / {i!r}") from None
             vmon, imon, armed, fuse, ovp = self._ask(ch, "MEAS:VOLT?", "MEAS:CURR?", "OUTP:SEL?", "FUSE:TRIP?",
                                                      "VOLT:PROT:TRIP?")
-            on = general and _flag(armed)
-            alarms = [name for name, flag in (("FUSE", fuse), ("OVP", ovp)) if _flag(flag)]
+            on = general and flag(armed)
+            alarms = [name for name, bit in (("FUSE", fuse), ("OVP", ovp)) if flag(bit)]
             if alarms:
                 state = ChannelState.TRIPPED
             else:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.wire import ask
 
 STATUS_BITS = {0: "POSITIVE", 1: "ARC", 2: "INPUT_ERROR", 3: "ON", 4: "RAMP", 5: "EMCY", 6: "CC", 7: "CV",
                8: "LOW_RANGE", 10: "I_BOUNDS", 11: "V_BOUNDS", 12: "INHIBIT", 13: "TRIP", 14: "I_LIMIT",
@@ -135,30 +136,15 @@ class IsegShr(SupplyDriver):
         return options.channels
 
     @classmethod
-    def check_config(cls, options: dict[str, Any], channels: dict) -> list[str]:
-        errors = super().check_config(options, channels)
-        try:
-            opts = cls.parse_options(options)
-        except ValidationError:
-            return errors  # reported by the base class
-        for ch, cfg in channels.items():
-            for key, nominal, unit in (("vmax", opts.vnom, "V"), ("imax", opts.inom, "A")):
-                value = getattr(cfg, key)
-                if nominal is not None and value is not None and value > nominal:
-                    errors.append(f"channels.{ch}.{key}: {value:g} {unit} above the module's nominal "
-                                  f"{'vnom' if unit == 'V' else 'inom'}={nominal:g} {unit}")
-        return errors
+    def instrument_limits(cls, action: str, options: IsegOptions | None = None) -> tuple[float, float] | None:
+        """The family's range, narrowed to the module's nominal voltage and current when configured."""
+        limits = super().instrument_limits(action, options)
+        nominal = {"vset": getattr(options, "vnom", None), "iset": getattr(options, "inom", None)}.get(action)
+        return (0.0, min(limits[1], nominal)) if limits and nominal is not None else limits
 
     # --- protocol ----------------------------------------------------------
     def _ask(self, queries: list[str]) -> list[str]:
-        """The answers to several queries: one line if joined_queries, else one round trip each."""
-        if not self.options.joined_queries:
-            return [self.link.query(q) for q in queries]
-        reply = self.link.query(";".join(queries))
-        parts = reply.split(";")
-        if len(parts) != len(queries):
-            raise LinkError(f"expected {len(queries)} answers to {queries[0]!r}..., got {reply[:64]!r}")
-        return parts
+        return ask(self.link, queries, joined=self.options.joined_queries)
 
     def _error(self, reply: str) -> int:
         try:
@@ -256,19 +242,6 @@ class IsegShr(SupplyDriver):
         if self.options.trip_time_ms is not None:
             commands.append(f":CONF:TRIP:TIME {self.options.trip_time_ms},(@{channel})")
         self._command(*commands)
-
-    def _check_nominal(self, what: str, value: float, nominal: float | None, unit: str) -> None:
-        if nominal is not None and value > nominal:
-            raise InstrumentError(f"{what} {value:g} {unit} outside the instrument range 0..{nominal:g} {unit} "
-                                  "(module nominal)")
-
-    def set_voltage(self, channel: int, volts: float) -> None:
-        self._check_nominal("vset", volts, self.options.vnom, "V")
-        super().set_voltage(channel, volts)
-
-    def set_current(self, channel: int, amps: float) -> None:
-        self._check_nominal("iset", amps, self.options.inom, "A")
-        super().set_current(channel, amps)
 
     def switch(self, channel: int, on: bool) -> None:
         sel = f"(@{channel})"

@@ -18,6 +18,7 @@ from pydantic import Field
 from slowctl.contract import ChannelState, ChillerChannel
 from slowctl.drivers.base import ChannelParam, ChillerDriver, NoOptions
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.wire import flag
 
 STATUS = re.compile(r"\s*(-?\d{1,3})\b\s*(.*)")
 
@@ -34,10 +35,6 @@ class JulaboOptions(NoOptions):
                                                         "(unconfirmed outside the FP5x HighTech series)")
 
 
-def _flag(text: str) -> bool:
-    if text.strip() in ("0", "1"):
-        return text.strip() == "1"
-    raise LinkError(f"expected 0/1, got {text[:32]!r}")
 
 
 class Julabo(ChillerDriver):
@@ -50,7 +47,7 @@ class Julabo(ChillerDriver):
 
     tset = ChannelParam("sp_00", "°C", limits=(-95.0, 400.0))  # in_sp_00 / out_sp_00
     temperature = ChannelParam("pv_00", "°C", readonly=True)  # in_pv_00
-    running = ChannelParam("mode_05", kind=_flag)  # in_mode_05 / out_mode_05
+    running = ChannelParam("mode_05", kind=flag)  # in_mode_05 / out_mode_05
 
     options: JulaboOptions
 

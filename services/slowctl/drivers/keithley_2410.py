@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.wire import ask, flag
 
 VARIANTS = {"2410": (1100.0, 1.05), "2400": (210.0, 1.05)}  # highest |V|, highest compliance (A)
 NOT_MEASURED = 9.0e37  # the 2400 family writes +9.91e37 for a value it did not measure
@@ -36,13 +37,6 @@ def _magnitude(text: str) -> float:
     return abs(float(text))
 
 
-def _flag(text: str) -> bool:
-    value = text.strip().upper()
-    if value in ("1", "ON"):
-        return True
-    if value in ("0", "OFF"):
-        return False
-    raise LinkError(f"expected 0/1, got {text[:32]!r}")
 
 
 class KeithleyOptions(NoOptions):
@@ -74,19 +68,21 @@ class Keithley2410(SupplyDriver):
     @classmethod
     def check_config(cls, options: dict[str, Any], channels: dict) -> list[str]:
         errors = super().check_config(options, channels)
-        try:
-            opts = cls.parse_options(options)
-        except ValidationError:
-            return errors  # reported by the base class
-        vmax = VARIANTS[opts.variant][0]
+        opts = cls._options_or_none(options)
+        if opts is None:
+            return errors
         for ch, cfg in channels.items():
-            if cfg.vmax is not None and vmax < cfg.vmax <= cls.vset.limits[1]:  # beyond 1100 V: said above
-                errors.append(f"channels.{ch}.vmax: {cfg.vmax:g} outside the Keithley {opts.variant} "
-                              f"range 0..{vmax:g} V")
             if cfg.rampup is None:
                 errors.append(f"channels.{ch}.rampup: required: the {opts.variant} has no hardware ramp, "
                               "without a software ramp every vset is a step (set rampup and ramp_step)")
         return errors
+
+    @classmethod
+    def instrument_limits(cls, action: str, options: KeithleyOptions | None = None) -> tuple[float, float] | None:
+        """The variant's range: a 2400 stops at 210 V where a 2410 goes to 1100 V."""
+        if action == "vset" and options is not None:
+            return (0.0, VARIANTS[options.variant][0])
+        return super().instrument_limits(action, options)
 
     @property
     def sign(self) -> float:
@@ -94,13 +90,7 @@ class Keithley2410(SupplyDriver):
 
     # --- protocol ----------------------------------------------------------
     def _ask(self, *queries: str) -> list[str]:
-        if not self.options.joined_queries:
-            return [self.link.query(q) for q in queries]
-        reply = self.link.query(";".join(queries))
-        parts = reply.split(";")
-        if len(parts) != len(queries):
-            raise LinkError(f"expected {len(queries)} answers, got {reply[:64]!r}")
-        return parts
+        return ask(self.link, list(queries), joined=self.options.joined_queries)
 
     def _command(self, *commands: str) -> None:
         """Settings, then the error queue; *CLS first, so that no stale error is blamed on them.
@@ -136,21 +126,14 @@ class Keithley2410(SupplyDriver):
             raise LinkError(f"{fields[1]!r} is not the configured variant {self.options.variant}: {identity[:64]!r}")
         function, output = self._ask(":SOUR:FUNC?", ":OUTP?")
         if function.strip().upper() not in ("VOLT", "VOLTAGE"):
-            if _flag(output):  # switching the function would change a live output
+            if flag(output):  # switching the function would change a live output
                 raise InstrumentError(f"the {self.options.variant} sources {function.strip()} with the output on: "
                                       "switch it off at the front panel first")
             self._command(":SOUR:FUNC VOLT")
         self._command(*SETUP)
         self._settings = None
-        self._on = _flag(output)
+        self._on = flag(output)
         return identity
-
-    def set_voltage(self, channel: int, volts: float) -> None:
-        vmax = VARIANTS[self.options.variant][0]
-        if volts > vmax:
-            raise InstrumentError(f"vset {volts:g} V outside the instrument range 0..{vmax:g} V "
-                                  f"(Keithley {self.options.variant})")
-        super().set_voltage(channel, volts)
 
     def switch(self, channel: int, on: bool) -> None:
         self._command(f":OUTP {'ON' if on else 'OFF'}")
@@ -176,12 +159,12 @@ class Keithley2410(SupplyDriver):
         if self.options.joined_queries:
             measure = [":READ?", ":SENS:CURR:PROT:TRIP?"] if self._on else []
             answers = self._ask_tolerant([*settings, ":OUTP?", *measure])
-            head, on = answers[:n], _flag(answers[n])
+            head, on = answers[:n], flag(answers[n])
             if len(answers) == n + 3:
                 reading, trip = answers[n + 1], answers[n + 2]
         else:
             head = [self.link.query(q) for q in settings]
-            on = _flag(self.link.query(":OUTP?"))
+            on = flag(self.link.query(":OUTP?"))
         if on and reading is None:  # off at the last poll (or switched on behind our back)
             reading, trip = self._ask(":READ?", ":SENS:CURR:PROT:TRIP?")
         if head:
@@ -189,7 +172,7 @@ class Keithley2410(SupplyDriver):
         assert self._settings is not None
         self._on = on
         vmon, imon = self._measure(reading) if on and reading is not None else (0.0, 0.0)
-        in_compliance = on and _flag(trip)
+        in_compliance = on and flag(trip)
         vset, iset = self._settings
         alarms = ["COMPLIANCE"] if in_compliance else []
         if vset * self.sign < 0 or (vmon is not None and vmon * self.sign < -POLARITY_NOISE):

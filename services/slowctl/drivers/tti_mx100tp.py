@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.wire import decimal, flag
 
 if TYPE_CHECKING:
     from slowctl.config import ChannelConfig
@@ -62,10 +63,6 @@ class TtiOptions(NoOptions):
     ocp: dict[int, PositiveLevel] = Field(default_factory=dict, description="channel: OCP level (A) set at start")
 
 
-def _flag(text: str) -> bool:
-    if text.strip() in ("0", "1"):
-        return text.strip() == "1"
-    raise LinkError(f"expected 0/1, got {text[:32]!r}")
 
 
 def _int(text: str, what: str) -> int:
@@ -167,8 +164,7 @@ class TtiMx100tp(SupplyDriver):
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
         self._settings.pop(channel, None)  # the next read asks the instrument what it holds now
-        number = f"{value:.6f}".rstrip("0").rstrip(".") or "0"  # plain decimals: 4e-05 A goes as 0.00004
-        self._command(f"{param.command.format(n=channel + 1)} {number}")
+        self._command(f"{param.command.format(n=channel + 1)} {decimal(value)}")
 
     # --- the framework's view ----------------------------------------------
     def connect(self) -> str:
@@ -197,7 +193,7 @@ class TtiMx100tp(SupplyDriver):
             level = getattr(self.options, key).get(channel)
             if level is None:
                 continue
-            if _flag(self.link.query(f"OP{channel + 1}?")) and monitor[channel] >= level:
+            if flag(self.link.query(f"OP{channel + 1}?")) and monitor[channel] >= level:
                 # a protection level below what the output delivers now would trip it
                 raise InstrumentError(f"{key} {level:g} of output {channel + 1} is not above its present output: "
                                       "not set, so that the output is not tripped")
@@ -218,7 +214,7 @@ class TtiMx100tp(SupplyDriver):
     def switch(self, channel: int, on: bool) -> None:
         n = channel + 1
         self._command(f"OP{n} {int(on)}")
-        if _flag(self.link.query(f"OP{n}?")) != on:  # a tripped output does not come on
+        if flag(self.link.query(f"OP{n}?")) != on:  # a tripped output does not come on
             raise InstrumentError(f"output {n} did not switch {'on' if on else 'off'}"
                                   + (" (tripped? send clear first)" if on else ""))
 
@@ -235,7 +231,7 @@ class TtiMx100tp(SupplyDriver):
                 self._settings[ch] = (self.vset[ch], self.iset[ch])
             vset, iset = self._settings[ch]
             vmon, imon = self.vmon[ch], self.imon[ch]
-            on = _flag(self.link.query(f"OP{n}?"))
+            on = flag(self.link.query(f"OP{n}?"))
             lsr = _int(self.link.query(f"LSR{n}?"), f"LSR{n}?")
             new = [name for name, bit in self.options.trip_bits.items() if lsr >> bit & 1]
             if new:
