@@ -89,6 +89,9 @@ class DeviceService:
         self.targets: dict[int, float] = {}  # user vset of software-ramped channels
         self.ramps: dict[int, SoftRamp] = {}  # rebound (not mutated) by _link_lost, from any thread
         self.ramp_aborted: set[int] = set()  # channels left between steps by a link loss
+        # trips stay visible until `clear` or until the channel is seen on again, even where the
+        # instrument forgets them (a register cleared by reading it, a reconnect)
+        self.latched_trips: set[int] = set()
         self._accept_lock = threading.Lock()
         self._closing = False
         self.state = DeviceState.DISCONNECTED
@@ -256,10 +259,22 @@ class DeviceService:
                     if ramp is not None and r.state is not ChannelState.TRIPPED:
                         r.state = ramp.state
                     r.rampup, r.rampdown = self.rates[ch]
+                if isinstance(r, SupplyChannel):
+                    self._latch_trip(ch, r)
                 if isinstance(r, (SupplyChannel, ChillerChannel)):
                     r.alarms.extend(self._beyond_limits(ch, r))
                 self.readings[ch] = r
                 self._read_at[ch] = started
+
+    def _latch_trip(self, ch: int, r: SupplyChannel) -> None:
+        if r.state is ChannelState.TRIPPED:
+            self.latched_trips.add(ch)
+        elif ch in self.latched_trips:
+            if r.on:
+                self.latched_trips.discard(ch)  # running again (switched on at the front panel)
+            else:
+                r.state = ChannelState.TRIPPED
+                r.alarms.append("TRIP_LATCHED")
 
     def _beyond_limits(self, ch: int, r: SupplyChannel | ChillerChannel) -> list[str]:
         """Set values beyond the configured limits (front panel, another program): say so loudly."""
@@ -375,12 +390,14 @@ class DeviceService:
                 # decide from the instrument as it is now, not from the last poll
                 current = driver.read([cmd.channel], full=False).get(cmd.channel)
                 state = getattr(current, "state", None)
-                if cmd.action == "on" and state is ChannelState.TRIPPED:
+                if cmd.action == "on" and (state is ChannelState.TRIPPED or cmd.channel in self.latched_trips):
                     error = f"channel {cmd.channel} is tripped: send clear first"
                 else:
                     try:
                         self._apply(driver, cmd, started, current)
                         self.ramp_aborted.discard(cmd.channel)
+                        if cmd.action == "clear":
+                            self.latched_trips.discard(cmd.channel)
                     except InstrumentError as exc:
                         error = f"instrument refused: {exc}"
                 try:

@@ -229,7 +229,7 @@ def test_set_current_ramps_and_configure_channel(iseg, hv):
     assert (hv.channels[2].iset, hv.channels[2].rup, hv.channels[2].rdown) == (2.5e-5, 10.0, 20.0)
     r = drv.read([2], full=True)[2]
     assert (r.iset, r.rampup, r.rampdown) == (2.5e-5, 10.0, 20.0)
-    assert drv.link.log[:2] == [("write", ":CURR 2.5e-05,(@2)"), ("query", ":SYST:ERR?")]
+    assert drv.link.log[:2] == [("write", ":CURR 0.000025,(@2)"), ("query", ":SYST:ERR?")]
 
 
 def test_ramp_up_on_then_ramp_down_off(iseg, hv, clock):
@@ -468,3 +468,17 @@ def test_poll_cost_at_9600_baud(iseg, server, clock):
     print(f"\niseg-shr {POLL_COSTS['iseg-shr']}")
     assert trips == 1
     assert seconds >= theory * 0.9
+
+
+def test_configured_polarity_is_enforced_not_just_reported(iseg, hv):
+    """A positive channel where the config says negative would forward-bias the sensor."""
+    set_now(hv, "polarity", "p", 0)
+    drv = iseg(polarity="n")
+    with pytest.raises(InstrumentError, match="polarity 'p', the config expects 'n'"):
+        drv.set_voltage(0, 100.0)
+    with pytest.raises(InstrumentError, match="polarity 'p'"):
+        drv.switch(0, True)
+    assert hv.channels[0].vset == 0.0 and not hv.channels[0].on
+    drv.set_voltage(1, 100.0)  # channel 1 is negative, as configured
+    r = drv.read([0], full=True)[0]
+    assert r.state is ChannelState.ERROR and "POLARITY" in r.alarms

@@ -145,7 +145,10 @@ def test_setpoint_the_chiller_does_not_take_is_refused(julabo, bath):
     assert bath.setpoint == 20.0
     r = drv.read([0], full=True)[0]
     assert r.state is ChannelState.OFF and r.tset == 20.0  # the error was reported once, with the refusal
-    drv.set_temperature(0, 12.344)  # sent as 12.34
+    with pytest.raises(InstrumentError, match="finer than the chiller's resolution 0.01: refused"):
+        drv.set_temperature(0, 12.344)  # never rounded to 12.34 behind the operator's back
+    assert bath.setpoint == 20.0
+    drv.set_temperature(0, 12.34)
     assert bath.setpoint == 12.34
     bath.sp_max = 12.0
     drv = julabo(setpoint_resolution=1.0)

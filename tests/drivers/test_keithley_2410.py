@@ -107,7 +107,7 @@ def test_off_poll_is_one_short_line(k2410):
 def test_bias_is_sent_with_the_polarity_and_read_as_magnitudes(k2410, smu, clock):
     drv = k2410()
     bias(drv, 150.0, 2e-5)
-    assert drv.link.writes == ["*CLS;:SENS:CURR:PROT 2e-05", "*CLS;:SOUR:VOLT -150", "*CLS;:OUTP ON"]
+    assert drv.link.writes == ["*CLS;:SENS:CURR:PROT 0.00002", "*CLS;:SOUR:VOLT -150", "*CLS;:OUTP ON"]
     assert drv.link.queries == [":SYST:ERR?"] * 3
     assert (smu.vset, smu.compliance, smu.output) == (-150.0, 2e-5, True)
     clock.advance(0.1)
@@ -338,3 +338,16 @@ def test_poll_cost_at_9600_baud(k2410, server, clock):
     print(f"\nkeithley-2410 {POLL_COSTS['keithley-2410']}")
     assert trips == 1
     assert seconds >= theory * 0.9
+
+
+def test_no_step_through_zero_when_the_front_panel_set_the_other_sign(k2410, smu):
+    """Config '-', but someone set +100 V at the panel with the output on: a ramp step to -x would jump 100+x V."""
+    drv = k2410()
+    smu.vset, smu.output = 100.0, True
+    r = drv.read([0], full=True)[0]
+    assert "POLARITY" in r.alarms
+    with pytest.raises(InstrumentError, match="opposite to the configured polarity '-': switch it off first"):
+        drv.set_voltage(0, 95.0)
+    assert smu.vset == 100.0
+    drv.switch(0, False)  # switching off is always allowed
+    assert not smu.output

@@ -385,3 +385,15 @@ def test_poll_cost(lv, server, make_driver):
                                  f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (10 ms between "
                                  f"requests), wire time {wire * 1000:.0f} ms ({drv.link.wire_bytes} bytes)")
     print(f"\ntti-mx100tp {POLL_COSTS['tti-mx100tp']}")
+
+
+def test_start_up_protection_never_below_what_a_live_output_is_set_to(tti, lv):
+    """In constant current the output sits below its set value: OVP between the two would trip it later."""
+    drv = tti()
+    lv.set_param("load", 1.0, channel=1)  # 10 V on 1 Ω wants 10 A: constant current at 0.4 A -> 0.4 V
+    drv.set_current(0, 0.4)
+    drv.set_voltage(0, 10.0)
+    drv.switch(0, True)
+    drv2 = tti(ovp={0: 6.0})
+    with pytest.raises(InstrumentError, match="ovp 6 of output 1 is not above"):
+        drv2.configure_channel(0, None, None, "ramp")

@@ -245,3 +245,19 @@ def test_sensor_readings_pass_through_update(stack_config):
     svc = DeviceService("climate", stack_config, Endpoint("127.0.0.1", 1))
     svc._update({0: SensorChannel(temperature=20.0, humidity=40.0, dewpoint=6.0)}, time.monotonic())
     assert svc.readings[0].humidity == 40.0
+
+
+def test_a_trip_stays_until_clear_even_if_the_instrument_forgets_it(service, driver):
+    """E.g. a TTi whose limit register clears when read, or a reconnect: the service keeps the trip."""
+    service._driver = driver
+    service._update({1: reading(state=ChannelState.TRIPPED, alarms=["OCP"])}, time.monotonic())
+    service._update({1: reading(state=ChannelState.OFF)}, time.monotonic())
+    assert service.readings[1].state is ChannelState.TRIPPED and "TRIP_LATCHED" in service.readings[1].alarms
+    driver.read.side_effect = lambda channels, full: {1: reading(state=ChannelState.OFF)}  # fresh objects
+    service._execute(command("on", 1, None))
+    assert service.replies[-1][1:] == (False, "channel 1 is tripped: send clear first")
+    driver.switch.assert_not_called()
+    service._execute(command("clear", 1, None))
+    assert service.replies[-1][1] is True
+    service._update({1: reading(state=ChannelState.OFF)}, time.monotonic())
+    assert service.readings[1].state is ChannelState.OFF

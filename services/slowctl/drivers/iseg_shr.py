@@ -9,6 +9,8 @@ it also clears every channel's event register, i.e. the latched trips of all cha
 
 from __future__ import annotations
 
+import logging
+
 import re
 from typing import Any, Literal
 
@@ -17,7 +19,7 @@ from pydantic import Field
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
-from slowctl.drivers.wire import ask
+from slowctl.drivers.wire import ask, decimal
 
 STATUS_BITS = {0: "POSITIVE", 1: "ARC", 2: "INPUT_ERROR", 3: "ON", 4: "RAMP", 5: "EMCY", 6: "CC", 7: "CV",
                8: "LOW_RANGE", 10: "I_BOUNDS", 11: "V_BOUNDS", 12: "INHIBIT", 13: "TRIP", 14: "I_LIMIT",
@@ -83,6 +85,9 @@ def channel_list(channels: list[int]) -> str:
     if len(channels) > 1 and channels == list(range(channels[0], channels[-1] + 1)):
         return f"(@{channels[0]}-{channels[-1]})"
     return "(@" + ",".join(map(str, channels)) + ")"
+
+
+log = logging.getLogger(__name__)
 
 
 class IsegOptions(NoOptions):
@@ -179,9 +184,21 @@ class IsegShr(SupplyDriver):
     def _get(self, param: ChannelParam, channel: int) -> str:
         return self.link.query(f"{self.READBACK.get(param.name, param.command)}? (@{channel})")
 
+    def _check_polarity(self, channel: int) -> None:
+        """A channel of the other polarity than configured would forward-bias the sensor: refuse."""
+        if self.options.polarity is None:
+            return
+        status, _ = self._fresh_status(channel)
+        actual = "p" if status & POSITIVE else "n"
+        if actual != self.options.polarity:
+            raise InstrumentError(f"channel {channel} has polarity {actual!r}, the config expects "
+                                  f"{self.options.polarity!r}: refused")
+
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
+        if param.name == "vset" and value:
+            self._check_polarity(channel)
         sign = self._sign(channel) if param.name == "vset" and value else 1.0  # negative channel: negative Vset
-        self._command(f"{param.command} {sign * value:.6g},(@{channel})")
+        self._command(f"{param.command} {decimal(sign * value)},(@{channel})")
         if channel in self._settings:  # what the module now holds
             self._settings[channel][param.name] = value
 
@@ -238,6 +255,10 @@ class IsegShr(SupplyDriver):
     def configure_channel(self, channel: int, rampup: float | None, rampdown: float | None, off_mode: str) -> None:
         super().configure_channel(channel, rampup, rampdown, off_mode)
         self._off_mode[channel] = off_mode
+        status, _ = self._fresh_status(channel)
+        if status & ON:  # a new trip action on a live channel could ramp it down: leave it as it is
+            log.warning("channel %d is on: trip action and time left as the module has them", channel)
+            return
         commands = [f":CONF:TRIP:ACTION {self.options.trip_action},(@{channel})"]
         if self.options.trip_time_ms is not None:
             commands.append(f":CONF:TRIP:TIME {self.options.trip_time_ms},(@{channel})")
@@ -252,6 +273,7 @@ class IsegShr(SupplyDriver):
             else:
                 self._command(f":VOLT OFF,{sel}")
             return
+        self._check_polarity(channel)
         status, event = self._fresh_status(channel)
         if (status | event) & TRIP:
             raise InstrumentError(f"channel {channel} is tripped: send clear first")
@@ -283,7 +305,9 @@ class IsegShr(SupplyDriver):
                 state = ChannelState.RAMP_DOWN  # bit 4 without direction bits: compare with Vset
             polarity = "p" if status & POSITIVE else "n"
             if self.options.polarity is not None and polarity != self.options.polarity:
-                state, alarms = ChannelState.ERROR, [*alarms, "POLARITY"]
+                alarms = [*alarms, "POLARITY"]
+                if state is not ChannelState.TRIPPED:  # a trip stays visible as such
+                    state = ChannelState.ERROR
             result[ch] = SupplyChannel(
                 on=bool(status & ON), vset=s["vset"], vmon=m["vmon"], iset=s["iset"], imon=m["imon"],
                 state=state, rampup=s["rampup"], rampdown=s["rampdown"], alarms=alarms,

@@ -70,6 +70,11 @@ class Julabo(ChillerDriver):
         return self._ask(f"in_{param.command}")
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
+        if param.kind is float:
+            step = self.options.setpoint_resolution
+            if abs(round(value / step) * step - value) > 1e-9:
+                raise InstrumentError(f"{param.name} {value:g} is finer than the chiller's resolution {step:g}: "
+                                      "refused rather than rounded")
         text = f"{value:.2f}" if param.kind is float else str(int(value))
         self._wait_after_out()
         try:
@@ -78,7 +83,7 @@ class Julabo(ChillerDriver):
             self._last_out = time.monotonic()
         taken = getattr(self, param.name)[channel]  # the only confirmation a JULABO gives
         if param.kind is float:
-            ok = abs(taken - float(text)) <= self.options.setpoint_resolution / 2 + 1e-9
+            ok = abs(taken - value) <= self.options.setpoint_resolution / 2 + 1e-9
         else:
             ok = taken == bool(value)
         if not ok:

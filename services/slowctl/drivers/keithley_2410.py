@@ -16,7 +16,7 @@ from pydantic import Field
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
-from slowctl.drivers.wire import ask, flag
+from slowctl.drivers.wire import ask, decimal, flag
 
 VARIANTS = {"2410": (1100.0, 1.05), "2400": (210.0, 1.05)}  # highest |V|, highest compliance (A)
 NOT_MEASURED = 9.0e37  # the 2400 family writes +9.91e37 for a value it did not measure
@@ -110,8 +110,12 @@ class Keithley2410(SupplyDriver):
         return self._ask(f"{param.command}?")[0]
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
+        if param.name == "vset" and self._on and self._settings and self._settings[0] * self.sign < 0:
+            # set from the front panel with the other sign: the next step would cross zero
+            raise InstrumentError(f"the output is on at {self._settings[0]:g} V, opposite to the configured "
+                                  f"polarity {self.options.polarity!r}: switch it off first")
         signed = self.sign * value if param.name == "vset" and value else value
-        self._command(f"{param.command} {signed:.6g}")
+        self._command(f"{param.command} {decimal(signed)}")
         if self._settings is not None:  # what the instrument now holds: the next poll needs no full read
             vset, iset = self._settings
             self._settings = (signed, iset) if param.name == "vset" else (vset, signed)

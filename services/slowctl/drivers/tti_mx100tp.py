@@ -189,11 +189,12 @@ class TtiMx100tp(SupplyDriver):
         return identity
 
     def configure_channel(self, channel: int, rampup: float | None, rampdown: float | None, off_mode: str) -> None:
-        for key, monitor in (("ovp", self.vmon), ("ocp", self.imon)):
+        for key, setting, monitor in (("ovp", self.vset, self.vmon), ("ocp", self.iset, self.imon)):
             level = getattr(self.options, key).get(channel)
             if level is None:
                 continue
-            if flag(self.link.query(f"OP{channel + 1}?")) and monitor[channel] >= level:
+            # on, a level at or below the set value would trip the output once the load lets it get there
+            if flag(self.link.query(f"OP{channel + 1}?")) and max(setting[channel], monitor[channel]) >= level:
                 # a protection level below what the output delivers now would trip it
                 raise InstrumentError(f"{key} {level:g} of output {channel + 1} is not above its present output: "
                                       "not set, so that the output is not tripped")
