@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from typing import Any
 
 from slowctl.config import DeviceConfig
@@ -94,3 +96,21 @@ def _kinds() -> dict[str, tuple[Any, type[Driver], list[int], dict]]:
 
 
 KINDS = _kinds()
+
+
+def timed_link_error(fn) -> tuple[float, str]:
+    """Run `fn`, expect a LinkError within the short timeout (plus slack); returns (seconds, message)."""
+    import pytest
+
+    from slowctl.drivers.link import LinkError
+
+    start = time.monotonic()
+    with pytest.raises(LinkError) as err:
+        fn()
+    elapsed = time.monotonic() - start
+    assert elapsed < SHORT_TIMEOUT + 0.7, f"LinkError after {elapsed:.2f} s"
+    return elapsed, str(err.value)
+
+
+def link_error_message(fn) -> str:
+    return timed_link_error(fn)[1]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
-from drvkit import KINDS, SHORT_TIMEOUT, settings_for, tcp
+from drvkit import KINDS, SHORT_TIMEOUT, settings_for, tcp, timed_link_error
 from slowctl.drivers.base import SupplyDriver
 from slowctl.drivers.link import LinkError, open_link
 from slowctl_dummy.scenario import parse_scenario
@@ -30,13 +29,6 @@ def bench(request, clock, serve, make_driver):
     return inst, server, connect
 
 
-def _timed_link_error(fn) -> tuple[float, str]:
-    start = time.monotonic()
-    with pytest.raises(LinkError) as err:
-        fn()
-    elapsed = time.monotonic() - start
-    assert elapsed < SHORT_TIMEOUT + 0.7, f"LinkError after {elapsed:.2f} s"
-    return elapsed, str(err.value)
 
 
 def test_silence_from_a_scenario_then_recovery(bench, clock):
@@ -44,7 +36,7 @@ def test_silence_from_a_scenario_then_recovery(bench, clock):
     drv = connect()
     inst.schedule(parse_scenario({"events": [{"at": 10, "silence": 5}]}, inst))
     clock.advance(11)
-    elapsed, msg = _timed_link_error(lambda: drv.read(drv.channels, full=False))
+    elapsed, msg = timed_link_error(lambda: drv.read(drv.channels, full=False))
     assert "timeout" in msg and elapsed >= SHORT_TIMEOUT * 0.9
     clock.advance(5)  # silence over: the same driver talks again
     assert sorted(drv.read(drv.channels, full=True)) == drv.channels
@@ -53,7 +45,7 @@ def test_silence_from_a_scenario_then_recovery(bench, clock):
 def test_silent_until_makes_connect_fail(bench):
     inst, server, connect = bench
     inst.silent_until = math.inf
-    _, msg = _timed_link_error(connect)
+    _, msg = timed_link_error(connect)
     assert "timeout" in msg
 
 
@@ -64,8 +56,8 @@ def test_silence_fails_actions_too(kind, clock, serve, make_driver):
     drv = make_driver(driver_cls, tcp(serve(inst)), channels, options, timeout=SHORT_TIMEOUT)
     drv.connect()
     inst.silent_until = inst.now() + 5
-    _timed_link_error(lambda: drv.set_voltage(0, 1.0))
-    _timed_link_error(lambda: drv.switch(0, True))
+    timed_link_error(lambda: drv.set_voltage(0, 1.0))
+    timed_link_error(lambda: drv.switch(0, True))
 
 
 def test_garbage_replies_give_link_error_then_recovery(bench, clock):
@@ -74,10 +66,10 @@ def test_garbage_replies_give_link_error_then_recovery(bench, clock):
     inst.schedule(parse_scenario({"events": [{"at": 10, "garbage": 5}]}, inst))
     clock.advance(11)
     for _ in range(5):  # several different garbage replies
-        _timed_link_error(lambda: drv.read(drv.channels, full=True))
+        timed_link_error(lambda: drv.read(drv.channels, full=True))
     if isinstance(drv, SupplyDriver):
-        _timed_link_error(lambda: drv.set_voltage(0, 1.0))
-    _timed_link_error(lambda: connect())
+        timed_link_error(lambda: drv.set_voltage(0, 1.0))
+    timed_link_error(lambda: connect())
     clock.advance(5)
     assert sorted(drv.read(drv.channels, full=True)) == drv.channels
 
@@ -87,7 +79,7 @@ def test_stopped_simulator_then_a_new_driver_connects_again(bench, serve):
     drv = connect()
     port = server.port
     server.stop()
-    _timed_link_error(lambda: drv.read(drv.channels, full=False))
+    timed_link_error(lambda: drv.read(drv.channels, full=False))
     with pytest.raises(LinkError, match="cannot open"):
         open_link(tcp(server), settings_for(type(drv), tcp(server)))
     again = serve(inst, port=port)  # the simulator is back on the same port
@@ -115,5 +107,5 @@ def test_simulator_stopped_during_a_command_sequence(clock, serve, make_driver):
         return real_query(request)
 
     drv.link.query = query
-    _timed_link_error(lambda: drv.set_voltage(0, 1.0))
+    timed_link_error(lambda: drv.set_voltage(0, 1.0))
     assert calls == ["SYST:ERR?"]

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from drvkit import POLL_COSTS, SHORT_TIMEOUT, settings_for, tcp
+from drvkit import POLL_COSTS, SHORT_TIMEOUT, link_error_message, settings_for, tcp
 from slowctl.config import ChannelConfig
 from slowctl.contract import ChannelState
 from slowctl.drivers.keithley_2410 import Keithley2410 as KeithleyDriver
@@ -264,12 +264,6 @@ def test_config_checks():
 
 
 # --- link faults ------------------------------------------------------------------------------
-def _timed_link_error(fn) -> str:
-    start = time.monotonic()
-    with pytest.raises(LinkError) as err:
-        fn()
-    assert time.monotonic() - start < SHORT_TIMEOUT + 0.7
-    return str(err.value)
 
 
 def test_silence_garbage_and_recovery(k2410, smu, clock):
@@ -277,11 +271,11 @@ def test_silence_garbage_and_recovery(k2410, smu, clock):
     smu.schedule(parse_scenario({"events": [{"at": smu.now() + 1, "silence": 5},
                                             {"at": smu.now() + 10, "garbage": 5}]}, smu))
     clock.advance(2)
-    assert "timeout" in _timed_link_error(lambda: drv.read([0], full=False))
-    _timed_link_error(lambda: drv.set_voltage(0, 1.0))
+    assert "timeout" in link_error_message(lambda: drv.read([0], full=False))
+    link_error_message(lambda: drv.set_voltage(0, 1.0))
     clock.advance(9)
     for _ in range(3):
-        _timed_link_error(lambda: drv.read([0], full=True))
+        link_error_message(lambda: drv.read([0], full=True))
     clock.advance(5)
     assert drv.read([0], full=True)[0].state is ChannelState.OFF
 
@@ -290,7 +284,7 @@ def test_stopped_simulator_then_a_new_driver_connects(smu, server, serve, k2410)
     drv = k2410(timeout=SHORT_TIMEOUT)
     port = server.port
     server.stop()
-    _timed_link_error(lambda: drv.read([0], full=False))
+    link_error_message(lambda: drv.read([0], full=False))
     with pytest.raises(LinkError, match="cannot open"):
         open_link(tcp(server), settings_for(KeithleyDriver, tcp(server)))
     assert serve(smu, port=port).port == port
