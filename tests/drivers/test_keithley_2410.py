@@ -345,3 +345,10 @@ def test_no_step_through_zero_when_the_front_panel_set_the_other_sign(k2410, smu
     assert smu.vset == 100.0
     drv.switch(0, False)  # switching off is always allowed
     assert not smu.output
+
+
+def test_without_joined_lines_every_setting_travels_alone(k2410, smu):
+    drv = k2410(joined_queries=False)
+    drv.set_voltage(0, 5.0)
+    assert drv.link.writes == ["*CLS", ":SOUR:VOLT -5"] and not any(";" in q for q in drv.link.queries)
+    assert smu.vset == -5.0

@@ -43,8 +43,8 @@ class KeithleyOptions(NoOptions):
     variant: Literal["2410", "2400"] = Field(default="2410", description="2410: 1100 V, 2400: 210 V")
     polarity: Literal["+", "-"] = Field(description="sign of the bias voltage; required (a wrong polarity "
                                         "forward-biases the sensor)")
-    joined_queries: bool = Field(default=True, description="several queries per line, answers joined by ';' "
-                                 "(2400 manual); false: one round trip per query")
+    joined_queries: bool = Field(default=True, description="several queries and settings per line, answers "
+                                 "joined by ';' (2400 manual); false: one line each")
 
 
 class Keithley2410(SupplyDriver):
@@ -97,7 +97,9 @@ class Keithley2410(SupplyDriver):
 
         The error query goes in a line of its own: a header error discards the rest of its line.
         """
-        self.link.write(";".join(["*CLS", *commands]))
+        lines = [";".join(["*CLS", *commands])] if self.options.joined_queries else ["*CLS", *commands]
+        for line in lines:
+            self.link.write(line)
         error = self.link.query(":SYST:ERR?")
         try:
             failed = int(error.partition(",")[0]) != 0
