@@ -14,14 +14,12 @@ from pathlib import Path
 
 import psutil
 
-from common import DummyStack, Listener, report, summary
+from common import DummyStack, Listener, free_port, report, summary
 
 
 def config(devices: int, channels: int):
     def tweak(c: dict) -> None:
-        c["broker"]["port"] = c["broker"]["port"]
-        ports = [dev["simulator"]["port"] for dev in c["devices"].values()]
-        from common import free_port
+        ports = [dev["simulator"]["port"] for dev in c["devices"].values()]  # free ones, from the harness
         c["devices"] = {
             f"hv{i:02d}": {
                 "model": "caen-n1470",
