@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import time
 
 from typing import Any
@@ -114,3 +116,39 @@ def timed_link_error(fn) -> tuple[float, str]:
 
 def link_error_message(fn) -> str:
     return timed_link_error(fn)[1]
+
+
+@dataclass
+class PollCost:
+    full: int  # round trips of read(full=True)
+    partial: int  # round trips of read(full=False), the ordinary poll
+    seconds: float  # one poll with the simulator emulating a 9600-baud line
+    wire_bytes: int  # bytes of that poll on the line
+
+    @property
+    def wire(self) -> float:
+        return self.wire_bytes * 10 / 9600  # 10 bits a character (8N1, 7E1)
+
+
+def measure_poll(drv: Any, server: Any, channels: list[int], settle: float = 0.0) -> PollCost:
+    """Round trips of a full read and of a poll, then the time of one poll at 9600 baud."""
+    drv.link.reset()
+    drv.read(channels, full=True)
+    full = len(drv.link.queries)
+    drv.link.reset()
+    drv.read(channels, full=False)
+    partial = len(drv.link.queries)
+    assert not drv.link.writes  # a poll only asks
+    server.baud = 9600  # from now on the simulator delays bytes like a 9600-baud line
+    drv.link.reset()
+    time.sleep(settle)  # e.g. an instrument's quiet time, which a poll period always covers
+    start = time.monotonic()
+    drv.read(channels, full=False)
+    seconds = time.monotonic() - start
+    assert len(drv.link.queries) == partial
+    return PollCost(full, partial, seconds, drv.link.wire_bytes)
+
+
+def record_poll_cost(name: str, text: str) -> None:
+    POLL_COSTS[name] = text
+    print(f"\n{name} {text}")

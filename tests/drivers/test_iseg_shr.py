@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import pytest
 
-from drvkit import POLL_COSTS, SHORT_TIMEOUT, link_error_message, settings_for, tcp
+from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.iseg_shr import IsegShr as IsegDriver
@@ -439,27 +438,12 @@ def test_over_the_pty(clock, serve, make_driver):
 
 def test_poll_cost_at_9600_baud(iseg, server, clock):
     drv = iseg()
-    drv.read(CHANNELS, full=True)
-    drv.link.reset()
-    wire = []
-    inner = drv.link.inner.query
-
-    def query(request):
-        reply = inner(request)
-        wire.append(2 * (len(request) + 2) + len(reply) + 2)  # request, its echo, the reply (CR LF each)
-        return reply
-
-    drv.link.inner.query = query
-    server.baud = 9600
-    start = time.monotonic()
-    drv.read(CHANNELS, full=False)
-    seconds = time.monotonic() - start
-    trips, nbytes = len(drv.link.queries), sum(wire)
-    theory = nbytes * 10 / 9600
-    POLL_COSTS["iseg-shr"] = (f"4 channels: {trips} round trip per poll (2 with full=True); read(full=False) "
-                              f"at 9600 baud took {seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms "
-                              f"({nbytes} bytes incl. echo)")
-    print(f"\niseg-shr {POLL_COSTS['iseg-shr']}")
+    cost = measure_poll(drv, server, CHANNELS)  # bytes counted with the echo
+    trips, nbytes, seconds = cost.partial, cost.wire_bytes, cost.seconds
+    theory = cost.wire
+    record_poll_cost("iseg-shr", f"4 channels: {trips} round trip per poll (2 with full=True); read(full=False) "
+                     f"at 9600 baud took {seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms "
+                     f"({nbytes} bytes incl. echo)")
     assert trips == 1
     assert seconds >= theory * 0.9
 

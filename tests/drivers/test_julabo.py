@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from drvkit import POLL_COSTS, SHORT_TIMEOUT, link_error_message, settings_for, tcp
+from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
 from slowctl.contract import ChannelState, ChillerChannel
 from slowctl.drivers.julabo import Julabo as JulaboDriver
@@ -266,25 +266,13 @@ def test_over_the_pty(bath, serve, make_driver):
 def test_poll_cost(bath, server, make_driver):
     drv = make_driver(JulaboDriver, tcp(server), [0])  # the driver's own settings: 250 ms pauses
     drv.connect()
-    drv.link.reset()
-    drv.read([0], full=True)
-    full = len(drv.link.queries)
-    drv.link.reset()
-    drv.read([0], full=False)
-    partial = len(drv.link.queries)
-    assert not drv.link.writes  # a poll only asks
+    # as in the service, where polls are a poll period apart: no pause before the first request
+    cost = measure_poll(drv, server, [0], settle=0.25)
+    full, partial, seconds = cost.full, cost.partial, cost.seconds
     assert (partial, full) == (3, 4)
-    server.baud = 9600  # from now on the simulator delays bytes like a 9600 baud line
-    drv.link.reset()
-    time.sleep(0.25)  # as in the service, where polls are a poll period apart: no pause before the first request
-    start = time.monotonic()
-    drv.read([0], full=False)
-    seconds = time.monotonic() - start
-    assert len(drv.link.queries) == partial
-    wire_bytes = drv.link.wire_bytes + partial  # replies end CR LF: the CR before the read terminator LF
+    wire_bytes = cost.wire_bytes + partial  # replies end CR LF: the CR before the read terminator LF
     wire = wire_bytes * 10 / 9600  # 7E1 is 10 bits a character too
     assert 2 * 0.25 + wire * 0.9 <= seconds < 3 * 0.25  # the line, and 250 ms between requests
-    POLL_COSTS["julabo"] = (f"1 channel: {partial} round trips per poll ({full} with full=True); "
-                            f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (250 ms between "
-                            f"requests), wire time {wire * 1000:.0f} ms ({wire_bytes} bytes)")
-    print(f"\njulabo {POLL_COSTS['julabo']}")
+    record_poll_cost("julabo", f"1 channel: {partial} round trips per poll ({full} with full=True); "
+                     f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (250 ms between "
+                     f"requests), wire time {wire * 1000:.0f} ms ({wire_bytes} bytes)")

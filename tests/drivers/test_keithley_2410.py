@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 
-from drvkit import POLL_COSTS, SHORT_TIMEOUT, link_error_message, settings_for, tcp
+from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
 from slowctl.contract import ChannelState
 from slowctl.drivers.keithley_2410 import Keithley2410 as KeithleyDriver
@@ -309,27 +308,12 @@ def test_poll_cost_at_9600_baud(k2410, server, clock):
     drv = k2410()
     bias(drv, 100.0)
     clock.advance(0.1)
-    drv.read([0], full=True)
-    drv.link.reset()
-    wire = []
-    inner = drv.link.inner.query
-
-    def query(request):
-        reply = inner(request)
-        wire.append(len(request) + 1 + len(reply) + 1)  # request and reply, LF each, no echo
-        return reply
-
-    drv.link.inner.query = query
-    server.baud = 9600
-    start = time.monotonic()
-    drv.read([0], full=False)
-    seconds = time.monotonic() - start
-    trips, nbytes = len(drv.link.queries), sum(wire)
-    theory = nbytes * 10 / 9600
-    POLL_COSTS["keithley-2410"] = (f"1 channel, output on: {trips} round trip per poll (1 with full=True, "
-                                   f"output off: ':OUTP?' only); read(full=False) at 9600 baud took "
-                                   f"{seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms ({nbytes} bytes)")
-    print(f"\nkeithley-2410 {POLL_COSTS['keithley-2410']}")
+    cost = measure_poll(drv, server, [0])
+    trips, nbytes, seconds = cost.partial, cost.wire_bytes, cost.seconds
+    theory = cost.wire
+    record_poll_cost("keithley-2410", f"1 channel, output on: {trips} round trip per poll (1 with full=True, "
+                     f"output off: ':OUTP?' only); read(full=False) at 9600 baud took "
+                     f"{seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms ({nbytes} bytes)")
     assert trips == 1
     assert seconds >= theory * 0.9
 

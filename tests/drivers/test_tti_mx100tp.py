@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import pytest
 
-from drvkit import POLL_COSTS, SHORT_TIMEOUT, link_error_message, settings_for, tcp
+from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
 from slowctl.contract import ChannelState, SupplyChannel
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
@@ -359,26 +358,13 @@ def test_over_the_pty(lv, serve, make_driver):
 def test_poll_cost(lv, server, make_driver):
     drv = make_driver(TtiDriver, tcp(server), CHANNELS)  # the driver's own settings, 10 ms pauses too
     drv.connect()
-    drv.link.reset()
-    drv.read(CHANNELS, full=True)
-    full = len(drv.link.queries)
-    drv.link.reset()
-    drv.read(CHANNELS, full=False)
-    partial = len(drv.link.queries)
-    assert not drv.link.writes  # a poll only asks
+    cost = measure_poll(drv, server, CHANNELS)
+    full, partial, seconds, wire = cost.full, cost.partial, cost.seconds, cost.wire
     assert partial == 4 * len(CHANNELS) < full
-    server.baud = 9600  # from now on the simulator delays bytes like a 9600 8N1 line
-    drv.link.reset()
-    start = time.monotonic()
-    drv.read(CHANNELS, full=False)
-    seconds = time.monotonic() - start
-    assert len(drv.link.queries) == partial
-    wire = drv.link.wire_bytes * 10 / 9600  # 8N1: 10 bits a byte
     assert seconds >= wire * 0.9 + partial * 0.01  # the line, and 10 ms between requests
-    POLL_COSTS["tti-mx100tp"] = (f"{len(CHANNELS)} channels: {partial} round trips per poll ({full} with full=True); "
-                                 f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (10 ms between "
-                                 f"requests), wire time {wire * 1000:.0f} ms ({drv.link.wire_bytes} bytes)")
-    print(f"\ntti-mx100tp {POLL_COSTS['tti-mx100tp']}")
+    record_poll_cost("tti-mx100tp", f"{len(CHANNELS)} channels: {partial} round trips per poll ({full} with "
+                     f"full=True); read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (10 ms between "
+                     f"requests), wire time {wire * 1000:.0f} ms ({cost.wire_bytes} bytes)")
 
 
 def test_start_up_protection_never_below_what_a_live_output_is_set_to(tti, lv):
