@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# Installs what slowctl needs on a Debian/Ubuntu machine: Mosquitto from apt, slowctl with pip.
+# Installs what slowctl needs on a Debian/Ubuntu machine.
+#   scripts/install.sh          runtime: Mosquitto and nginx (apt), slowctl (pip), Node-RED (npm, in nodered/)
+#   scripts/install.sh --test   also what the tests need (Chromium, InfluxDB 1.x)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+APT_RUNTIME=(mosquitto mosquitto-clients nginx-light)
+APT_TEST=(chromium influxdb)
+
+packages=("${APT_RUNTIME[@]}")
+[ "${1:-}" = "--test" ] && packages+=("${APT_TEST[@]}")
+
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v mosquitto_pub >/dev/null 2>&1; then
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing with apt: ${missing[*]}"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto mosquitto-clients >/dev/null
+    # policy-rc.d: the packages' own system services (broker on 1883, nginx on 80, influxd on 8086)
+    # must not start; slowctl and the tests run their own on loopback
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $SUDO rm -f /usr/sbin/policy-rc.d
 fi
-# the apt package may start a system broker on 1883; the native stack runs its own
-if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
-    $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
+if command -v systemctl >/dev/null 2>&1; then
+    for unit in mosquitto nginx influxdb; do
+        systemctl is-active --quiet "$unit" 2>/dev/null && $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
 fi
 "${PYTHON:-python3}" -m pip install -q --disable-pip-version-check -e '.[test]'

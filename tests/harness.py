@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 REPO = Path(__file__).resolve().parents[1]
-DUMMY_CONFIG = REPO / "config" / "dummy.yaml"
+DUMMY_CONFIG = REPO / "config" / "bench.yaml"
 
 
 def die_with_parent() -> None:

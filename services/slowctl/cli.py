@@ -14,7 +14,7 @@ import yaml
 
 from slowctl.config import ConfigError, load_config
 
-DEFAULT_CONFIG = "config/dummy.yaml"
+DEFAULT_CONFIG = "config/bench.yaml"
 
 
 def _state_dir(args: argparse.Namespace) -> Path:

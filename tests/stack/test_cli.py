@@ -34,9 +34,9 @@ def test_no_command_is_an_error():
 
 
 def test_check_good_and_bad(tmp_path):
-    r = slowctl("check", str(REPO / "config" / "dummy.yaml"))
+    r = slowctl("check", str(REPO / "config" / "bench.yaml"))
     import yaml
-    n = len(yaml.safe_load((REPO / "config" / "dummy.yaml").read_text())["devices"])
+    n = len(yaml.safe_load((REPO / "config" / "bench.yaml").read_text())["devices"])
     assert r.returncode == 0 and f"{n} devices" in r.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("devices:\n  hv:\n    model: caen-n1470\n    address: x\n    colour: red\n"
@@ -54,7 +54,7 @@ def test_check_good_and_bad(tmp_path):
 
 
 def test_run_unknown_device():
-    r = slowctl("run", "nope", "--config", str(REPO / "config" / "dummy.yaml"))
+    r = slowctl("run", "nope", "--config", str(REPO / "config" / "bench.yaml"))
     assert r.returncode == 2 and "'nope' is not in" in r.stderr
 
 

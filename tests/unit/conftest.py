@@ -8,13 +8,13 @@ import yaml
 
 from slowctl.config import load_config
 
-DUMMY_YAML = Path(__file__).resolve().parents[2] / "config" / "dummy.yaml"
+DUMMY_YAML = Path(__file__).resolve().parents[2] / "config" / "bench.yaml"
 _RAW = yaml.safe_load(DUMMY_YAML.read_text())
 
 
 @pytest.fixture
 def raw():
-    """A fresh, mutable copy of config/dummy.yaml as plain data."""
+    """A fresh, mutable copy of config/bench.yaml as plain data."""
     return copy.deepcopy(_RAW)
 
 
