@@ -155,6 +155,8 @@ class DummyStack:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = yaml.safe_load(DUMMY_CONFIG.read_text())
         self.config["broker"]["port"] = self.port = free_port()
+        self.config["broker"]["tls_port"] = self.tls_port = free_port()
+        self.config["broker"]["websockets_port"] = self.ws_port = free_port()
         for dev in self.config["devices"].values():
             dev["simulator"]["port"] = free_port()
         self.config["state_dir"] = str(workdir / "state")

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("env", help="print export lines for the running native stack's broker")
-    sp.add_argument("--role", default="operator", help="viewer, operator, telegraf or svc-<device>")
+    sp.add_argument("--role", default="operator", help="viewer, operator, nodered, telegraf or a device id")
     client_opts(sp)
     sp.set_defaults(func=cmd_env)
     return p

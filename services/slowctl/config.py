@@ -14,7 +14,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEVICE_ID = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # always used with fullmatch
+# no '-': a device's broker password is MQTT_PASSWORD_<ID IN CAPITALS> in the compose .env
+DEVICE_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # always used with fullmatch
+# broker users of the roles (mosquitto/acl): a device id is also a broker user name
+RESERVED_IDS = ("viewer", "operator", "nodered", "telegraf")
 
 
 class ConfigError(Exception):
@@ -122,7 +125,7 @@ class DeviceConfig(Strict):
     @classmethod
     def _legacy(cls, v: str | None) -> str | None:
         if v is not None and not DEVICE_ID.fullmatch(v):
-            raise ValueError("must match [a-z][a-z0-9_-]*")
+            raise ValueError("must match [a-z][a-z0-9_]*")
         return v
 
 
@@ -148,6 +151,15 @@ class BrokerConfig(Strict):
 
     bind: str = "127.0.0.1"
     port: int = Field(default=1883, ge=1, le=65535)
+    tls_port: int = Field(default=8883, ge=1, le=65535, description="MQTT over TLS")
+    websockets_port: int = Field(default=9001, ge=1, le=65535, description="MQTT over websockets, for the gateway")
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "BrokerConfig":
+        ports = [self.port, self.tls_port, self.websockets_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"port, tls_port and websockets_port must differ, got {ports}")
+        return self
 
 
 class StackConfig(Strict):
@@ -179,7 +191,9 @@ def _device_errors(dev_id: str, raw: Any) -> list[str]:
     from slowctl.drivers import DRIVERS
 
     where = f"devices.{dev_id}"
-    errors = [] if DEVICE_ID.fullmatch(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_-]* (max 32 chars)"]
+    errors = [] if DEVICE_ID.fullmatch(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_]* (max 32 chars)"]
+    if dev_id in RESERVED_IDS:
+        errors.append(f"{where}: device id {dev_id!r} is reserved for a broker role ({', '.join(RESERVED_IDS)})")
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
         return errors
     driver = DRIVERS.get(raw["model"])
@@ -205,15 +219,13 @@ def parse_config(data: Any, source: str = "config") -> StackConfig:
     except ValidationError as exc:
         errors += _format_errors(exc)
     devices = data.get("devices")
-    legacy: dict[str, str] = {}
     if isinstance(devices, dict):
         for dev_id, raw in devices.items():
             errors += _device_errors(dev_id, raw)
             name = raw.get("legacy_name") if isinstance(raw, dict) else None
-            if isinstance(name, str):
-                if name in legacy:
-                    errors.append(f"devices.{dev_id}.legacy_name: {name!r} already used by {legacy[name]}")
-                legacy[name] = dev_id
+            if isinstance(name, str) and name != dev_id and DEVICE_ID.fullmatch(name):
+                # the broker ACL lets a device publish /<its id>/status only
+                errors.append(f"devices.{dev_id}.legacy_name: must equal the device id {dev_id!r}, got {name!r}")
     if errors or stack is None:
         raise ConfigError(errors, source)
     return stack

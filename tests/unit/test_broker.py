@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import stat
 
 import pytest
@@ -12,10 +13,13 @@ import pytest
 from slowctl.broker import (PBKDF2_ITERATIONS, acl, hash_password, load_credentials, password_file, users_for,
                             write_broker_files)
 from slowctl.config import parse_config
+from slowctl.tls import ensure_tls
 
 
-def parse_acl(text: str) -> dict[str, list[tuple[str, str]]]:
-    rules: dict[str, list[tuple[str, str]]] = {}
+def parse_acl(text: str, users: list[str]) -> dict[str, list[tuple[str, str]]]:
+    """Each user's rules as Mosquitto applies them: its own block plus every pattern, %u substituted."""
+    blocks: dict[str, list[tuple[str, str]]] = {}
+    patterns: list[tuple[str, str]] = []
     user = None
     for line in text.splitlines():
         line = line.strip()
@@ -24,13 +28,17 @@ def parse_acl(text: str) -> dict[str, list[tuple[str, str]]]:
         words = line.split()
         if words[0] == "user":
             user = words[1]
-            assert user not in rules, f"user {user} appears twice"
-            rules[user] = []
+            assert user not in blocks, f"user {user} appears twice"
+            blocks[user] = []
+        elif words[0] == "pattern":
+            assert len(words) == 3 and words[1] in ("read", "write"), line
+            patterns.append((words[1], words[2]))
         else:
             assert words[0] == "topic" and len(words) == 3 and words[1] in ("read", "write", "readwrite"), line
             assert user is not None, f"rule outside a user block: {line}"
-            rules[user].append((words[1], words[2]))
-    return rules
+            blocks[user].append((words[1], words[2]))
+    assert set(blocks) <= set(users), set(blocks) - set(users)
+    return {u: blocks.get(u, []) + [(a, pat.replace("%u", u)) for a, pat in patterns] for u in users}
 
 
 def matches(pattern: str, topic: str) -> bool:
@@ -54,7 +62,7 @@ def test_matcher_sanity():
 
 @pytest.fixture(scope="module")
 def rules(stack_config):
-    return parse_acl(acl(stack_config))
+    return parse_acl(acl(stack_config), users_for(stack_config))
 
 
 DEVICES = ("hv", "lv", "climate")
@@ -67,38 +75,44 @@ def all_topics():
     return out
 
 
-def test_every_role_and_service_has_a_block(rules, stack_config):
-    services = {f"svc-{d}" for d in stack_config.devices}
-    assert "svc-hv" in services and "svc-climate" in services
-    assert set(rules) == set(users_for(stack_config)) == {"viewer", "operator", "telegraf"} | services
+def test_users_are_the_roles_and_one_per_device(stack_config):
+    assert users_for(stack_config) == ["viewer", "operator", "nodered", "telegraf", *stack_config.devices]
+
+
+def test_roles_cannot_use_what_patterns_give_a_device(rules):
+    # patterns apply to every user: a role's own name is never a device, so this gives it nothing
+    for role in ("viewer", "telegraf", "operator", "nodered"):
+        assert not any(can(rules, role, "write", t) for t in all_topics() if "/cmd" not in t), role
 
 
 @pytest.mark.parametrize("user", ["viewer", "telegraf"])
 def test_readers_read_everything_write_nothing(rules, user):
-    assert all(access == "read" for access, _ in rules[user])
     for topic in all_topics():
         assert not can(rules, user, "write", topic), topic
-        if not topic.startswith("/") or topic.endswith("/status"):
+        if not topic.startswith("/"):
             assert can(rules, user, "read", topic), topic
+    # legacy status for viewers; the archive takes the contract's topics only
+    assert can(rules, user, "read", "/hv/status") == (user == "viewer")
 
 
-def test_operator_writes_only_commands(rules):
-    writable = [t for t in all_topics() if can(rules, "operator", "write", t)]
+@pytest.mark.parametrize("user", ["operator", "nodered"])
+def test_operator_writes_only_commands(rules, user):
+    writable = [t for t in all_topics() if can(rules, user, "write", t)]
     assert sorted(writable) == sorted(
         [f"slowctl/{d}/{s}" for d in DEVICES for s in ("cmd", "cmd/vset/0")]
-        + [f"/{d}/cmd/{k}" for d in ("hv", "lv") for k in ("setv/0", "switch/1")])
+        + ([f"/{d}/cmd/{k}" for d in ("hv", "lv") for k in ("setv/0", "switch/1")] if user == "operator" else []))
     for d in DEVICES:
         for s in ("availability", "status", "metrics", "health", "reply"):
-            assert can(rules, "operator", "read", f"slowctl/{d}/{s}")
-    assert can(rules, "operator", "read", "/hv/status") and not can(rules, "operator", "write", "/hv/status")
+            assert can(rules, user, "read", f"slowctl/{d}/{s}")
+    assert not can(rules, user, "write", "/hv/status")
 
 
 @pytest.mark.parametrize("dev", DEVICES)
 def test_service_writes_only_its_own_topics(rules, dev):
-    user = f"svc-{dev}"
+    user = dev
     writable = {t for t in all_topics() if can(rules, user, "write", t)}
     expected = {f"slowctl/{dev}/{s}" for s in ("availability", "status", "metrics", "health", "reply", "reply/mine")}
-    if dev in ("hv", "lv"):
+    if dev in ("hv", "lv"):  # the pattern gives every device its own legacy topics
         expected.add(f"/{dev}/status")
     assert writable == expected
     readable = {t for t in all_topics() if can(rules, user, "read", t)}
@@ -109,17 +123,20 @@ def test_service_writes_only_its_own_topics(rules, dev):
     assert not any("+" in pat.split("/")[:2] or pat.startswith("slowctl/#") for _, pat in rules[user])
 
 
-def test_acl_follows_topic_root_and_legacy_names(raw):
+def test_acl_follows_topic_root(raw):
     raw["mqtt"]["topic_root"] = "lab/bench2"
-    raw["devices"]["lv"]["legacy_name"] = "lvold"
-    del raw["devices"]["hv"]["legacy_name"]
-    r = parse_acl(acl(parse_config(raw)))
+    stack = parse_config(raw)
+    r = parse_acl(acl(stack), users_for(stack))
     assert can(r, "operator", "write", "lab/bench2/hv/cmd")
     assert not can(r, "operator", "write", "slowctl/hv/cmd")
-    assert can(r, "operator", "write", "/lvold/cmd/setv/0")
-    assert not any(pat.startswith("/hv/") for rs in r.values() for _, pat in rs)
-    assert can(r, "svc-lv", "write", "/lvold/status") and can(r, "svc-lv", "read", "/lvold/cmd/switch/0")
-    assert not can(r, "svc-hv", "write", "/lvold/status")
+    assert can(r, "hv", "write", "lab/bench2/hv/status") and not can(r, "hv", "write", "slowctl/hv/status")
+    assert can(r, "operator", "write", "/lv/cmd/setv/0")  # legacy topics have no root
+
+
+def test_acl_is_the_shared_file(stack_config):
+    from slowctl.paths import REPO
+
+    assert acl(stack_config) == (REPO / "mosquitto" / "acl").read_text()
 
 
 def verify_mosquitto7(entry: str, password: str) -> bool:
@@ -149,9 +166,9 @@ def test_hash_is_salted():
 
 
 def test_password_file_lines_verify():
-    creds = {"viewer": "v-pw", "svc-hv": "h-pw"}
-    lines = password_file(creds, ["viewer", "svc-hv"]).splitlines()
-    assert [line.split(":", 1)[0] for line in lines] == ["viewer", "svc-hv"]
+    creds = {"viewer": "v-pw", "hv": "h-pw"}
+    lines = password_file(creds, ["viewer", "hv"]).splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["viewer", "hv"]
     assert verify_mosquitto7(lines[0].split(":", 1)[1], "v-pw")
     assert verify_mosquitto7(lines[1].split(":", 1)[1], "h-pw")
 
@@ -180,9 +197,9 @@ def test_existing_passwords_kept_new_users_added(tmp_path):
     first = load_credentials(path, ["viewer", "operator"])
     again = load_credentials(path, ["viewer", "operator"])
     assert again == first
-    more = load_credentials(path, ["viewer", "operator", "svc-new"])
+    more = load_credentials(path, ["viewer", "operator", "new"])
     assert more["viewer"] == first["viewer"] and more["operator"] == first["operator"]
-    assert "svc-new" in more and more["svc-new"] not in first.values()
+    assert "new" in more and more["new"] not in first.values()
     assert json.loads(path.read_text()) == more
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
@@ -196,7 +213,8 @@ def test_hand_set_password_is_never_replaced(tmp_path):
 
 
 def test_write_broker_files(tmp_path, stack_config):
-    conf, creds = write_broker_files(stack_config, tmp_path)
+    tls = ensure_tls(tmp_path / "tls", ["localhost"])
+    conf, creds = write_broker_files(stack_config, tmp_path, tls)
     broker = tmp_path / "broker"
     assert conf == broker / "mosquitto.conf"
     passwd = broker / "passwd"
@@ -207,8 +225,12 @@ def test_write_broker_files(tmp_path, stack_config):
         assert verify_mosquitto7(entry, creds[user]), user
     text = conf.read_text()
     assert "allow_anonymous false" in text and f"password_file {passwd}" in text
-    assert f"listener {stack_config.broker.port} {stack_config.broker.bind}" in text
+    b = stack_config.broker
+    for port in (b.port, b.tls_port, b.websockets_port):
+        assert f"listener {port} {b.bind}" in text
+    assert f"certfile {tls.cert}" in text and f"keyfile {tls.key}" in text and "protocol websockets" in text
+    assert not re.search(r"\$\{[A-Z_]+\}", text)
     assert (broker / "acl").read_text() == acl(stack_config)
     # a second run keeps the passwords
-    _, creds2 = write_broker_files(stack_config, tmp_path)
+    _, creds2 = write_broker_files(stack_config, tmp_path, tls)
     assert creds2 == creds

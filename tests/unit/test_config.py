@@ -151,10 +151,26 @@ def test_bad_legacy_name(raw, name):
     assert has(errors_of(raw), "devices.lv.legacy_name", "must match")
 
 
-def test_duplicate_legacy_name(raw):
+def test_legacy_name_other_than_the_device_id(raw):
     raw["devices"]["lv"]["legacy_name"] = "hv"
     errors = errors_of(raw)
-    assert has(errors, "devices.lv.legacy_name", "'hv'", "already used by hv"), errors
+    assert has(errors, "devices.lv.legacy_name", "must equal the device id 'lv'", "'hv'"), errors
+
+
+@pytest.mark.parametrize("dev_id", ["viewer", "operator", "nodered", "telegraf"])
+def test_device_id_of_a_broker_role_is_refused(raw, dev_id):
+    raw["devices"][dev_id] = raw["devices"].pop("climate")
+    assert has(errors_of(raw), f"devices.{dev_id}", "reserved for a broker role"), errors_of(raw)
+
+
+def test_device_id_with_a_hyphen_is_refused(raw):
+    raw["devices"]["hv-1"] = raw["devices"].pop("climate")
+    assert has(errors_of(raw), "devices.hv-1", "must match [a-z][a-z0-9_]*")
+
+
+def test_broker_ports_must_differ(raw):
+    raw["broker"]["tls_port"] = raw["broker"]["port"]
+    assert has(errors_of(raw), "broker", "must differ")
 
 
 def test_channel_the_model_does_not_have(raw):
@@ -290,5 +306,5 @@ def test_several_errors_reported_at_once(raw):
     assert has(errors, "devices.hv.model", "unknown model")
     assert has(errors, "devices.lv.channels.0.vmax", "outside")
     assert has(errors, "devices.lv.channels.1.rampup")
-    assert has(errors, "devices.climate.legacy_name", "already used")
+    assert has(errors, "devices.climate.legacy_name", "must equal the device id")
     assert len(errors) >= 6

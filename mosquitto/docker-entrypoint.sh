@@ -1,0 +1,47 @@
+#!/bin/sh
+# Broker container start: password file from the MQTT_PASSWORD_* environment
+# (.env), config rendered from the template, TLS key copied so that the
+# broker can read it whether it runs as root or as the mosquitto user.
+set -eu
+
+# paths and ports are the image's; the tests run this same script natively with their own
+CONF=${BROKER_CONF_DIR:-/mosquitto/config}
+RUN=${BROKER_RUN_DIR:-/mosquitto/run}
+DATA=${BROKER_DATA_DIR:-/mosquitto/data}
+TLS=${BROKER_TLS_DIR:-/etc/slowctl/tls}
+mkdir -p "$RUN" "$DATA"
+umask 077
+
+# MQTT_PASSWORD_<USER IN CAPITALS>=secret -> user "<user in lower case>"
+: > "$RUN/passwd"
+env | grep '^MQTT_PASSWORD_[A-Z0-9_]*=' | while IFS='=' read -r name value; do
+    user=$(echo "${name#MQTT_PASSWORD_}" | tr 'A-Z' 'a-z')
+    if [ -z "$value" ]; then
+        echo "mosquitto: $name is empty: run 'slowctl init'" >&2
+        exit 1
+    fi
+    printf '%s:%s\n' "$user" "$value" >> "$RUN/passwd"
+done
+[ -s "$RUN/passwd" ] || { echo "mosquitto: no MQTT_PASSWORD_* variables: run 'slowctl init'" >&2; exit 1; }
+mosquitto_passwd -U "$RUN/passwd"
+
+cp "$TLS/server.crt" "$RUN/server.crt"
+cp "$TLS/server.key" "$RUN/server.key"
+
+if [ "$(id -u)" = 0 ]; then
+    run_user=mosquitto
+    chown -R mosquitto:mosquitto "$RUN" "$DATA"
+else
+    run_user=$(id -un 2>/dev/null || id -u)
+fi
+
+sed -e "s#\${PASSWORD_FILE}#$RUN/passwd#" \
+    -e "s#\${ACL_FILE}#$CONF/acl#" \
+    -e "s#\${RUN_USER}#$run_user#" \
+    -e "s#\${DATA_DIR}#$DATA#" \
+    -e "s#\${MQTT_PORT}#${BROKER_MQTT_PORT:-1883}#" -e "s#\${MQTTS_PORT}#${BROKER_MQTTS_PORT:-8883}#" \
+    -e "s#\${WS_PORT}#${BROKER_WS_PORT:-9001}#" -e "s#\${BIND}#${BROKER_BIND:-0.0.0.0}#" \
+    -e "s#\${TLS_CERT}#$RUN/server.crt#" -e "s#\${TLS_KEY}#$RUN/server.key#" \
+    "$CONF/mosquitto.conf.template" > "$RUN/mosquitto.conf"
+
+exec mosquitto -c "$RUN/mosquitto.conf"
