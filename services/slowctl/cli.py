@@ -47,9 +47,59 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"(configured: {', '.join(stack.devices)})", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.device} %(levelname)s %(message)s")
+    if args.simulator:
+        sim = stack.devices[args.device].simulator
+        if sim is None:
+            print(f"slowctl run: --simulator needs devices.{args.device}.simulator.port in {args.config}",
+                  file=sys.stderr)
+            return 2
+        dev = stack.devices[args.device].model_copy(update={"address": f"socket://{args.simulator}:{sim.port}"})
+        stack = stack.model_copy(update={"devices": {**stack.devices, args.device: dev}})
     restarts = int(os.environ.get("SLOWCTL_RESTARTS", "0") or 0)
     service = DeviceService(args.device, stack, Endpoint.from_config(stack.mqtt), restarts=restarts)
     return service.run()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from slowctl.setup_env import init
+
+    config = Path(args.config)
+    stack = load_config(config)
+    if config.resolve().parent != (Path.cwd() / "config").resolve():
+        print(f"slowctl init: {config} must be in ./config, which the compose stack mounts", file=sys.stderr)
+        return 2
+    added, tls = init(stack, config.name, Path(args.env_file), Path(args.tls_dir), args.hostname)
+    print(f"{args.env_file}: " + (f"added {', '.join(added)}" if added else "complete, nothing changed"))
+    print(f"TLS: CA {tls.ca_cert} (give it to browsers and MQTT clients), server {tls.cert}")
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from slowctl.stack import StackError, simulator_args
+    from slowctl_dummy.cli import main as sim_main
+
+    stack = load_config(args.config)
+    if args.device not in stack.devices:
+        print(f"slowctl simulate: device {args.device!r} is not in {args.config}", file=sys.stderr)
+        return 2
+    try:
+        argv = simulator_args(args.device, stack.devices[args.device], Path(args.config).parent, args.bind)
+    except StackError as exc:
+        print(f"slowctl simulate: {exc}", file=sys.stderr)
+        return 2
+    return sim_main(argv)
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    from slowctl.heartbeat import ENV, check
+
+    path = args.file or os.environ.get(ENV)
+    if not path:
+        print(f"slowctl healthcheck: no --file and {ENV} is not set", file=sys.stderr)
+        return 2
+    problem = check(Path(path), args.max_age)
+    print(problem or "healthy")
+    return 1 if problem else 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -121,10 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--state-dir", default=None, help="state directory (default: state_dir of the config)")
     sp.set_defaults(func=cmd_up)
 
+    sp = sub.add_parser("init", help="compose stack: write .env with random secrets and the TLS material")
+    sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"stack config in ./config (default {DEFAULT_CONFIG})")
+    sp.add_argument("--env-file", default=".env", help="default .env")
+    sp.add_argument("--tls-dir", default="secrets/tls",
+                    help="CA and server certificate (default secrets/tls); put your own server.crt/.key there "
+                         "first to use them")
+    sp.add_argument("--hostname", help="host name for URLs and the certificate (default: this machine's)")
+    sp.set_defaults(func=cmd_init)
+
     sp = sub.add_parser("run", help="run one device service (what a container runs)")
     sp.add_argument("device")
     sp.add_argument("--config", required=True)
+    sp.add_argument("--simulator", metavar="HOST",
+                    help="talk to the device's simulator at HOST:<simulator.port> instead of its address")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("simulate", help="run the simulator of a device of the config (what a dummy container runs)")
+    sp.add_argument("device")
+    sp.add_argument("--config", required=True)
+    sp.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sp.set_defaults(func=cmd_simulate)
 
     # listed for --help only: main() hands `slowctl sim ...` to the simulator CLI untouched
     sub.add_parser("sim", help="run one instrument simulator (slowctl sim --help)", add_help=False)
@@ -145,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("value", nargs="?")
     client_opts(sp)
     sp.set_defaults(func=cmd_set)
+
+    sp = sub.add_parser("healthcheck", help="container healthcheck of a device service (its heartbeat file)")
+    sp.add_argument("--file", help=f"heartbeat file (default: $SLOWCTL_HEALTH_FILE)")
+    sp.add_argument("--max-age", type=float, default=15.0, help="seconds (default 15)")
+    sp.set_defaults(func=cmd_healthcheck)
 
     sp = sub.add_parser("check", help="validate a stack config; prints every error with its key path")
     sp.add_argument("file")

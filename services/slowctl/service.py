@@ -26,6 +26,7 @@ from slowctl.config import DeviceConfig, StackConfig
 from slowctl.contract import ChannelState, ChillerChannel, DeviceState, LegacyTopics, Reading, SupplyChannel, Topics
 from slowctl.drivers import DRIVERS, Driver, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
+from slowctl.heartbeat import Heartbeat
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 from slowctl.payloads import channel_dict, legacy_status, metrics_lines
 from slowctl.ramp import SoftRamp
@@ -79,6 +80,7 @@ class DeviceService:
             will=(self.topics.availability, "offline"), on_connect=self._announce,
         )
         self.health = Health(restarts=restarts)
+        self.heartbeat = Heartbeat.from_env()
         self.stop_event = threading.Event()
         self.queue: queue.Queue[Command] = queue.Queue()
         self._driver: Driver | None = None
@@ -194,6 +196,7 @@ class DeviceService:
         backoff = 0.5
         next_poll = time.monotonic()
         while not self.stop_event.is_set():
+            self.heartbeat.beat(self.mqtt.connected.is_set())
             try:
                 backoff, next_poll = self._poll_step(backoff, next_poll)
             except Exception as exc:  # a bug must not end the service: treat it as a lost link

@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from slowctl.broker import service_user, write_broker_files
-from slowctl.config import StackConfig
+from slowctl.config import DeviceConfig, StackConfig
 from slowctl.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession
 from slowctl.supervisor import ProcessSpec, Supervisor, port_open
@@ -36,6 +36,21 @@ def find_mosquitto() -> str:
     if not path:
         raise StackError("mosquitto not found: install it (apt-get install mosquitto)")
     return path
+
+
+def simulator_args(dev_id: str, dev: DeviceConfig, config_dir: Path, host: str) -> list[str]:
+    """`slowctl sim` arguments that simulate this device as its config describes."""
+    sim = dev.simulator
+    if sim is None:
+        raise StackError(f"devices.{dev_id}.simulator: needed to simulate it (port of its simulator)")
+    args = [dev.model, "--tcp", f"{host}:{sim.port}"]
+    if sim.scenario:
+        # a file relative to the config, else a bundled scenario name (dummy/README.md)
+        beside = config_dir / sim.scenario
+        args += ["--scenario", str(beside) if beside.is_file() else sim.scenario]
+    if sim.baud:
+        args += ["--baud", str(sim.baud)]
+    return args + sim.args
 
 
 def resolve_dummy(raw: dict, stack: StackConfig) -> dict:
@@ -72,16 +87,8 @@ class NativeStack:
         sims = []
         if self.dummy:
             for dev_id, dev in self.stack.devices.items():
-                sim = dev.simulator
-                assert sim is not None
-                argv = [sys.executable, "-m", "slowctl", "sim", dev.model, "--tcp", f"{SIM_HOST}:{sim.port}"]
-                if sim.scenario:
-                    # a file relative to the config, else a bundled scenario name (dummy/README.md)
-                    beside = self.config_path.parent / sim.scenario
-                    argv += ["--scenario", str(beside) if beside.is_file() else sim.scenario]
-                if sim.baud:
-                    argv += ["--baud", str(sim.baud)]
-                sims.append(ProcessSpec(f"sim-{dev_id}", argv + sim.args, ready_port=(SIM_HOST, sim.port), tier=1))
+                argv = [sys.executable, "-m", "slowctl", "sim", *simulator_args(dev_id, dev, self.config_path.parent, SIM_HOST)]
+                sims.append(ProcessSpec(f"sim-{dev_id}", argv, ready_port=(SIM_HOST, dev.simulator.port), tier=1))
         services = [
             ProcessSpec(f"service-{dev_id}", [sys.executable, "-m", "slowctl", "run", dev_id, "--config", str(resolved)],
                         env={"SLOWCTL_MQTT_USERNAME": service_user(dev_id),
