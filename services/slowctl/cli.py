@@ -90,6 +90,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return sim_main(argv)
 
 
+def cmd_db_check(args: argparse.Namespace) -> int:
+    from slowctl.docstore import DocstoreError, MongoSettings, check
+
+    try:
+        print(check(MongoSettings.from_env(), timeout=args.timeout))
+    except DocstoreError as exc:
+        print(f"slowctl db-check: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     from slowctl.heartbeat import ENV, check
 
@@ -212,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("value", nargs="?")
     client_opts(sp)
     sp.set_defaults(func=cmd_set)
+
+    sp = sub.add_parser("db-check", help="check MongoDB as the slowctl user (SLOWCTL_MONGO_HOST, _PORT, "
+                                         "_DATABASE, _USER, _PASSWORD)")
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    sp.set_defaults(func=cmd_db_check)
 
     sp = sub.add_parser("healthcheck", help="container healthcheck of a device service (its heartbeat file)")
     sp.add_argument("--file", help=f"heartbeat file (default: $SLOWCTL_HEALTH_FILE)")

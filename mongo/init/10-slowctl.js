@@ -1,0 +1,13 @@
+// First start of the mongo container (empty data volume), run by mongosh as the root user:
+// the slowctl database and its least-privilege user (readWrite on that database, nothing else).
+const dbName = process.env.MONGO_INITDB_DATABASE;
+const user = process.env.MONGO_USER;
+const pwd = process.env.MONGO_PASSWORD;
+if (!dbName || !user || !pwd) {
+  throw new Error("MONGO_INITDB_DATABASE, MONGO_USER and MONGO_PASSWORD must be set: run `slowctl init`");
+}
+const slowctl = db.getSiblingDB(dbName);
+slowctl.createUser({user: user, pwd: pwd, roles: [{role: "readWrite", db: dbName}]});
+// collections exist from the start, so the database does too
+slowctl.createCollection("commands");    // command audit trail
+slowctl.createCollection("procedures");  // procedure results
