@@ -53,13 +53,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class Probe:
     """An MQTT v5 client as a user would have it: subscribe, publish, wait for messages."""
 
-    def __init__(self, host: str, port: int, username: str | None, password: str | None) -> None:
+    def __init__(self, host: str, port: int, username: str | None, password: str | None,
+                 transport: str = "tcp", tls_ca: str | None = None, ws_path: str = "/mqtt") -> None:
         self.messages: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
         self.last: dict[str, mqtt.MQTTMessage] = {}
         self._lock = threading.Lock()
         self._seen: list[mqtt.MQTTMessage] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5)
+                                  protocol=mqtt.MQTTv5, transport=transport)
+        if transport == "websockets":
+            self.client.ws_set_options(path=ws_path)
+        if tls_ca:
+            self.client.tls_set(ca_certs=tls_ca)  # verifies the chain and the host name
         if username:
             self.client.username_pw_set(username, password)
         self.connack: Any = None

@@ -1,0 +1,183 @@
+"""The compose broker, natively: mosquitto/docker-entrypoint.sh with the project's config on loopback.
+
+The same script, ACL and template the eclipse-mosquitto container runs; only
+paths and ports are moved (BROKER_* variables) so that it runs here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import ssl
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from slowctl.config import load_config
+from slowctl.setup_env import read_env, write_env, variables
+from slowctl.tls import ensure_tls
+from tests.harness import REPO, Probe, die_with_parent, free_port, wait_until
+from slowctl.supervisor import port_open
+
+NOT_AUTHORIZED = 135
+ENTRYPOINT = REPO / "mosquitto" / "docker-entrypoint.sh"
+
+
+def _need_mosquitto() -> None:
+    if not (shutil.which("mosquitto") or os.path.exists("/usr/sbin/mosquitto")):
+        pytest.skip("mosquitto is not installed: run scripts/install.sh")
+
+
+class Broker:
+    def __init__(self, env_values: dict[str, str], tls_dir: Path) -> None:
+        # the broker drops to user 'mosquitto' when started as root: its directories must be reachable
+        self.root = Path(tempfile.mkdtemp(prefix="slowctl-broker-"))
+        os.chmod(self.root, 0o755)
+        self.ports = {"mqtt": free_port(), "mqtts": free_port(), "ws": free_port()}
+        self.env = {
+            "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin",
+            "BROKER_CONF_DIR": str(REPO / "mosquitto"), "BROKER_RUN_DIR": str(self.root / "run"),
+            "BROKER_DATA_DIR": str(self.root / "data"), "BROKER_TLS_DIR": str(tls_dir),
+            "BROKER_MQTT_PORT": str(self.ports["mqtt"]), "BROKER_MQTTS_PORT": str(self.ports["mqtts"]),
+            "BROKER_WS_PORT": str(self.ports["ws"]), "BROKER_BIND": "127.0.0.1",
+            **{k: v for k, v in env_values.items() if k.startswith("MQTT_PASSWORD_")},
+        }
+        self.proc: subprocess.Popen | None = None
+        self.log = self.root / "broker.log"
+
+    def start(self) -> "Broker":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(["sh", str(ENTRYPOINT)], env=self.env, stdout=log, stderr=log,
+                                         preexec_fn=die_with_parent)
+        wait_until(lambda: all(port_open("127.0.0.1", p) for p in self.ports.values()) or self.proc.poll() is not None,
+                   10, what="the broker's three listeners")
+        assert self.proc.poll() is None, self.log.read_text()
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("secrets")
+    write_env(d / ".env", variables(load_config(REPO / "config" / "bench.yaml"), "localhost", "bench.yaml"))
+    return d, read_env(d / ".env"), ensure_tls(d / "tls", ["localhost"])
+
+
+@pytest.fixture(scope="module")
+def broker(secrets_dir):
+    _need_mosquitto()
+    _, env, tls = secrets_dir
+    b = Broker(env, tls.cert.parent).start()
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def connect(broker, secrets_dir):
+    probes: list[Probe] = []
+    env = secrets_dir[1]
+
+    def make(user: str | None, kind: str = "mqtt", password: str | None = None, ca: str | None = None) -> Probe:
+        pw = password if password is not None else (env[f"MQTT_PASSWORD_{user.upper()}"] if user else None)
+        transport = "websockets" if kind == "ws" else "tcp"
+        tls_ca = (ca or str(secrets_dir[2].ca_cert)) if kind == "mqtts" else None
+        p = Probe("localhost" if tls_ca else "127.0.0.1", broker.ports[kind], user, pw, transport, tls_ca)
+        probes.append(p)
+        p.wait_connected()
+        return p
+
+    yield make
+    for p in probes:
+        p.close()
+
+
+def test_password_file_built_from_env_and_private(broker):
+    passwd = broker.root / "run" / "passwd"
+    users = [line.split(":", 1)[0] for line in passwd.read_text().splitlines()]
+    assert sorted(users) == sorted(["viewer", "operator", "nodered", "telegraf",
+                                    *load_config(REPO / "config" / "bench.yaml").devices])
+    assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.read_text().splitlines())
+    assert stat.S_IMODE(passwd.stat().st_mode) == 0o600
+    if os.getuid() == 0:  # the broker runs as 'mosquitto' and owns what it reads
+        import pwd
+        assert pwd.getpwuid(passwd.stat().st_uid).pw_name == "mosquitto"
+        assert pwd.getpwuid((broker.root / "data").stat().st_uid).pw_name == "mosquitto"
+
+
+@pytest.mark.parametrize("kind", ["mqtt", "mqtts", "ws"])
+def test_anonymous_and_wrong_password_refused(connect, kind):
+    assert connect(None, kind).connack.is_failure
+    assert connect("viewer", kind, password="wrong").connack.is_failure
+    assert not connect("viewer", kind).connack.is_failure
+
+
+def test_viewer_cannot_command_operator_and_ui_can(connect):
+    assert connect("viewer").publish("slowctl/hv/cmd/on/0", b"") == NOT_AUTHORIZED
+    assert connect("telegraf").publish("slowctl/hv/cmd", b"{}") == NOT_AUTHORIZED
+    for user in ("operator", "nodered"):
+        code = connect(user).publish("slowctl/hv/cmd/vset/0", b"10")
+        assert code.value in (0, 16), f"{user}: {code}"  # success / no matching subscribers
+
+
+def test_device_publishes_only_its_own_topics(connect):
+    hv = connect("hv")
+    for topic in ("slowctl/hv/status", "slowctl/hv/availability", "slowctl/hv/reply/x", "/hv/status"):
+        assert hv.publish(topic, b"{}").value in (0, 16), topic
+    for topic in ("slowctl/lv/status", "slowctl/lv/availability", "slowctl/hv/cmd/on/0", "/lv/status"):
+        assert hv.publish(topic, b"{}") == NOT_AUTHORIZED, topic
+
+
+def test_tls_verifies_against_the_generated_ca_only(connect, secrets_dir, tmp_path):
+    probe = connect("viewer", "mqtts")
+    assert not probe.connack.is_failure
+    sock = probe.client.socket()
+    assert isinstance(sock, ssl.SSLSocket) and sock.version() in ("TLSv1.2", "TLSv1.3")
+    other = ensure_tls(tmp_path / "other-ca", ["localhost"])
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect("viewer", "mqtts", ca=str(other.ca_cert))
+
+
+def test_websockets_carry_mqtt(connect):
+    sub = connect("viewer", "ws")
+    sub.subscribe("slowctl/hv/cmd/#")
+    assert connect("operator").publish("slowctl/hv/cmd/vset/1", b"5").value == 0
+    assert sub.wait_message("slowctl/hv/cmd/vset/1").payload == b"5"
+
+
+def test_retained_state_survives_a_restart(broker, connect):
+    hv = connect("hv")
+    hv.publish("slowctl/hv/availability", b"online", retain=True)
+    hv.close()
+    broker.stop()  # SIGTERM: the broker writes its persistence file
+    assert (broker.root / "data" / "mosquitto.db").exists()
+    broker.start()
+    viewer = connect("viewer")
+    viewer.subscribe("slowctl/hv/availability")
+    assert viewer.wait_message("slowctl/hv/availability").payload == b"online"
+
+
+def test_missing_password_refuses_to_start(secrets_dir, tmp_path):
+    _need_mosquitto()
+    _, env, tls = secrets_dir
+    b = Broker({**env, "MQTT_PASSWORD_HV": ""}, tls.cert.parent)
+    try:
+        with open(b.log, "wb") as log:
+            rc = subprocess.run(["sh", str(ENTRYPOINT)], env=b.env, stdout=log, stderr=log, timeout=10).returncode
+        assert rc != 0
+        assert "MQTT_PASSWORD_HV is empty: run 'slowctl init'" in b.log.read_text()
+        assert not any(port_open("127.0.0.1", p) for p in b.ports.values())
+    finally:
+        b.close()
