@@ -155,7 +155,7 @@ def v5_props(**values: Any) -> Properties:
 class DummyStack:
     """`slowctl up --dummy` as a user runs it, on free ports in a temporary directory."""
 
-    def __init__(self, workdir: Path, tweak: Callable[[dict], None] | None = None) -> None:
+    def __init__(self, workdir: Path, tweak: Callable[[dict], None] | None = None, ui: bool = False) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = yaml.safe_load(DUMMY_CONFIG.read_text())
@@ -165,6 +165,10 @@ class DummyStack:
         for dev in self.config["devices"].values():
             dev["simulator"]["port"] = free_port()
         self.config["state_dir"] = str(workdir / "state")
+        # the control UI (Node-RED + nginx) only where a test asks for it (tests/ui); grafana: nothing listens
+        self.config["ui"] = ({"enabled": True, "nodered_port": free_port(), "https_port": free_port(),
+                              "http_port": free_port(), "grafana": f"127.0.0.1:{free_port()}"} if ui
+                             else {"enabled": False})
         if tweak:
             tweak(self.config)
         self.state = workdir / "state"

@@ -27,7 +27,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     stack = load_config(args.config)
     raw = yaml.safe_load(Path(args.config).read_text())
     state_dir = Path(args.state_dir) if args.state_dir else stack.resolved_dir(Path.cwd())
-    native = NativeStack(stack, raw, Path(args.config).resolve(), state_dir, dummy=args.dummy)
+    native = NativeStack(stack, raw, Path(args.config).resolve(), state_dir, dummy=args.dummy, ui=not args.no_ui)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: native.stop_event.set())
     try:
@@ -113,6 +113,21 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 1 if problem else 0
 
 
+def cmd_nodered_flows(args: argparse.Namespace) -> int:
+    from slowctl.nodered import FlowError, write_flows
+
+    stack = load_config(args.config)
+    secret = os.environ.get("NODERED_CREDENTIAL_SECRET", "")
+    try:
+        dropped = write_flows(stack, Path(args.out), secret)
+    except FlowError as exc:
+        print(f"slowctl nodered-flows: {exc}", file=sys.stderr)
+        return 1
+    note = f"; removed {len(dropped)} node(s) placed on generated tabs (see {args.out}.bak)" if dropped else ""
+    print(f"{args.out}: flows for {len(stack.devices)} devices{note}")
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     stack = load_config(args.file)
     print(f"{args.file}: ok ({len(stack.devices)} devices: {', '.join(stack.devices)})")
@@ -180,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dummy", action="store_true", help="start a simulator for each device and use it")
     sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"stack config (default {DEFAULT_CONFIG})")
     sp.add_argument("--state-dir", default=None, help="state directory (default: state_dir of the config)")
+    sp.add_argument("--no-ui", action="store_true", help="without the control UI (Node-RED and the gateway)")
     sp.set_defaults(func=cmd_up)
 
     sp = sub.add_parser("init", help="compose stack: write .env with random secrets and the TLS material")
@@ -233,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--file", help=f"heartbeat file (default: $SLOWCTL_HEALTH_FILE)")
     sp.add_argument("--max-age", type=float, default=15.0, help="seconds (default 15)")
     sp.set_defaults(func=cmd_healthcheck)
+
+    sp = sub.add_parser("nodered-flows", help="write the control UI's Node-RED flows for a config "
+                        "(keeps the lab's own tabs; NODERED_CREDENTIAL_SECRET from the environment)")
+    sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"stack config (default {DEFAULT_CONFIG})")
+    sp.add_argument("--out", required=True, help="flows file, e.g. /data/flows.json; flows_cred.json goes beside it")
+    sp.set_defaults(func=cmd_nodered_flows)
 
     sp = sub.add_parser("check", help="validate a stack config; prints every error with its key path")
     sp.add_argument("file")

@@ -162,10 +162,32 @@ class BrokerConfig(Strict):
         return self
 
 
+class UiConfig(Strict):
+    """The native stack's control UI: Node-RED (loopback) behind the nginx gateway (docs/control-ui.md)."""
+
+    enabled: bool = Field(default=True, description="start Node-RED and the gateway when they are installed")
+    hostname: str = Field(default="localhost", min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$",
+                          description="host name in the browser; goes into the server certificate")
+    bind: str = Field(default="127.0.0.1", description="gateway listen address")
+    https_port: int = Field(default=8443, ge=1, le=65535)
+    http_port: int = Field(default=8080, ge=1, le=65535, description="redirects to https_port")
+    nodered_port: int = Field(default=1880, ge=1, le=65535, description="Node-RED, on 127.0.0.1 only")
+    grafana: str = Field(default="127.0.0.1:3000", pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$",
+                         description="host:port behind https://<host>/grafana/ (the native stack has none)")
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> "UiConfig":
+        ports = [self.https_port, self.http_port, self.nodered_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"https_port, http_port and nodered_port must differ, got {ports}")
+        return self
+
+
 class StackConfig(Strict):
     mqtt: MqttConfig = MqttConfig()
     broker: BrokerConfig = BrokerConfig()
     supervisor: SupervisorConfig = SupervisorConfig()
+    ui: UiConfig = UiConfig()
     state_dir: str = ".slowctl"
     devices: dict[str, DeviceConfig]
 

@@ -21,7 +21,8 @@ from slowctl.config import DeviceConfig, StackConfig
 from slowctl.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession
 from slowctl.supervisor import ProcessSpec, Supervisor, port_open
-from slowctl.tls import TlsFiles, ensure_tls
+from slowctl.tls import TlsFiles
+from slowctl.ui import NativeUi, tls_files
 
 SIM_HOST = "127.0.0.1"
 
@@ -67,7 +68,8 @@ def resolve_dummy(raw: dict, stack: StackConfig) -> dict:
 
 
 class NativeStack:
-    def __init__(self, stack: StackConfig, raw: dict, config_path: Path, state_dir: Path, dummy: bool) -> None:
+    def __init__(self, stack: StackConfig, raw: dict, config_path: Path, state_dir: Path, dummy: bool,
+                 ui: bool = True) -> None:
         self.stack = stack
         self.raw = raw
         self.config_path = config_path
@@ -75,6 +77,7 @@ class NativeStack:
         self.dummy = dummy
         self.stop_event = threading.Event()
         self.supervisor = Supervisor(stack.supervisor, self.state_dir / "logs", say=self.say)
+        self.ui = NativeUi(stack, self.state_dir, enabled=ui)  # Node-RED and the gateway (slowctl/ui.py)
 
     @staticmethod
     def say(text: str) -> None:
@@ -111,7 +114,7 @@ class NativeStack:
         return resolved, creds
 
     def _tls(self) -> TlsFiles:
-        return ensure_tls(self.state_dir / "tls", ["localhost"])
+        return tls_files(self.stack, self.state_dir)  # the gateway's host name too
 
     def write_runtime(self) -> None:
         info = {
@@ -161,9 +164,11 @@ class NativeStack:
         broker, sims, services = self._specs(resolved, creds)
         try:
             timeout = max(10.0, 0.3 * len(sims))  # many simulators start slower on a small machine
+            self.ui.check_ports()
             self.supervisor.start([broker])
             self.supervisor.start(sims, ready_timeout=timeout)
             self.supervisor.start(services)
+            self.supervisor.start(self.ui.specs(creds, self.tls), ready_timeout=30)
             self.write_runtime()
             # ~0.5 s of CPU per service start-up; on 2 cores 50 services need more than 10 s
             missing = self.wait_online(creds, online_timeout or max(10.0, 0.5 * len(services)))
@@ -189,6 +194,8 @@ class NativeStack:
             say(f"simulator        {spec.name[4:]:<10} {spec.argv[4]:<12} socket://{spec.ready_port[0]}:{spec.ready_port[1]}")
         for dev_id, dev in self.stack.devices.items():
             say(f"device           {dev_id:<10} {dev.model:<12} {Topics(root, dev_id).base}/#")
+        for line in self.ui.summary():
+            say(line)
         if missing:
             say(f"WARNING: not online after {elapsed:.1f} s: {', '.join(missing)} (logs in {self.state_dir / 'logs'})")
         else:
