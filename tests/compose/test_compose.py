@@ -215,7 +215,7 @@ def test_no_secrets_or_default_passwords_in_tracked_files(env):
         if path.suffix in (".png", ".ico") or "node_modules" in path.parts or path.name == "package-lock.json":
             continue
         text = path.read_text(errors="replace")
-        assert "-----BEGIN " + "PRIVATE KEY" not in text and "BEGIN CERTIFICATE-" not in text, f"{path}: key or certificate"
+        assert "-----BEGIN " + "PRIVATE KEY" not in text and "BEGIN " + "CERTIFICATE-" not in text, f"{path}: key or certificate"
         # a secret variable is only ever referenced, never given a value or a fallback
         for m in re.finditer(r"\$\{((?:[A-Z_]*_)?(?:PASSWORD|TOKEN|SECRET)[A-Z_]*):?-", text):
             pytest.fail(f"{path}: {m.group(1)} has a default value")
