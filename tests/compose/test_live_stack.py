@@ -72,10 +72,13 @@ def https(live, path: str, auth: tuple[str, str] | None = None) -> tuple[int, di
         return e.code, dict(e.headers), e.read()
 
 
+def tls_probe(live, role: str) -> Probe:
+    return Probe("localhost", int(live["SLOWCTL_MQTTS_PORT"]), role, live["secrets"][f"MQTT_PASSWORD_{role.upper()}"],
+                 tls_ca=str(REPO / "secrets" / "tls" / "ca.crt"))
+
+
 def test_every_device_online_over_mqtt_tls(live):
-    s = live["secrets"]
-    p = Probe("localhost", int(live["SLOWCTL_MQTTS_PORT"]), "viewer", s["MQTT_PASSWORD_VIEWER"],
-              tls_ca=str(REPO / "secrets" / "tls" / "ca.crt"))
+    p = tls_probe(live, "viewer")
     try:
         p.subscribe("slowctl/+/availability")
         import yaml
@@ -88,9 +91,7 @@ def test_every_device_online_over_mqtt_tls(live):
 
 
 def test_command_through_tls_gets_its_reply(live):
-    s = live["secrets"]
-    p = Probe("localhost", int(live["SLOWCTL_MQTTS_PORT"]), "operator", s["MQTT_PASSWORD_OPERATOR"],
-              tls_ca=str(REPO / "secrets" / "tls" / "ca.crt"))
+    p = tls_probe(live, "operator")
     try:
         p.subscribe("slowctl/hv/reply")
         p.publish("slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 12, "id": "live-1"}))
