@@ -1,0 +1,206 @@
+"""The flow generator: pages per device, HV confirmation, status never wired to commands, lab tabs kept."""
+
+import json
+import re
+
+import pytest
+import yaml
+
+from harness import DUMMY_CONFIG
+from slowctl.config import load_config, parse_config
+from slowctl.nodered import (BROKER_ID, PREFIX, FlowError, decrypt_credentials, encrypt_credentials, generate,
+                             merge, write_flows)
+
+HV_DEVICES = {"hv", "hv2", "bias"}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    return load_config(DUMMY_CONFIG)
+
+
+@pytest.fixture(scope="module")
+def flows(stack):
+    return generate(stack)
+
+
+def by_type(flows, kind):
+    return [n for n in flows if n["type"] == kind]
+
+
+def device_config(widget):
+    """The device description the generator embedded into the widget."""
+    m = re.search(r"const dev = (\{.*?\})\n", widget["format"])
+    assert m, "no device description in the widget"
+    return json.loads(m.group(1).replace("<\\/", "</"))
+
+
+def test_a_page_per_device_plus_environment_and_health(stack, flows):
+    pages = {p["path"]: p for p in by_type(flows, "ui-page")}
+    assert set(pages) == {f"/{d}" for d in stack.devices} | {"/environment", "/health"}
+    assert len(by_type(flows, "ui-base")) == 1 and by_type(flows, "ui-base")[0]["path"] == "/dashboard"
+    widgets = {w["name"]: w for w in by_type(flows, "ui-template")}
+    assert set(widgets) == set(stack.devices) | {"environment", "health"}
+    # one shared widget source, embedded per device: no hundreds of nodes
+    assert len(flows) < 20 * len(stack.devices)
+
+
+def test_hv_devices_need_confirmation(flows):
+    described = {w["name"]: device_config(w) for w in by_type(flows, "ui-template") if w["name"] not in ("environment", "health")}
+    assert {d for d, c in described.items() if c["confirm"]} == HV_DEVICES
+    assert described["hv"]["confirm_actions"] == ["on", "vset", "iset"]
+    assert described["hv"]["current_unit"] == "µA" and described["lv"]["current_unit"] == "A"
+    assert described["chiller"]["kind"] == "chiller" and described["climate"]["kind"] == "sensor"
+    # the software ramp of the Keithley offers ramp rates; the HMP's channel 1 has none
+    assert "rampup" in described["bias"]["channels"][0]["actions"]
+    assert "rampup" not in described["lv"]["channels"][1]["actions"]
+
+
+def test_any_channel_above_60_v_counts_as_hv(stack):
+    raw = yaml.safe_load(DUMMY_CONFIG.read_text())
+    raw["devices"]["lv"]["channels"][2]["vmax"] = 0  # irrelevant; now make an LV channel an HV one:
+    raw["devices"] = {"lv": raw["devices"]["lv"]}
+    raw["devices"]["lv"]["model"] = "tti-mx100tp"
+    raw["devices"]["lv"]["options"] = {"outputs": 3}
+    raw["devices"]["lv"]["channels"] = {0: {"name": "x", "vmax": 61, "imax": 1}}
+    flows = generate(parse_config(raw))
+    assert device_config(next(w for w in by_type(flows, "ui-template") if w["name"] == "lv"))["confirm"]
+
+
+def reachable(flows, start, through=lambda node: True):
+    """Node ids a message from `start` can reach, following wires only out of nodes where `through`."""
+    ids = {n["id"]: n for n in flows}
+    seen, todo = set(), [start]
+    while todo:
+        nid = todo.pop()
+        if nid != start and not through(ids[nid]):
+            continue
+        for port in ids[nid].get("wires", []):
+            for nxt in port:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+    return seen
+
+
+def test_status_is_never_wired_to_a_command(flows):
+    """A widget does not pass its input on (passthru off), so no MQTT input reaches an MQTT output."""
+    ids = {n["id"]: n for n in flows}
+    outs = {n["id"] for n in by_type(flows, "mqtt out")}
+    assert outs, "no command outputs generated"
+    for widget in by_type(flows, "ui-template"):
+        assert widget["passthru"] is False, widget["name"]
+        assert widget["storeOutMessages"] is False, widget["name"]
+    for mqtt_in in by_type(flows, "mqtt in"):
+        reached = reachable(flows, mqtt_in["id"], through=lambda n: n["type"] != "ui-template")
+        assert not reached & outs, f"{mqtt_in['topic']} reaches {[ids[o]['topic'] for o in reached & outs]}"
+        assert any(ids[n]["type"] == "ui-template" for n in reached), f"{mqtt_in['topic']} feeds no widget"
+    # and the only way into a command output is a widget's own output, through the guard
+    for out in outs:
+        feeders = [n for n in flows if any(out in port for port in n.get("wires", []))]
+        assert [f["name"] for f in feeders] == ["operator commands only"]
+        widgets = [n for n in flows if any(feeders[0]["id"] in port for port in n.get("wires", []))]
+        assert [w["type"] for w in widgets] == ["ui-template"]
+
+
+def test_commands_go_to_the_own_device_never_retained(stack, flows):
+    for out in by_type(flows, "mqtt out"):
+        dev = out["id"][len(PREFIX):].split(".")[0]
+        assert out["topic"] == f"slowctl/{dev}/cmd"
+        assert out["retain"] == "false"
+        assert out["expiry"] == str(int(stack.devices[dev].max_command_age))
+    assert "climate" not in {o["id"].split(".")[1] for o in by_type(flows, "mqtt out")}  # sensors take no commands
+    guard = next(n for n in flows if n["id"] == f"{PREFIX}hv.guard")
+    assert '"0": ["clear", "iset", "off", "on", "rampdown", "rampup", "vset"]' in guard["func"]
+
+
+def test_no_secret_in_the_flows(flows):
+    broker = next(n for n in flows if n["id"] == BROKER_ID)
+    assert broker["broker"] == "${MQTT_HOST}" and broker["port"] == "${MQTT_PORT}"
+    assert "credentials" not in broker and "password" not in json.dumps(flows).lower().replace("passthru", "")
+
+
+LAB_TAB = {"id": "abc123", "type": "tab", "label": "lab: interlock"}
+LAB_NODE = {"id": "def456", "type": "inject", "z": "abc123", "wires": [[]]}
+LAB_CONFIG = {"id": "cfg789", "type": "ui-group", "page": "slowctl.page.hv", "name": "extra"}
+
+
+def test_merge_keeps_lab_tabs_and_replaces_generated_ones(flows):
+    stale = {"id": f"{PREFIX}tab.removed-device", "type": "tab", "label": "slowctl: removed"}
+    on_generated = {"id": "x1", "type": "debug", "z": f"{PREFIX}tab.hv", "wires": []}
+    on_stale = {"id": "x2", "type": "debug", "z": stale["id"], "wires": []}
+    old_widget = {"id": f"{PREFIX}hv.widget", "type": "ui-template", "z": f"{PREFIX}tab.hv", "format": "old"}
+    merged, dropped = merge(flows, [LAB_TAB, LAB_NODE, LAB_CONFIG, stale, on_generated, on_stale, old_widget])
+    ids = [n["id"] for n in merged]
+    assert len(ids) == len(set(ids))
+    assert {"abc123", "def456", "cfg789"} <= set(ids)
+    assert stale["id"] not in ids and "x1" not in ids and "x2" not in ids
+    assert sorted(dropped) == ["x1", "x2"]
+    assert next(n for n in merged if n["id"] == f"{PREFIX}hv.widget")["format"] != "old"
+    assert ids[:len(flows)] == [n["id"] for n in flows]  # generated tabs first
+
+
+def test_write_flows_merges_and_keeps_lab_credentials(stack, tmp_path):
+    path = tmp_path / "flows.json"
+    path.write_text(json.dumps([LAB_TAB, LAB_NODE, {"id": "x1", "type": "debug", "z": f"{PREFIX}tab.hv"}]))
+    (tmp_path / "flows_cred.json").write_text(json.dumps(encrypt_credentials({"def456": {"token": "t"}}, "k")))
+    assert write_flows(stack, path, "k") == ["x1"]
+    written = json.loads(path.read_text())
+    assert {"abc123", "def456"} <= {n["id"] for n in written}
+    assert json.loads((tmp_path / "flows.json.bak").read_text())[2]["id"] == "x1"
+    creds = decrypt_credentials(json.loads((tmp_path / "flows_cred.json").read_text()), "k")
+    assert creds == {"def456": {"token": "t"}, BROKER_ID: {"user": "nodered", "password": "${MQTT_PASSWORD_NODERED}"}}
+    assert (tmp_path / "flows_cred.json").stat().st_mode & 0o077 == 0
+    # idempotent
+    before = path.read_text()
+    assert write_flows(stack, path, "k") == []
+    assert path.read_text() == before
+
+
+def test_bad_inputs_get_clear_errors(stack, tmp_path):
+    path = tmp_path / "flows.json"
+    with pytest.raises(FlowError, match="NODERED_CREDENTIAL_SECRET"):
+        write_flows(stack, path, "")
+    path.write_text("{not json")
+    with pytest.raises(FlowError, match="not valid JSON"):
+        write_flows(stack, path, "k")
+    path.write_text('{"a": 1}')
+    with pytest.raises(FlowError, match="expected a Node-RED flow file"):
+        write_flows(stack, path, "k")
+    path.write_text("[]")
+    (tmp_path / "flows_cred.json").write_text(json.dumps(encrypt_credentials({"a": {"b": "c"}}, "right")))
+    with pytest.raises(FlowError, match="cannot be decrypted"):
+        write_flows(stack, path, "wrong")
+
+
+def test_credentials_match_node_reds_encryption(tmp_path):
+    """Node-RED itself decrypts what we encrypt (same cipher, key and layout)."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("node not installed")
+    blob = encrypt_credentials({"n1": {"user": "u", "password": "${X}"}}, "s3cret")
+    js = ("const c=require('crypto');const b=JSON.parse(process.argv[1])['$'];"
+          "const d=c.createDecipheriv('aes-256-ctr',c.createHash('sha256').update('s3cret').digest(),"
+          "Buffer.from(b.substring(0,32),'hex'));"
+          "process.stdout.write(d.update(b.substring(32),'base64','utf8')+d.final('utf8'))")
+    out = subprocess.run([node, "-e", js, json.dumps(blob)], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == {"n1": {"user": "u", "password": "${X}"}}
+
+
+def test_cli_writes_flows(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "data" / "flows.json"
+    r = subprocess.run([sys.executable, "-m", "slowctl", "nodered-flows", "--config", str(DUMMY_CONFIG), "--out", str(out)],
+                       capture_output=True, text=True, env={**os.environ, "NODERED_CREDENTIAL_SECRET": "k"})
+    assert r.returncode == 0, r.stderr
+    assert "flows for 7 devices" in r.stdout and out.exists() and (out.parent / "flows_cred.json").exists()
+    r = subprocess.run([sys.executable, "-m", "slowctl", "nodered-flows", "--config", str(DUMMY_CONFIG), "--out", str(out)],
+                       capture_output=True, text=True, env={k: v for k, v in os.environ.items()
+                                                            if k != "NODERED_CREDENTIAL_SECRET"})
+    assert r.returncode == 1 and "NODERED_CREDENTIAL_SECRET" in r.stderr
