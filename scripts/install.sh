@@ -33,3 +33,10 @@ if command -v systemctl >/dev/null 2>&1; then
     done
 fi
 "${PYTHON:-python3}" -m pip install -q --disable-pip-version-check -e '.[test]'
+# the control UI: Node-RED and its dashboard, exactly as nodered/package-lock.json pins them;
+# skipped while node_modules matches the lock file
+if ! command -v npm >/dev/null 2>&1; then
+    echo "npm not found: the control UI (Node-RED) needs Node.js >= 18 with npm; slowctl up runs without it" >&2
+elif [ ! nodered/node_modules/.package-lock.json -nt nodered/package-lock.json ]; then
+    (cd nodered && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+fi
