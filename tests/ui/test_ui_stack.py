@@ -183,6 +183,10 @@ def test_no_command_without_a_user_action(browser, ui_stack):
     watch.subscribe("slowctl/+/cmd/#", "/+/cmd/#", "slowctl/lv/status")
     operator = ui_stack.stack.probe("operator")
     operator.wait_connected()
+
+    def commands():
+        return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic]
+
     ctx = browser.new_context(http_credentials=dict(zip(("username", "password"), ui_stack.dashboard)))
     try:
         pages = []
@@ -192,9 +196,11 @@ def test_no_command_without_a_user_action(browser, ui_stack):
             consoles = Console(page)
             open_page(page, ui_stack, name)
             pages.append((name, page, consoles))
+            assert not commands(), f"commands after opening {name}: {commands()[:3]}"  # fail fast on a loop
         for name, page, _ in pages:
             if name in DEVICE_PAGES:
                 wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok", what=f"{name} status")
+            assert not commands(), f"commands while {name} was open: {commands()[:3]}"  # fail fast on a loop
         # someone else changes a setpoint: the new status reaches every open widget
         operator.publish("slowctl/lv/cmd", json.dumps({"action": "vset", "channel": 1, "value": 1.1, "id": "other"}))
         watch.wait_json("slowctl/lv/status", lambda s: s["channels"][1]["vset"] == 1.1)
@@ -205,7 +211,7 @@ def test_no_command_without_a_user_action(browser, ui_stack):
         for name, page, _ in pages:
             page.reload()
         time.sleep(2)
-        seen = [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic]
+        seen = commands()
         assert seen == [("slowctl/lv/cmd", json.dumps({"action": "vset", "channel": 1, "value": 1.1, "id": "other"}).encode())]
         for name, _, console in pages:
             assert not console.csp(), (name, console.csp())
