@@ -55,8 +55,10 @@ def listen(bind: str, port: int) -> str:
 
 
 def native_values(*, bind: str, https_port: int, http_port: int, nodered: str, grafana: str, mqtt_ws: str,
-                  cert: Path, key: Path) -> dict[str, str]:
+                  cert: Path, key: Path, hostname: str = "localhost") -> dict[str, str]:
     return {
+        # HSTS holds for every port of the host: on localhost it would force all local web servers to HTTPS
+        "GATEWAY_HSTS_MAX_AGE": "0" if hostname == "localhost" else "31536000",
         "GATEWAY_HTTPS_LISTEN": listen(bind, https_port),
         "GATEWAY_HTTP_LISTEN": listen(bind, http_port),
         "GATEWAY_HTTPS_PORT": str(https_port),

@@ -110,7 +110,7 @@ class NativeUi:
             gateway.write_native(gw_dir, gateway.native_values(
                 bind=self.ui.bind, https_port=self.ui.https_port, http_port=self.ui.http_port,
                 nodered=f"{NODERED_HOST}:{self.ui.nodered_port}", grafana=self.ui.grafana,
-                mqtt_ws=f"{broker_host}:{b.websockets_port}", cert=tls.cert, key=tls.key))
+                mqtt_ws=f"{broker_host}:{b.websockets_port}", cert=tls.cert, key=tls.key, hostname=self.ui.hostname))
             gateway.check(nginx, gw_dir)
         except gateway.GatewayError as exc:
             raise UiError(str(exc)) from None

@@ -188,6 +188,13 @@ def test_credentials_match_node_reds_encryption(tmp_path):
           "process.stdout.write(d.update(b.substring(32),'base64','utf8')+d.final('utf8'))")
     out = subprocess.run([node, "-e", js, json.dumps(blob)], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == {"n1": {"user": "u", "password": "${X}"}}
+    # and what Node-RED writes on a deploy, we read (its encryptCredentials, same steps)
+    js = ("const c=require('crypto');const iv=c.randomBytes(16);"
+          "const e=c.createCipheriv('aes-256-ctr',c.createHash('sha256').update('s3cret').digest(),iv);"
+          "process.stdout.write(JSON.stringify({'$':iv.toString('hex')+e.update(JSON.stringify({n2:{token:'t'}}),"
+          "'utf8','base64')+e.final('base64')}))")
+    out = subprocess.run([node, "-e", js], capture_output=True, text=True, check=True).stdout
+    assert decrypt_credentials(json.loads(out), "s3cret") == {"n2": {"token": "t"}}
 
 
 def test_cli_writes_flows(tmp_path):

@@ -17,7 +17,7 @@ COMPOSE_ENV = {  # what the compose gateway service sets (docs/control-ui.md)
     "GATEWAY_HTTPS_LISTEN": "443", "GATEWAY_HTTP_LISTEN": "80", "GATEWAY_HTTPS_PORT": "443",
     "GATEWAY_TLS_CERT": "/etc/slowctl/tls/server.crt", "GATEWAY_TLS_KEY": "/etc/slowctl/tls/server.key",
     "GATEWAY_NODERED_UPSTREAM": "nodered:1880", "GATEWAY_GRAFANA_UPSTREAM": "grafana:3000",
-    "GATEWAY_MQTT_WS_UPSTREAM": "mosquitto:9001", "GATEWAY_RESOLVER": "127.0.0.11",
+    "GATEWAY_MQTT_WS_UPSTREAM": "mosquitto:9001", "GATEWAY_RESOLVER": "127.0.0.11", "GATEWAY_HSTS_MAX_AGE": "31536000",
 }
 
 
