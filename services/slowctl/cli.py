@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_db_check)
 
     sp = sub.add_parser("healthcheck", help="container healthcheck of a device service (its heartbeat file)")
-    sp.add_argument("--file", help=f"heartbeat file (default: $SLOWCTL_HEALTH_FILE)")
+    sp.add_argument("--file", help="heartbeat file (default: $SLOWCTL_HEALTH_FILE)")
     sp.add_argument("--max-age", type=float, default=15.0, help="seconds (default 15)")
     sp.set_defaults(func=cmd_healthcheck)
 
