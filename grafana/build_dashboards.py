@@ -178,7 +178,7 @@ def overview() -> dict:
     ])
 
 
-def supply(uid: str, title: str, description: str, devices: list[str], current_unit: str) -> dict:
+def supply(uid: str, title: str, description: str, kind: str, current_unit: str) -> dict:
     where = SUPPLY_WHERE
     return dashboard(uid, title, description, [
         timeseries("Voltage: monitored and set", [
@@ -205,7 +205,8 @@ def supply(uid: str, title: str, description: str, devices: list[str], current_u
         ], "suffix: V/s"),
         wide(table("Channels now", [target(channels_now(where), fmt="table")])),
     ], [
-        variable("device", 'SHOW TAG VALUES FROM "supply" WITH KEY = "device"', devices),
+        # the services tag supplies with their kind (hv: sensor bias or above SELV; lv)
+        variable("device", f'SHOW TAG VALUES FROM "supply" WITH KEY = "device" WHERE "kind" = \'{kind}\''),
         variable("channel", 'SHOW TAG VALUES FROM "supply" WITH KEY = "channel" WHERE "device" =~ /^$device$/'),
     ])
 
@@ -295,11 +296,10 @@ def build() -> dict[str, dict]:
     """File name -> dashboard."""
     return {
         "overview.json": overview(),
-        # the metrics do not say HV or LV: the device variable preselects the dummy bench's
         "hv.json": supply("slowctl-hv", "slowctl — HV supplies", "High-voltage channels: vmon/imon, states, trips",
-                          ["hv", "hv2", "bias"], "amp"),
+                          "hv", "amp"),
         "lv.json": supply("slowctl-lv", "slowctl — LV supplies", "Low-voltage channels: voltage, current, power",
-                          ["lv", "lv2"], "amp"),
+                          "lv", "amp"),
         "environment.json": environment(),
         "service-health.json": service_health(),
     }

@@ -24,8 +24,6 @@ from slowctl.config import DeviceConfig, StackConfig
 from slowctl.contract import Topics
 
 PREFIX = "slowctl."
-HV_MODELS = frozenset({"caen-n1470", "iseg-shr", "keithley-2410"})
-SELV_LIMIT = 60.0  # V; a supply channel allowed above this is treated as HV too
 HV_CONFIRM_ACTIONS = ("on", "vset", "iset")  # the actions that can raise a high voltage or its current
 BROKER_ID = PREFIX + "broker"
 BROKER_USER = "nodered"
@@ -66,7 +64,9 @@ def channel_actions(dev: DeviceConfig, channel: int) -> list[str]:
 
 
 def is_hv(dev: DeviceConfig) -> bool:
-    return dev.model in HV_MODELS or any((c.vmax or 0) > SELV_LIMIT for c in dev.channels.values())
+    from slowctl.drivers import supply_kind
+
+    return supply_kind(dev.model, [c.vmax for c in dev.channels.values()]) == "hv"
 
 
 def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:

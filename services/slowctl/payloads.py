@@ -58,12 +58,18 @@ def channel_dict(channel: int, name: str, reading: Reading | None) -> dict[str, 
     return out
 
 
-def metrics_lines(device: str, names: dict[int, str], readings: dict[int, Reading], ts_ms: int) -> str:
-    """One line per channel; numbers always float, booleans as booleans, state as string."""
+def metrics_lines(device: str, names: dict[int, str], readings: dict[int, Reading], ts_ms: int,
+                  kind: str | None = None) -> str:
+    """One line per channel; numbers always float, booleans as booleans, state as string.
+
+    `kind` ('hv' or 'lv', supplies only) becomes a tag, so dashboards tell HV from LV supplies.
+    """
     lines = []
     for ch, r in sorted(readings.items()):
         p = Point(r.KIND).tag("device", device).tag("channel", str(ch)).tag("name", names[ch])
         if isinstance(r, SupplyChannel):
+            if kind:
+                p.tag("kind", kind)
             p.field("on", bool(r.on)).field("tripped", r.state is ChannelState.TRIPPED)
             for key in ("vset", "vmon", "iset", "imon", "rampup", "rampdown"):
                 value = getattr(r, key)

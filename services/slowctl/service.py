@@ -24,7 +24,7 @@ from slowctl.commands import (Command, CommandError, Request, Rules, check_size,
                               parse_plain, validate)
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.contract import ChannelState, ChillerChannel, DeviceState, LegacyTopics, Reading, SupplyChannel, Topics
-from slowctl.drivers import DRIVERS, Driver, SupplyDriver
+from slowctl.drivers import DRIVERS, Driver, SupplyDriver, supply_kind
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
 from slowctl.heartbeat import Heartbeat
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
@@ -63,6 +63,7 @@ class DeviceService:
         self.channels = sorted(self.cfg.channels)
         self.names = {ch: c.name for ch, c in self.cfg.channels.items()}
         self.is_supply = issubclass(self.driver_cls, SupplyDriver)
+        self.kind = supply_kind(self.cfg.model, [c.vmax for c in self.cfg.channels.values()])
         hw_ramp = self.is_supply and self.driver_cls.hardware_ramp  # type: ignore[attr-defined]
         # software ramp where the instrument cannot ramp and the channel has a rate
         self.soft = {ch for ch, c in self.cfg.channels.items() if self.is_supply and not hw_ramp and c.rampup}
@@ -533,7 +534,7 @@ class DeviceService:
             }
             self.mqtt.publish(self.topics.status, json.dumps(status), qos=1, retain=True)
             if readings:
-                self.mqtt.publish(self.topics.metrics, metrics_lines(self.id, self.names, readings, ts), qos=1)
+                self.mqtt.publish(self.topics.metrics, metrics_lines(self.id, self.names, readings, ts, self.kind), qos=1)
                 if self.legacy:
                     self.mqtt.publish(self.legacy.status, json.dumps(legacy_status(readings)), qos=1, retain=True)
 

@@ -54,9 +54,15 @@ def archive(tmp_path_factory, influxd_binary) -> Archive:
     scenario = work / "hv-trip.yaml"
     # 10 kOhm on channel 2: more current than any limit above 30 V, so it trips once switched on
     scenario.write_text("events:\n  - {at: 0.2, channel: 2, set: {load: 10000}}\n")
+    # an LV short on channel 1 (the HMP's output 2: scenarios count as the instrument does) with the
+    # electronic fuse on: the LV dashboard has a trip to show too
+    lv_short = work / "lv-short.yaml"
+    lv_short.write_text("events:\n  - {at: 0.2, channel: 2, set: {load: 0.1}}\n")
 
     def tweak(config: dict) -> None:
         config["devices"]["hv"]["simulator"]["scenario"] = str(scenario)
+        config["devices"]["lv"]["simulator"]["scenario"] = str(lv_short)
+        config["devices"]["lv"].setdefault("options", {})["fuse"] = True
 
     influx = Influx1(work / "influxdb", influxd_binary)
     stack = DummyStack(work / "stack", tweak)
@@ -71,10 +77,13 @@ def archive(tmp_path_factory, influxd_binary) -> Archive:
         operator.subscribe("slowctl/+/reply")
         for topic, value in [("slowctl/hv/cmd/vset/0", "50"), ("slowctl/hv/cmd/on/0", ""),
                              ("slowctl/hv/cmd/vset/2", "60"), ("slowctl/hv/cmd/on/2", ""),
-                             ("slowctl/lv/cmd/on/0", ""), ("slowctl/chiller/cmd/on/0", "")]:
+                             ("slowctl/lv/cmd/on/0", ""), ("slowctl/lv/cmd/vset/1", "1.5"),
+                             ("slowctl/lv/cmd/iset/1", "0.5"), ("slowctl/lv/cmd/on/1", ""),
+                             ("slowctl/chiller/cmd/on/0", "")]:
             reply = send(operator, topic, value)
             assert reply["ok"], reply
         viewer.wait_json("slowctl/hv/status", lambda d: d["channels"][2]["state"] == "TRIPPED", timeout=30)
+        viewer.wait_json("slowctl/lv/status", lambda d: d["channels"][1]["state"] == "TRIPPED", timeout=10)
         time.sleep(3)  # a few more polls of every device, the chiller's 2 s period included
         wait_until(lambda: any(b"tripped=true" in m.payload for m in viewer.seen("slowctl/hv/metrics")), 5,
                    what="a metrics line with tripped=true")

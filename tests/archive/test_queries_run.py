@@ -41,7 +41,7 @@ def test_field_types_are_those_of_the_data_model(archive):
     assert types == expected
     tags = archive.influx.query("SHOW TAG KEYS", archive.db)
     assert {s["name"]: sorted(v[0] for v in s["values"]) for s in series(tags)} == {
-        "supply": ["channel", "device", "name"], "environment": ["channel", "device", "name"],
+        "supply": ["channel", "device", "kind", "name"], "environment": ["channel", "device", "name"],
         "chiller": ["channel", "device", "name"], "availability": ["device"], "service_health": ["device"]}
 
 
@@ -78,7 +78,7 @@ def test_every_alert_query_returns_data(archive, q):
 
 
 def test_alert_queries_find_what_they_are_meant_to_find(archive):
-    """The trip of hv channel 2 is what 'Channel tripped' reports; every service is online."""
+    """The trips of hv channel 2 and lv channel 1 are what 'Channel tripped' reports; every service is online."""
     rules = {q.where.split(" / ")[0]: q for q in rule_queries()}
 
     def run(where: str) -> list[dict]:
@@ -86,7 +86,7 @@ def test_alert_queries_find_what_they_are_meant_to_find(archive):
         return series(archive.influx.query(expand(q.text, archive.to_ms - q.relative_s * 1000, archive.to_ms),
                                            archive.db))
     tripped = {(s["tags"]["device"], s["tags"]["channel"]) for s in run("alert Channel tripped")}
-    assert tripped == {("hv", "2")}
+    assert tripped == {("hv", "2"), ("lv", "1")}
     online = {s["tags"]["device"]: s["values"][-1][1] for s in run("alert Device offline")}
     assert online == dict.fromkeys(DEVICES, 1)
     stale = {s["tags"]["device"]: s["values"][-1][1] for s in run("alert Stale data")}

@@ -41,6 +41,26 @@ def test_supply_line():
     assert float(fields["vset"]) == 100 and float(fields["iset"]) == pytest.approx(1e-4)
 
 
+def test_supply_kind_tag():
+    _, tags, _, _ = split_line(metrics_lines("hv", {0: "a"}, {0: supply()}, TS, kind="hv"))
+    assert tags == {"device": "hv", "channel": "0", "name": "a", "kind": "hv"}
+    sensor = metrics_lines("climate", {0: "box"}, {0: SensorChannel(temperature=21, humidity=45, dewpoint=8.5)}, TS,
+                           kind="lv")
+    assert "kind=" not in sensor  # supplies only
+
+
+@pytest.mark.parametrize("model,vmax,kind", [
+    ("caen-n1470", [10.0], "hv"), ("iseg-shr", [None], "hv"), ("keithley-2410", [5.0], "hv"),
+    ("hmp4040", [5.0, 12.0], "lv"), ("tti-mx100tp", [5.0], "lv"),
+    ("hmp4040", [5.0, 60.5], "hv"),  # a channel allowed above SELV is HV, whatever the instrument
+    ("climate", [None], None), ("julabo", [None], None),
+])
+def test_supply_kind(model, vmax, kind):
+    from slowctl.drivers import supply_kind
+
+    assert supply_kind(model, vmax) == kind
+
+
 def test_numbers_are_floats_never_integers():
     r = supply(vset=100, vmon=0, iset=1, imon=0, rampup=5, rampdown=7, on=False, state=ChannelState.OFF)
     line = metrics_lines("hv", {3: "spare"}, {3: r}, TS)

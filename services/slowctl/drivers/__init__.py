@@ -7,4 +7,17 @@ from slowctl.registry import discover
 
 DRIVERS: dict[str, type[Driver]] = discover(sys.modules[__name__], Driver)
 
-__all__ = ["DRIVERS", "ChillerDriver", "Driver", "SensorDriver", "SupplyDriver"]
+SELV_LIMIT = 60.0  # V (IEC safety extra-low voltage, DC): a supply allowed above it is treated as HV
+
+
+def supply_kind(model: str, vmax: list[float | None]) -> str | None:
+    """'hv' or 'lv' for a supply (tag `kind` of its metrics, HV confirmation in the UI); None otherwise.
+
+    HV: a sensor-bias instrument, or any supply whose channels may be set above SELV.
+    """
+    cls = DRIVERS[model]
+    if not issubclass(cls, SupplyDriver):
+        return None
+    return "hv" if cls.high_voltage or any((v or 0) > SELV_LIMIT for v in vmax) else "lv"
+
+__all__ = ["DRIVERS", "SELV_LIMIT", "ChillerDriver", "Driver", "SensorDriver", "SupplyDriver", "supply_kind"]

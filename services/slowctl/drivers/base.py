@@ -168,6 +168,7 @@ class SupplyDriver(Driver):
     """A power supply channel: on/off, vset, iset, ramp rates, trip clear."""
 
     hardware_ramp: ClassVar[bool] = False
+    high_voltage: ClassVar[bool] = False  # a sensor-bias supply: HV dashboards, confirmation in the UI
     # the action names a driver supports, beyond on/off/vset/iset
     extra_actions: ClassVar[frozenset[str]] = frozenset({"clear"})
 

@@ -57,6 +57,7 @@ def channel_state(stat: int) -> tuple[ChannelState, list[str]]:
 class CaenN1470(SupplyDriver):
     model = "caen-n1470"
     description = "CAEN N1470 / DT1470ET / DT1471ET high-voltage supply"
+    high_voltage = True
     Options = CaenOptions
     hardware_ramp = True
     max_channels = 16

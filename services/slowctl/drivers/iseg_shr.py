@@ -109,6 +109,7 @@ class IsegOptions(NoOptions):
 class IsegShr(SupplyDriver):
     model = "iseg-shr"
     description = "iseg SHR / NHS / NHR high-voltage module (SCPI)"
+    high_voltage = True
     Options = IsegOptions
     hardware_ramp = True
     max_channels = 8

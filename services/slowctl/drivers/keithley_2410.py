@@ -50,6 +50,7 @@ class KeithleyOptions(NoOptions):
 class Keithley2410(SupplyDriver):
     model = "keithley-2410"
     description = "Keithley 2410 / 2400 SourceMeter (sensor bias)"
+    high_voltage = True
     Options = KeithleyOptions
     hardware_ramp = False
     max_channels = 1
