@@ -12,18 +12,34 @@ TLS=${BROKER_TLS_DIR:-/etc/slowctl/tls}
 mkdir -p "$RUN" "$DATA"
 umask 077
 
-# MQTT_PASSWORD_<USER IN CAPITALS>=secret -> user "<user in lower case>"
+# MQTT_PASSWORD_<USER IN CAPITALS>=secret -> user "<user in lower case>"; every user that is
+# not a role is a device service and gets its ACL block from acl-device.template
+ROLES=" viewer operator nodered telegraf "
 : > "$RUN/passwd"
-env | grep '^MQTT_PASSWORD_[A-Z0-9_]*=' | while IFS='=' read -r name value; do
+cp "$CONF/acl" "$RUN/acl"
+env | grep '^MQTT_PASSWORD_[A-Z0-9_]*=' | while read -r line; do
+    name=${line%%=*}
+    value=${line#*=}
     user=$(echo "${name#MQTT_PASSWORD_}" | tr 'A-Z' 'a-z')
     if [ -z "$value" ]; then
         echo "mosquitto: $name is empty: run 'slowctl init'" >&2
         exit 1
     fi
     printf '%s:%s\n' "$user" "$value" >> "$RUN/passwd"
+    case "$ROLES" in
+        *" $user "*) ;;
+        *) printf '\n' >> "$RUN/acl"
+           sed -e "s#\${DEVICE}#$user#g" "$CONF/acl-device.template" >> "$RUN/acl" ;;
+    esac
 done
 [ -s "$RUN/passwd" ] || { echo "mosquitto: no MQTT_PASSWORD_* variables: run 'slowctl init'" >&2; exit 1; }
 mosquitto_passwd -U "$RUN/passwd"
+
+# the container healthcheck's login, kept out of its command line (mosquitto_sub reads
+# options from $XDG_CONFIG_HOME/mosquitto_sub)
+mkdir -p "$RUN/healthcheck"
+printf -- '-h 127.0.0.1\n-p %s\n-u viewer\n-P %s\n' "${BROKER_MQTT_PORT:-1883}" "${MQTT_PASSWORD_VIEWER:?the healthcheck logs in as viewer: run slowctl init}" \
+    > "$RUN/healthcheck/mosquitto_sub"
 
 cp "$TLS/server.crt" "$RUN/server.crt"
 cp "$TLS/server.key" "$RUN/server.key"
@@ -36,7 +52,7 @@ else
 fi
 
 sed -e "s#\${PASSWORD_FILE}#$RUN/passwd#" \
-    -e "s#\${ACL_FILE}#$CONF/acl#" \
+    -e "s#\${ACL_FILE}#$RUN/acl#" \
     -e "s#\${RUN_USER}#$run_user#" \
     -e "s#\${DATA_DIR}#$DATA#" \
     -e "s#\${MQTT_PORT}#${BROKER_MQTT_PORT:-1883}#" -e "s#\${MQTTS_PORT}#${BROKER_MQTTS_PORT:-8883}#" \

@@ -7,6 +7,7 @@ compose stack (mosquitto/docker-entrypoint.sh). Users:
   nodered   the control UI: an operator of its own
   telegraf  reads (the archive)
   <device>  one per device service, named like the device: publishes only its own topics
+            (its ACL block: mosquitto/acl-device.template)
 """
 
 from __future__ import annotations
@@ -60,12 +61,15 @@ def users_for(stack: StackConfig) -> list[str]:
 
 
 def acl(stack: StackConfig) -> str:
-    """mosquitto/acl, with the topic root of this stack."""
+    """mosquitto/acl (roles) plus a block per device from mosquitto/acl-device.template, as the
+    compose entrypoint builds it; with the topic root of this stack."""
+    device = repo_file("mosquitto", "acl-device.template").read_text()
     text = repo_file("mosquitto", "acl").read_text()
+    text += "".join("\n" + device.replace("${DEVICE}", service_user(d)) for d in stack.devices)
     root = stack.mqtt.topic_root
     if root == ACL_ROOT:
         return text
-    return re.sub(rf"^((?:pattern|topic) (?:read|write|readwrite) ){ACL_ROOT}/", rf"\g<1>{root}/", text, flags=re.M)
+    return re.sub(rf"^(topic (?:read|write|readwrite) ){ACL_ROOT}/", rf"\g<1>{root}/", text, flags=re.M)
 
 
 def password_file(creds: dict[str, str], users: list[str]) -> str:

@@ -61,14 +61,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from slowctl.setup_env import init
+    from slowctl.setup_env import InitError, init
 
     config = Path(args.config)
     stack = load_config(config)
     if config.resolve().parent != (Path.cwd() / "config").resolve():
         print(f"slowctl init: {config} must be in ./config, which the compose stack mounts", file=sys.stderr)
         return 2
-    added, tls = init(stack, config.name, Path(args.env_file), Path(args.tls_dir), args.hostname)
+    try:
+        added, tls = init(stack, config.name, Path(args.env_file), Path(args.tls_dir), args.hostname)
+    except InitError as exc:
+        print(f"slowctl init: {exc}", file=sys.stderr)
+        return 2
     print(f"{args.env_file}: " + (f"added {', '.join(added)}" if added else "complete, nothing changed"))
     print(f"TLS: CA {tls.ca_cert} (give it to browsers and MQTT clients), server {tls.cert}")
     return 0

@@ -16,8 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 # no '-': a device's broker password is MQTT_PASSWORD_<ID IN CAPITALS> in the compose .env
 DEVICE_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # always used with fullmatch
-# broker users of the roles (mosquitto/acl): a device id is also a broker user name
-RESERVED_IDS = ("viewer", "operator", "nodered", "telegraf")
+# a device id is also a broker user name and a control UI page: the roles' users
+# (mosquitto/acl) and the UI's own pages are taken
+RESERVED_IDS = ("viewer", "operator", "nodered", "telegraf", "environment", "health", "dashboard")
 
 
 class ConfigError(Exception):
@@ -215,7 +216,8 @@ def _device_errors(dev_id: str, raw: Any) -> list[str]:
     where = f"devices.{dev_id}"
     errors = [] if DEVICE_ID.fullmatch(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_]* (max 32 chars)"]
     if dev_id in RESERVED_IDS:
-        errors.append(f"{where}: device id {dev_id!r} is reserved for a broker role ({', '.join(RESERVED_IDS)})")
+        errors.append(f"{where}: device id {dev_id!r} is reserved for a broker role or a UI page "
+                      f"({', '.join(RESERVED_IDS)})")
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
         return errors
     driver = DRIVERS.get(raw["model"])

@@ -73,7 +73,8 @@ def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
     """What the device widget needs to know: kind, HV confirmation, channels with limits and actions."""
     kind = device_kind(dev.model)
     imax = max((c.imax or 0) for c in dev.channels.values())
-    small = kind == "supply" and 0 < imax <= 0.01
+    # µA for sensor bias, also when no imax is configured (an operator types µA out of habit)
+    small = kind == "supply" and (is_hv(dev) or 0 < imax <= 0.01)
     return {
         "id": dev_id, "model": dev.model, "kind": kind,
         "confirm": kind == "supply" and is_hv(dev),
@@ -281,7 +282,8 @@ def generate(stack: StackConfig, widgets: Path | None = None) -> list[dict[str, 
     for order, (dev_id, dev) in enumerate(stack.devices.items(), start=3):
         flow.device(dev_id, dev, order, device_vue)
     ids = [n["id"] for n in flow.nodes]
-    assert len(ids) == len(set(ids)), "duplicate node ids"
+    if len(ids) != len(set(ids)):
+        raise FlowError(f"duplicate node ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     return flow.nodes
 
 

@@ -17,6 +17,10 @@ from typing import Callable
 from slowctl.config import StackConfig
 from slowctl.tls import TlsFiles, ensure_tls
 
+class InitError(Exception):
+    pass
+
+
 LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)$")
 
 
@@ -98,7 +102,11 @@ def write_env(path: Path, wanted: list[Var]) -> list[str]:
 
 def init(stack: StackConfig, config_name: str, env_path: Path, tls_dir: Path,
          hostname: str | None = None) -> tuple[list[str], TlsFiles]:
-    host = hostname or read_env(env_path).get("SLOWCTL_HOSTNAME") or socket.gethostname() or "localhost"
+    have = read_env(env_path).get("SLOWCTL_HOSTNAME")
+    if hostname and have and hostname != have:
+        raise InitError(f"--hostname {hostname}: {env_path} already says SLOWCTL_HOSTNAME={have}; edit it there "
+                        f"(and remove secrets/tls/server.crt to issue a certificate for the new name)")
+    host = hostname or have or socket.gethostname() or "localhost"
     added = write_env(env_path, variables(stack, host, config_name))
     host = read_env(env_path)["SLOWCTL_HOSTNAME"]
     return added, ensure_tls(tls_dir, [host, "localhost"])

@@ -113,12 +113,21 @@ def _signed_by_ca(files: TlsFiles) -> bool:
 
 
 def ensure_tls(directory: Path, hostnames: list[str]) -> TlsFiles:
-    """ca.crt, ca.key, server.crt, server.key in `directory`; creates what is missing."""
+    """ca.crt, server.crt, server.key in `directory`, and the CA's key in `directory/../ca/`.
+
+    The servers (broker, gateway) get `directory` mounted; the CA key, which could sign
+    a certificate for any name the lab's browsers would trust, stays out of their reach.
+    Creates what is missing.
+    """
     if not hostnames or not all(hostnames):
         raise ValueError("at least one host name is needed for the server certificate")
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    files = TlsFiles(directory / "ca.crt", directory / "ca.key", directory / "server.crt", directory / "server.key")
+    ca_dir = directory.parent / "ca"
+    for d in (directory, ca_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+    files = TlsFiles(directory / "ca.crt", ca_dir / "ca.key", directory / "server.crt", directory / "server.key")
+    if (directory / "ca.key").exists() and not files.ca_key.exists():  # written there by slowctl 0.2.0 dev
+        (directory / "ca.key").rename(files.ca_key)
     own_server = files.cert.exists() and files.key.exists()
     if own_server and not _signed_by_ca(files):
         return files  # the lab's own certificate: never touched

@@ -10,6 +10,7 @@ the tests silently skip.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -98,9 +99,9 @@ class Telegraf:
         """Line protocol (ms timestamps) as Telegraf would write it for this message."""
         c = self.consumer(topic)
         fmt = c["data_format"]
-        if fmt == "influx":
-            return self._influx(c, payload)
         tags = self._topic_tags(c, topic)
+        if fmt == "influx":
+            return [self._retag(line, tags) for line in self._influx(c, payload)]
         if fmt == "value":
             metrics = [self._value(c, payload, tags, received_ms)]
         else:
@@ -111,9 +112,18 @@ class Telegraf:
     def _influx(self, c: dict, payload: bytes) -> list[str]:
         if c.get("influx_timestamp_precision") != "1ms":
             raise Unsupported("the services publish ms timestamps: influx_timestamp_precision must be 1ms")
-        if c.get("topic_tag", "topic") or c.get("topic_parsing"):
-            raise Unsupported("tags added to line protocol are not mirrored")
+        if c.get("topic_tag", "topic"):
+            raise Unsupported("a topic tag added to line protocol is not mirrored")
         return [line for line in payload.decode().splitlines() if line.strip()]
+
+    @staticmethod
+    def _retag(line: str, tags: dict[str, str]) -> str:
+        """Telegraf's AddTag on a parsed line: topic tags replace the line's own (tags stay sorted)."""
+        head, rest = re.split(r"(?<!\\) ", line, maxsplit=1)
+        name, *pairs = re.split(r"(?<!\\),", head)
+        own = dict(re.split(r"(?<!\\)=", p, maxsplit=1) for p in pairs)
+        own.update(tags)
+        return ",".join([name, *(f"{k}={v}" for k, v in sorted(own.items()))]) + " " + rest
 
     def _topic_tags(self, c: dict, topic: str) -> dict[str, str]:
         tags = {}

@@ -127,6 +127,7 @@ def test_alert_rules():
     assert group["folder"] and group["interval"] == "1m"
     uids = [r["uid"] for r in rules.values()]
     assert len(set(uids)) == 4
+    assert rules["Stale data"]["noDataState"] == "Alerting"  # silence is the very thing it reports
     for title, r in rules.items():
         refs = {q["refId"]: q for q in r["data"]}
         assert r["condition"] in refs

@@ -40,6 +40,13 @@ def test_metrics_pass_through_unchanged():
     assert Telegraf().convert("slowctl/hv/metrics", payload, 0) == payload.decode().splitlines()
 
 
+def test_the_device_tag_comes_from_the_topic_not_the_line():
+    # a service may only publish on its own topic (broker ACL); what its lines claim does not count
+    spoof = b'supply,channel=0,device=lv,name=x vmon=99 1795263961232\nsupply,channel=1,name=y vmon=1 1795263961232'
+    assert Telegraf().convert("slowctl/hv/metrics", spoof, 0) == [
+        "supply,channel=0,device=hv,name=x vmon=99 1795263961232", "supply,channel=1,device=hv,name=y vmon=1 1795263961232"]
+
+
 def test_topics_outside_the_subscriptions_are_not_archived():
     with pytest.raises(ValueError):
         Telegraf().convert("slowctl/hv/status", b"{}", T)

@@ -132,6 +132,30 @@ def test_viewer_cannot_command_operator_and_ui_can(connect):
         assert code.value in (0, 16), f"{user}: {code}"  # success / no matching subscribers
 
 
+def test_acl_is_the_one_slowctl_up_writes(broker):
+    from slowctl.broker import acl, users_for
+    from tests.unit.test_broker import parse_acl
+
+    stack = load_config(REPO / "config" / "bench.yaml")
+    users = users_for(stack)
+    rendered = parse_acl((broker.root / "run" / "acl").read_text(), users)
+    assert rendered == parse_acl(acl(stack), users)
+
+
+def test_roles_cannot_pose_as_a_device(connect):
+    for role in ("viewer", "telegraf", "operator", "nodered"):
+        p = connect(role)
+        for topic in (f"slowctl/{role}/metrics", f"slowctl/{role}/status", f"/{role}/status"):
+            assert p.publish(topic, b"supply,device=hv,channel=0 vmon=0") == NOT_AUTHORIZED, (role, topic)
+
+
+def test_healthcheck_login_file(broker):
+    env = {"PATH": broker.env["PATH"], "XDG_CONFIG_HOME": str(broker.root / "run" / "healthcheck")}
+    r = subprocess.run(["mosquitto_sub", "-p", str(broker.ports["mqtt"]), "-t", "$SYS/broker/uptime", "-C", "1",
+                        "-W", "5"], env=env, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0 and r.stdout.strip().endswith("seconds"), r.stderr
+
+
 def test_device_publishes_only_its_own_topics(connect):
     hv = connect("hv")
     for topic in ("slowctl/hv/status", "slowctl/hv/availability", "slowctl/hv/reply/x", "/hv/status"):
@@ -167,6 +191,21 @@ def test_retained_state_survives_a_restart(broker, connect):
     viewer = connect("viewer")
     viewer.subscribe("slowctl/hv/availability")
     assert viewer.wait_message("slowctl/hv/availability").payload == b"online"
+
+
+def test_password_with_trailing_equals_signs_kept(secrets_dir):
+    _need_mosquitto()
+    _, env, tls = secrets_dir
+    b = Broker({**env, "MQTT_PASSWORD_VIEWER": "abc=", "MQTT_PASSWORD_OPERATOR": "x==y="}, tls.cert.parent).start()
+    try:
+        for user, pw in (("viewer", "abc="), ("operator", "x==y=")):
+            p = Probe("127.0.0.1", b.ports["mqtt"], user, pw)
+            try:
+                assert not p.wait_connected().is_failure, user
+            finally:
+                p.close()
+    finally:
+        b.close()
 
 
 def test_missing_password_refuses_to_start(secrets_dir, tmp_path):

@@ -44,10 +44,10 @@ def test_writes_every_variable_with_random_secrets(project):
 def test_second_run_changes_nothing_and_fills_only_gaps(project):
     init(project)
     first = (project / ".env").read_text()
-    tls_before = {p.name: p.read_bytes() for p in (project / "secrets" / "tls").iterdir()}
+    tls_before = {p.name: p.read_bytes() for p in (project / "secrets").glob("*/*")}
     r = init(project)
     assert "nothing changed" in r.stdout and (project / ".env").read_text() == first
-    assert {p.name: p.read_bytes() for p in (project / "secrets" / "tls").iterdir()} == tls_before
+    assert {p.name: p.read_bytes() for p in (project / "secrets").glob("*/*")} == tls_before
     # a hand-set value and comments stay; an emptied or missing one is filled in
     text = first.replace(read_env(project / ".env")["GRAFANA_ADMIN_PASSWORD"], "chosen-by-the-lab")
     text = re.sub(r"^INFLUXDB_TOKEN=.*$", "INFLUXDB_TOKEN=", text, flags=re.M)
@@ -71,10 +71,20 @@ def test_new_device_gets_a_password(project):
     assert "added MQTT_PASSWORD_LV3" in r.stdout
 
 
+def test_another_hostname_later_is_refused_not_ignored(project):
+    init(project, "--hostname", "dcs.lab.example")
+    before = (project / ".env").read_text()
+    r = init(project, "--hostname", "new.lab.example")
+    assert r.returncode == 2 and "already says SLOWCTL_HOSTNAME=dcs.lab.example" in r.stderr
+    assert (project / ".env").read_text() == before
+    assert init(project, "--hostname", "dcs.lab.example").returncode == 0
+
+
 def test_tls_material(project):
     init(project, "--hostname", "dcs.lab.example")
     tls = project / "secrets" / "tls"
-    assert stat.S_IMODE((tls / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((project / "secrets" / "ca" / "ca.key").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tls.iterdir()) == ["ca.crt", "server.crt", "server.key"]  # what servers mount
     assert stat.S_IMODE((tls / "server.key").stat().st_mode) == 0o600
     cert = x509.load_pem_x509_certificate((tls / "server.crt").read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -17,28 +17,25 @@ from slowctl.tls import ensure_tls
 
 
 def parse_acl(text: str, users: list[str]) -> dict[str, list[tuple[str, str]]]:
-    """Each user's rules as Mosquitto applies them: its own block plus every pattern, %u substituted."""
+    """Each user's rules; patterns would apply to every user, so there must be none."""
     blocks: dict[str, list[tuple[str, str]]] = {}
-    patterns: list[tuple[str, str]] = []
     user = None
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         words = line.split()
+        assert words[0] != "pattern", f"a pattern applies to every user, roles included: {line}"
         if words[0] == "user":
             user = words[1]
             assert user not in blocks, f"user {user} appears twice"
             blocks[user] = []
-        elif words[0] == "pattern":
-            assert len(words) == 3 and words[1] in ("read", "write"), line
-            patterns.append((words[1], words[2]))
         else:
             assert words[0] == "topic" and len(words) == 3 and words[1] in ("read", "write", "readwrite"), line
             assert user is not None, f"rule outside a user block: {line}"
             blocks[user].append((words[1], words[2]))
-    assert set(blocks) <= set(users), set(blocks) - set(users)
-    return {u: blocks.get(u, []) + [(a, pat.replace("%u", u)) for a, pat in patterns] for u in users}
+    assert set(blocks) == set(users), set(blocks) ^ set(users)
+    return blocks
 
 
 def matches(pattern: str, topic: str) -> bool:
@@ -79,10 +76,10 @@ def test_users_are_the_roles_and_one_per_device(stack_config):
     assert users_for(stack_config) == ["viewer", "operator", "nodered", "telegraf", *stack_config.devices]
 
 
-def test_roles_cannot_use_what_patterns_give_a_device(rules):
-    # patterns apply to every user: a role's own name is never a device, so this gives it nothing
+def test_roles_publish_no_device_topics_not_even_under_their_own_name(rules):
     for role in ("viewer", "telegraf", "operator", "nodered"):
-        assert not any(can(rules, role, "write", t) for t in all_topics() if "/cmd" not in t), role
+        topics = all_topics() + [f"slowctl/{role}/{s}" for s in PER_DEVICE] + [f"/{role}/status"]
+        assert not any(can(rules, role, "write", t) for t in topics if "/cmd" not in t), role
 
 
 @pytest.mark.parametrize("user", ["viewer", "telegraf"])
@@ -133,10 +130,14 @@ def test_acl_follows_topic_root(raw):
     assert can(r, "operator", "write", "/lv/cmd/setv/0")  # legacy topics have no root
 
 
-def test_acl_is_the_shared_file(stack_config):
+def test_acl_is_the_shared_files(stack_config):
     from slowctl.paths import REPO
 
-    assert acl(stack_config) == (REPO / "mosquitto" / "acl").read_text()
+    text = acl(stack_config)
+    assert text.startswith((REPO / "mosquitto" / "acl").read_text())
+    device = (REPO / "mosquitto" / "acl-device.template").read_text()
+    for d in stack_config.devices:
+        assert device.replace("${DEVICE}", d) in text
 
 
 def verify_mosquitto7(entry: str, password: str) -> bool:

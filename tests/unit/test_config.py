@@ -157,10 +157,10 @@ def test_legacy_name_other_than_the_device_id(raw):
     assert has(errors, "devices.lv.legacy_name", "must equal the device id 'lv'", "'hv'"), errors
 
 
-@pytest.mark.parametrize("dev_id", ["viewer", "operator", "nodered", "telegraf"])
-def test_device_id_of_a_broker_role_is_refused(raw, dev_id):
+@pytest.mark.parametrize("dev_id", ["viewer", "operator", "nodered", "telegraf", "health", "environment"])
+def test_device_id_of_a_broker_role_or_ui_page_is_refused(raw, dev_id):
     raw["devices"][dev_id] = raw["devices"].pop("climate")
-    assert has(errors_of(raw), f"devices.{dev_id}", "reserved for a broker role"), errors_of(raw)
+    assert has(errors_of(raw), f"devices.{dev_id}", "reserved for a broker role or a UI page"), errors_of(raw)
 
 
 def test_device_id_with_a_hyphen_is_refused(raw):
