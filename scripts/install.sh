@@ -9,6 +9,8 @@ APT_RUNTIME=(mosquitto mosquitto-clients nginx-light)
 APT_TEST=(chromium influxdb)
 
 packages=("${APT_RUNTIME[@]}")
+# Node.js for Node-RED (>= 18: Debian 12 has 18.19); a Node.js installed otherwise is kept
+command -v node >/dev/null 2>&1 || packages+=(nodejs npm)
 [ "${1:-}" = "--test" ] && packages+=("${APT_TEST[@]}")
 
 SUDO=""
