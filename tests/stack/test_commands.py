@@ -139,7 +139,7 @@ def test_status_and_metrics_payloads(op, stack):
     hv = viewer.wait_json("slowctl/hv/status", lambda d: d["state"] == "ok")["channels"][0]
     assert set(hv) >= {"channel", "name", "on", "vset", "vmon", "iset", "imon", "rampup", "rampdown", "state"}
     lines = viewer.wait_message("slowctl/hv/metrics").payload.decode().splitlines()
-    assert len(lines) == 4 and lines[0].startswith("supply,channel=0,device=hv,name=sensor-A ")
+    assert len(lines) == 4 and lines[0].startswith("supply,channel=0,device=hv,kind=hv,name=sensor-A ")
     assert "on=false" in lines[0] or "on=true" in lines[0]
     health = viewer.wait_json("slowctl/hv/health")
     assert set(health) >= {"uptime", "poll_cycles", "last_poll_duration", "consecutive_errors", "connected", "restarts"}
