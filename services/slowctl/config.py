@@ -147,6 +147,14 @@ class SupervisorConfig(Strict):
     backoff_max: float = Field(default=10.0, gt=0, le=3600)
 
 
+def _distinct(model: BaseModel, *keys: str) -> BaseModel:
+    """Listeners of one server need ports of their own."""
+    ports = [getattr(model, k) for k in keys]
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"{', '.join(keys[:-1])} and {keys[-1]} must differ, got {ports}")
+    return model
+
+
 class BrokerConfig(Strict):
     """The native stack's own Mosquitto."""
 
@@ -155,12 +163,8 @@ class BrokerConfig(Strict):
     tls_port: int = Field(default=8883, ge=1, le=65535, description="MQTT over TLS")
     websockets_port: int = Field(default=9001, ge=1, le=65535, description="MQTT over websockets, for the gateway")
 
-    @model_validator(mode="after")
-    def _distinct_ports(self) -> "BrokerConfig":
-        ports = [self.port, self.tls_port, self.websockets_port]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"port, tls_port and websockets_port must differ, got {ports}")
-        return self
+    _distinct_ports = model_validator(mode="after")(lambda self: _distinct(self, "port", "tls_port",
+                                                                          "websockets_port"))
 
 
 class UiConfig(Strict):
@@ -176,12 +180,8 @@ class UiConfig(Strict):
     grafana: str = Field(default="127.0.0.1:3000", pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$",
                          description="host:port behind https://<host>/grafana/ (the native stack has none)")
 
-    @model_validator(mode="after")
-    def _distinct_ports(self) -> "UiConfig":
-        ports = [self.https_port, self.http_port, self.nodered_port]
-        if len(set(ports)) != len(ports):
-            raise ValueError(f"https_port, http_port and nodered_port must differ, got {ports}")
-        return self
+    _distinct_ports = model_validator(mode="after")(lambda self: _distinct(self, "https_port", "http_port",
+                                                                          "nodered_port"))
 
 
 class StackConfig(Strict):
