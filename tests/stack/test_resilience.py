@@ -70,7 +70,8 @@ def test_killed_service_goes_offline_by_last_will_and_is_restarted(own_stack):
     # the broker fires the will after 1.5 x keepalive (plus its 1 s housekeeping tick)
     assert time.monotonic() - killed <= 1.5 * KEEPALIVE + 1.0
     viewer.wait_message("slowctl/climate/availability", lambda m: m.payload == b"online", timeout=10)
-    health = viewer.wait_json("slowctl/climate/health", lambda d: d["restarts"] == 1 and d["connected"], timeout=15)  # instrument reconnect backoff on a loaded machine
+    # timeout: the instrument reconnect backoff, on a loaded machine
+    health = viewer.wait_json("slowctl/climate/health", lambda d: d["restarts"] == 1 and d["connected"], timeout=15)
     assert health["poll_cycles"] >= 1
 
 
