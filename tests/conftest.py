@@ -10,7 +10,7 @@ from harness import DummyStack  # noqa: E402
 
 
 def _need_mosquitto() -> None:
-    from slowctl.stack import StackError, find_mosquitto
+    from slowctl.stack.native import StackError, find_mosquitto
 
     try:
         find_mosquitto()

@@ -28,7 +28,7 @@ DUMMY_CONFIG = REPO / "config" / "bench.yaml"
 
 def die_with_parent() -> None:
     """Runs in the child: SIGTERM when the test process dies, so a killed test run leaves nothing behind."""
-    from slowctl.supervisor import set_parent_death_signal
+    from slowctl.stack.supervisor import set_parent_death_signal
 
     set_parent_death_signal()
 

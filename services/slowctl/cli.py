@@ -22,7 +22,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from slowctl.stack import NativeStack, StackError
+    from slowctl.stack.native import NativeStack, StackError
 
     stack = load_config(args.config)
     raw = yaml.safe_load(Path(args.config).read_text())
@@ -39,7 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from slowctl.mqtt import Endpoint
-    from slowctl.service import DeviceService
+    from slowctl.device.service import DeviceService
 
     stack = load_config(args.config)
     if args.device not in stack.devices:
@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    from slowctl.setup_env import InitError, init
+    from slowctl.stack.init import InitError, init
 
     config = Path(args.config)
     stack = load_config(config)
@@ -79,7 +79,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from slowctl.stack import StackError, simulator_args
+    from slowctl.stack.native import StackError, simulator_args
     from slowctl_dummy.cli import main as sim_main
 
     stack = load_config(args.config)
@@ -95,7 +95,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_db_check(args: argparse.Namespace) -> int:
-    from slowctl.docstore import DocstoreError, MongoSettings, check
+    from slowctl.stack.docstore import DocstoreError, MongoSettings, check
 
     try:
         print(check(MongoSettings.from_env(), timeout=args.timeout))
@@ -106,7 +106,7 @@ def cmd_db_check(args: argparse.Namespace) -> int:
 
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
-    from slowctl.heartbeat import ENV, check
+    from slowctl.device.heartbeat import ENV, check
 
     path = args.file or os.environ.get(ENV)
     if not path:
@@ -118,7 +118,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_nodered_flows(args: argparse.Namespace) -> int:
-    from slowctl.nodered import FlowError, write_flows
+    from slowctl.stack.nodered import FlowError, write_flows
 
     stack = load_config(args.config)
     secret = os.environ.get("NODERED_CREDENTIAL_SECRET", "")
@@ -139,13 +139,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _endpoint(args: argparse.Namespace, role: str):
-    from slowctl.client import resolve_endpoint
+    from slowctl.client.api import resolve_endpoint
 
     return resolve_endpoint(_state_dir(args), role)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
-    from slowctl.client import env_exports, stack_endpoint
+    from slowctl.client.api import env_exports, stack_endpoint
 
     endpoint, root = stack_endpoint(_state_dir(args), args.role)
     print(env_exports(endpoint, root))
@@ -153,7 +153,7 @@ def cmd_env(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from slowctl.client import format_table, status_rows
+    from slowctl.client.api import format_table, status_rows
 
     endpoint, root = _endpoint(args, "viewer")
     rows = status_rows(endpoint, root)
@@ -165,7 +165,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
-    from slowctl.client import get_status
+    from slowctl.client.api import get_status
 
     endpoint, root = _endpoint(args, "viewer")
     print(json.dumps(get_status(endpoint, root, args.device), indent=2))
@@ -173,7 +173,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from slowctl.client import send_command
+    from slowctl.client.api import send_command
 
     value = None
     if args.value is not None:
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from slowctl.client import ClientError
+    from slowctl.client.api import ClientError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sim"]:

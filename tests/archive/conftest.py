@@ -44,7 +44,7 @@ class Archive:
 def archive(tmp_path_factory, influxd_binary) -> Archive:
     """The dummy stack runs ~15 s with one HV channel tripping; every metrics, availability and
     health message a viewer receives goes through the Telegraf mirror into InfluxDB 1.x."""
-    from slowctl.stack import StackError, find_mosquitto
+    from slowctl.stack.native import StackError, find_mosquitto
 
     try:
         find_mosquitto()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 
-from slowctl.contract import Topics
+from slowctl.device.contract import Topics
 
 from .telegraf_mirror import CONF, Telegraf
 

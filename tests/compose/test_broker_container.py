@@ -19,10 +19,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from slowctl.config import load_config
-from slowctl.setup_env import read_env, write_env, variables
-from slowctl.tls import ensure_tls
+from slowctl.stack.init import read_env, write_env, variables
+from slowctl.stack.tls import ensure_tls
 from tests.harness import REPO, Probe, die_with_parent, free_port, wait_until
-from slowctl.supervisor import port_open
+from slowctl.stack.supervisor import port_open
 
 NOT_AUTHORIZED = 135
 ENTRYPOINT = REPO / "mosquitto" / "docker-entrypoint.sh"
@@ -133,7 +133,7 @@ def test_viewer_cannot_command_operator_and_ui_can(connect):
 
 
 def test_acl_is_the_one_slowctl_up_writes(broker):
-    from slowctl.broker import acl, users_for
+    from slowctl.stack.broker import acl, users_for
     from tests.unit.test_broker import parse_acl
 
     stack = load_config(REPO / "config" / "bench.yaml")

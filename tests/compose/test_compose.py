@@ -33,7 +33,7 @@ def validator():
 def env(tmp_path_factory) -> dict[str, str]:
     """A .env as `slowctl init` writes it."""
     from slowctl.config import load_config
-    from slowctl.setup_env import read_env, write_env, variables as env_vars
+    from slowctl.stack.init import read_env, write_env, variables as env_vars
 
     path = tmp_path_factory.mktemp("env") / ".env"
     write_env(path, env_vars(load_config(REPO / "config" / "bench.yaml"), "bench.example.org", "bench.yaml"))

@@ -12,7 +12,7 @@ import sys
 import pytest
 from cryptography import x509
 
-from slowctl.setup_env import read_env
+from slowctl.stack.init import read_env
 from tests.harness import REPO
 
 
@@ -95,7 +95,7 @@ def test_tls_material(project):
 
 
 def test_the_labs_own_certificate_is_kept(project, tmp_path):
-    from slowctl.tls import ensure_tls
+    from slowctl.stack.tls import ensure_tls
 
     own = ensure_tls(tmp_path / "their-ca", ["dcs.lab.example"])
     tls = project / "secrets" / "tls"

@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from slowctl.setup_env import read_env
+from slowctl.stack.init import read_env
 from tests.harness import REPO, Probe, free_port, wait_until
 
 PROJECT = "slowctl-test"

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from drvkit import settings_for, tcp
-from slowctl.contract import SensorChannel
+from slowctl.drivers.readings import SensorChannel
 from slowctl.drivers.climate import ClimateBox as ClimateDriver
 from slowctl.drivers.link import InstrumentError
 from slowctl_dummy.sims.climate import ClimateBox as ClimateSim
@@ -16,7 +16,7 @@ CHANNELS = [0, 1]  # driver channel n is sensor n+1
 
 
 def magnus(t: float, rh: float) -> float:
-    """Dew point, written out here independently of slowctl.humidity (instruments.md)."""
+    """Dew point, written out here independently of slowctl.drivers.humidity (instruments.md)."""
     g = math.log(rh / 100) + 17.62 * t / (243.12 + t)
     return 243.12 * g / (17.62 - g)
 

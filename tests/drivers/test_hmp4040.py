@@ -8,7 +8,7 @@ import math
 import pytest
 
 from drvkit import settings_for, tcp
-from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.hmp4040 import Hmp4040 as HmpDriver
 from slowctl.drivers.link import InstrumentError, LinkError, open_link
 from slowctl_dummy.sims.climate import ClimateBox as ClimateSim

@@ -9,7 +9,7 @@ import pytest
 
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
-from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.iseg_shr import IsegShr as IsegDriver
 from slowctl.drivers.iseg_shr import channel_list, channel_state, parse_number
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link

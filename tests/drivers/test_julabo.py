@@ -9,7 +9,7 @@ import pytest
 
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
-from slowctl.contract import ChannelState, ChillerChannel
+from slowctl.drivers.readings import ChannelState, ChillerChannel
 from slowctl.drivers.julabo import Julabo as JulaboDriver
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
 from slowctl_dummy.scenario import parse_scenario

@@ -8,7 +8,7 @@ import pytest
 
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
-from slowctl.contract import ChannelState
+from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.keithley_2410 import Keithley2410 as KeithleyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
 from slowctl_dummy.scenario import parse_scenario

@@ -9,7 +9,7 @@ import pytest
 
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
 from slowctl.config import ChannelConfig
-from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
 from slowctl.drivers.tti_mx100tp import TtiMx100tp as TtiDriver
 from slowctl_dummy.scenario import parse_scenario

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness import channel, send, wait_until
-from slowctl.supervisor import port_open
+from slowctl.stack.supervisor import port_open
 
 pytestmark = pytest.mark.stack
 

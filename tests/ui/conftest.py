@@ -17,8 +17,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def _need_ui() -> None:
-    from slowctl.stack import StackError, find_mosquitto
-    from slowctl.ui import missing_parts
+    from slowctl.stack.native import StackError, find_mosquitto
+    from slowctl.stack.ui import missing_parts
 
     try:
         find_mosquitto()
@@ -58,7 +58,7 @@ def ui_stack(tmp_path_factory):
     s = DummyStack(tmp_path_factory.mktemp("ui"), ui=True).start(timeout=60)
     yield UiStack(s)
     s.stop()
-    from slowctl.supervisor import port_open
+    from slowctl.stack.supervisor import port_open
 
     ui = s.config["ui"]
     left = [p for p in (ui["nodered_port"], ui["https_port"], ui["http_port"]) if port_open("127.0.0.1", p)]

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from slowctl import gateway
-from slowctl.tls import ensure_tls
+from slowctl.stack import gateway
+from slowctl.stack.tls import ensure_tls
 
 NGINX_VARS = {"$host", "$request_uri", "$http_upgrade", "$connection_upgrade", "$http_host", "$remote_addr",
               "$proxy_add_x_forwarded_for", "$scheme", "$nodered", "$grafana", "$mqtt"}

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from harness import DUMMY_CONFIG
-from slowctl import ui
+from slowctl.stack import ui
 from slowctl.config import ConfigError, parse_config
 
 

@@ -10,10 +10,10 @@ import stat
 
 import pytest
 
-from slowctl.broker import (PBKDF2_ITERATIONS, acl, hash_password, load_credentials, password_file, users_for,
+from slowctl.stack.broker import (PBKDF2_ITERATIONS, acl, hash_password, load_credentials, password_file, users_for,
                             write_broker_files)
 from slowctl.config import parse_config
-from slowctl.tls import ensure_tls
+from slowctl.stack.tls import ensure_tls
 
 
 def parse_acl(text: str, users: list[str]) -> dict[str, list[tuple[str, str]]]:
@@ -131,7 +131,7 @@ def test_acl_follows_topic_root(raw):
 
 
 def test_acl_is_the_shared_files(stack_config):
-    from slowctl.paths import REPO
+    from slowctl.stack.paths import REPO
 
     text = acl(stack_config)
     assert text.startswith((REPO / "mosquitto" / "acl").read_text())

@@ -2,7 +2,7 @@
 
 import pytest
 
-from slowctl.contract import ChannelState
+from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.caen_n1470 import STAT_BITS, channel_state
 
 BIT = {name: 1 << i for i, name in enumerate(STAT_BITS)}

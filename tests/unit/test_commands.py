@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from slowctl.commands import (CLOCK_SKEW, Command, CommandError, Request, Rules, check_size, parse_json,
+from slowctl.device.commands import (CLOCK_SKEW, Command, CommandError, Request, Rules, check_size, parse_json,
                               parse_legacy, parse_plain, validate)
-from slowctl.contract import MAX_PAYLOAD
+from slowctl.device.contract import MAX_PAYLOAD
 from slowctl.drivers import DRIVERS
 
 NOW = 1_700_000_000.0

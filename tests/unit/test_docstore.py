@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from slowctl.docstore import DocstoreError, MongoSettings, check
+from slowctl.stack.docstore import DocstoreError, MongoSettings, check
 from tests.harness import free_port
 
 ENV = {"SLOWCTL_MONGO_DATABASE": "slowctl", "SLOWCTL_MONGO_USER": "slowctl", "SLOWCTL_MONGO_PASSWORD": "p@ss:/w"}

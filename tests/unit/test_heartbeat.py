@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from slowctl.heartbeat import Heartbeat, check
+from slowctl.device.heartbeat import Heartbeat, check
 
 
 def test_beats_only_while_alive_and_at_most_every_period(tmp_path):

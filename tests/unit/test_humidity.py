@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from slowctl.humidity import dewpoint
+from slowctl.drivers.humidity import dewpoint
 
 
 @pytest.mark.parametrize("t,rh,expected", [

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from slowctl.contract import ChannelState, SensorChannel, SupplyChannel
-from slowctl.payloads import channel_dict, legacy_status, metrics_lines
+from slowctl.drivers.readings import ChannelState, SensorChannel, SupplyChannel
+from slowctl.device.payloads import channel_dict, legacy_status, metrics_lines
 
 TS = 1_700_000_000_123
 
@@ -133,7 +133,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 def test_real_influxdb_client_imports_after_payloads():
     proc = _run(
         "import sys\n"
-        "import slowctl.payloads as p\n"
+        "import slowctl.device.payloads as p\n"
         "assert 'influxdb_client' not in sys.modules, 'stub packages left behind'\n"
         "from influxdb_client import InfluxDBClient, Point, WritePrecision\n"
         "from influxdb_client.client.write_api import SYNCHRONOUS\n"
@@ -152,7 +152,7 @@ def test_real_influxdb_client_imports_after_payloads():
 def test_payloads_after_real_influxdb_client():
     proc = _run(
         "import influxdb_client\n"
-        "import slowctl.payloads as p\n"
+        "import slowctl.device.payloads as p\n"
         "assert p.Point is influxdb_client.Point\n"
         "print('ok')\n"
     )
@@ -162,7 +162,7 @@ def test_payloads_after_real_influxdb_client():
 def test_real_package_submodules_are_attributes_after_payloads():
     # a normally imported package has its submodules as attributes; the stub loading must not break that
     proc = _run(
-        "import slowctl.payloads\n"
+        "import slowctl.device.payloads\n"
         "import influxdb_client.client.write.point\n"
         "import influxdb_client.domain.write_precision\n"
         "print(influxdb_client.client.write.point.Point, influxdb_client.domain.write_precision.WritePrecision)\n"

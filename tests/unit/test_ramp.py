@@ -2,8 +2,8 @@
 
 import pytest
 
-from slowctl.contract import ChannelState
-from slowctl.ramp import SoftRamp
+from slowctl.drivers.readings import ChannelState
+from slowctl.device.ramp import SoftRamp
 
 
 def test_ramp_up_at_rate():

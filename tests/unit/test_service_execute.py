@@ -5,12 +5,13 @@ from unittest import mock
 
 import pytest
 
-from slowctl.commands import Command, Request
-from slowctl.contract import ChannelState, DeviceState, SupplyChannel
+from slowctl.device.commands import Command, Request
+from slowctl.device.contract import DeviceState
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import SupplyDriver
 from slowctl.drivers.caen_n1470 import CaenN1470
 from slowctl.mqtt import Endpoint
-from slowctl.service import DeviceService
+from slowctl.device.service import DeviceService
 
 
 @pytest.fixture
@@ -241,7 +242,7 @@ def test_set_values_beyond_the_configured_limits_raise_alarms(service):
 
 
 def test_sensor_readings_pass_through_update(stack_config):
-    from slowctl.contract import SensorChannel
+    from slowctl.drivers.readings import SensorChannel
     svc = DeviceService("climate", stack_config, Endpoint("127.0.0.1", 1))
     svc._update({0: SensorChannel(temperature=20.0, humidity=40.0, dewpoint=6.0)}, time.monotonic())
     assert svc.readings[0].humidity == 40.0

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from slowctl.config import SupervisorConfig
-from slowctl.supervisor import ProcessSpec, Supervisor
+from slowctl.stack.supervisor import ProcessSpec, Supervisor
 
 
 def py(code: str) -> list[str]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import slowctl_dummy
-from slowctl.contract import ChannelState
+from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.keithley_2410 import Keithley2410
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, VisaLink, open_link
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import slowctl_dummy
-from slowctl.contract import ChannelState
+from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.link import InstrumentError, LinkSettings, VisaLink, open_link
 from slowctl.drivers.tti_mx100tp import TtiMx100tp, TtiOptions
 

@@ -15,15 +15,39 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from slowctl.contract import Reading, SupplyChannel
+from slowctl.drivers.readings import Reading, SupplyChannel
 from slowctl.drivers.link import InstrumentError, Link, LinkError, LinkSettings
 
-if TYPE_CHECKING:
-    from slowctl.config import ChannelConfig
+
+
+class ChannelLimits(Protocol):
+    """The configured limits of a channel, as the config-time checks see them (slowctl.config.ChannelConfig)."""
+
+    @property
+    def vmax(self) -> float | None: ...
+    @property
+    def imax(self) -> float | None: ...
+    @property
+    def ramp_max(self) -> float | None: ...
+    @property
+    def rampup(self) -> float | None: ...
+    @property
+    def rampdown(self) -> float | None: ...
+    @property
+    def tmin(self) -> float | None: ...
+    @property
+    def tmax(self) -> float | None: ...
+
+
+def off_grid(value: float, step: float) -> bool:
+    """True when `value` is not a whole number of `step`s (relative tolerance for binary fractions)."""
+    n = round(value / step)
+    return abs(n * step - value) > 1e-9 * max(1.0, abs(value)) + step * 1e-6
 
 
 class NoOptions(BaseModel):
@@ -31,7 +55,11 @@ class NoOptions(BaseModel):
 
 
 class ChannelParam:
-    """A per-channel instrument parameter: command, unit, scale to SI, instrument range."""
+    """A per-channel instrument parameter: command, unit, scale to SI, instrument range and resolution.
+
+    `limits` and `resolution` are in SI units, from the instrument's manual; the driver's doc page says which
+    are confirmed. A settable parameter without a resolution accepts any value the wire format can carry.
+    """
 
     def __init__(
         self,
@@ -41,6 +69,7 @@ class ChannelParam:
         scale: float = 1.0,
         kind: Callable[[str], Any] = float,
         limits: tuple[float, float] | None = None,
+        resolution: float | None = None,
         readonly: bool = False,
     ) -> None:
         self.command = command
@@ -48,6 +77,7 @@ class ChannelParam:
         self.scale = scale  # SI value = instrument value * scale
         self.kind = kind
         self.limits = limits  # instrument range, SI units
+        self.resolution = resolution  # smallest step the instrument holds, SI units
         self.readonly = readonly
         self.name = command
 
@@ -59,7 +89,7 @@ class ChannelParam:
             return self
         return _BoundParam(self, driver)
 
-    def check(self, value: float, limits: tuple[float, float] | None) -> None:
+    def check(self, value: float, limits: tuple[float, float] | None, step: float | None = None) -> None:
         if self.readonly:
             raise InstrumentError(f"{self.name} is read-only")
         if not math.isfinite(value):
@@ -67,6 +97,9 @@ class ChannelParam:
         if limits and not limits[0] <= value <= limits[1]:
             lo, hi = limits
             raise InstrumentError(f"{self.name} {value:g} {self.unit} outside the instrument range {lo:g}..{hi:g} {self.unit}")
+        if step and off_grid(value, step):
+            raise InstrumentError(f"{self.name} {value:g} {self.unit} is finer than the instrument's {step:g} {self.unit} "
+                                  "step: refused rather than rounded")
 
     def parse(self, text: str) -> Any:
         try:
@@ -86,7 +119,9 @@ class _BoundParam:
         return self._p.parse(self._d._get(self._p, channel))
 
     def __setitem__(self, channel: int, value: float) -> None:
-        self._p.check(value, type(self._d).instrument_limits(self._p.name, self._d.options))
+        cls = type(self._d)
+        self._p.check(value, cls.instrument_limits(self._p.name, self._d.options),
+                      cls.instrument_step(self._p.name, self._d.options))
         self._d._set(self._p, channel, value / self._p.scale)
 
 
@@ -112,7 +147,7 @@ class Driver(ABC):
         return cls.Options.model_validate(raw)
 
     @classmethod
-    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+    def check_config(cls, options: dict[str, Any], channels: dict[int, ChannelLimits]) -> list[str]:
         """Model-specific config errors as 'key.path: message'."""
         try:
             opts = cls.parse_options(options)
@@ -135,6 +170,13 @@ class Driver(ABC):
         may narrow by its options (model variant, module rating)."""
         param = getattr(cls, action, None)
         return param.limits if isinstance(param, ChannelParam) else None
+
+    @classmethod
+    def instrument_step(cls, action: str, options: BaseModel | None = None) -> float | None:
+        """The smallest step the instrument holds for an action's value (SI): the declared parameter's
+        resolution, which a driver may change by its options (model variant, range)."""
+        param = getattr(cls, action, None)
+        return param.resolution if isinstance(param, ChannelParam) else None
 
     @classmethod
     def _options_or_none(cls, options: dict[str, Any]) -> BaseModel | None:
@@ -180,7 +222,7 @@ class SupplyDriver(Driver):
         return frozenset(base)
 
     @classmethod
-    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+    def check_config(cls, options: dict[str, Any], channels: dict[int, ChannelLimits]) -> list[str]:
         errors = super().check_config(options, channels)
         opts = cls._options_or_none(options)
         for ch, cfg in channels.items():
@@ -256,7 +298,7 @@ class ChillerDriver(Driver):
         return frozenset({"on", "off", "tset"})
 
     @classmethod
-    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+    def check_config(cls, options: dict[str, Any], channels: dict[int, ChannelLimits]) -> list[str]:
         errors = super().check_config(options, channels)
         limits = cls.instrument_limits("tset", cls._options_or_none(options))
         for ch, cfg in channels.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slowctl.contract import SensorChannel
+from slowctl.drivers.readings import SensorChannel
 from slowctl.drivers.base import NoOptions, SensorDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
-from slowctl.humidity import dewpoint
+from slowctl.drivers.humidity import dewpoint
 
 
 class ClimateOptions(NoOptions):

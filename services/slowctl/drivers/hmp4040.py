@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.wire import ask, decimal, flag

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from slowctl.contract import ChannelState, SupplyChannel
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.wire import ask, decimal

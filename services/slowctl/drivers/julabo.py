@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field
 
-from slowctl.contract import ChannelState, ChillerChannel
+from slowctl.drivers.readings import ChannelState, ChillerChannel
 from slowctl.drivers.base import ChannelParam, ChillerDriver, NoOptions
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.wire import flag

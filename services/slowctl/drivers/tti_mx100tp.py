@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
-from slowctl.contract import ChannelState, SupplyChannel
-from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
+from slowctl.drivers.readings import ChannelState, SupplyChannel
+from slowctl.drivers.base import ChannelLimits, ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.wire import decimal, flag
 
-if TYPE_CHECKING:
-    from slowctl.config import ChannelConfig
 
 # outputs, highest voltage (V) and current (A) over all outputs and ranges
 VARIANTS: dict[str, tuple[int, float, float]] = {
@@ -109,7 +107,7 @@ class TtiMx100tp(SupplyDriver):
         return options.outputs
 
     @classmethod
-    def check_config(cls, options: dict[str, Any], channels: dict[int, "ChannelConfig"]) -> list[str]:
+    def check_config(cls, options: dict[str, Any], channels: dict[int, ChannelLimits]) -> list[str]:
         errors = super().check_config(options, channels)
         try:
             opts = cls.parse_options(options)

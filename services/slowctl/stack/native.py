@@ -16,13 +16,13 @@ from pathlib import Path
 
 import yaml
 
-from slowctl.broker import service_user, write_broker_files
+from slowctl.stack.broker import service_user, write_broker_files
 from slowctl.config import DeviceConfig, StackConfig
-from slowctl.contract import Topics
+from slowctl.device.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession
-from slowctl.supervisor import ProcessSpec, Supervisor, port_open
-from slowctl.tls import TlsFiles
-from slowctl.ui import NativeUi, tls_files
+from slowctl.stack.supervisor import ProcessSpec, Supervisor, port_open
+from slowctl.stack.tls import TlsFiles
+from slowctl.stack.ui import NativeUi, tls_files
 
 SIM_HOST = "127.0.0.1"
 

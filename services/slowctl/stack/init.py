@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from slowctl.config import StackConfig
-from slowctl.tls import TlsFiles, ensure_tls
+from slowctl.stack.tls import TlsFiles, ensure_tls
 
 class InitError(Exception):
     pass
@@ -44,7 +44,7 @@ def password_var(user: str) -> str:
 
 
 def variables(stack: StackConfig, hostname: str, config_name: str) -> list[Var]:
-    from slowctl.broker import ROLES
+    from slowctl.stack.broker import ROLES
 
     fixed = lambda value: (lambda: value)  # noqa: E731 - a default that is not a secret
     return [

@@ -20,16 +20,17 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from slowctl.commands import (Command, CommandError, Request, Rules, check_size, parse_json, parse_legacy,
+from slowctl.device.commands import (Command, CommandError, Request, Rules, check_size, parse_json, parse_legacy,
                               parse_plain, validate)
 from slowctl.config import DeviceConfig, StackConfig
-from slowctl.contract import ChannelState, ChillerChannel, DeviceState, LegacyTopics, Reading, SupplyChannel, Topics
+from slowctl.device.contract import DeviceState, LegacyTopics, Topics
+from slowctl.drivers.readings import ChannelState, ChillerChannel, Reading, SupplyChannel
 from slowctl.drivers import DRIVERS, Driver, SupplyDriver, supply_kind
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
-from slowctl.heartbeat import Heartbeat
+from slowctl.device.heartbeat import Heartbeat
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
-from slowctl.payloads import channel_dict, legacy_status, metrics_lines
-from slowctl.ramp import SoftRamp
+from slowctl.device.payloads import channel_dict, legacy_status, metrics_lines
+from slowctl.device.ramp import SoftRamp
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import secrets
 from pathlib import Path
 
 from slowctl.config import StackConfig
-from slowctl.paths import render, repo_file
-from slowctl.tls import TlsFiles
+from slowctl.stack.paths import render, repo_file
+from slowctl.stack.tls import TlsFiles
 
 ROLES = ("viewer", "operator", "nodered", "telegraf")
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's own default

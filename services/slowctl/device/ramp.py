@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from slowctl.contract import ChannelState
+from slowctl.drivers.readings import ChannelState
 
 
 @dataclass

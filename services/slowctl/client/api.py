@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from slowctl.contract import Topics
+from slowctl.device.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from slowctl.config import ChannelConfig
-from slowctl.contract import ACTIONS, MAX_PAYLOAD
+from slowctl.device.contract import ACTIONS, MAX_PAYLOAD
 
 NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 CLOCK_SKEW = 2.0  # s of future timestamps tolerated between hosts

@@ -15,7 +15,7 @@ import types
 from dataclasses import asdict
 from typing import Any
 
-from slowctl.contract import ChannelState, ChillerChannel, Reading, SensorChannel, SupplyChannel
+from slowctl.drivers.readings import ChannelState, ChillerChannel, Reading, SensorChannel, SupplyChannel
 
 
 def _load_point() -> tuple[type, Any]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from slowctl import gateway, nodered
-from slowctl.broker import load_credentials
+from slowctl.stack import gateway, nodered
+from slowctl.stack.broker import load_credentials
 from slowctl.config import StackConfig
-from slowctl.supervisor import ProcessSpec, port_open
-from slowctl.tls import TlsFiles, ensure_tls
+from slowctl.stack.supervisor import ProcessSpec, port_open
+from slowctl.stack.tls import TlsFiles, ensure_tls
 
 # credentials.json key -> user name
 LOGINS = {"dashboard": "dashboard", "nodered-admin": "admin"}
@@ -28,7 +28,7 @@ class UiError(RuntimeError):
 
 
 def nodered_dir() -> Path:
-    from slowctl.paths import REPO
+    from slowctl.stack.paths import REPO
 
     return REPO / "nodered"
 

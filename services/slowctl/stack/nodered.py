@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from slowctl.config import DeviceConfig, StackConfig
-from slowctl.contract import Topics
+from slowctl.device.contract import Topics
 
 PREFIX = "slowctl."
 HV_CONFIRM_ACTIONS = ("on", "vset", "iset")  # the actions that can raise a high voltage or its current
@@ -37,7 +37,7 @@ class FlowError(Exception):
 
 
 def widgets_dir() -> Path:
-    from slowctl.paths import repo_file
+    from slowctl.stack.paths import repo_file
 
     return repo_file("nodered", "widgets")
 

@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from slowctl.supervisor import ProcessSpec
+from slowctl.stack.supervisor import ProcessSpec
 
 PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 TEMPLATE = ("gateway", "templates", "default.conf.template")
@@ -31,7 +31,7 @@ def find_nginx() -> str | None:
 
 
 def template_text() -> str:
-    from slowctl.paths import repo_file
+    from slowctl.stack.paths import repo_file
 
     return repo_file(*TEMPLATE).read_text()
 

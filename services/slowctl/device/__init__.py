@@ -1,0 +1,1 @@
+"""The device side: one instrument service (policy core, MQTT adapter, contract, payloads)."""

@@ -1,0 +1,1 @@
+"""The native stack: broker, gateway, control UI, supervisor, TLS, compose init."""
