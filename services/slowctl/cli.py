@@ -38,8 +38,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from slowctl.device.adapter import DeviceService
     from slowctl.mqtt import Endpoint
-    from slowctl.device.service import DeviceService
 
     stack = load_config(args.config)
     if args.device not in stack.devices:
@@ -56,7 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         dev = stack.devices[args.device].model_copy(update={"address": f"socket://{args.simulator}:{sim.port}"})
         stack = stack.model_copy(update={"devices": {**stack.devices, args.device: dev}})
     restarts = int(os.environ.get("SLOWCTL_RESTARTS", "0") or 0)
-    service = DeviceService(args.device, stack, Endpoint.from_config(stack.mqtt), restarts=restarts)
+    state_dir = Path(args.state_dir or os.environ.get("SLOWCTL_STATE_DIR")
+                     or stack.resolved_dir(Path.cwd()) / "devices")
+    service = DeviceService(args.device, stack, Endpoint.from_config(stack.mqtt), restarts=restarts,
+                            state_dir=state_dir)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: service.stop_event.set())
     return service.run()
 
 
@@ -216,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True)
     sp.add_argument("--simulator", metavar="HOST",
                     help="talk to the device's simulator at HOST:<simulator.port> instead of its address")
+    sp.add_argument("--state-dir", metavar="DIR",
+                    help="where the service keeps latched alarms across restarts (default: $SLOWCTL_STATE_DIR, "
+                         "else <state_dir>/devices of the config, relative to the working directory)")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("simulate", help="run the simulator of a device of the config (what a dummy container runs)")

@@ -14,6 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from slowctl.drivers import DRIVERS
+from slowctl.drivers.base import Driver, off_grid
+
 # no '-': a device's broker password is MQTT_PASSWORD_<ID IN CAPITALS> in the compose .env
 DEVICE_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # always used with fullmatch
 # a device id is also a broker user name and a control UI page: the roles' users
@@ -40,6 +43,15 @@ def _finite(v: float | None) -> float | None:
     return v
 
 
+class StartupSettings(Strict):
+    """Applied when the service connects, only to a channel whose output is off; never switches an output."""
+
+    vset: float | None = Field(default=None, ge=0, description="V")
+    iset: float | None = Field(default=None, ge=0, description="A")
+
+    _finite_fields = field_validator("vset", "iset")(_finite)
+
+
 class ChannelConfig(Strict):
     name: str = Field(min_length=1, max_length=64)
     vmax: float | None = Field(default=None, ge=0, description="highest accepted vset (V)")
@@ -52,6 +64,7 @@ class ChannelConfig(Strict):
     off_mode: Literal["ramp", "kill"] = "ramp"
     tmin: float | None = Field(default=None, description="lowest accepted tset (°C, chillers)")
     tmax: float | None = Field(default=None, description="highest accepted tset (°C, chillers)")
+    startup: StartupSettings | None = Field(default=None, description="settings applied at start while off")
 
     _finite_fields = field_validator("vmax", "imax", "ramp_max", "rampup", "rampdown", "ramp_step",
                                      "tmin", "tmax")(_finite)
@@ -64,6 +77,11 @@ class ChannelConfig(Strict):
                 raise ValueError(f"{key} {rate} exceeds ramp_max {self.ramp_max}")
         if self.tmin is not None and self.tmax is not None and self.tmin > self.tmax:
             raise ValueError(f"tmin {self.tmin} is above tmax {self.tmax}")
+        if self.startup is not None:
+            for key, limit in (("vset", "vmax"), ("iset", "imax")):
+                value, top = getattr(self.startup, key), getattr(self, limit)
+                if value is not None and top is not None and value > top:
+                    raise ValueError(f"startup.{key} {value:g} exceeds {limit} {top:g}")
         return self
 
 
@@ -211,8 +229,6 @@ def _device_errors(dev_id: str, raw: Any) -> list[str]:
 
     Each part is checked on its own so that one bad field does not hide the others.
     """
-    from slowctl.drivers import DRIVERS
-
     where = f"devices.{dev_id}"
     errors = [] if DEVICE_ID.fullmatch(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_]* (max 32 chars)"]
     if dev_id in RESERVED_IDS:
@@ -230,7 +246,34 @@ def _device_errors(dev_id: str, raw: Any) -> list[str]:
         except (ValidationError, ValueError, TypeError):
             pass  # reported by the whole-config validation
     options = raw.get("options") or {}
-    return errors + [f"{where}.{e}" for e in driver.check_config(options if isinstance(options, dict) else {}, channels)]
+    options = options if isinstance(options, dict) else {}
+    errors += [f"{where}.{e}" for e in driver.check_config(options, channels)]
+    return errors + [f"{where}.{e}" for e in _startup_errors(driver, options, channels)]
+
+
+def _startup_errors(driver: type[Driver], options: dict[str, Any], channels: dict[int, ChannelConfig]) -> list[str]:
+    """Start-up settings the instrument could not hold exactly: refused at load, never rounded later."""
+    try:
+        opts = driver.parse_options(options)
+    except ValidationError:
+        return []  # reported by check_config
+    errors = []
+    for ch, cfg in channels.items():
+        for key in ("vset", "iset"):
+            value = getattr(cfg.startup, key) if cfg.startup else None
+            if value is None:
+                continue
+            if key not in driver.actions():
+                errors.append(f"channels.{ch}.startup.{key}: {driver.model} has no {key}")
+                continue
+            limits, step = driver.instrument_limits(key, opts), driver.instrument_step(key, opts)
+            if limits and not limits[0] <= value <= limits[1]:
+                errors.append(f"channels.{ch}.startup.{key}: {value:g} outside the {driver.model} range "
+                              f"{limits[0]:g}..{limits[1]:g}")
+            elif step and off_grid(value, step):
+                errors.append(f"channels.{ch}.startup.{key}: {value:g} is finer than the {driver.model}'s "
+                              f"{step:g} step")
+    return errors
 
 
 def parse_config(data: Any, source: str = "config") -> StackConfig:

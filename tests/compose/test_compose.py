@@ -147,7 +147,8 @@ def test_every_piece_of_state_is_on_a_named_volume():
     model = merged("prod")
     named = set(model["volumes"])
     state = {"mosquitto": "/mosquitto/data", "mongo": "/data/db", "influxdb": "/var/lib/influxdb2",
-             "grafana": "/var/lib/grafana", "nodered": "/data"}
+             "grafana": "/var/lib/grafana", "nodered": "/data",
+             **{f"device-{d}": "/var/lib/slowctl/devices" for d in DEVICES}}
     for svc, path in state.items():
         mounts = {v.split(":")[1]: v.split(":")[0] for v in model["services"][svc]["volumes"]}
         assert mounts.get(path) in named, f"{svc}: {path} is not on a named volume ({mounts})"

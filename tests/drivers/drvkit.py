@@ -11,7 +11,7 @@ from typing import Any
 from slowctl.config import DeviceConfig
 from slowctl.drivers.base import Driver
 from slowctl.drivers.link import LinkSettings
-from slowctl.device.service import link_settings
+from slowctl.device.adapter import link_settings
 from slowctl_dummy.server import SimulatorServer
 
 SHORT_TIMEOUT = 0.3  # s; link timeout of the fault tests

@@ -63,7 +63,8 @@ def rules(stack_config):
 
 
 DEVICES = ("hv", "lv", "climate")
-PER_DEVICE = ("availability", "status", "metrics", "health", "reply", "reply/mine", "cmd", "cmd/vset/0")
+PER_DEVICE = ("availability", "status", "metrics", "health", "event", "capabilities", "reply", "reply/mine", "cmd",
+              "cmd/vset/0")
 
 
 def all_topics():
@@ -99,7 +100,7 @@ def test_operator_writes_only_commands(rules, user):
         [f"slowctl/{d}/{s}" for d in DEVICES for s in ("cmd", "cmd/vset/0")]
         + ([f"/{d}/cmd/{k}" for d in ("hv", "lv") for k in ("setv/0", "switch/1")] if user == "operator" else []))
     for d in DEVICES:
-        for s in ("availability", "status", "metrics", "health", "reply"):
+        for s in ("availability", "status", "metrics", "health", "event", "capabilities", "reply"):
             assert can(rules, user, "read", f"slowctl/{d}/{s}")
     assert not can(rules, user, "write", "/hv/status")
 
@@ -108,7 +109,8 @@ def test_operator_writes_only_commands(rules, user):
 def test_service_writes_only_its_own_topics(rules, dev):
     user = dev
     writable = {t for t in all_topics() if can(rules, user, "write", t)}
-    expected = {f"slowctl/{dev}/{s}" for s in ("availability", "status", "metrics", "health", "reply", "reply/mine")}
+    expected = {f"slowctl/{dev}/{s}"
+                for s in ("availability", "status", "metrics", "health", "event", "capabilities", "reply", "reply/mine")}
     if dev in ("hv", "lv"):  # the pattern gives every device its own legacy topics
         expected.add(f"/{dev}/status")
     assert writable == expected

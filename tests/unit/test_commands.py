@@ -7,34 +7,38 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from slowctl.device.commands import (CLOCK_SKEW, Command, CommandError, Request, Rules, check_size, parse_json,
-                              parse_legacy, parse_plain, validate)
+from slowctl.config import DeviceConfig
+from slowctl.device import commands
+from slowctl.device.capabilities import Capabilities
+from slowctl.device.commands import CLOCK_SKEW, Command, CommandError, Request, check_size, parse_json, parse_legacy, parse_plain
 from slowctl.device.contract import MAX_PAYLOAD
-from slowctl.drivers import DRIVERS
 
 NOW = 1_700_000_000.0
 
 
+def validate(req: Request, caps: Capabilities, now_wall: float | None = None) -> Command:
+    return commands.validate(req, caps, 10.0, now_wall=now_wall)
+
+
 @pytest.fixture(scope="module")
 def hv(stack_config):
-    """Rules of the dummy HV (CAEN, hardware ramp; channels 0-2 vmax 600, channel 3 vmax 100)."""
-    drv = DRIVERS["caen-n1470"]
-    return Rules(drv.actions(), dict(stack_config.devices["hv"].channels), drv.instrument_limits, max_age=10.0)
+    """The dummy HV (CAEN, hardware ramp; channels 0-2 vmax 600, channel 3 vmax 100)."""
+    return Capabilities.build(stack_config.devices["hv"])
 
 
 @pytest.fixture(scope="module")
 def lv(stack_config):
-    """Rules of the dummy LV (HMP4040, software ramp on channel 0 only)."""
-    drv = DRIVERS["hmp4040"]
-    return Rules(drv.actions(), dict(stack_config.devices["lv"].channels), drv.instrument_limits, max_age=10.0,
-                 ramp_actions_for=lambda ch: ch == 0)
+    """The dummy LV (HMP4040, software ramp on channel 0 only)."""
+    caps = Capabilities.build(stack_config.devices["lv"])
+    assert caps.soft_ramp == {0}
+    return caps
 
 
 def js(**fields) -> bytes:
     return json.dumps(fields).encode()
 
 
-def refused(req: Request, rules: Rules, *words: str, now: float = NOW) -> str:
+def refused(req: Request, rules: Capabilities, *words: str, now: float = NOW) -> str:
     with pytest.raises(CommandError) as info:
         validate(req, rules, now_wall=now)
     msg = str(info.value)
@@ -94,8 +98,7 @@ def test_unknown_action_plain(hv):
 
 
 def test_action_not_supported_by_device(hv, lv, stack_config):
-    drv = DRIVERS["climate"]
-    climate = Rules(drv.actions(), dict(stack_config.devices["climate"].channels), lambda a: None, max_age=10)
+    climate = Capabilities.build(stack_config.devices["climate"])
     refused(parse_plain("on", "0", b""), climate, "not supported by this device")
     # software ramp rates only on channels that have a software ramp
     refused(parse_plain("rampup", "1", b"1"), lv, "not supported")
@@ -193,9 +196,7 @@ def test_limit_is_per_channel(hv):
 
 def test_beyond_instrument_range(stack_config):
     # a channel without its own limit still cannot exceed the instrument range
-    from slowctl.config import ChannelConfig
-    drv = DRIVERS["caen-n1470"]
-    rules = Rules(drv.actions(), {0: ChannelConfig(name="free")}, drv.instrument_limits, max_age=10)
+    rules = Capabilities.build(DeviceConfig(model="caen-n1470", address="socket://x:1", channels={0: {"name": "free"}}))
     refused(parse_plain("vset", "0", b"8001"), rules, "outside the instrument range 0..8000")
     refused(parse_plain("rampup", "0", b"0.5"), rules, "outside the instrument range 1..500")
     assert validate(parse_plain("vset", "0", b"8000"), rules, now_wall=NOW).value == 8000

@@ -11,22 +11,17 @@ Validation refuses, it never clamps: a refused command changes nothing.
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
-from slowctl.config import ChannelConfig
-from slowctl.device.contract import ACTIONS, MAX_PAYLOAD
+from slowctl.device.capabilities import Capabilities, CommandError, finite_number
+from slowctl.device.contract import MAX_PAYLOAD
 
 NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 CLOCK_SKEW = 2.0  # s of future timestamps tolerated between hosts
-
-
-class CommandError(Exception):
-    """A refused command; the message is the human-readable reason in the reply."""
 
 
 @dataclass
@@ -50,19 +45,10 @@ class Request:
             "id": self.id if isinstance(self.id, (str, int)) and not isinstance(self.id, bool) else None,
             "action": self.action if isinstance(self.action, str) else None,
             "channel": self.channel if isinstance(self.channel, int) and not isinstance(self.channel, bool) else None,
-            "value": self.value if _finite_number(self.value) else None,
+            "value": self.value if finite_number(self.value) else None,
             "ok": ok,
             "error": error,
         }
-
-
-def _finite_number(v: Any) -> bool:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return False
-    try:
-        return math.isfinite(v)
-    except OverflowError:  # an int too large for a float
-        return False
 
 
 @dataclass(frozen=True)
@@ -147,7 +133,7 @@ def _issued_at(ts: Any) -> float:
     if isinstance(ts, bool):
         raise CommandError("ts must be epoch seconds or an ISO 8601 time")
     if isinstance(ts, (int, float)):
-        if not _finite_number(ts):
+        if not finite_number(ts):
             raise CommandError("ts must be finite")
         return ts / 1000.0 if ts > 1e11 else float(ts)
     if isinstance(ts, str):
@@ -161,82 +147,21 @@ def _issued_at(ts: Any) -> float:
     raise CommandError("ts must be epoch seconds or an ISO 8601 time")
 
 
-@dataclass(frozen=True)
-class Rules:
-    """What a device accepts: its actions, channels with limits, instrument ranges."""
-
-    actions: frozenset[str]
-    channels: dict[int, ChannelConfig]
-    instrument_limits: Callable[[str], tuple[float, float] | None]
-    max_age: float
-    ramp_actions_for: Callable[[int], bool] = lambda ch: False  # software-ramped channels accept ramp rates
-
-
-def validate(req: Request, rules: Rules, now_wall: float | None = None) -> Command:
+def validate(req: Request, caps: Capabilities, max_age: float, now_wall: float | None = None) -> Command:
+    """A command that passes every static check (action, channel, value, age), or CommandError."""
     if req.error:
         raise CommandError(req.error)
-    if not isinstance(req.action, str) or req.action not in ACTIONS:
-        shown = req.action if isinstance(req.action, str) else json.dumps(req.action)
-        raise CommandError(f"unknown action {str(shown)[:32]!r} (expected one of {', '.join(ACTIONS)})")
-    spec = ACTIONS[req.action]
-    if isinstance(req.channel, bool) or not isinstance(req.channel, int):
-        raise CommandError("channel must be an integer")
-    if req.channel < 0:
-        raise CommandError(f"channel {req.channel} is negative")
-    if req.channel not in rules.channels:
-        raise CommandError(f"unknown channel {req.channel} (configured: {', '.join(map(str, sorted(rules.channels)))})")
-    allowed = req.action in rules.actions or (
-        req.action in ("rampup", "rampdown") and rules.ramp_actions_for(req.channel))
-    if not allowed:
-        raise CommandError(f"action {req.action!r} is not supported by this device")
-    value = _checked_value(req, spec.takes_value, rules.channels[req.channel], rules)
+    cap = caps.get(req.action, req.channel)
+    value = cap.check(req.value)
     if req.ts is not None:
         now_wall = time.time() if now_wall is None else now_wall
         req.issued = _issued_at(req.ts)
         age = now_wall - req.issued
-        if age > rules.max_age:
-            raise CommandError(f"stale command: issued {age:.1f} s ago (max {rules.max_age:g} s)")
+        if age > max_age:
+            raise CommandError(f"stale command: issued {age:.1f} s ago (max {max_age:g} s)")
         if age < -CLOCK_SKEW:
             raise CommandError(f"ts is {-age:.1f} s in the future: check the sender's clock")
-    return Command(req.action, req.channel, value, req)
-
-
-def _checked_value(req: Request, takes_value: bool, ch: ChannelConfig, rules: Rules) -> float | None:
-    value = req.value
-    if not takes_value:
-        if value is not None:
-            raise CommandError(f"action {req.action!r} takes no value")
-        return None
-    if value is None:
-        raise CommandError(f"action {req.action!r} needs a value")
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CommandError("value must be a number")
-    if not _finite_number(value):
-        raise CommandError("value must be a finite number")
-    value = float(value)
-    unit = ACTIONS[req.action].unit
-    if req.action == "tset":  # temperatures may be negative: both bounds come from the config
-        if ch.tmin is None or ch.tmax is None:
-            raise CommandError(f"channel {req.channel} ({ch.name}) has no tmin/tmax configured: tset refused")
-        if not ch.tmin <= value <= ch.tmax:
-            raise CommandError(f"tset {value:g} {unit} outside the configured limits tmin={ch.tmin:g}..tmax={ch.tmax:g} "
-                               f"{unit} of channel {req.channel} ({ch.name})")
-        limit, key = None, ""
-    elif req.action in ("rampup", "rampdown"):
-        if value <= 0:
-            raise CommandError(f"{req.action} must be > 0 {unit}")
-        limit, key = ch.ramp_max, "ramp_max"
-    else:
-        if value < 0:
-            raise CommandError(f"{req.action} must be >= 0 {unit}")
-        limit, key = (ch.vmax, "vmax") if req.action == "vset" else (ch.imax, "imax")
-    if limit is not None and value > limit:
-        raise CommandError(f"{req.action} {value:g} {unit} exceeds the configured limit {key}={limit:g} {unit} "
-                           f"of channel {req.channel} ({ch.name})")
-    hw = rules.instrument_limits(req.action)
-    if hw and not hw[0] <= value <= hw[1]:
-        raise CommandError(f"{req.action} {value:g} {unit} outside the instrument range {hw[0]:g}..{hw[1]:g} {unit}")
-    return value
+    return Command(cap.name, req.channel, value, req)
 
 
 def check_size(payload: bytes) -> None:

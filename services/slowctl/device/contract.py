@@ -1,4 +1,4 @@
-"""The MQTT contract in code: topics, actions, channel states, status payloads.
+"""The MQTT contract in code: topics, device states, payload limits (actions: capabilities.py).
 
 docs/mqtt.md describes the same contract for people; Telegraf, Grafana and
 Node-RED consume it unchanged, so changes here are breaking changes.
@@ -7,7 +7,6 @@ Node-RED consume it unchanged, so changes here are breaking changes.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 MAX_PAYLOAD = 64 * 1024  # bytes; larger command payloads are refused
 
@@ -16,29 +15,6 @@ class DeviceState(str, enum.Enum):
     OK = "ok"
     DISCONNECTED = "disconnected"
     ERROR = "error"
-
-
-@dataclass(frozen=True)
-class ActionSpec:
-    name: str
-    takes_value: bool
-    unit: str = ""
-    doc: str = ""
-
-
-ACTIONS: dict[str, ActionSpec] = {
-    a.name: a
-    for a in (
-        ActionSpec("on", False, doc="switch the channel output on"),
-        ActionSpec("off", False, doc="switch the channel output off (ramped unless off_mode: kill)"),
-        ActionSpec("vset", True, "V", "set voltage"),
-        ActionSpec("iset", True, "A", "set current limit"),
-        ActionSpec("rampup", True, "V/s", "ramp-up rate"),
-        ActionSpec("rampdown", True, "V/s", "ramp-down rate"),
-        ActionSpec("clear", False, doc="reset a trip"),
-        ActionSpec("tset", True, "°C", "set temperature (chillers)"),
-    )
-}
 
 
 class Topics:
@@ -53,6 +29,8 @@ class Topics:
         self.health = f"{base}/health"
         self.reply = f"{base}/reply"
         self.cmd = f"{base}/cmd"
+        self.event = f"{base}/event"
+        self.capabilities = f"{base}/capabilities"
 
     def owns_response_topic(self, topic: str) -> bool:
         """MQTT v5 response topics must stay in the device's own reply tree (ACL) and be publishable."""

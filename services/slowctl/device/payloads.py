@@ -1,51 +1,45 @@
-"""Payload builders for the status, metrics and legacy topics.
+"""Payload builders for the status, metrics, event and legacy topics.
 
-Metrics are InfluxDB line protocol built with influxdb-client's `Point`.
-Importing `influxdb_client` runs its package __init__, which loads every API
-module (and numpy when present): ~37 MB per process, more than a whole device
-service otherwise needs. We load only the three modules `Point` uses.
+Metrics are InfluxDB line protocol, written here in a few lines rather than through influxdb-client,
+whose package import alone costs a device service more memory than everything else it loads.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
-import types
+import math
 from dataclasses import asdict
 from typing import Any
 
+from slowctl.device.events import Event
 from slowctl.drivers.readings import ChannelState, ChillerChannel, Reading, SensorChannel, SupplyChannel
 
-
-def _load_point() -> tuple[type, Any]:
-    if "influxdb_client" in sys.modules:  # already imported the normal way
-        from influxdb_client import Point, WritePrecision
-        return Point, WritePrecision
-    spec = importlib.util.find_spec("influxdb_client")
-    assert spec and spec.origin
-    root = os.path.dirname(spec.origin)
-    stubs = ["influxdb_client", "influxdb_client.client", "influxdb_client.client.write",
-             "influxdb_client.client.util", "influxdb_client.domain"]
-    for name in stubs:
-        pkg = types.ModuleType(name)
-        pkg.__path__ = [os.path.join(root, *name.split(".")[1:])]
-        sys.modules[name] = pkg
-    before = set(sys.modules)
-    try:
-        point = importlib.import_module("influxdb_client.client.write.point")
-        precision = importlib.import_module("influxdb_client.domain.write_precision")
-    finally:
-        # forget everything loaded here: a later `import influxdb_client` gets the real, whole package
-        for name in set(sys.modules) - before:
-            if name.startswith("influxdb_client"):
-                del sys.modules[name]
-        for name in stubs:
-            del sys.modules[name]
-    return point.Point, precision.WritePrecision
+_KEY = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_MEASUREMENT = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_STRING = str.maketrans({'"': r"\"", "\\": "\\\\"})
 
 
-Point, WritePrecision = _load_point()
+def _field(value: float | bool | str) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.translate(_STRING) + '"'
+    if not math.isfinite(value):
+        return None  # line protocol has no NaN or infinity
+    text = str(float(value))  # a bare number is a float; integers would need 'i'
+    return text[:-2] if text.endswith(".0") else text
+
+
+def line(measurement: str, tags: dict[str, str], fields: dict[str, float | bool | str], ts_ms: int) -> str:
+    """One line of InfluxDB line protocol: tags and fields sorted by key, millisecond timestamp."""
+    tag_text = "".join(f",{k.translate(_KEY)}={_tag_value(v)}" for k, v in sorted(tags.items()) if v != "")
+    field_text = ",".join(f"{k.translate(_KEY)}={text}" for k, v in sorted(fields.items())
+                          if (text := _field(v)) is not None)
+    return f"{measurement.translate(_MEASUREMENT)}{tag_text} {field_text} {ts_ms}"
+
+
+def _tag_value(value: str) -> str:
+    text = value.translate(_KEY)
+    return text + " " if text.endswith("\\") else text
 
 
 def channel_dict(channel: int, name: str, reading: Reading | None) -> dict[str, Any]:
@@ -66,26 +60,41 @@ def metrics_lines(device: str, names: dict[int, str], readings: dict[int, Readin
     """
     lines = []
     for ch, r in sorted(readings.items()):
-        p = Point(r.KIND).tag("device", device).tag("channel", str(ch)).tag("name", names[ch])
+        tags = {"device": device, "channel": str(ch), "name": names[ch]}
+        fields: dict[str, float | bool | str] = {}
         if isinstance(r, SupplyChannel):
             if kind:
-                p.tag("kind", kind)
-            p.field("on", bool(r.on)).field("tripped", r.state is ChannelState.TRIPPED)
+                tags["kind"] = kind
+            fields = {"on": bool(r.on), "tripped": r.state is ChannelState.TRIPPED, "state": r.state.value}
             for key in ("vset", "vmon", "iset", "imon", "rampup", "rampdown"):
                 value = getattr(r, key)
                 if value is not None:
-                    p.field(key, float(value))
-            p.field("state", r.state.value)
+                    fields[key] = float(value)
         elif isinstance(r, SensorChannel):
-            for key in ("temperature", "humidity", "dewpoint"):
-                p.field(key, float(getattr(r, key)))
+            fields = {key: float(getattr(r, key)) for key in ("temperature", "humidity", "dewpoint")}
         elif isinstance(r, ChillerChannel):
-            p.field("on", bool(r.on)).field("tset", float(r.tset)).field("temperature", float(r.temperature))
+            fields = {"on": bool(r.on), "tset": float(r.tset), "temperature": float(r.temperature),
+                      "state": r.state.value}
             if r.status_code is not None:
-                p.field("status_code", float(r.status_code))
-            p.field("state", r.state.value)
-        lines.append(p.time(ts_ms, WritePrecision.MS).to_line_protocol())
+                fields["status_code"] = float(r.status_code)
+        lines.append(line(r.KIND, tags, fields, ts_ms))
     return "\n".join(lines)
+
+
+def event_line(event: Event) -> str:
+    """An event on the metrics path (measurement `event`), for annotations in Grafana."""
+    tags = {"device": event.device, "kind": event.kind, "severity": event.severity}
+    if event.channel is not None:
+        tags["channel"] = str(event.channel)
+    fields: dict[str, float | bool | str] = {"message": event.message}
+    if event.cause:
+        fields["cause"] = event.cause
+    for key in ("before", "after"):
+        value = getattr(event, key)
+        if value is not None:
+            fields[key] = value if isinstance(value, (bool, str)) else (
+                float(value) if isinstance(value, (int, float)) else str(value))
+    return line("event", tags, fields, int(event.ts * 1000))
 
 
 def legacy_status(readings: dict[int, Reading]) -> list[dict[str, Any]]:

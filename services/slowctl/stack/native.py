@@ -93,7 +93,8 @@ class NativeStack:
                 argv = [sys.executable, "-m", "slowctl", "sim", *simulator_args(dev_id, dev, self.config_path.parent, SIM_HOST)]
                 sims.append(ProcessSpec(f"sim-{dev_id}", argv, ready_port=(SIM_HOST, dev.simulator.port), tier=1))
         services = [
-            ProcessSpec(f"service-{dev_id}", [sys.executable, "-m", "slowctl", "run", dev_id, "--config", str(resolved)],
+            ProcessSpec(f"service-{dev_id}", [sys.executable, "-m", "slowctl", "run", dev_id, "--config", str(resolved),
+                                              "--state-dir", str(self.state_dir / "devices")],
                         env={"SLOWCTL_MQTT_USERNAME": service_user(dev_id),
                              "SLOWCTL_MQTT_PASSWORD": creds[service_user(dev_id)]}, tier=2)
             for dev_id in self.stack.devices

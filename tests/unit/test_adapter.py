@@ -1,4 +1,4 @@
-"""DeviceService._execute: refusals that must never reach the instrument."""
+"""The MQTT adapter around the core: refusals that must never reach the instrument, one reply per command."""
 
 import time
 from unittest import mock
@@ -8,17 +8,16 @@ import pytest
 from slowctl.device.commands import Command, Request
 from slowctl.device.contract import DeviceState
 from slowctl.drivers.readings import ChannelState, SupplyChannel
-from slowctl.drivers.base import SupplyDriver
 from slowctl.drivers.caen_n1470 import CaenN1470
 from slowctl.mqtt import Endpoint
-from slowctl.device.service import DeviceService
+from slowctl.device.adapter import DeviceService
 
 
 @pytest.fixture
 def service(stack_config):
     svc = DeviceService("hv", stack_config, Endpoint("127.0.0.1", 1))
     svc.replies = []
-    svc._reply = lambda req, ok, error=None: svc.replies.append((req, ok, error))
+    svc._reply = lambda req, ok, error=None, applied=None: svc.replies.append((req, ok, error))
     svc.mqtt = mock.MagicMock()  # nothing reaches a broker
     return svc
 
@@ -28,9 +27,18 @@ def driver():
     d = mock.MagicMock(spec=CaenN1470)
     d.link = mock.MagicMock()
     d.read.return_value = {0: reading(on=True, state=ChannelState.ON, vset=100.0)}
-    # the real action dispatch, onto the mocked driver methods
-    d.execute.side_effect = lambda action, ch, value: SupplyDriver.execute(d, action, ch, value)
     return d
+
+
+def follows_vset(d, channel=0, **kw):
+    """The mocked instrument holds what it was last sent (a read returns a fresh object each time)."""
+    held = {"vset": kw.pop("vset", 0.0)}
+
+    def set_voltage(ch, v):
+        held["vset"] = v
+
+    d.set_voltage.side_effect = set_voltage
+    d.read.side_effect = lambda channels, full: {channel: reading(vset=held["vset"], **kw)}
 
 
 def reading(**kw) -> SupplyChannel:
@@ -103,29 +111,28 @@ def test_command_while_disconnected_is_refused(service):
 
 def test_on_while_tripped_is_refused(service, driver):
     service._driver = driver
-    service.readings[2] = reading(state=ChannelState.OFF)  # the last poll did not see the trip yet
+    service.core.readings[2] = reading(state=ChannelState.OFF)  # the last poll did not see the trip yet
     driver.read.return_value = {2: reading(state=ChannelState.TRIPPED, alarms=["TRIP"])}
     service._execute(command("on", 2, None))
     (_, ok, error), = service.replies
     assert ok is False and "clear first" in error and "channel 2" in error
-    driver.execute.assert_not_called()
     driver.switch.assert_not_called()
 
 
 def test_clear_while_tripped_is_executed(service, driver):
     service._driver = driver
-    service.readings[2] = reading(state=ChannelState.TRIPPED, alarms=["TRIP"])
+    service.core.readings[2] = reading(state=ChannelState.TRIPPED, alarms=["TRIP"])
     driver.read.side_effect = [{2: reading(state=ChannelState.TRIPPED, alarms=["TRIP"])}, {2: reading()}]
     service._execute(command("clear", 2, None))
     (_, ok, error), = service.replies
     assert ok is True
     driver.clear.assert_called_once_with(2)
-    assert service.readings[2].state is ChannelState.OFF
+    assert service.core.readings[2].state is ChannelState.OFF
 
 
 def test_on_for_an_untripped_channel_is_executed(service, driver):
     service._driver = driver
-    service.readings[2] = reading(state=ChannelState.OFF)
+    service.core.readings[2] = reading(state=ChannelState.OFF)
     driver.read.side_effect = [{2: reading()}, {2: reading(on=True, state=ChannelState.RAMP_UP)}]
     service._execute(command("on", 2, None))
     assert service.replies[0][1] is True
@@ -170,7 +177,16 @@ def test_accept_queues_a_valid_command(service, driver):
 
 def test_unexpected_driver_exception_still_gets_one_reply_and_the_worker_lives(service, driver):
     service._driver = driver
-    driver.set_voltage.side_effect = [RuntimeError("bug"), None]
+    follows_vset(driver)
+    calls = []
+
+    def set_voltage(ch, v):
+        calls.append(v)
+        if len(calls) == 1:
+            raise RuntimeError("bug")
+
+    driver.set_voltage.side_effect = set_voltage
+    driver.read.side_effect = lambda channels, full: {0: reading(vset=calls[-1] if calls else 0.0)}
     service.queue.put(command("vset", 0, 100.0))
     service.queue.put(command("vset", 0, 50.0))
     worker = __import__("threading").Thread(target=service._command_loop, daemon=True)
@@ -204,7 +220,7 @@ def test_commands_arriving_during_shutdown_are_refused(service, driver):
 
 def test_error_state_does_not_republish_old_readings(service, driver):
     service.mqtt.connected.is_set.return_value = True
-    service.readings[0] = reading(on=True, state=ChannelState.ON, vset=100.0)
+    service.core.readings[0] = reading(on=True, state=ChannelState.ON, vset=100.0)
     service.state = DeviceState.ERROR
     service._publish_status()
     status = [c for c in service.mqtt.publish.call_args_list if c.args[0].endswith("/status")][-1]
@@ -219,46 +235,46 @@ def test_software_off_ramp_is_cancelled_by_on(stack_config):
     from slowctl.drivers.hmp4040 import Hmp4040
     svc = DeviceService("lv", stack_config, Endpoint("127.0.0.1", 1))
     svc.replies = []
-    svc._reply = lambda req, ok, error=None: svc.replies.append((ok, error))
+    svc._reply = lambda req, ok, error=None, applied=None: svc.replies.append((ok, error))
     svc.mqtt = mock.MagicMock()
     d = mock.MagicMock(spec=Hmp4040)
     d.link = mock.MagicMock()
     on = {0: SupplyChannel(on=True, vset=2.0, vmon=2.0, iset=1.0, imon=0.1, state=ChannelState.ON)}
     d.read.return_value = on
     svc._driver = d
-    svc.targets[0] = 2.0
+    svc.core.targets[0] = 2.0
     svc._execute(command("off", 0, None))
-    assert svc.ramps[0].switch_off_at_end and svc.ramps[0].target == 0.0
+    assert svc.core.ramps[0].switch_off_at_end and svc.core.ramps[0].target == 0.0
     svc._execute(command("on", 0, None))
-    assert not svc.ramps[0].switch_off_at_end and svc.ramps[0].target == 2.0
+    assert not svc.core.ramps[0].switch_off_at_end and svc.core.ramps[0].target == 2.0
     d.switch.assert_not_called()  # never switched off, never re-switched on
 
 
 def test_set_values_beyond_the_configured_limits_raise_alarms(service):
     """hv channel 0 allows vmax 600 V, imax 100 µA; the instrument may hold more (front panel)."""
-    service._update({0: reading(vset=700.0, iset=1e-3), 1: reading(vset=600.0, iset=1e-4)}, time.monotonic())
-    assert service.readings[0].alarms == ["VSET_ABOVE_VMAX", "ISET_ABOVE_IMAX"]
-    assert service.readings[1].alarms == []  # at the limit is fine
+    service.core.observe({0: reading(vset=700.0, iset=1e-3), 1: reading(vset=600.0, iset=1e-4)}, time.monotonic())
+    assert service.core.readings[0].alarms == ["VSET_ABOVE_VMAX", "ISET_ABOVE_IMAX"]
+    assert service.core.readings[1].alarms == []  # at the limit is fine
 
 
 def test_sensor_readings_pass_through_update(stack_config):
     from slowctl.drivers.readings import SensorChannel
     svc = DeviceService("climate", stack_config, Endpoint("127.0.0.1", 1))
-    svc._update({0: SensorChannel(temperature=20.0, humidity=40.0, dewpoint=6.0)}, time.monotonic())
-    assert svc.readings[0].humidity == 40.0
+    svc.core.observe({0: SensorChannel(temperature=20.0, humidity=40.0, dewpoint=6.0)}, time.monotonic())
+    assert svc.core.readings[0].humidity == 40.0
 
 
 def test_a_trip_stays_until_clear_even_if_the_instrument_forgets_it(service, driver):
     """E.g. a TTi whose limit register clears when read, or a reconnect: the service keeps the trip."""
     service._driver = driver
-    service._update({1: reading(state=ChannelState.TRIPPED, alarms=["OCP"])}, time.monotonic())
-    service._update({1: reading(state=ChannelState.OFF)}, time.monotonic())
-    assert service.readings[1].state is ChannelState.TRIPPED and "TRIP_LATCHED" in service.readings[1].alarms
+    service.core.observe({1: reading(state=ChannelState.TRIPPED, alarms=["OCP"])}, time.monotonic())
+    service.core.observe({1: reading(state=ChannelState.OFF)}, time.monotonic())
+    assert service.core.readings[1].state is ChannelState.TRIPPED and "TRIP_LATCHED" in service.core.readings[1].alarms
     driver.read.side_effect = lambda channels, full: {1: reading(state=ChannelState.OFF)}  # fresh objects
     service._execute(command("on", 1, None))
     assert service.replies[-1][1:] == (False, "channel 1 is tripped: send clear first")
     driver.switch.assert_not_called()
     service._execute(command("clear", 1, None))
     assert service.replies[-1][1] is True
-    service._update({1: reading(state=ChannelState.OFF)}, time.monotonic())
-    assert service.readings[1].state is ChannelState.OFF
+    service.core.observe({1: reading(state=ChannelState.OFF)}, time.monotonic())
+    assert service.core.readings[1].state is ChannelState.OFF

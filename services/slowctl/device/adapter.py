@@ -1,40 +1,43 @@
-"""The device service: one instrument, one process, MQTT on one side, a driver on the other.
+"""The MQTT adapter of one device service: connect, subscribe, queue, poll loop, publish.
 
-Threads: the poller (main thread) reads the instrument every poll period; the
-command worker executes validated commands and software-ramp steps; paho's
-network thread receives commands and validates them before they are queued.
-A command takes the instrument link before the poller's next round trip.
+Every decision is the policy core's (core.py); this module only moves data between the broker, the
+instrument link and the core. Threads: the poller (the caller of `run`) reads the instrument every poll
+period; the command worker executes queued commands and software-ramp steps; paho's network thread parses
+and validates commands before they are queued. All calls into the core hold `_core_lock`; calls that talk
+to the instrument hold the link first (lock order: link, then core).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import queue
-import signal
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 
-from slowctl.device.commands import (Command, CommandError, Request, Rules, check_size, parse_json, parse_legacy,
-                              parse_plain, validate)
 from slowctl.config import DeviceConfig, StackConfig
+from slowctl.device.capabilities import Capabilities
+from slowctl.device.commands import Command, CommandError, Request, check_size, parse_json, parse_legacy, parse_plain, validate
 from slowctl.device.contract import DeviceState, LegacyTopics, Topics
-from slowctl.drivers.readings import ChannelState, ChillerChannel, Reading, SupplyChannel
-from slowctl.drivers import DRIVERS, Driver, SupplyDriver, supply_kind
-from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
+from slowctl.device.core import DeviceCore, Outcome
+from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
+from slowctl.device.memory import MemoryFile
+from slowctl.device.payloads import channel_dict, event_line, legacy_status, metrics_lines
+from slowctl.drivers import DRIVERS, Driver, supply_kind
+from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
-from slowctl.device.payloads import channel_dict, legacy_status, metrics_lines
-from slowctl.device.ramp import SoftRamp
 
 log = logging.getLogger(__name__)
 
-RAMP_TICK = 0.2  # s between software-ramp steps
+EVENT_BACKLOG = 1000  # events kept while the broker is away, published on reconnect
 
 
 def link_settings(driver: type[Driver], cfg: DeviceConfig) -> LinkSettings:
@@ -53,7 +56,8 @@ class Health:
 
 
 class DeviceService:
-    def __init__(self, device: str, stack: StackConfig, endpoint: Endpoint, restarts: int = 0) -> None:
+    def __init__(self, device: str, stack: StackConfig, endpoint: Endpoint, restarts: int = 0,
+                 state_dir: Path | None = None) -> None:
         self.id = device
         self.cfg = stack.devices[device]
         self.driver_cls = DRIVERS[self.cfg.model]
@@ -63,19 +67,10 @@ class DeviceService:
         self.legacy = LegacyTopics(self.cfg.legacy_name) if self.cfg.legacy_name else None
         self.channels = sorted(self.cfg.channels)
         self.names = {ch: c.name for ch, c in self.cfg.channels.items()}
-        self.is_supply = issubclass(self.driver_cls, SupplyDriver)
         self.kind = supply_kind(self.cfg.model, [c.vmax for c in self.cfg.channels.values()])
-        hw_ramp = self.is_supply and self.driver_cls.hardware_ramp  # type: ignore[attr-defined]
-        # software ramp where the instrument cannot ramp and the channel has a rate
-        self.soft = {ch for ch, c in self.cfg.channels.items() if self.is_supply and not hw_ramp and c.rampup}
-        self.rates = {ch: (c.rampup, c.rampdown or c.rampup) for ch, c in self.cfg.channels.items()}
-        self.rules = Rules(
-            actions=self.driver_cls.actions(),
-            channels=dict(self.cfg.channels),
-            instrument_limits=lambda action: self.driver_cls.instrument_limits(action, self.options),
-            max_age=self.cfg.max_command_age,
-            ramp_actions_for=lambda ch: ch in self.soft,
-        )
+        self.caps = Capabilities.build(self.cfg, self.options)
+        memory = MemoryFile(state_dir / f"{device}.json" if state_dir else None)
+        self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic)
         self.mqtt = MqttSession(
             endpoint, f"slowctl-{device}", keepalive=stack.mqtt.keepalive,
             reconnect=(stack.mqtt.reconnect_min, stack.mqtt.reconnect_max),
@@ -87,32 +82,26 @@ class DeviceService:
         self.queue: queue.Queue[Command] = queue.Queue()
         self._driver: Driver | None = None
         self._driver_lock = threading.Lock()
-        self._pub_lock = threading.Lock()
-        self.readings: dict[int, Reading] = {}
-        self._read_at: dict[int, float] = {}
-        self.targets: dict[int, float] = {}  # user vset of software-ramped channels
-        self.ramps: dict[int, SoftRamp] = {}  # rebound (not mutated) by _link_lost, from any thread
-        self.ramp_aborted: set[int] = set()  # channels left between steps by a link loss
-        # trips stay visible until `clear` or until the channel is seen on again, even where the
-        # instrument forgets them (a register cleared by reading it, a reconnect)
-        self.latched_trips: set[int] = set()
+        self._core_lock = threading.RLock()
         self._accept_lock = threading.Lock()
+        self._backlog: deque[Event] = deque(maxlen=EVENT_BACKLOG)
         self._closing = False
+        self._connected_once = False
         self.state = DeviceState.DISCONNECTED
         self.error: str | None = "not connected yet"
         self.identity: str | None = None
         self.seq = 0
         self.started = time.monotonic()
 
-    # --- lifecycle --------------------------------------------------------------
+    # --- lifecycle (signal handlers belong to the entry point: stop by setting stop_event) --------
     def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_event.set())
         self.mqtt.subscribe(self.topics.cmd + "/#", self._on_command)
         if self.legacy:
             self.mqtt.subscribe(self.legacy.setv, self._on_legacy)
             self.mqtt.subscribe(self.legacy.switch, self._on_legacy)
         self.mqtt.start()
+        self._emit([Event(self.id, "service_start", f"service started ({self.cfg.model} at {self.cfg.address})"),
+                    *self.core.start_events])
         worker = threading.Thread(target=self._command_loop, name="commands", daemon=True)
         worker.start()
         try:
@@ -133,6 +122,7 @@ class DeviceService:
             except queue.Empty:
                 break
             self._reply(cmd.request, False, "service is shutting down; command not executed")
+        self._emit([Event(self.id, "service_stop", "service stopped; outputs left as they are")])
         self.mqtt.stop(last_words=[(self.topics.availability, "offline")])
         driver = self._driver
         if driver is not None:
@@ -142,8 +132,10 @@ class DeviceService:
     def _announce(self) -> None:
         """Birth: runs on every (re)connect to the broker."""
         self.mqtt.publish(self.topics.availability, "online", qos=1, retain=True)
+        self.mqtt.publish(self.topics.capabilities, json.dumps(self.caps.describe()), qos=1, retain=True)
         self._publish_status()
         self._publish_health()
+        self._emit([])  # what happened while the broker was away
 
     # --- instrument link ----------------------------------------------------------
     def _connect(self) -> bool:
@@ -152,10 +144,8 @@ class DeviceService:
             link = open_link(self.cfg.address, self.link_settings)
             driver = self.driver_cls(link, self.options, self.channels)
             identity = driver.connect()
-            if isinstance(driver, SupplyDriver):
-                for ch in self.channels:  # rates as last commanded, else as configured
-                    up, down = self.rates[ch] if ch not in self.soft else (None, None)
-                    driver.configure_channel(ch, up, down, self.cfg.channels[ch].off_mode)
+            with link.lock.exclusive(), self._core_lock:
+                events = self.core.connected(driver, identity, first=not self._connected_once)
         except (LinkError, InstrumentError) as exc:
             if link is not None:
                 link.close()
@@ -163,10 +153,14 @@ class DeviceService:
             self.health.errors += 1
             self._set_state(DeviceState.DISCONNECTED, f"cannot connect to {self.cfg.address}: {exc}")
             return False
+        self._connected_once = True
         self.identity = identity
         with self._driver_lock:
             self._driver = driver
         log.info("instrument connected: %s", identity)
+        self.state, self.error = DeviceState.OK, None
+        self._emit(events)
+        self._publish_status()
         return True
 
     def _link_lost(self, driver: Driver, exc: Exception) -> None:
@@ -174,15 +168,13 @@ class DeviceService:
             if self._driver is not driver:
                 return
             self._driver = None
-        aborted, self.ramps = self.ramps, {}  # a new link must not continue an old ramp
-        if aborted:
-            self.ramp_aborted |= set(aborted)
-            log.warning("software ramp of channel(s) %s aborted: the output stays where the last step left it",
-                        sorted(aborted))
+        with self._core_lock:
+            events = self.core.link_lost(str(exc))
         with driver.link.lock.exclusive():  # never close under a transaction of the other thread
             driver.link.close()
         self.health.consecutive_errors += 1
         self.health.errors += 1
+        self._emit(events)
         self._set_state(DeviceState.DISCONNECTED, f"instrument link lost: {exc}")
 
     def _set_state(self, state: DeviceState, error: str | None) -> None:
@@ -215,7 +207,7 @@ class DeviceService:
                 self.stop_event.wait(backoff)
                 return min(backoff * 2, self.cfg.reconnect_max), next_poll
             backoff = 0.5
-            next_poll = time.monotonic()
+            next_poll = time.monotonic() + self.cfg.poll_period  # connecting has just read everything
         now = time.monotonic()
         if now < next_poll:
             self.stop_event.wait(min(next_poll - now, 0.5))
@@ -231,7 +223,7 @@ class DeviceService:
         if driver is None:
             return
         started = time.monotonic()
-        full = self.health.poll_cycles % self.cfg.full_read_every == 0
+        full = self.health.poll_cycles % self.cfg.full_read_every == self.cfg.full_read_every - 1
         try:
             readings = driver.read(self.channels, full)
         except LinkError as exc:
@@ -245,53 +237,12 @@ class DeviceService:
         self.health.poll_cycles += 1
         self.health.last_poll_duration = time.monotonic() - started
         self.health.consecutive_errors = 0
-        self._update(readings, started)
+        with self._core_lock:
+            events = self.core.observe(readings, started)
         self.state, self.error = DeviceState.OK, None
+        self._emit(events)
         self._publish_status()
         self._publish_health()
-
-    def _update(self, readings: dict[int, Reading], started: float) -> None:
-        with self._pub_lock:
-            for ch, r in readings.items():
-                if self._read_at.get(ch, -math.inf) > started:
-                    continue  # a command's read-back is newer than this poll
-                if ch in self.soft and isinstance(r, SupplyChannel):
-                    ramp = self.ramps.get(ch)
-                    if ch in self.ramp_aborted:
-                        r.alarms.append("RAMP_ABORTED")  # vset shows what the instrument holds
-                    else:
-                        r.vset = self.targets.setdefault(ch, r.vset)
-                    if ramp is not None and r.state is not ChannelState.TRIPPED:
-                        r.state = ramp.state
-                    r.rampup, r.rampdown = self.rates[ch]
-                if isinstance(r, SupplyChannel):
-                    self._latch_trip(ch, r)
-                if isinstance(r, (SupplyChannel, ChillerChannel)):
-                    r.alarms.extend(self._beyond_limits(ch, r))
-                self.readings[ch] = r
-                self._read_at[ch] = started
-
-    def _latch_trip(self, ch: int, r: SupplyChannel) -> None:
-        if r.state is ChannelState.TRIPPED:
-            self.latched_trips.add(ch)
-        elif ch in self.latched_trips:
-            if r.on:
-                self.latched_trips.discard(ch)  # running again (switched on at the front panel)
-            else:
-                r.state = ChannelState.TRIPPED
-                r.alarms.append("TRIP_LATCHED")
-
-    def _beyond_limits(self, ch: int, r: SupplyChannel | ChillerChannel) -> list[str]:
-        """Set values beyond the configured limits (front panel, another program): say so loudly."""
-        c = self.cfg.channels[ch]
-        over = lambda value, limit: limit is not None and value > limit * (1 + 1e-6) + 1e-12  # noqa: E731
-        alarms = []
-        if isinstance(r, SupplyChannel):
-            alarms += ["VSET_ABOVE_VMAX"] if over(r.vset, c.vmax) else []
-            alarms += ["ISET_ABOVE_IMAX"] if over(r.iset, c.imax) else []
-        elif isinstance(r, ChillerChannel) and c.tmin is not None and c.tmax is not None:
-            alarms += ["TSET_OUTSIDE_LIMITS"] if not c.tmin <= r.tset <= c.tmax else []
-        return alarms
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:
@@ -307,7 +258,7 @@ class DeviceService:
         *_, kind, channel = msg.topic.split("/")
         self._accept(self._read_request(msg, lambda: parse_legacy(kind, channel, msg.payload)))
 
-    def _read_request(self, msg: paho.MQTTMessage, parse) -> Request:
+    def _read_request(self, msg: paho.MQTTMessage, parse: Callable[[], Request]) -> Request:
         try:
             check_size(msg.payload)
             req = parse()
@@ -327,19 +278,19 @@ class DeviceService:
     def _accept(self, req: Request) -> None:
         if req.response_topic and not self.topics.owns_response_topic(req.response_topic):
             topic, req.response_topic = req.response_topic, None
-            self._reply(req, False, f"response topic {topic[:80]!r} must be {self.topics.reply} or a topic "
-                                    "below it, without wildcards")
+            self._refuse(req, f"response topic {topic[:80]!r} must be {self.topics.reply} or a topic below it, "
+                              "without wildcards")
             return
         try:
-            cmd = validate(req, self.rules)
+            cmd = validate(req, self.caps, self.cfg.max_command_age)
             if self._driver is None:
                 raise CommandError(f"instrument not connected ({self.error})")
         except CommandError as exc:
-            self._reply(req, False, str(exc))
+            self._refuse(req, str(exc))
             return
         except Exception:  # a bug in validation still owes the sender a reply
             log.exception("validating a command failed")
-            self._reply(req, False, "internal error while validating the command; not executed")
+            self._refuse(req, "internal error while validating the command; not executed")
             return
         with self._accept_lock:
             if self._closing:
@@ -347,21 +298,29 @@ class DeviceService:
                 return
             self.queue.put(cmd)
 
-    def _reply(self, req: Request, ok: bool, error: str | None = None) -> None:
-        body = json.dumps(req.reply(ok, error))
+    def _refuse(self, req: Request, reason: str) -> None:
+        channel = req.channel if isinstance(req.channel, int) and req.channel in self.names else None
+        action = req.action if isinstance(req.action, str) else "command"
+        self._emit([Event(self.id, "command_refused", f"{action[:32]} refused: {reason}", channel,
+                          after=req.reply(False)["value"], cause=_cause(req))])
+        self._reply(req, False, reason)
+
+    def _reply(self, req: Request, ok: bool, error: str | None = None, applied: Any = None) -> None:
+        body = req.reply(ok, error)
+        body["applied"] = applied
+        text = json.dumps(body)
         if not ok:
             log.info("refused %s: %s", req.action, error)
-        self.mqtt.publish(self.topics.reply, body, qos=1)
+        self.mqtt.publish(self.topics.reply, text, qos=1)
         if req.response_topic:
             props = publish_properties(CorrelationData=req.correlation) if req.correlation else None
-            self.mqtt.publish(req.response_topic, body, qos=1, properties=props)
+            self.mqtt.publish(req.response_topic, text, qos=1, properties=props)
 
     def _command_loop(self) -> None:
         while not self.stop_event.is_set():
-            ramps = self.ramps
-            wait = min((r.due(RAMP_TICK) for r in ramps.values()), default=math.inf) - time.monotonic()
+            wait = self.core.next_ramp_step() - time.monotonic()
             try:
-                cmd = self.queue.get(timeout=min(0.5, max(0.0, wait)))
+                cmd: Command | None = self.queue.get(timeout=min(0.5, max(0.0, wait)))
             except queue.Empty:
                 cmd = None
             if cmd is not None:
@@ -371,51 +330,33 @@ class DeviceService:
                     log.exception("executing %s failed", cmd.action)
                     self._reply(cmd.request, False, "internal error while executing the command; "
                                                     "check the device status")
-            if self.ramps:
+            if self.core.ramps:
                 try:
                     self._step_ramps()
-                except Exception:
+                except Exception as exc:
                     log.exception("software ramp step failed")
-                    self._abort_ramps()
+                    with self._core_lock:
+                        self._emit(self.core.abort_ramps(f"internal error ({exc})"))
 
     def _execute(self, cmd: Command) -> None:
         req = cmd.request
         stale = self._stale(req)
-        if stale:
-            self._reply(req, False, stale)
-            return
         driver = self._driver
-        if driver is None:
-            self._reply(req, False, f"instrument not connected ({self.error})")
+        if stale or driver is None:
+            self._refuse(req, stale or f"instrument not connected ({self.error})")
             return
-        error, readback, started = None, {}, time.monotonic()
         try:
-            with driver.link.lock.exclusive():
-                started = time.monotonic()  # after the lock: a poll that read before us is older
-                # decide from the instrument as it is now, not from the last poll
-                current = driver.read([cmd.channel], full=False).get(cmd.channel)
-                state = getattr(current, "state", None)
-                if cmd.action == "on" and (state is ChannelState.TRIPPED or cmd.channel in self.latched_trips):
-                    error = f"channel {cmd.channel} is tripped: send clear first"
-                else:
-                    try:
-                        self._apply(driver, cmd, started, current)
-                        self.ramp_aborted.discard(cmd.channel)
-                        if cmd.action == "clear":
-                            self.latched_trips.discard(cmd.channel)
-                    except InstrumentError as exc:
-                        error = f"instrument refused: {exc}"
-                try:
-                    readback = driver.read([cmd.channel], full=True)
-                except InstrumentError as exc:  # applied, but not confirmed: the status says so
-                    self._set_state(DeviceState.ERROR, f"reading back channel {cmd.channel} failed: {exc}")
+            with driver.link.lock.exclusive(), self._core_lock:
+                outcome: Outcome = self.core.execute(driver, cmd, _cause(req))
         except LinkError as exc:
             self._link_lost(driver, exc)
+            self._emit([Event(self.id, "command_failed", f"{cmd.action} on channel {cmd.channel}: instrument "
+                                                          f"link failed: {exc}", cmd.channel, cause=_cause(req))])
             self._reply(req, False, f"instrument link failed: {exc}")
             return
-        self._update(readback, started)
+        self._emit(outcome.events)
         self._publish_status()
-        self._reply(req, error is None, error)
+        self._reply(req, outcome.ok, outcome.error, outcome.applied)
 
     def _stale(self, req: Request) -> str | None:
         """Why a queued command is too old to run now, or None."""
@@ -429,105 +370,47 @@ class DeviceService:
                     f"(max {self.cfg.max_command_age:g} s); not executed")
         return None
 
-    def _apply(self, driver: Driver, cmd: Command, now: float, current: Reading | None) -> None:
-        """Software-ramped channels are stepped by us; everything else goes to the driver as it is."""
-        ch, value = cmd.channel, cmd.value
-        if ch not in self.soft:
-            driver.execute(cmd.action, ch, value)
-            if cmd.action in ("rampup", "rampdown"):  # a reconnect re-applies what was commanded last
-                up, down = self.rates[ch]
-                self.rates[ch] = (value, down) if cmd.action == "rampup" else (up, value)  # type: ignore[assignment]
-            return
-        assert isinstance(driver, SupplyDriver) and isinstance(current, SupplyChannel)
-        ramp = self.ramps.get(ch)
-        switching_off = ramp is not None and ramp.switch_off_at_end
-        programmed = ramp.programmed if ramp else self.targets.get(ch, current.vset)
-        if cmd.action == "vset":
-            assert value is not None
-            self.targets[ch] = value
-            if switching_off:
-                pass  # the off-ramp goes on; the new target waits for the next "on"
-            elif current.on:
-                self._ramp(ch, now, programmed).start(value, now)
-            else:
-                driver.set_voltage(ch, value)  # output off: the instrument just holds the target
-        elif cmd.action in ("rampup", "rampdown"):
-            up, down = self.rates[ch]
-            self.rates[ch] = (value, down) if cmd.action == "rampup" else (up, value)  # type: ignore[assignment]
-        elif cmd.action == "on":
-            target = self.targets.setdefault(ch, current.vset)
-            if switching_off:
-                ramp.switch_off_at_end = False  # type: ignore[union-attr]
-                ramp.start(target, now)  # type: ignore[union-attr]
-            elif not current.on:
-                driver.set_voltage(ch, 0.0)
-                driver.switch(ch, True)
-                self._ramp(ch, now, 0.0).start(target, now)
-        elif cmd.action == "off":
-            if current.on and self.cfg.channels[ch].off_mode == "ramp":
-                ramp = self._ramp(ch, now, programmed)
-                ramp.switch_off_at_end = True
-                ramp.start(0.0, now)
-            else:
-                self.ramps.pop(ch, None)
-                driver.switch(ch, False)
-                driver.set_voltage(ch, self.targets.get(ch, current.vset))
-        else:
-            self.ramps.pop(ch, None)
-            driver.execute(cmd.action, ch, value)
-
-    def _ramp(self, ch: int, now: float, start: float) -> SoftRamp:
-        """The channel's running ramp, or a new one from `start` (the programmed voltage)."""
-        ramp = self.ramps.get(ch)
-        if ramp is None:
-            ramp = self.ramps[ch] = SoftRamp(programmed=start, target=start, up=1.0, down=1.0,
-                                             max_step=self.cfg.channels[ch].ramp_step, last=now)
-        ramp.up, ramp.down = self.rates[ch]  # type: ignore[assignment]
-        return ramp
-
-    def _abort_ramps(self) -> None:
-        aborted, self.ramps = self.ramps, {}
-        self.ramp_aborted |= set(aborted)
-
     def _step_ramps(self) -> None:
-        driver, ramps = self._driver, self.ramps
-        if driver is None or not isinstance(driver, SupplyDriver):
-            self._abort_ramps()  # the instrument holds its last step
+        driver = self._driver
+        if driver is None:
+            with self._core_lock:
+                self._emit(self.core.abort_ramps("the instrument is not connected"))
             return
-        now = time.monotonic()
-        due = [ch for ch, r in ramps.items() if r.due(RAMP_TICK) <= now]
-        if not due:
+        if self.core.next_ramp_step() > time.monotonic():
             return
         try:
-            with driver.link.lock.exclusive():
-                for ch in due:
-                    ramp = ramps[ch]
-                    driver.set_voltage(ch, ramp.step(now))
-                    if not ramp.active:
-                        if ramp.switch_off_at_end:
-                            driver.switch(ch, False)
-                            driver.set_voltage(ch, self.targets.get(ch, 0.0))
-                        ramps.pop(ch, None)
-                readings = driver.read(due, full=True)
+            with driver.link.lock.exclusive(), self._core_lock:
+                events = self.core.step_ramps(driver)
         except LinkError as exc:
             self._link_lost(driver, exc)
             return
-        except InstrumentError as exc:
-            log.warning("software ramp stopped: %s", exc)
-            self._abort_ramps()
-            return
-        self._update(readings, now)
+        self._emit(events)
         self._publish_status()
 
     # --- publishing -------------------------------------------------------------------------
+    def _emit(self, events: list[Event]) -> None:
+        """Events go out once each, in order; while the broker is away they wait (bounded)."""
+        for e in events:
+            log.log(logging.WARNING if e.severity == "major" else logging.INFO, "event %s: %s", e.kind, e.message)
+        self._backlog.extend(events)
+        if not self.mqtt.connected.is_set():
+            return
+        while self._backlog:
+            try:
+                e = self._backlog.popleft()
+            except IndexError:
+                break
+            self.mqtt.publish(self.topics.event, e.payload(), qos=1)
+            self.mqtt.publish(self.topics.metrics, event_line(e), qos=1)
+
     def _publish_status(self) -> None:
         if not self.mqtt.connected.is_set():
             return  # nothing piles up in paho while the broker is away; _announce re-publishes
-        with self._pub_lock:
+        with self._core_lock:
             self.seq += 1
             ts = int(time.time() * 1000)
             # only readings we vouch for: none while disconnected or while polls fail
-            readings = dict(self.readings) if self.state is DeviceState.OK else {}
+            readings = dict(self.core.readings) if self.state is DeviceState.OK else {}
             status: dict[str, Any] = {
                 "device": self.id, "model": self.cfg.model, "ts": ts, "seq": self.seq,
                 "state": self.state.value, "error": self.error, "identity": self.identity,
@@ -535,7 +418,8 @@ class DeviceService:
             }
             self.mqtt.publish(self.topics.status, json.dumps(status), qos=1, retain=True)
             if readings:
-                self.mqtt.publish(self.topics.metrics, metrics_lines(self.id, self.names, readings, ts, self.kind), qos=1)
+                self.mqtt.publish(self.topics.metrics, metrics_lines(self.id, self.names, readings, ts, self.kind),
+                                  qos=1)
                 if self.legacy:
                     self.mqtt.publish(self.legacy.status, json.dumps(legacy_status(readings)), qos=1, retain=True)
 
@@ -550,3 +434,8 @@ class DeviceService:
             "connected": self._driver is not None, "restarts": h.restarts,
         }
         self.mqtt.publish(self.topics.health, json.dumps(body), qos=1, retain=True)
+
+
+def _cause(req: Request) -> str:
+    """Who asked, as far as the request says (the records issue adds the broker-enforced identity)."""
+    return "command" + (f" id={req.id}" if isinstance(req.id, (str, int)) and not isinstance(req.id, bool) else "")

@@ -1,0 +1,60 @@
+"""Events: what happened on a device and why, one JSON object each on `<root>/<dev>/event`.
+
+Severities follow the alarm severities operators know from EPICS: `info` (nothing wrong), `minor`
+(look at it), `major` (an output or a setting is not what was commanded, or a protection acted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SEVERITIES = ("info", "minor", "major")
+
+# kinds, each with the severity it has unless the core says otherwise
+KINDS = {
+    "service_start": "info",
+    "service_stop": "info",
+    "instrument_lost": "major",
+    "instrument_connected": "info",  # first connection after the service started
+    "instrument_back": "info",
+    "command_applied": "info",
+    "command_refused": "minor",
+    "command_failed": "major",  # sent, but the instrument holds something else or refused
+    "state_changed": "info",
+    "trip": "major",
+    "trip_gone": "minor",  # the instrument no longer shows the trip; the latch stays until clear
+    "output_changed": "major",  # on or off without a command
+    "setpoint_changed": "major",  # vset, iset or tset changed without a command
+    "limit_violation": "major",
+    "limit_ok": "info",
+    "alarms_cleared": "info",
+    "setting_applied": "info",  # start-up settings
+    "setting_skipped": "minor",  # start-up settings not applied: the output is on
+    "latch_state": "major",  # the latch state file could not be read
+}
+
+
+@dataclass
+class Event:
+    device: str
+    kind: str
+    message: str
+    channel: int | None = None
+    severity: str = ""
+    before: Any = None
+    after: Any = None
+    cause: str | None = None
+    ts: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+        self.severity = self.severity or KINDS[self.kind]
+
+    def payload(self) -> str:
+        body = asdict(self)
+        body["ts"] = int(self.ts * 1000)
+        return json.dumps(body, default=str)
