@@ -37,6 +37,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_actions(args: argparse.Namespace) -> int:
+    from slowctl.device.capabilities import actions_table
+
+    print(actions_table())
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from slowctl.device.adapter import DeviceService
     from slowctl.mqtt import Endpoint
@@ -215,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "first to use them")
     sp.add_argument("--hostname", help="host name for URLs and the certificate (default: this machine's)")
     sp.set_defaults(func=cmd_init)
+
+    sp = sub.add_parser("actions", help="the command actions as declared (the table in docs/mqtt.md)")
+    sp.set_defaults(func=cmd_actions)
 
     sp = sub.add_parser("run", help="run one device service (what a container runs)")
     sp.add_argument("device")

@@ -1,0 +1,292 @@
+"""The device policy core on its own: no broker, no threads, a scripted instrument."""
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from slowctl.config import DeviceConfig
+from slowctl.device.capabilities import Capabilities, CommandError
+from slowctl.device.commands import Command, Request
+from slowctl.device.core import OUTPUT_LOST, SETPOINT, TRIP, DeviceCore
+from slowctl.device.memory import UNREADABLE, MemoryFile
+from slowctl.drivers import DRIVERS
+from slowctl.drivers.readings import ChannelState, SupplyChannel
+
+
+class FakeSupply:
+    """Holds what it is sent, rounded to `grid` like an instrument that rounds (the bug we guard against)."""
+
+    def __init__(self, channels, grid=None, **initial):
+        base = dict(on=False, vset=0.0, vmon=0.0, iset=1e-5, imon=0.0, state=ChannelState.OFF, rampup=20.0,
+                    rampdown=40.0)
+        base.update(initial)
+        self.held = {ch: SupplyChannel(**base) for ch in channels}
+        self.grid = grid
+        self.calls = []
+
+    def read(self, channels, full):
+        return {ch: replace(self.held[ch], alarms=list(self.held[ch].alarms)) for ch in channels}
+
+    def _hold(self, ch, key, value):
+        self.calls.append((key, ch, value))
+        setattr(self.held[ch], key, round(value / self.grid) * self.grid if self.grid else value)
+
+    def set_voltage(self, ch, v):
+        self._hold(ch, "vset", v)
+
+    def set_current(self, ch, a):
+        self._hold(ch, "iset", a)
+
+    def set_ramp(self, ch, up=None, down=None):
+        if up is not None:
+            self._hold(ch, "rampup", up)
+        if down is not None:
+            self._hold(ch, "rampdown", down)
+
+    def switch(self, ch, on):
+        self.calls.append(("switch", ch, on))
+        self.held[ch].on = on
+        self.held[ch].state = ChannelState.ON if on else ChannelState.OFF
+
+    def clear(self, ch):
+        self.calls.append(("clear", ch, None))
+        if self.held[ch].state is ChannelState.TRIPPED:
+            self.held[ch].state = ChannelState.OFF
+
+    def configure_channel(self, ch, up, down, off_mode):
+        self.calls.append(("configure", ch, (up, down, off_mode)))
+
+
+def hv_config(**channel):
+    ch = {"name": "sensor", "vmax": 600, "imax": 100e-6, "ramp_max": 50, "rampup": 20, "rampdown": 40, **channel}
+    return DeviceConfig(model="caen-n1470", address="socket://x:1", channels={0: ch, 1: {**ch, "name": "other"}})
+
+
+def make_core(cfg=None, path=None, clock=lambda: 100.0):
+    cfg = cfg or hv_config()
+    return DeviceCore("hv", cfg, Capabilities.build(cfg), MemoryFile(path), clock)
+
+
+def cmd(action, channel=0, value=None):
+    return Command(action, channel, value, Request(action=action, channel=channel, value=value))
+
+
+def kinds(events):
+    return [e.kind for e in events]
+
+
+# --- honest setpoints ----------------------------------------------------------------------------
+
+def test_reply_carries_the_read_back_value():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    out = core.execute(drv, cmd("vset", 0, 120.0), "test")
+    assert out.ok and out.applied == 120.0 and out.error is None
+    assert kinds(out.events)[-1] == "command_applied"
+
+
+def test_instrument_holding_something_else_is_not_ok():
+    """An instrument that rounds 12.3 V to 12 V (coarser than declared): never ok while it holds something else."""
+    core, drv = make_core(), FakeSupply([0, 1], grid=1.0)
+    core.connected(drv, "fake", first=True)
+    out = core.execute(drv, cmd("vset", 0, 12.3), "test")
+    assert not out.ok and out.applied == pytest.approx(12.0)
+    assert "vset 12.3 V was sent but the instrument holds 12 V" in out.error and "applied" in out.error
+    assert out.events[-1].kind == "command_failed" and out.events[-1].severity == "major"
+
+
+@pytest.mark.parametrize("device", ["hv", "hv2", "bias", "lv", "lv2", "chiller"])
+def test_values_finer_than_the_instrument_step_are_refused(stack_config, device):
+    """Every settable parameter of every model with settable parameters (the climate box has none)."""
+    caps = Capabilities.build(stack_config.devices[device])
+    settable = [cap for ch in caps.channels.values() for cap in ch.values() if cap.action.takes_value
+                and not (cap.channel in caps.soft_ramp and cap.name in ("rampup", "rampdown"))]  # framework rates
+    assert settable
+    for cap in settable:
+        assert cap.step, f"{device}: {cap.name} declares no resolution"
+        lo, hi = cap.bounds
+        on_grid = round(((lo or 0) + (hi if hi is not None else 10)) / 2 / cap.step) * cap.step
+        assert cap.check(on_grid) == on_grid
+        with pytest.raises(CommandError, match="is finer than the .* step"):
+            cap.check(on_grid + cap.step * 0.4)
+
+
+def test_climate_box_has_nothing_to_set(stack_config):
+    caps = Capabilities.build(stack_config.devices["climate"])
+    assert all(not ch for ch in caps.channels.values())
+
+
+def test_sub_resolution_message_names_the_step():
+    cap = Capabilities.build(hv_config()).channels[0]["vset"]
+    with pytest.raises(CommandError) as info:
+        cap.check(12.34)
+    assert "vset 12.34 V is finer than the caen-n1470's 0.1 V step" in str(info.value)
+
+
+# --- safe start-up -------------------------------------------------------------------------------
+
+def test_on_is_refused_while_the_instrument_holds_a_setting_beyond_the_limits():
+    core, drv = make_core(), FakeSupply([0, 1], iset=4e-3, rampup=100.0)
+    events = core.connected(drv, "fake", first=True)
+    assert "limit_violation" in kinds(events)
+    out = core.execute(drv, cmd("on"), "test")
+    assert not out.ok and ("switch", 0, True) not in drv.calls
+    assert "iset" in out.error and "imax=0.0001" in out.error and "send iset <= 0.0001 A first" in out.error
+    assert "rampup" in out.error and "ramp_max=50" in out.error
+    assert out.events[-1].kind == "command_refused"
+
+
+def test_startup_settings_apply_only_while_off_and_never_switch():
+    cfg = hv_config(startup={"iset": 20e-6})
+    core, drv = make_core(cfg), FakeSupply([0, 1], iset=4e-3)
+    drv.held[1].on, drv.held[1].state = True, ChannelState.ON
+    events = core.connected(drv, "fake", first=True)
+    assert drv.held[0].iset == pytest.approx(20e-6)
+    assert drv.held[1].iset == 4e-3, "an output that is on keeps its settings"
+    assert not [c for c in drv.calls if c[0] == "switch"]
+    assert "setting_applied" in kinds(events) and "setting_skipped" in kinds(events)
+    assert core.readings[0].alarms == [] and "ISET_ABOVE_IMAX" in core.readings[1].alarms
+    assert core.execute(drv, cmd("on", 0), "test").ok
+
+
+def test_startup_settings_are_checked_at_load(tmp_path):
+    from slowctl.config import ConfigError, parse_config
+
+    raw = {"devices": {"hv": {"model": "caen-n1470", "address": "socket://x:1", "channels": {
+        0: {"name": "a", "vmax": 100, "imax": 1e-5, "startup": {"iset": 2e-5}},
+        1: {"name": "b", "vmax": 100, "imax": 1e-4, "startup": {"vset": 12.34}}}}}}
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    text = "\n".join(info.value.errors)
+    assert "devices.hv.channels.0" in text and "startup.iset" in text and "imax" in text
+    assert "devices.hv.channels.1.startup.vset: 12.34 is finer than" in text
+
+
+# --- changes without a command ------------------------------------------------------------------
+
+def test_power_cycle_is_reported_and_latched():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    assert core.execute(drv, cmd("vset", 0, 300.0), "test").ok
+    assert core.execute(drv, cmd("on", 0), "test").ok
+    core.link_lost("timeout")
+    fresh = FakeSupply([0, 1])  # the instrument came back with its defaults: off at 0 V
+    events = core.connected(fresh, "fake", first=False)
+    assert kinds(events)[0] == "instrument_back"
+    lost = [e for e in events if e.kind == "output_changed"]
+    assert lost and lost[0].before is True and lost[0].after is False and OUTPUT_LOST in lost[0].message
+    changed = [e for e in events if e.kind == "setpoint_changed"]
+    assert changed and changed[0].before == 300.0 and changed[0].after == 0.0
+    assert {OUTPUT_LOST, SETPOINT} <= set(core.readings[0].alarms)
+    out = core.execute(fresh, cmd("on", 0), "test")
+    assert not out.ok and OUTPUT_LOST in out.error and "clear" in out.error
+    out = core.execute(fresh, cmd("clear", 0), "test")
+    assert out.ok and "alarms_cleared" in kinds(out.events) and core.readings[0].alarms == []
+
+
+def test_front_panel_setpoint_change_is_reported():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.held[0].vset = 42.0  # front panel
+    events = core.observe(drv.read([0, 1], full=True), 200.0)
+    assert kinds(events) == ["setpoint_changed"] and events[0].channel == 0 and events[0].after == 42.0
+    assert SETPOINT in core.readings[0].alarms
+    assert core.observe(drv.read([0, 1], full=True), 201.0) == [], "reported once"
+
+
+def test_own_commands_are_not_external_changes():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    out = core.execute(drv, cmd("vset", 0, 50.0), "test")
+    assert "setpoint_changed" not in kinds(out.events)
+    out = core.execute(drv, cmd("on", 0), "test")
+    assert "output_changed" not in kinds(out.events) and "state_changed" in kinds(out.events)
+    drv.held[0].on, drv.held[0].state = False, ChannelState.OFF  # hardware ramp down after `off`
+    core.execute(drv, cmd("off", 0), "test")
+    assert "output_changed" not in kinds(core.observe(drv.read([0], full=True), 300.0))
+
+
+def test_trip_latch_and_a_trip_that_clears_itself():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.held[0].state, drv.held[0].alarms = ChannelState.TRIPPED, ["TRIP"]
+    events = core.observe(drv.read([0], full=False), 200.0)
+    assert "trip" in kinds(events)
+    drv.held[0].state, drv.held[0].alarms = ChannelState.OFF, []
+    events = core.observe(drv.read([0], full=False), 201.0)
+    assert "trip_gone" in kinds(events)
+    assert core.readings[0].state is ChannelState.TRIPPED and TRIP in core.readings[0].alarms
+    out = core.execute(drv, cmd("on", 0), "test")
+    assert not out.ok and out.error == "channel 0 is tripped: send clear first"
+
+
+def test_limit_violation_seen_and_gone():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.held[0].iset = 1e-3
+    assert "limit_violation" in kinds(core.observe(drv.read([0], full=True), 200.0))
+    drv.held[0].iset = 1e-5
+    assert "limit_ok" in kinds(core.observe(drv.read([0], full=True), 201.0))
+
+
+# --- the latch survives a restart ------------------------------------------------------------------
+
+def test_latched_alarms_survive_a_restart(tmp_path):
+    path = tmp_path / "hv.json"
+    core, drv = make_core(path=path), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.held[1].state = ChannelState.TRIPPED
+    core.observe(drv.read([1], full=False), 200.0)
+    drv.held[1].state = ChannelState.OFF  # the instrument forgets (a register cleared by reading it)
+    assert json.loads(path.read_text())["latched"] == {"1": [TRIP]}
+    again = make_core(path=path)
+    again.connected(drv, "fake", first=True)
+    assert again.readings[1].state is ChannelState.TRIPPED and TRIP in again.readings[1].alarms
+    assert not again.execute(drv, cmd("on", 1), "test").ok
+
+
+def test_output_changed_while_the_service_was_down(tmp_path):
+    path = tmp_path / "hv.json"
+    core, drv = make_core(path=path), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    assert core.execute(drv, cmd("on", 0), "test").ok
+    drv.switch(0, False)  # while no service was running
+    events = make_core(path=path).connected(drv, "fake", first=True)
+    lost = [e for e in events if e.kind == "output_changed"]
+    assert lost and "while the service was not running" in lost[0].message
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 99}', '{"version": 1, "latched": {"0": 5}, '
+                                     '"outputs": {}}', ""])
+def test_unreadable_latch_file_keeps_every_channel_latched(tmp_path, content):
+    path = tmp_path / "hv.json"
+    path.write_text(content)
+    core, drv = make_core(path=path), FakeSupply([0, 1])
+    assert kinds(core.start_events) == ["latch_state"] and str(path) in core.start_events[0].message
+    core.connected(drv, "fake", first=True)
+    for ch in (0, 1):
+        assert UNREADABLE in core.readings[ch].alarms
+        out = core.execute(drv, cmd("on", ch), "test")
+        assert not out.ok and UNREADABLE in out.error
+    assert core.execute(drv, cmd("clear", 0), "test").ok
+    assert core.execute(drv, cmd("on", 0), "test").ok
+    assert json.loads(path.read_text())["latched"] == {"1": [UNREADABLE]}, "rewritten, channel 1 still latched"
+
+
+# --- one declaration ---------------------------------------------------------------------------------
+
+def test_capabilities_payload_and_docs_come_from_the_declaration(stack_config):
+    from pathlib import Path
+
+    from slowctl.device.capabilities import actions_table
+
+    desc = Capabilities.build(stack_config.devices["hv"]).describe()
+    vset = desc["channels"][0]["actions"]["vset"]
+    assert vset["unit"] == "V" and vset["max"] == 600 and vset["min"] == 0 and vset["step"]
+    docs = (Path(__file__).parents[2] / "docs" / "mqtt.md").read_text()
+    assert actions_table() in docs, "docs/mqtt.md: paste the output of `slowctl actions`"
+
+
+def test_every_model_is_described(stack_config):
+    assert {d.model for d in stack_config.devices.values()} == set(DRIVERS)
