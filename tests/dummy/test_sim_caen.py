@@ -34,7 +34,7 @@ def hv(clock):
 ERRORS = [
     ("$BD:00,CMD:MON,CH:0,PAR:VSET", b"#BD:00,CMD:OK,VAL:0000.0\r\n"),
     ("$BD:00,CMD:FOO,CH:0,PAR:VSET", b"#BD:00,CMD:ERR\r\n"),
-    ("$BD:00,CMD:MON,CH:0", b"#BD:00,CMD:ERR\r\n"),
+    ("$BD:00,CMD:MON,CH:0", b"#BD:00,PAR:ERR\r\n"),  # manual: "Field parameter not present"
     ("hello", b"#BD:00,CMD:ERR\r\n"),
     ("$BD:00,CMD:MON,CH:5,PAR:VSET", b"#BD:00,CH:ERR\r\n"),
     ("$BD:00,CMD:MON,CH:X,PAR:VSET", b"#BD:00,CH:ERR\r\n"),

@@ -106,4 +106,5 @@ def test_mosquitto_clients_with_env(stack):
     time.sleep(0.5)
     subprocess.run(["mosquitto_pub", *creds("operator"), "-t", "slowctl/lv/cmd/iset/1", "-m", "0.5"], check=True)
     out, _ = sub.communicate(timeout=15)
-    assert json.loads(out) == {"id": None, "action": "iset", "channel": 1, "value": 0.5, "ok": True, "error": None}
+    assert json.loads(out) == {"id": None, "action": "iset", "channel": 1, "value": 0.5, "ok": True, "error": None,
+                               "applied": 0.5}

@@ -27,12 +27,35 @@ Commands and reply formats::
     TRIPRST               resets the trips of every output (outputs stay off)
     LSR<n>? -> 0          limit event status register of output n, cleared by reading:
                           bit 0 entered CV, bit 1 entered CC, bit 2 OVP trip, bit 3 OCP trip
+    LSE<n> <0..255>       limit status enable register     LSE<n>? -> 0
+    *ESE, *SRE, *PRE <0..255>   enable registers           *ESE?, *SRE?, *PRE? -> 0
+    *STB? -> 0            status byte: bit n-1 = LSR<n> & LSE<n> (limit summary of output n),
+                          bit 5 ESB = *ESR & *ESE, bit 6 MSS = status byte & *SRE
+    *IST? -> 0 | 1        1 when status byte & *PRE;  *OPC sets *ESR bit 0
+    DELTAV<n> <V>         INCV / DECV step (default 0.1)   DELTAV<n>? -> DV1 0.10   (%.2f)
+    DELTAI<n> <A>         INCI / DECI step (default 0.01)  DELTAI<n>? -> DI1 0.010  (%.3f)
+    INCV<n>, DECV<n>, INCV<n>V, DECV<n>V, INCI<n>, DECI<n>   step the set value; a result outside the
+                          range is execution error 100 and leaves the value as it was
+    SAV<n> <0..9>, RCL<n> <0..9>   store / recall output n's V, I, OVP, OCP; recalling an empty store
+                          is execution error 101
+    CONFIG 2|0            2 independent outputs, 0 voltage tracking (V1 also sets V2)   CONFIG? -> 2
+    VRANGE<n> <1..3>      MX100TP only: range number of output n (stored; the limits stay the
+                          model's whole envelope)                                    VRANGE<n>? -> 1
+    IFLOCK -> 1           take the interface lock (always granted: one simulated interface)
+    IFLOCK? -> 1 | 0      lock held;  IFUNLOCK -> 0 (released) | -1 (no lock was held)
 
 Errors give no reply: an unknown header, a missing or unreadable argument, or
 an argument on a query is a command error (*ESR bit 5; the rest of the line is
 dropped); a value outside the range (V 0..Vmax, I 0..Imax, OVP 1..1.1*Vmax,
 OCP 0.01..1.1*Imax, OP 0/1) is execution error 100, an output that does not
 exist execution error 103 (*ESR bit 4, number in EER?).
+
+Sources: the command set and the header formats (``V1 5.00``, ``VP1``, ``CP1``, ``DV1``, ``DI1``, ``<NR2>V``)
+follow the Aim-TTi CPX400DP / MX100TP / QL instruction manuals' remote command lists as used by public
+clients (PyMeasure ``aimtti`` CPX driver: ``V{ch}?``, ``OVP{ch}?``, ``DELTAV{ch}?`` parsed from the 4th
+character on; ``OPALL``, ``QER?``, ``TRIPRST``, ``LOCAL``).  Unconfirmed: the DELTAV / DELTAI defaults, the
+CONFIG values (CPX400DP meaning), the VRANGE range count and reply, the IFLOCK / IFUNLOCK replies,
+execution error 101 for an empty store, the status byte bit positions of the limit summaries.
 
 Ranges (per model, every output alike): MX100TP 70 V / 6 A, CPX400DP 60 V / 20 A,
 QL355TP and QL355P 35 V / 5 A.  Defaults: 0 V, 1 A, OVP 1.1*Vmax, OCP 1.1*Imax.
@@ -57,6 +80,8 @@ from ..base import Instrument, Param
 MODELS = {1: "QL355P", 2: "CPX400DP", 3: "MX100TP"}
 RANGES = {"MX100TP": (70.0, 6.0), "CPX400DP": (60.0, 20.0), "QL355TP": (35.0, 5.0), "QL355P": (35.0, 5.0)}
 CV, CC, OVP, OCP = 0x01, 0x02, 0x04, 0x08  # LSR bits
+VRANGES = {"MX100TP": 3}  # VRANGE<n> range numbers per model; others have no VRANGE command
+STORES = range(10)  # SAV<n> / RCL<n> set-up stores
 
 
 class CommandError(Exception):
@@ -82,6 +107,10 @@ class Output:
     ocp: float = 0.0
     tripped: bool = False
     lsr: int = 0
+    lse: int = 0  # limit status enable: which LSR bits reach *STB?
+    deltav: float = 0.1  # INCV / DECV step, V
+    deltai: float = 0.01  # INCI / DECI step, A
+    vrange: int = 1
     mode: str = "OFF"  # OFF, CV or CC: LSR bits are set on entering CV / CC
     load: float = 100.0  # ohm
 
@@ -135,6 +164,10 @@ class TtiMx100tp(Instrument):
         self.esr = 0x80  # PON
         self.eer = 0
         self.qer = 0
+        self.ese = self.sre = self.pre = 0  # *ESE, *SRE, *PRE enable registers
+        self.config = 2  # CONFIG: 2 independent outputs, 0 output 2 tracks output 1's voltage
+        self.locked = False  # IFLOCK held
+        self.stores: dict[tuple[int, int], tuple[float, float, float, float]] = {}  # (output, store) -> set-up
         # (header pattern, handler, takes a value); a group in the pattern is the output number
         self.commands: list[tuple[re.Pattern[str], Callable[..., str | None], bool]] = [
             (re.compile(pattern), handler, value) for pattern, handler, value in (
@@ -149,6 +182,31 @@ class TtiMx100tp(Instrument):
                 (r"OVP(\d)", self._set_ovp, True), (r"OVP(\d)\?", lambda o: f"VP{self._n(o)} {o.ovp:.2f}", False),
                 (r"OCP(\d)", self._set_ocp, True), (r"OCP(\d)\?", lambda o: f"CP{self._n(o)} {o.ocp:.3f}", False),
                 (r"TRIPRST", self._triprst, False), (r"LSR(\d)\?", self._lsr, False),
+                (r"LSE(\d)", lambda o, v: setattr(o, "lse", self._byte(v)), True),
+                (r"LSE(\d)\?", lambda o: str(o.lse), False),
+                (r"\*ESE", lambda v: setattr(self, "ese", self._byte(v)), True),
+                (r"\*ESE\?", lambda: str(self.ese), False),
+                (r"\*SRE", lambda v: setattr(self, "sre", self._byte(v)), True),
+                (r"\*SRE\?", lambda: str(self.sre), False),
+                (r"\*PRE", lambda v: setattr(self, "pre", self._byte(v)), True),
+                (r"\*PRE\?", lambda: str(self.pre), False),
+                (r"\*STB\?", lambda: str(self._stb()), False),
+                (r"\*IST\?", lambda: str(int(bool(self._stb() & self.pre))), False),
+                (r"\*OPC", self._opc, False),
+                (r"DELTAV(\d)", lambda o, v: setattr(o, "deltav", self._within(v, 0.0, self.vmax)), True),
+                (r"DELTAV(\d)\?", lambda o: f"DV{self._n(o)} {o.deltav:.2f}", False),
+                (r"DELTAI(\d)", lambda o, v: setattr(o, "deltai", self._within(v, 0.0, self.imax)), True),
+                (r"DELTAI(\d)\?", lambda o: f"DI{self._n(o)} {o.deltai:.3f}", False),
+                (r"INCV(\d)V?", lambda o: self._set_v(o, o.vset + o.deltav), False),
+                (r"DECV(\d)V?", lambda o: self._set_v(o, o.vset - o.deltav), False),
+                (r"INCI(\d)", lambda o: self._set_i(o, o.iset + o.deltai), False),
+                (r"DECI(\d)", lambda o: self._set_i(o, o.iset - o.deltai), False),
+                (r"SAV(\d)", self._sav, True), (r"RCL(\d)", self._rcl, True),
+                (r"CONFIG", self._set_config, True), (r"CONFIG\?", lambda: str(self.config), False),
+                (r"IFLOCK", self._iflock, False), (r"IFLOCK\?", lambda: str(int(self.locked)), False),
+                (r"IFUNLOCK", self._ifunlock, False),
+                *([(r"VRANGE(\d)", self._set_vrange, True), (r"VRANGE(\d)\?", lambda o: str(o.vrange), False)]
+                  if self.variant in VRANGES else []),
             )
         ]
 
@@ -218,7 +276,9 @@ class TtiMx100tp(Instrument):
         return f"THURLBY THANDAR, {self.variant}, {self.serial}, 1.03-1.00-1.02"
 
     def _rst(self) -> None:
-        self.channels = [Output(self.vmax, self.imax, load=o.load) for o in self.channels]
+        # factory settings; the loads are the bench's and the enable registers survive (IEEE 488.2)
+        self.channels = [Output(self.vmax, self.imax, load=o.load, lse=o.lse) for o in self.channels]
+        self.config = 2
 
     def _cls(self) -> None:
         self.esr = self.eer = self.qer = 0
@@ -244,10 +304,12 @@ class TtiMx100tp(Instrument):
         return value
 
     def _set_v(self, o: Output, value: float) -> None:
-        o.vset = self._within(value, 0.0, self.vmax)
+        o.vset = self._within(round(value, 6), 0.0, self.vmax)  # round: INCV / DECV sums of float steps
+        if self.config == 0 and self._n(o) == 1 and self.n_channels > 1:
+            self.channels[1].vset = o.vset  # voltage tracking
 
     def _set_i(self, o: Output, value: float) -> None:
-        o.iset = self._within(value, 0.0, self.imax)
+        o.iset = self._within(round(value, 6), 0.0, self.imax)
 
     def _set_ovp(self, o: Output, value: float) -> None:
         o.ovp = self._within(value, 1.0, round(self.vmax * 1.1, 2))
@@ -284,3 +346,52 @@ class TtiMx100tp(Instrument):
     def _lsr(self, o: Output) -> str:
         value, o.lsr = o.lsr, 0
         return str(value)
+
+    @staticmethod
+    def _byte(value: float) -> int:
+        if value != int(value) or not 0 <= value <= 255:
+            raise ExecutionError(100)
+        return int(value)
+
+    def _stb(self) -> int:
+        """Status byte: bit n-1 limit summary of output n, bit 5 ESB, bit 6 MSS."""
+        stb = sum(1 << i for i, o in enumerate(self.channels) if o.lsr & o.lse)
+        stb |= 0x20 if self.esr & self.ese else 0
+        return stb | (0x40 if stb & self.sre else 0)
+
+    def _opc(self) -> None:
+        self.esr |= 0x01  # operation complete: every command completes at once here
+
+    def _store(self, value: float) -> int:
+        if value not in STORES:
+            raise ExecutionError(100)
+        return int(value)
+
+    def _sav(self, o: Output, value: float) -> None:
+        self.stores[self._n(o), self._store(value)] = (o.vset, o.iset, o.ovp, o.ocp)
+
+    def _rcl(self, o: Output, value: float) -> None:
+        setup = self.stores.get((self._n(o), self._store(value)))
+        if setup is None:
+            raise ExecutionError(101)  # recall of a store never saved
+        o.vset, o.iset, o.ovp, o.ocp = setup
+
+    def _set_config(self, value: float) -> None:
+        if value not in (0.0, 2.0):
+            raise ExecutionError(100)
+        self.config = int(value)
+        if self.config == 0 and self.n_channels > 1:
+            self.channels[1].vset = self.channels[0].vset
+
+    def _set_vrange(self, o: Output, value: float) -> None:
+        if value != int(value) or not 1 <= value <= VRANGES[self.variant]:
+            raise ExecutionError(100)
+        o.vrange = int(value)
+
+    def _iflock(self) -> str:
+        self.locked = True  # one simulated interface: the lock is always granted
+        return "1"
+
+    def _ifunlock(self) -> str:
+        held, self.locked = self.locked, False
+        return "0" if held else "-1"

@@ -43,24 +43,20 @@ def widgets_dir() -> Path:
 
 
 def device_kind(model: str) -> str:
-    from slowctl.drivers import DRIVERS, ChillerDriver, SensorDriver, SupplyDriver
+    from slowctl.device.capabilities import kind_of
+    from slowctl.drivers import DRIVERS
 
-    cls = DRIVERS[model]
-    for base, kind in ((SupplyDriver, "supply"), (ChillerDriver, "chiller"), (SensorDriver, "sensor")):
-        if issubclass(cls, base):
-            return kind
-    raise FlowError(f"model {model!r}: no control-UI widget for its kind of driver")
+    try:
+        return kind_of(DRIVERS[model])
+    except ValueError:
+        raise FlowError(f"model {model!r}: no control-UI widget for its kind of driver") from None
 
 
 def channel_actions(dev: DeviceConfig, channel: int) -> list[str]:
-    """What the service accepts on this channel (see DeviceService.rules)."""
-    from slowctl.drivers import DRIVERS, SupplyDriver
+    """What the service accepts on this channel: the capabilities the device service itself validates with."""
+    from slowctl.device.capabilities import Capabilities
 
-    cls = DRIVERS[dev.model]
-    actions = set(cls.actions())
-    if issubclass(cls, SupplyDriver) and not cls.hardware_ramp and dev.channels[channel].rampup:
-        actions |= {"rampup", "rampdown"}  # the service's software ramp
-    return sorted(actions)
+    return sorted(Capabilities.build(dev).channels[channel])
 
 
 def is_hv(dev: DeviceConfig) -> bool:
@@ -71,7 +67,10 @@ def is_hv(dev: DeviceConfig) -> bool:
 
 def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
     """What the device widget needs to know: kind, HV confirmation, channels with limits and actions."""
+    from slowctl.device.capabilities import Capabilities
+
     kind = device_kind(dev.model)
+    caps = Capabilities.build(dev)
     imax = max((c.imax or 0) for c in dev.channels.values())
     # µA for sensor bias, also when no imax is configured (an operator types µA out of habit)
     small = kind == "supply" and (is_hv(dev) or 0 < imax <= 0.01)
@@ -82,7 +81,8 @@ def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
         # HV currents are typed and shown in µA; the command carries A
         "current_unit": "µA" if small else "A", "current_scale": 1e-6 if small else 1.0,
         "channels": [{"channel": ch, "name": c.name, "vmax": c.vmax, "imax": c.imax, "ramp_max": c.ramp_max,
-                      "tmin": c.tmin, "tmax": c.tmax, "actions": channel_actions(dev, ch)}
+                      "tmin": c.tmin, "tmax": c.tmax, "actions": sorted(caps.channels[ch]),
+                      "steps": {n: cap.step for n, cap in caps.channels[ch].items() if cap.step}}
                      for ch, c in sorted(dev.channels.items())],
     }
 
