@@ -91,9 +91,17 @@ class SerialConfig(Strict):
     baudrate: int | None = Field(default=None, gt=0)
     bytesize: Literal[5, 6, 7, 8] | None = None
     parity: Literal["N", "E", "O", "M", "S"] | None = None
-    stopbits: Literal[1, 1.5, 2] | None = None
+    stopbits: float | None = Field(default=None, description="1, 1.5 or 2")
     xonxoff: bool | None = None
     rtscts: bool | None = None
+
+
+    @field_validator("stopbits")
+    @classmethod
+    def _stopbits(cls, v: float | None) -> float | None:
+        if v is not None and v not in (1, 1.5, 2):
+            raise ValueError("Input should be 1, 1.5 or 2")
+        return v
 
 
 class LinkConfig(Strict):
@@ -239,7 +247,7 @@ def _device_errors(dev_id: str, raw: Any) -> list[str]:
     driver = DRIVERS.get(raw["model"])
     if driver is None:
         return errors + [f"{where}.model: unknown model {raw['model']!r} (known: {', '.join(sorted(DRIVERS))})"]
-    channels: dict[int, ChannelConfig] = {}
+    channels: dict[int, Any] = {}  # ChannelConfig, as the drivers' ChannelLimits
     for ch, ch_raw in (raw.get("channels") or {}).items() if isinstance(raw.get("channels"), dict) else ():
         try:
             channels[int(ch)] = ChannelConfig.model_validate(ch_raw)

@@ -104,7 +104,7 @@ class MqttSession:
                 return False
         return True
 
-    def stop(self, last_words: list[tuple[str, str]] = (), timeout: float = 2.0) -> None:
+    def stop(self, last_words: tuple[tuple[str, str], ...] | list[tuple[str, str]] = (), timeout: float = 2.0) -> None:
         """Publish `last_words` (retained) if connected, then disconnect cleanly (no last will)."""
         if self.connected.is_set():
             infos = [self.client.publish(t, p, qos=1, retain=True) for t, p in last_words]
@@ -129,6 +129,8 @@ class MqttSession:
         acked = threading.Event()
         with self._suback_lock:
             _, mid = self.client.subscribe(topic, options=self._subs[topic])
+            if mid is None:  # not sent (no connection): the on-connect resubscribe covers it
+                return False
             self._subacks[mid] = acked
         return acked.wait(wait) if wait else True
 

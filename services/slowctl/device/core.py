@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from slowctl.config import ChannelConfig, DeviceConfig
@@ -162,13 +162,14 @@ class DeviceCore:
     def _changes(self, ch: int, before: Reading | None, r: Reading, cause: str, expected: bool) -> list[Event]:
         if not isinstance(r, (SupplyChannel, ChillerChannel)):
             return []
-        events = []
-        if before is None:  # first look since start: compare with what the last run saw
-            seen = self.memory.outputs.get(ch)
+        events: list[Event] = []
+        if before is None or not isinstance(before, (SupplyChannel, ChillerChannel)):
+            # first look since start: compare with what the last run saw
+            seen = self.memory.outputs.get(ch) or {}
             self.expect_on.setdefault(ch, r.on)
-            if seen and seen.get("on") is not None and bool(seen["on"]) != r.on and not expected:
+            if seen.get("on") is not None and bool(seen["on"]) != r.on and not expected:
                 events += self._output_change(ch, bool(seen["on"]), r, "while the service was not running")
-            for key in HELD.get(self.caps.kind, ()) if seen else ():
+            for key in HELD.get(self.caps.kind, ()):
                 if key in seen and not self._same(ch, key, seen[key], getattr(r, key)) and not expected:
                     if not (key == "vset" and ch in self.caps.soft_ramp):
                         events += self._setpoint_change(ch, key, seen[key], getattr(r, key),
@@ -213,7 +214,7 @@ class DeviceCore:
     def _trip(self, ch: int, before: Reading | None, r: Reading) -> list[Event]:
         if not isinstance(r, SupplyChannel):
             return []
-        was = before is not None and before.state is ChannelState.TRIPPED
+        was = isinstance(before, SupplyChannel) and before.state is ChannelState.TRIPPED
         if r.state is ChannelState.TRIPPED and not was:
             new = TRIP not in self.latched(ch)
             self._latch(ch, TRIP)
@@ -237,7 +238,7 @@ class DeviceCore:
             if ramp is not None and r.state is not ChannelState.TRIPPED:
                 r.state = ramp.state
             r.rampup, r.rampdown = self.rates[ch]
-        latched = self.latched(ch)
+        latched: set[str] = self.latched(ch)
         if isinstance(r, SupplyChannel) and TRIP in latched:
             if r.on and r.state is not ChannelState.TRIPPED:
                 latched.discard(TRIP)  # running again (switched on at the front panel): OUTPUT_ON says so
@@ -290,7 +291,7 @@ class DeviceCore:
         started = self.clock()
         # `on` decides on the held settings too: read them, not the cache of the last full poll
         fresh = driver.read([ch], full=cmd.action == "on")
-        events = self.observe(fresh, started, cause="seen before a command")
+        events = self.observe(dict(fresh), started, cause="seen before a command")
         current = self.readings.get(ch)
         refusal = self.refusal(cmd, current)
         if refusal:
@@ -316,14 +317,14 @@ class DeviceCore:
             self.expect_on[ch] = cmd.action == "on"
         self.ramp_aborted.discard(ch)
         readback = driver.read([ch], full=True)
-        events += self.observe(readback, self.clock(), cause=cause, expected=True)
+        events += self.observe(dict(readback), self.clock(), cause=cause, expected=True)
         applied = self._value_of(cap, self.readings.get(ch))
-        error = self._mismatch(cap, cmd, applied)
-        events.append(self.event("command_failed" if error else "command_applied",
-                                 f"{cmd.action}{' ' + _fmt(cmd.value, cap.action.unit) if cmd.value is not None else ''}"
-                                 f" on {self.where(ch)}: " + (error or f"applied, instrument holds {_fmt(applied, cap.action.unit)}"),
+        mismatch = self._mismatch(cap, cmd, applied)
+        what = cmd.action + (f" {_fmt(cmd.value, cap.action.unit)}" if cmd.value is not None else "")
+        events.append(self.event("command_failed" if mismatch else "command_applied", f"{what} on {self.where(ch)}: "
+                                 + (mismatch or f"applied, the instrument holds {_fmt(applied, cap.action.unit)}"),
                                  ch, before=before, after=applied, cause=cause))
-        return Outcome(error is None, error, applied, events)
+        return Outcome(mismatch is None, mismatch, applied, events)
 
     def refusal(self, cmd: Command, r: Reading | None) -> str | None:
         """Why a valid command must not run on the channel as it is now, or None."""
@@ -449,11 +450,12 @@ class DeviceCore:
                         driver.switch(ch, False)
                         driver.set_voltage(ch, self.targets.get(ch, 0.0))
                     self.ramps.pop(ch, None)
-            readings = driver.read(due, full=True)
+                readings: dict[int, Reading] = dict(driver.read(due, full=True))
         except InstrumentError as exc:
             return self.abort_ramps(f"the instrument refused a step ({exc})")
         return self.observe(readings, now, cause="software ramp", expected=True)
 
 
 def _copy(r: Reading) -> Reading:
-    return type(r)(**{k: (list(v) if isinstance(v, list) else v) for k, v in vars(r).items()})
+    """A snapshot: later overlays (alarms, ramp targets) must not change what the instrument said."""
+    return replace(r, alarms=list(r.alarms)) if isinstance(r, (SupplyChannel, ChillerChannel)) else replace(r)

@@ -90,6 +90,7 @@ class NativeStack:
         sims = []
         if self.dummy:
             for dev_id, dev in self.stack.devices.items():
+                assert dev.simulator is not None, "simulator_args refuses a device without one"
                 argv = [sys.executable, "-m", "slowctl", "sim", *simulator_args(dev_id, dev, self.config_path.parent, SIM_HOST)]
                 sims.append(ProcessSpec(f"sim-{dev_id}", argv, ready_port=(SIM_HOST, dev.simulator.port), tier=1))
         services = [
@@ -192,6 +193,7 @@ class NativeStack:
         say(f"broker           mqtt://{host}:{port}, mqtts://{host}:{self.stack.broker.tls_port} "
             f"(CA {self.tls.ca_cert})  users: viewer, operator, nodered, telegraf, <device>")
         for spec in sims:
+            assert spec.ready_port is not None
             say(f"simulator        {spec.name[4:]:<10} {spec.argv[4]:<12} socket://{spec.ready_port[0]}:{spec.ready_port[1]}")
         for dev_id, dev in self.stack.devices.items():
             say(f"device           {dev_id:<10} {dev.model:<12} {Topics(root, dev_id).base}/#")

@@ -122,10 +122,11 @@ class Supervisor:
             m.backoff = self.cfg.backoff_initial  # it ran fine for a while: start over
         if len(m.recent) >= self.cfg.max_restarts:
             m.failed = True
-            self.say(f"GIVING UP on {m.spec.name}: it exited (code {m.proc.returncode}) after {len(m.recent)} "
+            code = m.proc.returncode if m.proc else None
+            self.say(f"GIVING UP on {m.spec.name}: it exited (code {code}) after {len(m.recent)} "
                      f"restarts within {self.cfg.window:g} s; see {self.log_path(m.spec.name)}")
             return
-        self.say(f"{m.spec.name} exited with code {m.proc.returncode}; restarting in {m.backoff:.1f} s")
+        self.say(f"{m.spec.name} exited with code {m.proc.returncode if m.proc else None}; restarting in {m.backoff:.1f} s")
         m.restart_at = now + m.backoff
         m.backoff = min(m.backoff * 2, self.cfg.backoff_max)
 
