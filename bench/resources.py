@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from common import DummyStack, report
 
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from common import DummyStack, Listener, free_port, report, summary
 
 

@@ -11,7 +11,9 @@ import time
 from pathlib import Path
 
 from common import DummyStack, Listener, report, summary, wait_until
+
 from slowctl.stack.supervisor import port_open
+
 
 def all_online(listener_state: dict, devices: set[str]) -> bool:
     return {d for d, v in listener_state.items() if v == b"online"} >= devices

@@ -34,7 +34,7 @@ if command -v systemctl >/dev/null 2>&1; then
         systemctl is-active --quiet "$unit" 2>/dev/null && $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
 fi
-"${PYTHON:-python3}" -m pip install -q --disable-pip-version-check -e '.[test]'
+"${PYTHON:-python3}" -m pip install -q --disable-pip-version-check -e '.[test,lint]'
 # the control UI: Node-RED and its dashboard, exactly as nodered/package-lock.json pins them;
 # skipped while node_modules matches the lock file
 if ! command -v npm >/dev/null 2>&1; then

@@ -6,7 +6,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import DummyStack  # noqa: E402
+from harness import DummyStack
 
 
 def _need_mosquitto() -> None:

@@ -12,8 +12,9 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -55,7 +56,7 @@ class Probe:
 
     def __init__(self, host: str, port: int, username: str | None, password: str | None,
                  transport: str = "tcp", tls_ca: str | None = None, ws_path: str = "/mqtt") -> None:
-        self.messages: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
+        self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.last: dict[str, mqtt.MQTTMessage] = {}
         self._lock = threading.Lock()
         self._seen: list[mqtt.MQTTMessage] = []
@@ -178,7 +179,7 @@ class DummyStack:
         self.proc: subprocess.Popen | None = None
         self._probes: list[Probe] = []
 
-    def start(self, timeout: float = 20.0) -> "DummyStack":
+    def start(self, timeout: float = 20.0) -> DummyStack:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "slowctl", "up", "--dummy", "--config", str(self.config_path)],
                                      stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,

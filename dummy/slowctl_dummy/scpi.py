@@ -13,6 +13,15 @@ reading of the SCPI path rules that matches how drivers write them.  Query
 replies of one line are joined by ``;``.  Errors reply nothing and go to the
 error queue read by ``SYST:ERR?`` (``0,"No error"`` when empty); a header
 error also discards the rest of the line, as IEEE 488.2 parsers do.
+
+IEEE 488.2 status reporting, common to every SCPI instrument: each error sets
+its bit in the Standard Event Status Register (ESR: 2 query error -4xx,
+3 device-dependent error -3xx and positive codes, 4 execution error -2xx,
+5 command error -1xx); ``*OPC`` sets bit 0.  ``*ESR?`` reads and clears it,
+``*ESE``/``*SRE`` set the enable masks (0..255).  ``*STB?`` reads the status
+byte: bit 2 error queue not empty (SCPI), bit 5 ESB (ESR & ESE), bit 6 MSS
+(STB & SRE); a socket has no MAV to report.  ``*CLS`` empties the error queue
+and clears ESR; the enable masks stay.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from .base import Instrument
 
 Handler = Callable[[Any, str | None], str | None]
 QUEUE_SIZE = 10
+OPC, QYE, DDE, EXE, CME = 1, 4, 8, 16, 32  # ESR bits (IEEE 488.2)
 
 
 class ScpiError(Exception):
@@ -78,6 +88,24 @@ def number(arg: str | None, lo: float, hi: float) -> float:
     return value
 
 
+def integer(arg: str | None, lo: int, hi: int) -> int:
+    value = number(arg, lo, hi)
+    if value != int(value):
+        raise ScpiError(-224, "Illegal parameter value")
+    return int(value)
+
+
+def esr_bit(code: int) -> int:
+    """The ESR bit an error of this code sets."""
+    if -199 <= code <= -100:
+        return CME
+    if -299 <= code <= -200:
+        return EXE
+    if -499 <= code <= -400:
+        return QYE
+    return DDE  # -3xx and the instruments' own positive codes
+
+
 def boolean(arg: str | None) -> bool:
     if arg is None or not arg.strip():
         raise ScpiError(-109, "Missing parameter")
@@ -105,8 +133,10 @@ class ScpiInstrument(Instrument):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.errors: deque[ScpiError] = deque()
+        self.esr = self.ese = self.sre = 0
 
     def push_error(self, err: ScpiError) -> None:
+        self.esr |= esr_bit(err.code)
         if len(self.errors) >= QUEUE_SIZE:
             self.errors[-1] = ScpiError(-350, "Queue overflow")
         else:
@@ -139,6 +169,40 @@ class ScpiInstrument(Instrument):
     @scpi("*CLS")
     def _cls(self, arg: str | None) -> None:
         self.errors.clear()
+        self.esr = 0
+
+    def stb(self) -> int:
+        word = (4 if self.errors else 0) | (32 if self.esr & self.ese else 0)
+        return word | (64 if word & self.sre else 0)
+
+    @scpi("*ESE")
+    def _ese(self, arg: str | None) -> None:
+        self.ese = integer(arg, 0, 255)
+
+    @scpi("*ESE?")
+    def _ese_q(self, arg: str | None) -> str:
+        return str(self.ese)
+
+    @scpi("*ESR?")
+    def _esr_q(self, arg: str | None) -> str:
+        word, self.esr = self.esr, 0  # reading clears it
+        return str(word)
+
+    @scpi("*SRE")
+    def _sre(self, arg: str | None) -> None:
+        self.sre = integer(arg, 0, 255) & ~64  # bit 6 cannot be enabled
+
+    @scpi("*SRE?")
+    def _sre_q(self, arg: str | None) -> str:
+        return str(self.sre)
+
+    @scpi("*STB?")
+    def _stb_q(self, arg: str | None) -> str:
+        return str(self.stb())
+
+    @scpi("*OPC")
+    def _opc_set(self, arg: str | None) -> None:
+        self.esr |= OPC  # every command completes before the next one is read
 
     @scpi("*OPC?")
     def _opc(self, arg: str | None) -> str:

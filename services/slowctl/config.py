@@ -70,7 +70,7 @@ class ChannelConfig(Strict):
                                      "tmin", "tmax")(_finite)
 
     @model_validator(mode="after")
-    def _rates_within_max(self) -> "ChannelConfig":
+    def _rates_within_max(self) -> ChannelConfig:
         for key in ("rampup", "rampdown"):
             rate = getattr(self, key)
             if rate is not None and self.ramp_max is not None and rate > self.ramp_max:

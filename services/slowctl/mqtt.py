@@ -12,13 +12,13 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from slowctl.config import MqttConfig
@@ -37,7 +37,7 @@ class Endpoint:
     tls_ca: str | None = None
 
     @classmethod
-    def from_config(cls, cfg: MqttConfig, env: Mapping[str, str] = os.environ) -> "Endpoint":
+    def from_config(cls, cfg: MqttConfig, env: Mapping[str, str] = os.environ) -> Endpoint:
         port = env.get("SLOWCTL_MQTT_PORT")
         return cls(
             host=env.get("SLOWCTL_MQTT_HOST", cfg.host),

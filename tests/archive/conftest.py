@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 import pytest
+
 from harness import DummyStack, send, wait_until
 
 from .influx1 import INSTALL_HINT, Influx1, find_influxd

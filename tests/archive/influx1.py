@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import die_with_parent, free_port, wait_until  # noqa: E402
+from harness import die_with_parent, free_port, wait_until
 
 INSTALL_HINT = "influxd (InfluxDB 1.x) is not installed: run `bash scripts/install.sh --test`"
 
@@ -73,7 +73,7 @@ class Influx1:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 20.0) -> "Influx1":
+    def start(self, timeout: float = 20.0) -> Influx1:
         # INFLUXDB_* variables would override the config file (e.g. from a sourced .env)
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}
         self._log = open(self.workdir / "influxd.log", "wb")

@@ -9,8 +9,17 @@ import re
 import pytest
 import yaml
 
-from .grafana_queries import (ALERT_RULES, DASHBOARDS, DATASOURCE_UID, GRAFANA, PROVISIONING, alert_rules,
-                              dashboards, panel_queries, rule_queries)
+from .grafana_queries import (
+    ALERT_RULES,
+    DASHBOARDS,
+    DATASOURCE_UID,
+    GRAFANA,
+    PROVISIONING,
+    alert_rules,
+    dashboards,
+    panel_queries,
+    rule_queries,
+)
 
 
 def load_builder():

@@ -7,7 +7,6 @@ parts our files use, and validate the result against the official schema.
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any

@@ -15,14 +15,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
+from tests.harness import REPO, Probe, die_with_parent, free_port, wait_until
 
 from slowctl.config import load_config
-from slowctl.stack.init import read_env, write_env, variables
-from slowctl.stack.tls import ensure_tls
-from tests.harness import REPO, Probe, die_with_parent, free_port, wait_until
+from slowctl.stack.init import read_env, variables, write_env
 from slowctl.stack.supervisor import port_open
+from slowctl.stack.tls import ensure_tls
 
 NOT_AUTHORIZED = 135
 ENTRYPOINT = REPO / "mosquitto" / "docker-entrypoint.sh"
@@ -50,7 +49,7 @@ class Broker:
         self.proc: subprocess.Popen | None = None
         self.log = self.root / "broker.log"
 
-    def start(self) -> "Broker":
+    def start(self) -> Broker:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(["sh", str(ENTRYPOINT)], env=self.env, stdout=log, stderr=log,
                                          preexec_fn=die_with_parent)
@@ -133,8 +132,9 @@ def test_viewer_cannot_command_operator_and_ui_can(connect):
 
 
 def test_acl_is_the_one_slowctl_up_writes(broker):
-    from slowctl.stack.broker import acl, users_for
     from tests.unit.test_broker import parse_acl
+
+    from slowctl.stack.broker import acl, users_for
 
     stack = load_config(REPO / "config" / "bench.yaml")
     users = users_for(stack)

@@ -8,9 +8,17 @@ import subprocess
 
 import pytest
 import yaml
-
-from tests.compose.composekit import (FILES, REPO, SCHEMA, InterpolationError, interpolate, load, merged, plain,
-                                      variables)
+from tests.compose.composekit import (
+    FILES,
+    REPO,
+    SCHEMA,
+    InterpolationError,
+    interpolate,
+    load,
+    merged,
+    plain,
+    variables,
+)
 
 jsonschema = pytest.importorskip("jsonschema")
 
@@ -33,7 +41,8 @@ def validator():
 def env(tmp_path_factory) -> dict[str, str]:
     """A .env as `slowctl init` writes it."""
     from slowctl.config import load_config
-    from slowctl.stack.init import read_env, write_env, variables as env_vars
+    from slowctl.stack.init import read_env, write_env
+    from slowctl.stack.init import variables as env_vars
 
     path = tmp_path_factory.mktemp("env") / ".env"
     write_env(path, env_vars(load_config(REPO / "config" / "bench.yaml"), "bench.example.org", "bench.yaml"))

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 from cryptography import x509
+from tests.harness import REPO
 
 from slowctl.stack.init import read_env
-from tests.harness import REPO
 
 
 @pytest.fixture

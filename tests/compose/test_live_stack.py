@@ -17,9 +17,9 @@ import time
 import urllib.request
 
 import pytest
+from tests.harness import REPO, Probe, free_port, wait_until
 
 from slowctl.stack.init import read_env
-from tests.harness import REPO, Probe, free_port, wait_until
 
 PROJECT = "slowctl-test"
 

@@ -22,7 +22,7 @@ from slowctl.drivers.base import Driver
 from slowctl.drivers.link import open_link
 
 sys.path.insert(0, str(Path(__file__).parent))  # drvkit, whatever the import mode
-from drvkit import POLL_COSTS, CountingLink, settings_for  # noqa: E402
+from drvkit import POLL_COSTS, CountingLink, settings_for
 
 
 @pytest.fixture(autouse=True)

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import time
-
+from dataclasses import dataclass
 from typing import Any
 
 from slowctl.config import DeviceConfig
+from slowctl.device.adapter import link_settings
 from slowctl.drivers.base import Driver
 from slowctl.drivers.link import LinkSettings
-from slowctl.device.adapter import link_settings
 from slowctl_dummy.server import SimulatorServer
 
 SHORT_TIMEOUT = 0.3  # s; link timeout of the fault tests

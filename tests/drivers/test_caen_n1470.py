@@ -7,11 +7,11 @@ import math
 import time
 
 import pytest
-
 from drvkit import SHORT_TIMEOUT, tcp
-from slowctl.drivers.readings import ChannelState, SupplyChannel
+
 from slowctl.drivers.caen_n1470 import CaenN1470 as CaenDriver
 from slowctl.drivers.link import InstrumentError, LinkError
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl_dummy.sims.caen_n1470 import CaenN1470 as CaenSim
 
 CHANNELS = [0, 1, 2, 3]

@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from drvkit import settings_for, tcp
-from slowctl.drivers.readings import SensorChannel
+
 from slowctl.drivers.climate import ClimateBox as ClimateDriver
 from slowctl.drivers.link import InstrumentError
+from slowctl.drivers.readings import SensorChannel
 from slowctl_dummy.sims.climate import ClimateBox as ClimateSim
 
 CHANNELS = [0, 1]  # driver channel n is sensor n+1

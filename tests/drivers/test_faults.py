@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from drvkit import KINDS, SHORT_TIMEOUT, settings_for, tcp, timed_link_error
+
 from slowctl.drivers.base import SupplyDriver
 from slowctl.drivers.link import LinkError, open_link
 from slowctl_dummy.scenario import parse_scenario

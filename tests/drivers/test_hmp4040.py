@@ -6,11 +6,11 @@ import dataclasses
 import math
 
 import pytest
-
 from drvkit import settings_for, tcp
-from slowctl.drivers.readings import ChannelState, SupplyChannel
+
 from slowctl.drivers.hmp4040 import Hmp4040 as HmpDriver
 from slowctl.drivers.link import InstrumentError, LinkError, open_link
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl_dummy.sims.climate import ClimateBox as ClimateSim
 from slowctl_dummy.sims.hmp4040 import Hmp4040 as HmpSim
 
@@ -264,6 +264,6 @@ def test_clear_leaves_an_untripped_output_alone(hmp, lv):
 
 def test_small_current_limits_are_not_rounded_away(hmp, lv):
     drv = hmp()
-    drv.set_current(0, 4e-5)
-    assert lv.chan(1).iset == pytest.approx(4e-5)
-    assert drv.read([0], full=True)[0].iset == pytest.approx(4e-5, abs=1e-4)
+    drv.set_current(0, 3e-4)
+    assert lv.chan(1).iset == pytest.approx(3e-4)
+    assert drv.read([0], full=True)[0].iset == pytest.approx(3e-4)

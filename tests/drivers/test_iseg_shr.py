@@ -6,13 +6,13 @@ import dataclasses
 import math
 
 import pytest
-
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
+
 from slowctl.config import ChannelConfig
-from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.iseg_shr import IsegShr as IsegDriver
 from slowctl.drivers.iseg_shr import channel_list, channel_state, parse_number
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl_dummy.scenario import parse_scenario
 from slowctl_dummy.sims.iseg_shr import IsegShr as IsegSim
 from slowctl_dummy.sims.keithley_2410 import Keithley2410 as KeithleySim

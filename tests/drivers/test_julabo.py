@@ -6,12 +6,12 @@ import math
 import time
 
 import pytest
-
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
+
 from slowctl.config import ChannelConfig
-from slowctl.drivers.readings import ChannelState, ChillerChannel
 from slowctl.drivers.julabo import Julabo as JulaboDriver
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
+from slowctl.drivers.readings import ChannelState, ChillerChannel
 from slowctl_dummy.scenario import parse_scenario
 from slowctl_dummy.sims.climate import ClimateBox as ClimateSim
 from slowctl_dummy.sims.julabo import Julabo as JulaboSim
@@ -145,7 +145,7 @@ def test_setpoint_the_chiller_does_not_take_is_refused(julabo, bath):
     assert bath.setpoint == 20.0
     r = drv.read([0], full=True)[0]
     assert r.state is ChannelState.OFF and r.tset == 20.0  # the error was reported once, with the refusal
-    with pytest.raises(InstrumentError, match="finer than the chiller's resolution 0.01: refused"):
+    with pytest.raises(InstrumentError, match="tset 12.344 °C is finer than the instrument's 0.01 °C step: refused"):
         drv.set_temperature(0, 12.344)  # never rounded to 12.34 behind the operator's back
     assert bath.setpoint == 20.0
     drv.set_temperature(0, 12.34)

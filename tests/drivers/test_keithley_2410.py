@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
+
 from slowctl.config import ChannelConfig
-from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.keithley_2410 import Keithley2410 as KeithleyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
+from slowctl.drivers.readings import ChannelState
 from slowctl_dummy.scenario import parse_scenario
 from slowctl_dummy.sims.iseg_shr import IsegShr as IsegSim
 from slowctl_dummy.sims.keithley_2410 import Keithley2410 as KeithleySim
@@ -166,10 +166,11 @@ def test_output_switched_behind_the_drivers_back(k2410, smu, clock):
 def test_a_value_not_measured_is_not_available(k2410, smu, clock):
     drv = k2410()
     bias(drv, 50.0)
-    smu.handle(':SENS:FUNC:OFF "VOLT"')  # someone reconfigured the measurement
+    smu.handle(':SENS:FUNC:OFF "CURR"')  # someone reconfigured the measurement
     clock.advance(0.1)
     r = drv.read([0], full=False)[0]
-    assert r.vmon is None and r.imon == pytest.approx(5e-7, rel=0.01)
+    # CURR neither measured nor sourced: +9.91e37; VOLT, sourced, reads its programmed value
+    assert r.imon is None and r.vmon == pytest.approx(50.0, abs=0.01)
 
 
 def test_wrong_polarity_is_an_error_state(k2410, smu, clock):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
 import pytest
-
 from drvkit import KINDS, measure_poll, record_poll_cost, tcp
 
 # loose upper bounds on the round trips of one read(full=False) with N channels

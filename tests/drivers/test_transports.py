@@ -7,8 +7,8 @@ import math
 import time
 
 import pytest
-
 from drvkit import KINDS, SHORT_TIMEOUT
+
 from slowctl.drivers.base import SupplyDriver
 from slowctl.drivers.link import LinkError, SerialLink, VisaLink
 

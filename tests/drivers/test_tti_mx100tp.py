@@ -6,11 +6,11 @@ import dataclasses
 import math
 
 import pytest
-
 from drvkit import SHORT_TIMEOUT, link_error_message, measure_poll, record_poll_cost, settings_for, tcp
+
 from slowctl.config import ChannelConfig
-from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.link import InstrumentError, LinkError, SerialLink, open_link
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.tti_mx100tp import TtiMx100tp as TtiDriver
 from slowctl_dummy.scenario import parse_scenario
 from slowctl_dummy.sims.climate import ClimateBox as ClimateSim
@@ -132,10 +132,10 @@ def test_settings_are_cached_between_full_reads(tti, lv):
 def test_settings_commands_and_their_error_check(tti, lv):
     drv = tti()
     drv.set_voltage(1, 3.3)
-    drv.set_current(1, 4e-5)
-    assert (lv.chan(2).vset, lv.chan(2).iset) == (3.3, 4e-5)
+    drv.set_current(1, 3e-4)
+    assert (lv.chan(2).vset, lv.chan(2).iset) == (3.3, 3e-4)
     assert (lv.chan(1).vset, lv.chan(1).iset) == (0.0, 1.0)
-    assert drv.link.log == [("write", "V2 3.3"), ("query", "*ESR?"), ("write", "I2 0.00004"), ("query", "*ESR?")]
+    assert drv.link.log == [("write", "V2 3.3"), ("query", "*ESR?"), ("write", "I2 0.0003"), ("query", "*ESR?")]
     with pytest.raises(InstrumentError, match=r"instrument refused 'VX 1': command error \(not understood\)$"):
         drv._command("VX 1")
     with pytest.raises(InstrumentError, match=r"'V9 1': execution error 103 \(no such output\)$"):

@@ -12,6 +12,7 @@ from slowctl_dummy.sims.iseg_shr import IsegShr
 
 POS, ON, RAMP, EMCY, CC, CV, INHIBIT, TRIP = (1 << b for b in (0, 3, 4, 5, 6, 7, 12, 13))
 RAMP_UP, RAMP_DOWN = 1 << 19, 1 << 20
+ON_TO_OFF, END_OF_RAMP = 1 << 3, 1 << 4
 VOLTS = re.compile(r"-?\d\.\d{5}E3V")
 AMPS = re.compile(r"-?\d+\.\d{4}E-6A")
 
@@ -198,7 +199,8 @@ def test_emergency_off_and_clear(hv, clock):
     clock.advance(1)
     assert status(hv, 1) == EMCY
     q(hv, ":VOLT EMCY CLR,(@1)")
-    assert status(hv, 1) == 0 and int(q(hv, ":READ:CHAN:EVENT:STATUS? (@1)")) == EMCY  # the event stays
+    # the events stay: emergency off, and before it the end of the ramp up and the on-to-off change
+    assert status(hv, 1) == 0 and int(q(hv, ":READ:CHAN:EVENT:STATUS? (@1)")) == EMCY | END_OF_RAMP | ON_TO_OFF
     q(hv, ":VOLT ON,(@1)")
     clock.advance(1)
     assert status(hv, 1) & ON

@@ -29,6 +29,11 @@ def reading(smu: Keithley2410) -> tuple[float, float]:
     return float(v), float(i)
 
 
+def reading_after(smu: Keithley2410, line: str) -> tuple[float, float]:
+    v, i = q(smu, line).split(",")
+    return float(v), float(i)
+
+
 def set_now(smu: Keithley2410, name: str, value: object) -> None:
     smu.advance()
     smu.set_param(name, value)
@@ -103,9 +108,10 @@ def test_read_elements_and_not_measured_values(smu, clock):
     q(smu, ":SOUR:VOLT -100;:SENS:CURR:PROT 1e-5;:OUTP ON")
     clock.advance(0.1)
     v, i, res, t, stat = q(smu, ":READ?").split(",")  # after reset: all five, only CURR measured
-    assert v == "+9.910000E+37" and res == "+9.910000E+37"
+    assert v == "-1.000000E+02"  # sourced, not measured: the programmed source value (2410 manual)
+    assert res == "+9.910000E+37"  # neither measured nor sourced
     assert float(i) == pytest.approx(-1e-6, rel=0.01)  # 100 V on 100 MOhm
-    assert float(t) == pytest.approx(smu.now()) and stat == "+0.000000E+00"
+    assert float(t) == pytest.approx(smu.now() + 0.003) and stat == "+0.000000E+00"  # after the 3 ms auto delay
     q(smu, ':SENS:FUNC "VOLT";:FORM:ELEM CURR,VOLT')
     v, i = reading(smu)  # always in the order VOLT, CURR
     assert v == pytest.approx(-100, abs=0.01) and i == pytest.approx(-1e-6, rel=0.01)
@@ -113,9 +119,13 @@ def test_read_elements_and_not_measured_values(smu, clock):
     assert q(smu, ":READ?").endswith(",+9.910000E+37")
 
 
-def test_source_settles_within_milliseconds(smu, clock):
-    q(smu, SETUP + ";:SOUR:VOLT 1000;:SENS:CURR:PROT 1e-3;:OUTP ON")
-    clock.advance(0.002)  # one time constant
+def test_reading_is_taken_after_the_source_delay(smu, clock):
+    q(smu, SETUP + ";:SOUR:VOLT 1000;:SENS:CURR:PROT 1e-3")
+    assert reading_after(smu, ":OUTP ON;:READ?")[0] == pytest.approx(1000, abs=0.01)  # settled, not a transient
+    q(smu, ":OUTP OFF;:SOUR:DEL 0")  # no settling period: the reading catches the source on its way
+    clock.advance(1)
+    q(smu, ":OUTP ON")
+    clock.advance(0.0002)  # one time constant
     assert reading(smu)[0] == pytest.approx(1000 * (1 - 0.3679), rel=0.01)
     clock.advance(0.05)
     assert reading(smu)[0] == pytest.approx(1000, abs=0.01)

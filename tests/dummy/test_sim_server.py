@@ -38,7 +38,7 @@ def test_many_concurrent_clients(serve, connect):
             for _ in range(20):
                 if client.ask("NSENS?") != b"5\n":
                     errors.append("bad reply")
-        except Exception as exc:  # noqa: BLE001 - collected for the main thread
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(16)]

@@ -8,8 +8,16 @@ import yaml
 
 from harness import DUMMY_CONFIG
 from slowctl.config import load_config, parse_config
-from slowctl.stack.nodered import (BROKER_ID, PREFIX, FlowError, decrypt_credentials, encrypt_credentials, generate,
-                             merge, write_flows)
+from slowctl.stack.nodered import (
+    BROKER_ID,
+    PREFIX,
+    FlowError,
+    decrypt_credentials,
+    encrypt_credentials,
+    generate,
+    merge,
+    write_flows,
+)
 
 HV_DEVICES = {"hv", "hv2", "bias"}
 

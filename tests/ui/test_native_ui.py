@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from harness import DUMMY_CONFIG
-from slowctl.stack import ui
 from slowctl.config import ConfigError, parse_config
+from slowctl.stack import ui
 
 
 def stack_with(**ui_section):

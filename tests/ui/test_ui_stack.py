@@ -208,7 +208,7 @@ def test_no_command_without_a_user_action(browser, ui_stack):
         wait_text(lv.locator('[data-channel="1"] [data-test=vset]'), lambda t: t.startswith("1.10"))
         assert lv.locator('[data-channel="1"] [data-test=vset-input]').input_value() == ""  # no echo into drafts
         time.sleep(3)  # three more polls of every device
-        for name, page, _ in pages:
+        for _name, page, _ in pages:
             page.reload()
         time.sleep(2)
         seen = commands()

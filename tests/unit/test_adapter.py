@@ -5,12 +5,12 @@ from unittest import mock
 
 import pytest
 
+from slowctl.device.adapter import DeviceService
 from slowctl.device.commands import Command, Request
 from slowctl.device.contract import DeviceState
-from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.caen_n1470 import CaenN1470
+from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.mqtt import Endpoint
-from slowctl.device.adapter import DeviceService
 
 
 @pytest.fixture

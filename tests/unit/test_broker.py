@@ -10,9 +10,16 @@ import stat
 
 import pytest
 
-from slowctl.stack.broker import (PBKDF2_ITERATIONS, acl, hash_password, load_credentials, password_file, users_for,
-                            write_broker_files)
 from slowctl.config import parse_config
+from slowctl.stack.broker import (
+    PBKDF2_ITERATIONS,
+    acl,
+    hash_password,
+    load_credentials,
+    password_file,
+    users_for,
+    write_broker_files,
+)
 from slowctl.stack.tls import ensure_tls
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.caen_n1470 import STAT_BITS, channel_state
+from slowctl.drivers.readings import ChannelState
 
 BIT = {name: 1 << i for i, name in enumerate(STAT_BITS)}
 

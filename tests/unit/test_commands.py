@@ -3,14 +3,23 @@
 import json
 import math
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
 from slowctl.config import DeviceConfig
 from slowctl.device import commands
 from slowctl.device.capabilities import Capabilities
-from slowctl.device.commands import CLOCK_SKEW, Command, CommandError, Request, check_size, parse_json, parse_legacy, parse_plain
+from slowctl.device.commands import (
+    CLOCK_SKEW,
+    Command,
+    CommandError,
+    Request,
+    check_size,
+    parse_json,
+    parse_legacy,
+    parse_plain,
+)
 from slowctl.device.contract import MAX_PAYLOAD
 
 NOW = 1_700_000_000.0
@@ -220,7 +229,7 @@ def ts_req(ts) -> Request:
 
 
 def test_fresh_timestamps_accepted(hv):
-    iso = datetime.fromtimestamp(NOW - 1, timezone.utc).isoformat().replace("+00:00", "Z")
+    iso = datetime.fromtimestamp(NOW - 1, UTC).isoformat().replace("+00:00", "Z")
     for ts in (NOW - 1, int((NOW - 1) * 1000), iso, NOW + CLOCK_SKEW - 0.5):
         assert validate(ts_req(ts), hv, now_wall=NOW).value == 1.0, ts
 
@@ -235,7 +244,7 @@ def test_stale_epoch_milliseconds(hv):
 
 def test_stale_iso_with_z(hv):
     refused(ts_req("2020-01-01T00:00:00Z"), hv, "stale")
-    iso = datetime.fromtimestamp(NOW - 30, timezone.utc).isoformat().replace("+00:00", "Z")
+    iso = datetime.fromtimestamp(NOW - 30, UTC).isoformat().replace("+00:00", "Z")
     refused(ts_req(iso), hv, "stale")
 
 
@@ -258,7 +267,7 @@ def test_future_timestamp(hv, ahead):
 
 
 def test_iso_without_zone(hv):
-    naive = datetime.fromtimestamp(NOW, timezone.utc).replace(tzinfo=None).isoformat()
+    naive = datetime.fromtimestamp(NOW, UTC).replace(tzinfo=None).isoformat()
     refused(ts_req(naive), hv, "time zone")
 
 

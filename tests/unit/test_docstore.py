@@ -5,9 +5,9 @@ import subprocess
 import sys
 
 import pytest
+from tests.harness import free_port
 
 from slowctl.stack.docstore import DocstoreError, MongoSettings, check
-from tests.harness import free_port
 
 ENV = {"SLOWCTL_MONGO_DATABASE": "slowctl", "SLOWCTL_MONGO_USER": "slowctl", "SLOWCTL_MONGO_PASSWORD": "p@ss:/w"}
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from slowctl.drivers.readings import ChannelState, SensorChannel, SupplyChannel
 from slowctl.device.payloads import channel_dict, legacy_status, metrics_lines
+from slowctl.drivers.readings import ChannelState, SensorChannel, SupplyChannel
 
 TS = 1_700_000_000_123
 

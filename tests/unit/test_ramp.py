@@ -2,8 +2,8 @@
 
 import pytest
 
-from slowctl.drivers.readings import ChannelState
 from slowctl.device.ramp import SoftRamp
+from slowctl.drivers.readings import ChannelState
 
 
 def test_ramp_up_at_rate():

@@ -35,8 +35,10 @@ def test_set_values_land_on_the_selected_output(hmp):
 
 def test_small_values_are_sent_exactly(hmp):
     hmp.connect()
-    hmp.set_current(0, 4e-5)  # as 0.00004, never rounded to 0
-    assert hmp.iset[0] == pytest.approx(4e-5)
+    hmp.set_current(0, 3e-4)  # as 0.0003, never rounded to 0
+    assert hmp.iset[0] == pytest.approx(3e-4)
+    with pytest.raises(InstrumentError, match="finer than the instrument's 0.0001 A step"):
+        hmp.set_current(0, 4e-5)
 
 
 def test_out_of_range_is_refused_by_the_driver_before_sending(hmp):
@@ -55,7 +57,7 @@ def test_error_queue_refusal_is_reported(hmp):
 def test_switch_on_arms_the_output_and_the_master_switch(hmp):
     hmp.connect()
     hmp.switch(3, True)
-    assert hmp._ask(3, "OUTP:SEL?") == ["ON"] and hmp.link.query("OUTP:GEN?") == "ON"
-    assert hmp._ask(0, "OUTP:SEL?") == ["OFF"]
+    assert hmp.armed[3] and hmp.link.query("OUTP:GEN?") == "ON"
+    assert not hmp.armed[0]
     hmp.switch(3, False)
-    assert hmp._ask(3, "OUTP:SEL?") == ["OFF"]
+    assert not hmp.armed[3]

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 import slowctl_dummy
-from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.iseg_shr import IsegShr
 from slowctl.drivers.link import InstrumentError, LinkSettings, VisaLink, open_link
+from slowctl.drivers.readings import ChannelState
 
 YAML = Path(slowctl_dummy.__file__).parent / "visa" / "iseg-shr.yaml"
 RESOURCE = "TCPIP::iseg-shr.sim::10001::SOCKET"

@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 import slowctl_dummy
-from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.keithley_2410 import Keithley2410
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, VisaLink, open_link
+from slowctl.drivers.readings import ChannelState
 
 YAML = Path(slowctl_dummy.__file__).parent / "visa" / "keithley-2410.yaml"
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 import slowctl_dummy
-from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.link import InstrumentError, LinkSettings, VisaLink, open_link
+from slowctl.drivers.readings import ChannelState
 from slowctl.drivers.tti_mx100tp import TtiMx100tp, TtiOptions
 
 YAML = Path(slowctl_dummy.__file__).parent / "visa" / "tti-mx100tp.yaml"
@@ -38,9 +38,12 @@ def test_set_values_land_on_their_output(tti):
 
 def test_numbers_go_as_plain_decimals(tti):
     tti.connect()
-    tti.set_current(0, 4e-5)  # "I1 0.00004": the instrument model would refuse "4e-05"
-    tti.set_voltage(0, 12.3456789)
+    tti.set_current(0, 3e-4)  # "I1 0.0003": the instrument model would refuse "3e-04"
+    tti.set_voltage(0, 12.346)
+    # the pyvisa-sim model reads set values back with 3 / 2 decimals, coarser than the 0.1 mA / 1 mV steps
     assert tti.link.query("I1?") == "I1 0.000" and tti.vset[0] == 12.35
+    with pytest.raises(InstrumentError, match="vset 12.3457 V is finer than the instrument's 0.001 V step"):
+        tti.set_voltage(0, 12.3456789)
 
 
 def test_read_parses_monitors_and_flags(tti):

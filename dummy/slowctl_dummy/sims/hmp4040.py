@@ -6,21 +6,35 @@ Errors give no reply; ``SYST:ERR?`` returns them (``-113,"Undefined header"``,
 ``-109,"Missing parameter"``, ``-104,"Data type error"``,
 ``-222,"Data out of range"``, ``-224,"Illegal parameter value"``).
 
-Commands and reply formats::
+IEEE 488.2 status (``*ESE``, ``*ESR?``, ``*SRE``, ``*STB?``, ``*OPC``): see ``scpi.py``.
+
+Commands and reply formats (SCPI short/long forms in any case, ``[..]`` optional)::
 
     *IDN?              HAMEG,HMP4040,<serial>,HW50020001/SW2.51
-    *RST, *CLS, *WAI;  *OPC? -> 1
-    INST:NSEL <n> | INST:NSEL? -> 1 | INST OUT<n> (also OUTP<n>)
-    VOLT <V> (0..32.050) | VOLT? -> 12.000       (%.3f, set value)
-    CURR <A> (0..10)     | CURR? -> 0.1000       (%.4f, set value)
-    MEAS:VOLT? -> 12.001 (%.3f)   MEAS:CURR? -> 0.1200 (%.4f)
-    OUTP:SEL ON|OFF|1|0, OUTP:SEL?   arm the selected channel
-    OUTP:GEN ON|OFF, OUTP:GEN?       master switch
-    OUTP ON|OFF, OUTP?               ON = arm + master on; OFF = disarm; ? = live
-    FUSE ON|OFF, FUSE?; FUSE:DEL <ms> (0..250), FUSE:DEL? -> 50; FUSE:TRIP? -> 0|1
-    VOLT:PROT <V> (0..33), VOLT:PROT? -> 32.500; VOLT:PROT:TRIP? -> 0|1; VOLT:PROT:CLE
-    SYST:ERR?, SYST:REM, SYST:LOC, SYST:MIX (the last three accepted, no effect)
-    MIN / MAX are accepted as numeric values.
+    *RST, *CLS, *WAI, *OPC;  *OPC? -> 1;  *TST? -> 0
+    INSTrument:NSELect <n> | ? -> 1;  INSTrument[:SELect] OUT<n>|OUTP<n>|OUTPut<n> | ? -> OUTP1
+    [SOURce:]VOLTage[:LEVel][:IMMediate][:AMPLitude] <V>|MIN|MAX|UP|DOWN (0..32.050)
+                       | ? [MIN|MAX] -> 12.000   (%.3f, set value);  VOLTage:STEP <V>|MIN|MAX | ?
+    [SOURce:]CURRent[...] <A>|MIN|MAX|UP|DOWN (0..10) | ? [MIN|MAX] -> 0.1000 (%.4f);  CURRent:STEP
+    APPLy <V>,<I>      both set values of the selected channel;  APPLy? -> 12.000,0.1000
+    MEASure[:SCALar]:VOLTage[:DC]? -> 12.001 (%.3f)   MEASure[:SCALar]:CURRent[:DC]? -> 0.1200 (%.4f)
+    OUTPut:SELect ON|OFF|1|0 | ?     arm the selected channel
+    OUTPut:GENeral ON|OFF | ?        master switch
+    OUTPut[:STATe] ON|OFF | ?        ON = arm + master on; OFF = disarm; ? = live
+    FUSE[:STATe] ON|OFF | ?;  FUSE:DELay <ms>|MIN|MAX (0..250) | ? [MIN|MAX] -> 50;  FUSE:TRIPped? -> 0|1
+    FUSE:LINK <n> | FUSE:LINK? <n> -> 1|0 | FUSE:UNLink <n>   when the selected channel's fuse
+                       trips, the fuses linked to it trip too (n = 1..N, not the selected one)
+    [SOURce:]VOLTage:PROTection[:LEVel] <V>|MIN|MAX (0..33) | ? [MIN|MAX] -> 32.500
+    [SOURce:]VOLTage:PROTection:TRIPped? -> 0|1;  [SOURce:]VOLTage:PROTection:CLEar
+    SYSTem:ERRor[:NEXT]?;  SYSTem:VERSion? -> 1999.0
+    SYSTem:REMote, SYSTem:LOCal, SYSTem:MIXed, SYSTem:RWLock, SYSTem:BEEPer[:IMMediate]
+                       (accepted, no effect: the front panel is not simulated)
+
+Defaults (``*RST``): 0 V, 1 A, voltage step 1 V, current step 0.1 A, fuse off,
+delay 0 ms, no fuse links, OVP 32.5 V, channel 1 selected, all outputs off.
+Unconfirmed, from public drivers rather than the manual: the ``APPLy?`` and
+``INSTrument?`` reply formats, the step defaults, ``FUSE:LINK?`` taking a
+channel and answering 0/1, and the ``SYSTem:VERSion?`` value.
 
 Physics: a live channel (armed and master on) drives a resistive ``load``
 (ohm, scenario parameter, default 100): I = VSET/R, or constant current
@@ -41,9 +55,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..base import Param
-from ..scpi import ScpiError, ScpiInstrument, boolean, number, scpi
+from ..scpi import ScpiError, ScpiInstrument, boolean, integer, number, scpi
 
 MODELS = {2: "HMP2020", 3: "HMP2030", 4: "HMP4040"}
+VMAX, IMAX, OVPMAX, DELMAX = 32.050, 10.0, 33.0, 250.0  # V, A, V, ms
+
+
+def _limit_q(arg: str | None, value: float, lo: float, hi: float) -> float:
+    """A query's optional MIN|MAX argument: the limit instead of the value."""
+    word = (arg or "").strip().upper()
+    if not word:
+        return value
+    if word in ("MIN", "MINIMUM", "MAX", "MAXIMUM"):
+        return lo if word.startswith("MIN") else hi
+    raise ScpiError(-224, "Illegal parameter value")
 
 
 @dataclass
@@ -56,6 +81,9 @@ class LvChannel:
     fuse_tripped: bool = False
     ovp: float = 32.5  # V
     ovp_tripped: bool = False
+    vstep: float = 1.0  # V
+    istep: float = 0.1  # A
+    links: frozenset[int] = frozenset()  # channels whose fuses trip with this one
     cc_time: float = 0.0  # s in constant current
     load: float = 100.0  # ohm
 
@@ -94,10 +122,9 @@ class Hmp4040(ScpiInstrument):
         self.general = False  # OUTP:GEN master switch
         self.sel = 1  # INST:NSEL
 
-
     # --- physics ------------------------------------------------------------------
     def step(self, dt: float) -> None:
-        for ch in self.channels:
+        for own, ch in enumerate(self.channels, start=1):
             live = ch.armed and self.general
             if live and ch.vset > ch.ovp:
                 ch.armed, ch.ovp_tripped = False, True
@@ -105,7 +132,10 @@ class Hmp4040(ScpiInstrument):
             cc = ch.output(self.general)[2]
             ch.cc_time = ch.cc_time + dt if (cc and ch.fuse) else 0.0
             if cc and ch.fuse and ch.cc_time >= ch.fuse_delay / 1000 - 1e-9:
-                ch.armed, ch.fuse_tripped, ch.cc_time = False, True, 0.0
+                for n in {own, *ch.links}:  # linked fuses trip together
+                    other = self.chan(n)
+                    if other.armed or n == own:
+                        other.armed, other.fuse_tripped, other.cc_time = False, True, 0.0
 
     def max_step(self) -> float:
         # Nothing moves unless a fuse is counting or an OVP is about to fire.
@@ -143,6 +173,10 @@ class Hmp4040(ScpiInstrument):
     def _nsel_q(self, arg: str | None) -> str:
         return str(self.sel)
 
+    @scpi("INSTrument[:SELect]?")
+    def _inst_q(self, arg: str | None) -> str:
+        return f"OUTP{self.sel}"
+
     @scpi("INSTrument[:SELect]")
     def _inst(self, arg: str | None) -> None:
         if arg is None:
@@ -154,21 +188,57 @@ class Hmp4040(ScpiInstrument):
             raise ScpiError(-222, "Data out of range")
         self.sel = int(m.group(1))
 
+    @staticmethod
+    def _stepped(arg: str | None, value: float, step: float, hi: float) -> float:
+        """A level parameter: a number, MIN, MAX, or UP / DOWN by the step size."""
+        word = (arg or "").strip().upper()
+        if word in ("UP", "DOWN"):
+            arg = str(value + (step if word == "UP" else -step))
+        return number(arg, 0.0, hi)
+
     @scpi("[SOURce:]VOLTage[:LEVel][:IMMediate][:AMPLitude]")
     def _volt(self, arg: str | None) -> None:
-        self.ch.vset = number(arg, 0.0, 32.050)
+        self.ch.vset = self._stepped(arg, self.ch.vset, self.ch.vstep, VMAX)
 
     @scpi("[SOURce:]VOLTage[:LEVel][:IMMediate][:AMPLitude]?")
     def _volt_q(self, arg: str | None) -> str:
-        return f"{self.ch.vset:.3f}"
+        return f"{_limit_q(arg, self.ch.vset, 0.0, VMAX):.3f}"
+
+    @scpi("[SOURce:]VOLTage[:LEVel][:IMMediate]:STEP[:INCRement]")
+    def _vstep(self, arg: str | None) -> None:
+        self.ch.vstep = number(arg, 0.0, VMAX)
+
+    @scpi("[SOURce:]VOLTage[:LEVel][:IMMediate]:STEP[:INCRement]?")
+    def _vstep_q(self, arg: str | None) -> str:
+        return f"{self.ch.vstep:.3f}"
 
     @scpi("[SOURce:]CURRent[:LEVel][:IMMediate][:AMPLitude]")
     def _curr(self, arg: str | None) -> None:
-        self.ch.iset = number(arg, 0.0, 10.0)
+        self.ch.iset = self._stepped(arg, self.ch.iset, self.ch.istep, IMAX)
 
     @scpi("[SOURce:]CURRent[:LEVel][:IMMediate][:AMPLitude]?")
     def _curr_q(self, arg: str | None) -> str:
-        return f"{self.ch.iset:.4f}"
+        return f"{_limit_q(arg, self.ch.iset, 0.0, IMAX):.4f}"
+
+    @scpi("[SOURce:]CURRent[:LEVel][:IMMediate]:STEP[:INCRement]")
+    def _istep(self, arg: str | None) -> None:
+        self.ch.istep = number(arg, 0.0, IMAX)
+
+    @scpi("[SOURce:]CURRent[:LEVel][:IMMediate]:STEP[:INCRement]?")
+    def _istep_q(self, arg: str | None) -> str:
+        return f"{self.ch.istep:.4f}"
+
+    @scpi("APPLy")
+    def _apply(self, arg: str | None) -> None:
+        parts = [a.strip() for a in (arg or "").split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise ScpiError(-109, "Missing parameter")
+        v, i = number(parts[0], 0.0, VMAX), number(parts[1], 0.0, IMAX)  # both valid before either changes
+        self.ch.vset, self.ch.iset = v, i
+
+    @scpi("APPLy?")
+    def _apply_q(self, arg: str | None) -> str:
+        return f"{self.ch.vset:.3f},{self.ch.iset:.4f}"
 
     @scpi("MEASure[:SCALar]:VOLTage[:DC]?")
     def _meas_volt(self, arg: str | None) -> str:
@@ -216,11 +286,30 @@ class Hmp4040(ScpiInstrument):
 
     @scpi("FUSE:DELay")
     def _fuse_del(self, arg: str | None) -> None:
-        self.ch.fuse_delay = number(arg, 0, 250)
+        self.ch.fuse_delay = number(arg, 0, DELMAX)
 
     @scpi("FUSE:DELay?")
     def _fuse_del_q(self, arg: str | None) -> str:
-        return f"{self.ch.fuse_delay:.0f}"
+        return f"{_limit_q(arg, self.ch.fuse_delay, 0.0, DELMAX):.0f}"
+
+    def _other(self, arg: str | None) -> int:
+        """Another channel than the selected one."""
+        n = integer(arg, 1, self.n_channels)
+        if n == self.sel:
+            raise ScpiError(-221, "Settings conflict")  # a fuse cannot be linked to itself
+        return n
+
+    @scpi("FUSE:LINK")
+    def _fuse_link(self, arg: str | None) -> None:
+        self.ch.links |= {self._other(arg)}
+
+    @scpi("FUSE:LINK?")
+    def _fuse_link_q(self, arg: str | None) -> str:
+        return str(int(self._other(arg) in self.ch.links))
+
+    @scpi("FUSE:UNLink")
+    def _fuse_unlink(self, arg: str | None) -> None:
+        self.ch.links -= {self._other(arg)}
 
     @scpi("FUSE:TRIPped?")
     def _fuse_trip_q(self, arg: str | None) -> str:
@@ -228,11 +317,11 @@ class Hmp4040(ScpiInstrument):
 
     @scpi("[SOURce:]VOLTage:PROTection[:LEVel]")
     def _ovp(self, arg: str | None) -> None:
-        self.ch.ovp = number(arg, 0.0, 33.0)
+        self.ch.ovp = number(arg, 0.0, OVPMAX)
 
     @scpi("[SOURce:]VOLTage:PROTection[:LEVel]?")
     def _ovp_q(self, arg: str | None) -> str:
-        return f"{self.ch.ovp:.3f}"
+        return f"{_limit_q(arg, self.ch.ovp, 0.0, OVPMAX):.3f}"
 
     @scpi("[SOURce:]VOLTage:PROTection:TRIPped?")
     def _ovp_trip_q(self, arg: str | None) -> str:
@@ -245,5 +334,15 @@ class Hmp4040(ScpiInstrument):
     @scpi("SYSTem:REMote")
     @scpi("SYSTem:LOCal")
     @scpi("SYSTem:MIXed")
+    @scpi("SYSTem:RWLock")
+    @scpi("SYSTem:BEEPer[:IMMediate]")
     def _syst_mode(self, arg: str | None) -> None:
-        return None
+        return None  # front-panel lock and beeper: nothing to simulate
+
+    @scpi("SYSTem:VERSion?")
+    def _version(self, arg: str | None) -> str:
+        return "1999.0"
+
+    @scpi("*TST?")
+    def _tst(self, arg: str | None) -> str:
+        return "0"

@@ -29,38 +29,66 @@ optional exponent, an empty exponent and an optional unit suffix)::
     trip time %dms                                              100ms
     status    decimal bit word                                  9
 
-Commands::
+Commands (SCPI short/long forms in any case, ``[..]`` optional; ``(@l)`` a channel list)::
 
     *IDN?          iseg Spezialelektronik GmbH,SHR 4060,5200123,1.23
     *RST           all channels off (ramped), Vset 0, Iset nominal
-    *CLS           clears the error queue AND every channel's event register
-    *OPC? -> 1;    :SYST:ERR?
-    :VOLT <V>,(@l)        set voltage; sign must match the polarity (0 always ok)
-    :VOLT ON|OFF,(@l)     on / off with ramp
-    :VOLT EMCY OFF,(@l)   emergency off: output to 0 at once, stays off until
-    :VOLT EMCY CLR,(@l)   which leaves the channel off
-    :CURR <A>,(@l)        current limit Iset, 0..nominal
-    :MEAS:VOLT? :MEAS:CURR?                       measured values
-    :READ:VOLT? :READ:CURR?                       set values
-    :READ:VOLT:ON? -> 1|0;  :READ:VOLT:NOM? :READ:CURR:NOM?
-    :READ:RAMP:VOLT?      the ramp-up speed (which speed the real one reports: unconfirmed)
-    :CONF:RAMP:VOLT:UP <V/s>,(@l) | ?   :CONF:RAMP:VOLT:DOWN (also :DO) <V/s>,(@l) | ?
-                          0.001 .. 20 % of the nominal voltage per second
-    :CONF:TRIP:ACTION 0..4,(@l) | ?     0 flag only, 1 ramp down, 2 off without ramp,
-                                        3 whole module off without ramp, 4 no delayed trip
-    :CONF:TRIP:TIME 1..4095,(@l) | ?    ms in constant current before the trip action
-    :CONF:OUTP:POL p|n,(@l) | ?         only while off and discharged
-    :READ:CHAN:STATUS? (@l)             status bit word (below)
-    :READ:CHAN:EVENT:STATUS? (@l)       event bit word (latched, below)
-    :EVENT CLEAR,(@l) | :EVENT <word>,(@l)   clear all / the given event bits
-    :CONF:SERIAL:ECHO 0|1 | ?
+    *CLS           clears the error queue, ESR AND every channel's event register
+    *OPC? -> 1; *OPC; *WAI; *ESE <0..255> | ?; *ESR?; *SRE <0..255> | ?; *STB?   (see scpi.py)
+    :SYSTem:ERRor[:NEXT]?
+    :VOLTage <V>,(@l)           set voltage; sign must match the polarity (0 always ok)
+    :VOLTage ON|OFF,(@l)        on / off with ramp
+    :VOLTage EMCY OFF,(@l)      emergency off: output to 0 at once, stays off until
+    :VOLTage EMCY CLR,(@l)      which leaves the channel off
+    :VOLTage:BOUnds <V>,(@l)    voltage bounds 0..Vnom (0: no check)
+    :CURRent <A>,(@l)           current limit Iset, 0..nominal
+    :CURRent:BOUnds <A>,(@l)    current bounds 0..Inom (read back; bit 10 never set)
+    :EVent CLEAR,(@l) | :EVent <word>,(@l)    clear all / the given event bits
+    :EVent:MASK <word>,(@l)     channel event mask (feeds the module's event summary)
+    :MEASure[:VOLTage]? (@l)  :MEASure:CURRent? (@l)               measured values
+    :READ[:VOLTage]? :READ:CURRent?                                 set values
+    :READ:VOLTage:LIMit? :READ:CURRent:LIMit?     hardware limits (options vlimit, ilimit)
+    :READ:VOLTage:NOMinal? :READ:CURRent:NOMinal?  :READ:VOLTage:BOUnds? :READ:CURRent:BOUnds?
+    :READ:VOLTage:ON? -> 1|0    :READ:VOLTage:EMCY? -> 1|0
+    :READ:RAMP[:VOLTage]?       the ramp-up speed (which speed the real one reports: unconfirmed)
+    :READ:RAMP[:VOLTage]:MINimum? | :MAXimum?      0.001 V/s and 20 % of Vnom per second
+    :READ:CHANnel:STATus? (@l)  :READ:CHANnel:EVent:STatus? (@l)  :READ:CHANnel:EVent:MASK? (@l)
+    :READ:CHANnel:CONTrol? (@l)  control word: 3 set on, 5 emergency off
+    :READ:MODule:CHANnelnumber? -> 4
+    :READ:MODule:STATus?  :READ:MODule:EVent:STatus?  :READ:MODule:EVent:MASK?
+    :READ:MODule:EVent:CHANSTATus?  :READ:MODule:EVent:CHANMASK?
+    :READ:MODule:TEMPerature? -> 31.0C
+    :READ:MODule:SUPply:P24V? N24V? P5V? P3V? P12V? N12V?  -> 24.000V  (-24.000V for N24V)
+    :CONFigure:RAMP[:VOLTage] <V/s>,(@l) | ?     both speeds (? reads the up speed)
+    :CONFigure:RAMP[:VOLTage]:UP <V/s>,(@l) | ?  :CONFigure:RAMP[:VOLTage]:DOWN <V/s>,(@l) | ?
+    :CONFigure:TRIP:ACTion 0..4,(@l) | ?    0 flag only, 1 ramp down, 2 off without ramp,
+                                            3 whole module off without ramp, 4 no delayed trip
+    :CONFigure:TRIP:TIMe 1..4095,(@l) | ?   ms in constant current before the trip action
+    :CONFigure:OUTPut:POLarity p|n,(@l) | ? only while off and discharged
+    :CONFigure:EVent CLEAR | <word>         clear the module event register (all / bits)
+    :CONFigure:EVent:MASK <word> | :CONFigure:EVent:CHANMASK <word>   module masks
+    :CONFigure:SERial:ECHO 0|1 | ?
 
-Status bits: 0 positive polarity, 3 on, 4 ramping, 5 emergency off, 6 constant
-current, 7 constant voltage, 12 external inhibit, 13 current trip (latched
-until ``:EVENT CLEAR``), 19 ramping up, 20 ramping down (1, 2, 8, 10, 11, 14,
-15 are never set).  Event bits (latched until cleared) mirror the status
-positions: 5 emergency off, 6 constant current, 12 inhibit, 13 current trip
-(the real event bit layout is unconfirmed).
+``STatus`` is accepted as ``ST``, ``STAT`` and ``STATUS``: the manual spells the
+event nodes ``STatus`` and the channel node ``STATus``, and drivers write ``STAT``.
+
+Channel status bits: 0 positive polarity, 3 on, 4 ramping, 5 emergency off,
+6 constant current, 7 constant voltage, 11 voltage out of bounds (|Vmon - Vset| >
+bounds while on and not ramping, bounds > 0), 12 external inhibit, 13 current trip
+(latched until ``:EVent CLEAR``), 14 current limit (held at the hardware Ilimit
+below Iset), 15 voltage limit (Vset above the hardware Vlimit: the output stops
+there), 19 ramping up, 20 ramping down (1, 2, 8, 10 are never set).  Event bits
+(latched until cleared) mirror the status positions: 3 on-to-off, 4 end of
+voltage ramp, 5 emergency off, 6 constant current, 11, 12, 13, 14, 15.  The
+event layout is unconfirmed: it follows the public iseg NHR drivers
+(ograsdijk/iseg-nhr ``register.py``), not the SHR manual.
+
+Module status bits (``:READ:MOD:STAT?``, layout from the same public drivers,
+unconfirmed): 3 high voltage on (any channel), 9 no ramp active, 10 safety loop
+good, 11 event active (a masked channel or module event), 12 module good, 13
+supply good, 14 temperature good.  The module event register has nothing to
+latch in the simulation (its supply, temperature and safety-loop events never
+happen) and reads 0.
 
 Physics: the output ramps toward Vset (on) or 0 (off) at the up/down speed.
 The sensor leaks I = V/load * 2**((T-20)/7), times 1/(1-(V/Vbd)**4) with a
@@ -84,10 +112,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..base import MAX_STEP, Param
-from ..scpi import ScpiError, ScpiInstrument, boolean, number, scpi
+from ..scpi import ScpiError, ScpiInstrument, boolean, integer, number, scpi
 
-POS, ON, RAMP, EMCY, CC, CV, INHIBIT, TRIP = (1 << b for b in (0, 3, 4, 5, 6, 7, 12, 13))
+POS, ON, RAMP, EMCY, CC, CV, VBOUNDS, INHIBIT, TRIP, ILIM, VLIM = (
+    1 << b for b in (0, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15)
+)
 RAMP_UP, RAMP_DOWN = 1 << 19, 1 << 20
+ON_TO_OFF, END_OF_RAMP = 1 << 3, 1 << 4  # event register only
+MOD_HV_ON, MOD_NO_RAMP, MOD_SAFETY_GOOD, MOD_EVENT, MOD_GOOD, MOD_SUPPLY_GOOD, MOD_TEMP_GOOD = (
+    1 << b for b in (3, 9, 10, 11, 12, 13, 14)
+)
+SUPPLIES = {"P24V": 24.0, "N24V": -24.0, "P5V": 5.0, "P3V": 3.3, "P12V": 12.0, "N12V": -12.0}
+RAMP_MIN = 1e-3  # V/s; the highest speed is 20 % of Vnom per second
+WORD = 2**31 - 1  # largest register word accepted
 
 
 @dataclass
@@ -95,6 +132,10 @@ class IsegChannel:
     polarity: str = "n"
     vset: float = 0.0  # V, magnitude
     iset: float = 4e-3  # A
+    vlimit: float = math.inf  # V, hardware limit (front-panel potentiometer)
+    ilimit: float = math.inf  # A, hardware limit
+    vbounds: float = 0.0  # V, 0: no check
+    ibounds: float = 0.0  # A, read back only
     rup: float = 50.0  # V/s
     rdown: float = 50.0  # V/s
     trip_action: int = 0
@@ -103,6 +144,7 @@ class IsegChannel:
     emcy: bool = False
     tripped: bool = False  # latched until :EVENT CLEAR
     events: int = 0
+    event_mask: int = 0
     vout: float = 0.0  # V, magnitude
     cc: bool = False
     cc_time: float = 0.0  # s in constant current
@@ -117,7 +159,12 @@ class IsegChannel:
 
     @property
     def target(self) -> float:
-        return self.vset if self.on else 0.0
+        return min(self.vset, self.vlimit) if self.on else 0.0
+
+    @property
+    def ilim(self) -> float:
+        """The current the output is held at: Iset, or the hardware limit below it."""
+        return min(self.iset, self.ilimit)
 
     def leakage(self, v: float) -> float:
         """Sensor current (A) at output voltage v."""
@@ -127,19 +174,24 @@ class IsegChannel:
         return v / self.load * 2 ** ((self.temperature - 20.0) / 7.0) * avalanche
 
     def v_limit(self) -> float:
-        """Voltage at which the sensor draws exactly Iset."""
+        """Voltage at which the sensor draws exactly the current limit."""
         if math.isinf(self.breakdown):
-            return self.iset / self.leakage(1.0)
+            return self.ilim / self.leakage(1.0)
         lo, hi = 0.0, self.breakdown
         for _ in range(40):
             mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.leakage(mid) < self.iset else (lo, mid)
+            lo, hi = (mid, hi) if self.leakage(mid) < self.ilim else (lo, mid)
         return lo
 
     @property
     def counting(self) -> bool:
         """The delayed-trip timer runs."""
         return self.cc and self.trip_action != 4 and not self.tripped
+
+    def off(self) -> None:
+        if self.on:
+            self.events |= ON_TO_OFF
+        self.on = False
 
     def steady(self) -> bool:
         limit = self.v_limit() if self.on else math.inf
@@ -148,9 +200,11 @@ class IsegChannel:
     def step(self, dt: float) -> bool:
         """Advance dt seconds; True when the delayed trip fires in this step."""
         if self.inhibit and (self.on or self.vout > 0):
-            self.on, self.vout = False, 0.0
+            self.off()
+            self.vout = 0.0
             self.events |= INHIBIT
         target = self.target
+        moving = self.vout != target
         if self.vout < target:
             self.vout = min(target, self.vout + self.rup * dt)
         elif self.vout > target:
@@ -160,13 +214,15 @@ class IsegChannel:
         vlim = self.v_limit()
         self.cc = self.on and self.vout > vlim
         self.vout = min(self.vout, vlim)
-        if self.cc:
-            self.events |= CC
+        if moving and self.vout == target:
+            self.events |= END_OF_RAMP
+        self.events |= self.status() & (CC | VBOUNDS | ILIM | VLIM)
         self.cc_time = self.cc_time + dt if self.counting else 0.0
         return self.counting and self.cc_time >= self.trip_time / 1000 - 1e-9
 
     def status(self) -> int:
         moving = not self.cc and self.vout != self.target
+        out_of_bounds = self.on and not moving and self.vbounds > 0 and abs(self.vout - self.vset) > self.vbounds
         return (
             (POS if self.polarity == "p" else 0)
             | (ON if self.on else 0)
@@ -174,8 +230,11 @@ class IsegChannel:
             | (EMCY if self.emcy else 0)
             | (CC if self.cc else 0)
             | (CV if self.on and not self.cc and self.vout == self.target else 0)
+            | (VBOUNDS if out_of_bounds else 0)
             | (INHIBIT if self.inhibit else 0)
             | (TRIP if self.tripped else 0)
+            | (ILIM if self.cc and self.ilimit < self.iset else 0)
+            | (VLIM if self.on and self.vset > self.vlimit else 0)
             | (RAMP_UP if moving and self.vout < self.target else 0)
             | (RAMP_DOWN if moving and self.vout > self.target else 0)
         )
@@ -190,11 +249,22 @@ def _amps(i: float) -> str:
 
 
 def _rate(r: float) -> str:
-    return f"{r / 1e3:.5f}E3V/s"
+    return f"{r / 1e3:.5f}E3V/s" if r >= 1 else f"{r * 1e3:.5f}E-3V/s"  # keeps the 1 mV/s minimum readable
 
 
 _SETTING = re.compile(r"(.*?)\s*,\s*(\(@.*)")
 _UNIT = re.compile(r"(?i)\s*(V/S|V|A|MS)$")
+
+
+def _supply(rail: str) -> Callable[[IsegShr, str | None], str]:
+    """The query of one module supply rail: nominal value with a little noise."""
+
+    @scpi(f"READ:MODule:SUPply:{rail}?")
+    def query(self: IsegShr, arg: str | None) -> str:
+        self._no_arg(arg)
+        return f"{SUPPLIES[rail] * (1 + self.noise(1e-4)):.3f}V"
+
+    return query
 
 
 class IsegShr(ScpiInstrument):
@@ -218,6 +288,9 @@ class IsegShr(ScpiInstrument):
         polarity: str = "n",
         vnom: float = 6000.0,
         inom: float = 4e-3,
+        vlimit: float | None = None,
+        ilimit: float | None = None,
+        module_temperature: float = 31.0,
         serial: str = "5200123",
         firmware: str = "1.23",
         channels: int | None = None,
@@ -227,11 +300,20 @@ class IsegShr(ScpiInstrument):
         super().__init__(channels=channels, seed=seed, clock=clock)
         if polarity not in ("p", "n"):
             raise ValueError(f"polarity: expected p or n, got {polarity!r}")
+        vnom, inom = float(vnom), float(inom)
         if not (vnom > 0 and inom > 0):
             raise ValueError("vnom, inom: must be > 0")
+        vlimit = vnom if vlimit is None else float(vlimit)
+        ilimit = inom if ilimit is None else float(ilimit)
+        if not (0 < vlimit <= vnom and 0 < ilimit <= inom):
+            raise ValueError("vlimit, ilimit: must be > 0 and at most vnom, inom")
         self.echo = bool(echo)
         self.vnom, self.inom, self.serial, self.firmware = vnom, inom, serial, firmware
-        self.channels = [IsegChannel(polarity=polarity, iset=inom) for _ in range(self.n_channels)]
+        self.module_temperature = float(module_temperature)
+        self.module_events = self.module_event_mask = self.channel_event_mask = 0
+        self.channels = [
+            IsegChannel(polarity=polarity, iset=inom, vlimit=vlimit, ilimit=ilimit) for _ in range(self.n_channels)
+        ]
 
     # --- transport: echo ---------------------------------------------------------
     def handle(self, line: str) -> bytes | None:
@@ -261,12 +343,13 @@ class IsegShr(ScpiInstrument):
         ch.tripped, ch.cc_time = True, 0.0
         ch.events |= TRIP
         if ch.trip_action in (1, 2):
-            ch.on = False
+            ch.off()
             if ch.trip_action == 2:
                 ch.vout, ch.cc = 0.0, False
         elif ch.trip_action == 3:
             for other in self.channels:
-                other.on, other.vout, other.cc = False, 0.0, False
+                other.off()
+                other.vout, other.cc = 0.0, False
 
     def max_step(self) -> float:
         if all(ch.steady() for ch in self.channels):
@@ -281,6 +364,21 @@ class IsegShr(ScpiInstrument):
         if ch.vout <= 0:
             return 0.0
         return ch.sign * max(0.0, ch.leakage(ch.vout) * (1 + self.noise(0.001)) + self.noise(2e-10))
+
+    def module_status(self) -> int:
+        good = MOD_SAFETY_GOOD | MOD_GOOD | MOD_SUPPLY_GOOD | MOD_TEMP_GOOD  # nothing simulated fails these
+        words = [ch.status() for ch in self.channels]
+        event = self.module_events & self.module_event_mask or self.channel_event_status() & self.channel_event_mask
+        return (
+            good
+            | (MOD_HV_ON if any(w & ON for w in words) else 0)
+            | (0 if any(w & RAMP for w in words) else MOD_NO_RAMP)
+            | (MOD_EVENT if event else 0)
+        )
+
+    def channel_event_status(self) -> int:
+        """Bit n: channel n has an event its mask lets through."""
+        return sum(1 << n for n, ch in enumerate(self.channels) if ch.events & ch.event_mask)
 
     # --- parameter parsing -----------------------------------------------------------
     def _list(self, text: str | None) -> list[IsegChannel]:
@@ -314,6 +412,17 @@ class IsegShr(ScpiInstrument):
     def _query(self, arg: str | None, fmt: Callable[[IsegChannel], str]) -> str:
         return ",".join(fmt(ch) for ch in self._list(arg))
 
+    def _set_all(self, arg: str | None, attr: str, lo: float, hi: float) -> None:
+        value, chans = self._setting(arg)
+        x = self._number(value, lo, hi)
+        for ch in chans:
+            setattr(ch, attr, x)
+
+    @staticmethod
+    def _no_arg(arg: str | None) -> None:
+        if arg is not None:  # a module query takes no channel list
+            raise ScpiError(-108, "Parameter not allowed")
+
     # --- common commands ----------------------------------------------------------------
     @scpi("*IDN?")
     def _idn(self, arg: str | None) -> str:
@@ -323,11 +432,12 @@ class IsegShr(ScpiInstrument):
     @scpi("*RST")
     def _rst(self, arg: str | None) -> None:
         for ch in self.channels:
-            ch.on, ch.vset, ch.iset = False, 0.0, self.inom
+            ch.off()
+            ch.vset, ch.iset = 0.0, self.inom
 
     @scpi("*CLS")
     def _cls(self, arg: str | None) -> None:
-        self.errors.clear()
+        super()._cls(arg)
         for ch in self.channels:
             ch.events, ch.tripped = 0, False
 
@@ -362,44 +472,49 @@ class IsegShr(ScpiInstrument):
             if not (ch.emcy or ch.tripped or ch.inhibit):  # ignored until cleared
                 ch.on, ch.cc_time = True, 0.0
         elif word == "OFF":
-            ch.on = False
+            ch.off()
         elif word == "EMCY OFF":
-            ch.on, ch.emcy, ch.vout, ch.cc = False, True, 0.0, False
+            ch.off()
+            ch.emcy, ch.vout, ch.cc = True, 0.0, False
             ch.events |= EMCY
         else:
             ch.emcy = False
 
+    @scpi("[SOURce:]VOLTage:BOUnds")
+    def _vbounds(self, arg: str | None) -> None:
+        self._set_all(arg, "vbounds", 0.0, self.vnom)
+
     @scpi("[SOURce:]CURRent")
     def _curr(self, arg: str | None) -> None:
+        self._set_all(arg, "iset", 0.0, self.inom)
+
+    @scpi("[SOURce:]CURRent:BOUnds")
+    def _ibounds(self, arg: str | None) -> None:
+        self._set_all(arg, "ibounds", 0.0, self.inom)
+
+    @scpi("CONFigure:RAMP[:VOLTage]")
+    def _ramp(self, arg: str | None) -> None:
         value, chans = self._setting(arg)
-        i = self._number(value, 0.0, self.inom)
+        r = self._number(value, RAMP_MIN, 0.2 * self.vnom)
         for ch in chans:
-            ch.iset = i
+            ch.rup = ch.rdown = r
 
     @scpi("CONFigure:RAMP[:VOLTage]:UP")
     def _rup(self, arg: str | None) -> None:
-        value, chans = self._setting(arg)
-        r = self._number(value, 1e-3, 0.2 * self.vnom)
-        for ch in chans:
-            ch.rup = r
+        self._set_all(arg, "rup", RAMP_MIN, 0.2 * self.vnom)
 
     @scpi("CONFigure:RAMP[:VOLTage]:DOwn")
     def _rdown(self, arg: str | None) -> None:
-        value, chans = self._setting(arg)
-        r = self._number(value, 1e-3, 0.2 * self.vnom)
-        for ch in chans:
-            ch.rdown = r
+        self._set_all(arg, "rdown", RAMP_MIN, 0.2 * self.vnom)
 
     @scpi("CONFigure:TRIP:ACTion")
     def _trip_action(self, arg: str | None) -> None:
         value, chans = self._setting(arg)
-        a = self._number(value, 0, 4)
-        if a != int(a):
-            raise ScpiError(-224, "Illegal parameter value")
+        a = integer(_UNIT.sub("", value), 0, 4)
         for ch in chans:
-            ch.trip_action = int(a)
+            ch.trip_action = a
 
-    @scpi("CONFigure:TRIP:TIME")
+    @scpi("CONFigure:TRIP:TIMe")
     def _trip_time(self, arg: str | None) -> None:
         value, chans = self._setting(arg)
         ms = round(self._number(value, 1, 4095))
@@ -418,19 +533,36 @@ class IsegShr(ScpiInstrument):
             ch.polarity = pol
             ch.vset = 0.0
 
-    @scpi("EVENt")
+    @scpi("EVent")
     def _event(self, arg: str | None) -> None:
         value, chans = self._setting(arg)
-        if value.strip().upper() == "CLEAR":
-            mask = -1
-        else:
-            mask = int(self._number(value, 0, 2**31 - 1))
+        mask = -1 if value.strip().upper() == "CLEAR" else integer(value, 0, WORD)
         for ch in chans:
             ch.events &= ~mask
             if mask & TRIP:
                 ch.tripped = False
 
-    # --- queries --------------------------------------------------------------------------
+    @scpi("EVent:MASK")
+    def _event_mask(self, arg: str | None) -> None:
+        value, chans = self._setting(arg)
+        mask = integer(value, 0, WORD)
+        for ch in chans:
+            ch.event_mask = mask
+
+    @scpi("CONFigure:EVent")
+    def _module_event(self, arg: str | None) -> None:
+        word = (arg or "").strip().upper()
+        self.module_events &= 0 if word == "CLEAR" else ~integer(arg, 0, WORD)
+
+    @scpi("CONFigure:EVent:MASK")
+    def _module_event_mask(self, arg: str | None) -> None:
+        self.module_event_mask = integer(arg, 0, WORD)
+
+    @scpi("CONFigure:EVent:CHANMASK")
+    def _channel_event_mask(self, arg: str | None) -> None:
+        self.channel_event_mask = integer(arg, 0, 2**self.n_channels - 1)
+
+    # --- channel queries --------------------------------------------------------------------
     @scpi("MEASure[:VOLTage]?")
     def _meas_volt(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: _volts(self.vmon(ch)))
@@ -447,9 +579,29 @@ class IsegShr(ScpiInstrument):
     def _read_curr(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: _amps(ch.iset))
 
+    @scpi("READ:VOLTage:LIMit?")
+    def _read_vlimit(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _volts(ch.vlimit))
+
+    @scpi("READ:CURRent:LIMit?")
+    def _read_ilimit(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _amps(ch.ilimit))
+
+    @scpi("READ:VOLTage:BOUnds?")
+    def _read_vbounds(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _volts(ch.vbounds))
+
+    @scpi("READ:CURRent:BOUnds?")
+    def _read_ibounds(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _amps(ch.ibounds))
+
     @scpi("READ:VOLTage:ON?")
     def _read_on(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: str(int(ch.on)))
+
+    @scpi("READ:VOLTage:EMCY?")
+    def _read_emcy(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: str(int(ch.emcy)))
 
     @scpi("READ:VOLTage:NOMinal?")
     def _vnom(self, arg: str | None) -> str:
@@ -463,6 +615,15 @@ class IsegShr(ScpiInstrument):
     def _read_ramp(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: _rate(ch.rup))
 
+    @scpi("READ:RAMP[:VOLTage]:MINimum?")
+    def _read_ramp_min(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _rate(RAMP_MIN))
+
+    @scpi("READ:RAMP[:VOLTage]:MAXimum?")
+    def _read_ramp_max(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: _rate(0.2 * self.vnom))
+
+    @scpi("CONFigure:RAMP[:VOLTage]?")
     @scpi("CONFigure:RAMP[:VOLTage]:UP?")
     def _rup_q(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: _rate(ch.rup))
@@ -475,7 +636,7 @@ class IsegShr(ScpiInstrument):
     def _trip_action_q(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: str(ch.trip_action))
 
-    @scpi("CONFigure:TRIP:TIME?")
+    @scpi("CONFigure:TRIP:TIMe?")
     def _trip_time_q(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: f"{ch.trip_time:.0f}ms")
 
@@ -484,12 +645,63 @@ class IsegShr(ScpiInstrument):
         return self._query(arg, lambda ch: ch.polarity)
 
     @scpi("READ:CHANnel:STATus?")
+    @scpi("READ:CHANnel:STatus?")
     def _status(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: str(ch.status()))
 
-    @scpi("READ:CHANnel:EVENt:STATus?")
+    @scpi("READ:CHANnel:EVent:STatus?")
+    @scpi("READ:CHANnel:EVent:STATus?")
     def _event_status(self, arg: str | None) -> str:
         return self._query(arg, lambda ch: str(ch.events))
+
+    @scpi("READ:CHANnel:EVent:MASK?")
+    def _event_mask_q(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: str(ch.event_mask))
+
+    @scpi("READ:CHANnel:CONTrol?")
+    def _control(self, arg: str | None) -> str:
+        return self._query(arg, lambda ch: str((ON if ch.on else 0) | (EMCY if ch.emcy else 0)))
+
+    # --- module queries ---------------------------------------------------------------------
+    @scpi("READ:MODule:CHANnelnumber?")
+    def _module_channels(self, arg: str | None) -> str:
+        self._no_arg(arg)
+        return str(self.n_channels)
+
+    @scpi("READ:MODule:STATus?")
+    @scpi("READ:MODule:STatus?")
+    def _module_status_q(self, arg: str | None) -> str:
+        self._no_arg(arg)
+        return str(self.module_status())
+
+    @scpi("READ:MODule:EVent:STatus?")
+    @scpi("READ:MODule:EVent:STATus?")
+    def _module_events_q(self, arg: str | None) -> str:
+        self._no_arg(arg)
+        return str(self.module_events)
+
+    @scpi("READ:MODule:EVent:MASK?")
+    def _module_event_mask_q(self, arg: str | None) -> str:
+        self._no_arg(arg)
+        return str(self.module_event_mask)
+
+    @scpi("READ:MODule:EVent:CHANSTATus?")
+    def _channel_event_status_q(self, arg: str | None) -> str:
+        self._no_arg(arg)
+        return str(self.channel_event_status())
+
+    @scpi("READ:MODule:EVent:CHANMASK?")
+    def _channel_event_mask_q(self, arg: str | None) -> str:
+        self._no_arg(arg)
+        return str(self.channel_event_mask)
+
+    @scpi("READ:MODule:TEMPerature?")
+    def _module_temperature_q(self, arg: str | None) -> str:
+        self._no_arg(arg)
+        return f"{self.module_temperature + self.noise(0.05):.1f}C"
+
+    _supply_p24v, _supply_n24v, _supply_p5v = _supply("P24V"), _supply("N24V"), _supply("P5V")
+    _supply_p3v, _supply_p12v, _supply_n12v = _supply("P3V"), _supply("P12V"), _supply("N12V")
 
 
 _GARBAGE = "".join(chr(c) for c in range(33, 127))

@@ -3,47 +3,82 @@
 SCPI over RS-232 (or a raw socket).  The terminator is a front-panel setting
 of the real instrument: ``terminator="LF"`` (default), ``"CRLF"`` or ``"CR"``
 (LF CR is not simulated); requests end with the same (with CRLF a bare LF is
-accepted).  Short/long forms, optional ``:SOURce``/``:SENSe`` roots and
-``;``-joined commands as in ``scpi.py``; the answers of one line are joined by
-``;``.  Errors give no reply and go to the error queue (``:SYST:ERR?``,
-``0,"No error"`` when empty): ``-113,"Undefined header"``, ``-109,"Missing
-parameter"``, ``-104,"Data type error"``, ``-222,"Data out of range"``,
-``-224,"Illegal parameter value"``, ``-221,"Settings conflict"`` (compliance
-above the power envelope of the source range, below), ``803,"Not permitted
-with OUTPUT off"`` (``:READ?`` while off), ``802,"OUTPUT blocked by output
-enable"`` (``:OUTP ON`` with the interlock open).
+accepted).  Short/long forms in any case, optional ``[..]`` nodes (``:SOURce``,
+``:SENSe``, ``:LEVel`` ...) and ``;``-joined commands as in ``scpi.py``; the
+answers of one line are joined by ``;``.  Errors give no reply and go to the
+error queue (``:SYST:ERR?``, ``0,"No error"`` when empty):
+``-113,"Undefined header"``, ``-109,"Missing parameter"``, ``-104,"Data type
+error"``, ``-222,"Data out of range"``, ``-224,"Illegal parameter value"``,
+``-221,"Settings conflict"`` (a compliance above the power envelope of the
+source level, below), ``-230,"Data corrupt or stale"`` (``:FETCh?`` with no
+reading), ``803,"Not permitted with OUTPUT off"`` (``:READ?``/``:INIT`` while
+off), ``802,"OUTPUT blocked by output enable"`` (output on with the interlock
+open).  IEEE 488.2 status (``*ESE``, ``*ESR?``, ``*SRE``, ``*STB?``, ``*OPC``): scpi.py.
 
 Commands and reply formats (numbers ``%+.6E``: ``+1.000000E+02``)::
 
     *IDN?   KEITHLEY INSTRUMENTS INC.,MODEL 2410,4123456,C33   Mar 31 2015 09:32:39/A02  /S/K
-    *RST, *CLS, *OPC? -> 1, :SYST:ERR?
-    :SOUR:FUNC VOLT|CURR | ?  -> VOLT          (CURR sources 0 A: not simulated further)
-    :SOUR:VOLT <V> | ?        2410: -1100..1100 V, 2400: -210..210 V (auto range)
-    :SENS:CURR:PROT <A> | ?   compliance 1e-9..1.05 A; above 21 V at most 21 mA (2410)
-                              or 105 mA (2400): otherwise -221 (also for :SOUR:VOLT)
-    :SENS:CURR:PROT:TRIP? -> 1 in compliance, 0 not
-    :OUTP ON|OFF | ? -> 1|0;  :SOUR:CLE turns the output off
-    :SOUR:CLE:AUTO ON|OFF | ? auto output-off: with ON, :READ? while the output is
-                              off switches the source on for the measurement (!)
-    :SENS:FUNC "VOLT","CURR" | :SENS:FUNC:OFF "VOLT" | :SENS:FUNC:OFF:ALL | ?
-                              -> "VOLT:DC","CURR:DC"; :SENS:FUNC:CONC ON|OFF | ?
-    :FORM:ELEM VOLT,CURR | ?  elements of :READ? (VOLT, CURR, RES, TIME, STAT)
-    :READ?                    e.g. +1.000000E+02,+1.234000E-07 ; an element whose
-                              function is not measured reads +9.910000E+37
+    *RST, *CLS, *OPC? -> 1, *OPC, *WAI, *TST? -> 0
+    :SYST:ERR[:NEXT]?  :SYST:ERR:ALL?  :SYST:ERR:COUN?  :SYST:ERR:CODE[:NEXT]? -> -113  :SYST:ERR:CLE
+    :SYST:VERS? -> 1996.0;  :SYST:LOC, :SYST:REM, :SYST:RWL (accepted; RS-232 remote state only)
+    :SOUR:FUNC[:MODE] VOLT|CURR | ?  -> VOLT
+    :SOUR:VOLT[:LEV][:IMM][:AMPL] <V>|MIN|MAX | ?   2410: -1100..1100 V, 2400: -210..210 V
+    :SOUR:VOLT:RANG <V>|MIN|MAX | ?  (-> +2.000000E+01)  :SOUR:VOLT:RANG:AUTO ON|OFF | ?
+                              ranges 0.2, 2, 20, 1000 V (2400: 200 V); a level above 105 % of a
+                              fixed range (the top range: the variant's limit) is -222
+    :SOUR:CURR[:LEV][:IMM][:AMPL] <A> | ?   -1.05..1.05 A;  :SOUR:CURR:RANG[:AUTO] like VOLT
+                              (ranges 1 uA .. 1 A in decades, 2410: 20 mA instead of 10 mA)
+    :SOUR:DEL <s> (0..9999.999) | ? ;  :SOUR:DEL:AUTO ON|OFF | ?   (auto: 3 ms)
+    :SENS:CURR[:DC]:PROT[:LEV] <A> | ?   current compliance 1e-9..1.05 A; above 21 V at most
+                              21 mA (2410) or 105 mA (2400): otherwise -221 (also for :SOUR:VOLT)
+    :SENS:CURR[:DC]:PROT:TRIP? -> 1 in compliance, 0 not
+    :SENS:VOLT[:DC]:PROT[:LEV] <V> | ?   voltage compliance when sourcing current (*RST 21 V);
+                              :SENS:VOLT[:DC]:PROT:TRIP?
+    :SENS:CURR[:DC]:RANG[:UPP] <A> | ?;  :SENS:CURR:RANG:AUTO ON|OFF | ?   with a fixed range
+                              the compliance is the lesser of PROT and 105 % of the range
+    :SENS:CURR:NPLC, :SENS:VOLT:NPLC, :SENS:RES:NPLC <0.01..10> | ?   (stored; no timing)
+    :OUTP[:STAT] ON|OFF | ? -> 1|0;  :SOUR:CLE[:IMM] turns the output off
+    :SOUR:CLE:AUTO ON|OFF | ? auto output-off: with ON, :READ?/:INIT while the output is
+                              off switch the source on for the measurement, and off after it
+    :SENS:FUNC[:ON] "VOLT","CURR" | :SENS:FUNC:OFF "VOLT" | :SENS:FUNC:OFF:ALL | ?
+                              -> "VOLT:DC","CURR:DC";  :SENS:FUNC:CONC ON|OFF | ?
+    :FORM:ELEM[:SENS] VOLT,CURR | ?  elements of a reading (VOLT, CURR, RES, TIME, STAT)
+    :INIT[:IMM]               take a reading (source, delay, measure) into the sample buffer
+    :FETC?                    the last reading (-230 when there is none; *RST clears it)
+    :READ?                    :INIT then :FETC?, e.g. +1.000000E+02,+1.234000E-07
+    :CONF:<function> | :CONF? one-shot setup: only <function> (VOLT, CURR, RES) is measured,
+                              the output turns on (802 with the interlock open)
+    :MEAS[:<function>]?       :CONF:<function> (none: the present functions) then :READ?
 
-After ``*RST`` (and at power-up): output off, source VOLT 0 V, compliance
-105 uA, only CURR measured, all five elements, auto output-off OFF.
+A reading lists the :FORM:ELEM elements in the fixed order VOLT, CURR, RES,
+TIME, STAT.  VOLT and CURR are measured values when that function is measured;
+otherwise the sourced one reads its programmed source value (VOLT while
+sourcing voltage, CURR while sourcing current), and only an element neither
+measured nor sourced reads +9.910000E+37 (the 2410 Quick Results Guide, "Data
+string").  RES is V/I when RES is measured.  TIME is the time of the
+measurement in s, STAT bit 3 the compliance flag.
 
-Physics: with the output on the source settles to the programmed voltage
-within a few ms (time constant 2 ms).  The sensor leaks I = V/load *
-2**((T-20)/7), times 1/(1-(V/Vbd)**4) with a ``breakdown`` voltage.  When I
-would exceed the compliance the current clamps at the compliance and the
-voltage sags to where the sensor draws exactly that (compliance flag set,
-STAT element bit 3).  Nothing latches: compliance ends when the load lets go.
+Source-delay-measure: the source delay is the settling period between the
+source action and the measurement (2400 manual, trigger model), so a reading
+describes the output the delay after the request: ``:OUTP ON;:READ?`` returns
+the settled level with the default auto delay.  The auto-delay value of the
+real instrument depends on the range and is unconfirmed here (3 ms).
+
+After ``*RST`` (and at power-up): output off, source VOLT 0 V (CURR 0 A), auto
+ranges, current compliance 105 uA, voltage compliance 21 V, only CURR
+measured, concurrent ON, all five elements, auto output-off OFF, auto delay ON.
+
+Physics: with the output on the source settles to the programmed level with a
+time constant of 0.2 ms.  The sensor leaks I = V/load * 2**((T-20)/7), times
+1/(1-(V/Vbd)**4) with a ``breakdown`` voltage.  Sourcing voltage, when I would
+exceed the compliance the current clamps at the compliance and the voltage sags
+to where the sensor draws exactly that; sourcing current, the voltage is what
+the sensor needs for that current, clamped at the voltage compliance (compliance
+flag set, STAT bit 3).  Nothing latches: compliance ends when the load lets go.
 Output off: 0 V, no current.  Scenario parameters: ``load`` (ohm, default
 100e6), ``temperature`` (degC, 20), ``breakdown`` (V, none), and the
 instrument parameter ``interlock_open`` (true: the output goes off and
-``:OUTP ON`` is refused with 802).
+output on is refused with 802).
 """
 
 from __future__ import annotations
@@ -64,7 +99,12 @@ NOT_MEASURED = 9.91e37
 ELEMENTS = ("VOLT", "CURR", "RES", "TIME", "STAT")
 FUNCTIONS = {"VOLT": "VOLT", "VOLTAGE": "VOLT", "CURR": "CURR", "CURRENT": "CURR", "RES": "RES",
              "RESISTANCE": "RES"}
-TAU = 0.002  # s, source settling time constant
+TAU = 0.0002  # s, source settling time constant
+AUTO_DELAY = 0.003  # s, source delay with :SOUR:DEL:AUTO ON (unconfirmed value)
+V_RANGES = {"2410": (0.2, 2.0, 20.0, 1000.0), "2400": (0.2, 2.0, 20.0, 200.0)}
+I_RANGES = {"2410": (1e-6, 1e-5, 1e-4, 1e-3, 2e-2, 1e-1, 1.0), "2400": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)}
+IMAX = 1.05  # A, highest current source level and compliance
+VLOW = 21.0  # V, the envelope corner: above it the current is limited to ENVELOPE
 
 
 @dataclass
@@ -88,6 +128,21 @@ class Sensor:
             mid = (lo + hi) / 2
             lo, hi = (mid, hi) if self.leakage(mid) < current else (lo, mid)
         return lo
+
+
+def _function(word: str | None) -> str:
+    """VOLT, CURR (sourcing functions) from a parameter."""
+    word = (word or "").strip().upper()
+    if not word:
+        raise ScpiError(-109, "Missing parameter")
+    if word not in ("VOLT", "VOLTAGE", "CURR", "CURRENT"):
+        raise ScpiError(-224, "Illegal parameter value")
+    return word[:4]
+
+
+def _range(ranges: tuple[float, ...], value: float) -> float:
+    """The lowest range that holds value (the top one when none does)."""
+    return next((r for r in ranges if abs(value) <= r * 1.05), ranges[-1])
 
 
 def _fmt(value: float) -> str:
@@ -139,18 +194,26 @@ class Keithley2410(ScpiInstrument):
         self.request_terminator, self.reply_terminator = TERMINATORS[terminator]
         self.channels = [Sensor()]
         self.interlock_open = False
-        self.vout = 0.0  # V, signed, the source before the compliance clamp
+        self.src = 0.0  # the source output (V or A, signed) before the compliance clamp
         self._reset()
 
     def _reset(self) -> None:
         self.output = False
         self.function = "VOLT"
         self.vset = 0.0  # V, signed
+        self.iset = 0.0  # A, signed
+        self.level_range = {"VOLT": None, "CURR": None}  # fixed source range; None: auto
         self.compliance = 105e-6  # A
+        self.vcompliance = 21.0  # V
+        self.meas_range: float | None = None  # fixed current measurement range; None: auto
+        self.nplc = {"VOLT": 1.0, "CURR": 1.0, "RES": 1.0}
+        self.delay = AUTO_DELAY
+        self.auto_delay = True
         self.auto_clear = False
         self.sense = {"CURR"}
         self.concurrent = True
         self.elements = list(ELEMENTS)
+        self.sample: str | None = None  # the last reading, for :FETCh?
 
     @property
     def sensor(self) -> Sensor:
@@ -159,35 +222,74 @@ class Keithley2410(ScpiInstrument):
     # --- physics -------------------------------------------------------------------
     @property
     def target(self) -> float:
-        return self.vset if self.output and self.function == "VOLT" else 0.0
+        if not self.output:
+            return 0.0
+        return self.vset if self.function == "VOLT" else self.iset
 
     def step(self, dt: float) -> None:
         if self.interlock_open:
             self.output = False
         target = self.target
-        self.vout = target + (self.vout - target) * math.exp(-dt / TAU)
-        if abs(self.vout - target) < 1e-6:
-            self.vout = target
+        self.src = target + (self.src - target) * math.exp(-dt / TAU)
+        if abs(self.src - target) < 1e-12 + 1e-9 * abs(target):
+            self.src = target
 
     def max_step(self) -> float:
-        return math.inf if self.vout == self.target and not (self.interlock_open and self.output) else MAX_STEP
+        return math.inf if self.src == self.target and not (self.interlock_open and self.output) else MAX_STEP
 
-    def terminals(self, source: float | None = None) -> tuple[float, float, bool]:
-        """(V, I, in compliance) at the terminals; `source` overrides the settled source voltage."""
-        v = abs(self.vout if source is None else source)
-        if v == 0:
+    @property
+    def i_compliance(self) -> float:
+        """The real compliance or, with a fixed measurement range below it, the range compliance."""
+        return self.compliance if self.meas_range is None else min(self.compliance, 1.05 * self.meas_range)
+
+    def terminals(self, source: float) -> tuple[float, float, bool]:
+        """(V, I, in compliance) at the terminals with the source at `source` (V or A)."""
+        if source == 0:
             return 0.0, 0.0, False
-        sign = 1.0 if (self.vout if source is None else source) > 0 else -1.0
-        limit = self.sensor.v_limit(self.compliance)
-        clamped = v > limit
-        v = min(v, limit)
-        i = self.compliance if clamped else self.sensor.leakage(v)
-        return sign * v, sign * i, clamped
+        sign = 1.0 if source > 0 else -1.0
+        if self.function == "CURR":
+            v = self.sensor.v_limit(abs(source))
+            if v > self.vcompliance:
+                return sign * self.vcompliance, sign * self.sensor.leakage(self.vcompliance), True
+            return sign * v, source, False
+        limit = self.sensor.v_limit(self.i_compliance)
+        if abs(source) > limit:
+            return sign * limit, sign * self.i_compliance, True
+        return source, sign * self.sensor.leakage(abs(source)), False
+
+    def settled(self, source: float) -> float:
+        """The source level one source delay from now."""
+        target = self.target
+        return target + (source - target) * math.exp(-self.delay / TAU)
 
     def _envelope(self, volts: float) -> float:
-        return ENVELOPE[self.variant] if abs(volts) > 21.0 else 1.05
+        return ENVELOPE[self.variant] if abs(volts) > VLOW else IMAX
 
-    # --- commands -------------------------------------------------------------------------
+    # --- measurement -------------------------------------------------------------------
+    def _measure(self) -> str:
+        """One source-delay-measure cycle: the reading as :FETCh? returns it."""
+        if not self.output:
+            if not self.auto_clear:
+                raise ScpiError(803, "Not permitted with OUTPUT off")
+            self._switch_on()  # auto output-off: the source comes on for the measurement, a real hazard
+        v, i, clamped = self.terminals(self.settled(self.src))
+        if self.auto_clear:
+            self.output = False  # ... and goes off after it
+        sourced = {"VOLT": self.vset, "CURR": self.iset}
+        values = {
+            "VOLT": v + self.noise(2e-4) if "VOLT" in self.sense else NOT_MEASURED,
+            "CURR": i * (1 + self.noise(5e-4)) + self.noise(2e-12) if "CURR" in self.sense else NOT_MEASURED,
+            "RES": abs(v / i) if "RES" in self.sense and i else NOT_MEASURED,
+            "TIME": self.t + self.delay,
+            "STAT": float(8 if clamped else 0),
+        }
+        for name in ("VOLT", "CURR"):  # not measured but sourced: the programmed source value
+            if name not in self.sense and self.function == name:
+                values[name] = sourced[name]
+        self.sample = ",".join(_fmt(values[e]) for e in self.elements)
+        return self.sample
+
+    # --- common and system commands --------------------------------------------------------
     @scpi("*IDN?")
     def _idn(self, arg: str | None) -> str:
         return f"KEITHLEY INSTRUMENTS INC.,MODEL {self.variant},{self.serial},C33   Mar 31 2015 09:32:39/A02  /S/K"
@@ -196,23 +298,60 @@ class Keithley2410(ScpiInstrument):
     def _rst(self, arg: str | None) -> None:
         self._reset()
 
+    @scpi("*TST?")
+    def _tst(self, arg: str | None) -> str:
+        return "0"
+
+    @scpi("SYSTem:ERRor:ALL?")
+    def _err_all(self, arg: str | None) -> str:
+        errors = [str(e) for e in self.errors] or ['0,"No error"']
+        self.errors.clear()
+        return ",".join(errors)
+
+    @scpi("SYSTem:ERRor:COUNt?")
+    def _err_count(self, arg: str | None) -> str:
+        return str(len(self.errors))
+
+    @scpi("SYSTem:ERRor:CODE[:NEXT]?")
+    def _err_code(self, arg: str | None) -> str:
+        return str(self.errors.popleft().code) if self.errors else "0"
+
+    @scpi("SYSTem:ERRor:CLEar")
+    def _err_clear(self, arg: str | None) -> None:
+        self.errors.clear()
+
+    @scpi("SYSTem:VERSion?")
+    def _version(self, arg: str | None) -> str:
+        return "1996.0"
+
+    @scpi("SYSTem:LOCal")
+    @scpi("SYSTem:REMote")
+    @scpi("SYSTem:RWLock")
+    def _remote_state(self, arg: str | None) -> None:
+        return None  # the front-panel lock of an RS-232 session has nothing to simulate
+
+    # --- source -------------------------------------------------------------------------------
     @scpi("SOURce[1]:FUNCtion[:MODE]")
     def _sour_func(self, arg: str | None) -> None:
-        word = (arg or "").strip().upper()
-        if not word:
-            raise ScpiError(-109, "Missing parameter")
-        if word not in ("VOLT", "VOLTAGE", "CURR", "CURRENT"):
-            raise ScpiError(-224, "Illegal parameter value")
-        self.function = word[:4]
+        self.function = _function(arg)
 
     @scpi("SOURce[1]:FUNCtion[:MODE]?")
     def _sour_func_q(self, arg: str | None) -> str:
         return self.function
 
+    def _level(self, function: str, arg: str | None) -> float:
+        """A source level within the fixed range (or the variant's limit)."""
+        top = VARIANTS[self.variant] if function == "VOLT" else IMAX
+        fixed = self.level_range[function]
+        hi = top if fixed is None or fixed == self._ranges(function)[-1] else fixed * 1.05
+        return number(arg, -hi, hi)
+
+    def _ranges(self, function: str) -> tuple[float, ...]:
+        return V_RANGES[self.variant] if function == "VOLT" else I_RANGES[self.variant]
+
     @scpi("[SOURce[1]:]VOLTage[:LEVel][:IMMediate][:AMPLitude]")
     def _volt(self, arg: str | None) -> None:
-        vmax = VARIANTS[self.variant]
-        v = number(arg, -vmax, vmax)
+        v = self._level("VOLT", arg)
         if self.compliance > self._envelope(v) + 1e-12:
             raise ScpiError(-221, "Settings conflict")
         self.vset = v
@@ -221,9 +360,93 @@ class Keithley2410(ScpiInstrument):
     def _volt_q(self, arg: str | None) -> str:
         return _fmt(self.vset)
 
+    @scpi("[SOURce[1]:]CURRent[:LEVel][:IMMediate][:AMPLitude]")
+    def _curr(self, arg: str | None) -> None:
+        i = self._level("CURR", arg)
+        if abs(i) > ENVELOPE[self.variant] + 1e-12 and self.vcompliance > VLOW:
+            raise ScpiError(-221, "Settings conflict")
+        self.iset = i
+
+    @scpi("[SOURce[1]:]CURRent[:LEVel][:IMMediate][:AMPLitude]?")
+    def _curr_q(self, arg: str | None) -> str:
+        return _fmt(self.iset)
+
+    def _set_range(self, function: str, arg: str | None) -> None:
+        ranges = self._ranges(function)
+        top = VARIANTS[self.variant] if function == "VOLT" else IMAX
+        word = (arg or "").strip().upper()
+        r = ranges[0] if word in ("MIN", "MINIMUM") else _range(ranges, number(arg, -top, top))
+        level = self.vset if function == "VOLT" else self.iset
+        if abs(level) > (r * 1.05 if r != ranges[-1] else math.inf):
+            raise ScpiError(-221, "Settings conflict")  # the programmed level does not fit
+        self.level_range[function] = r
+
+    def _range_q(self, function: str) -> str:
+        fixed = self.level_range[function]
+        level = self.vset if function == "VOLT" else self.iset
+        return _fmt(_range(self._ranges(function), level) if fixed is None else fixed)
+
+    @scpi("[SOURce[1]:]VOLTage:RANGe")
+    def _vrange(self, arg: str | None) -> None:
+        self._set_range("VOLT", arg)
+
+    @scpi("[SOURce[1]:]VOLTage:RANGe?")
+    def _vrange_q(self, arg: str | None) -> str:
+        return self._range_q("VOLT")
+
+    @scpi("[SOURce[1]:]CURRent:RANGe")
+    def _irange(self, arg: str | None) -> None:
+        self._set_range("CURR", arg)
+
+    @scpi("[SOURce[1]:]CURRent:RANGe?")
+    def _irange_q(self, arg: str | None) -> str:
+        return self._range_q("CURR")
+
+    @scpi("[SOURce[1]:]VOLTage:RANGe:AUTO")
+    def _vrange_auto(self, arg: str | None) -> None:
+        self._range_auto("VOLT", arg)
+
+    @scpi("[SOURce[1]:]CURRent:RANGe:AUTO")
+    def _irange_auto(self, arg: str | None) -> None:
+        self._range_auto("CURR", arg)
+
+    def _range_auto(self, function: str, arg: str | None) -> None:
+        if boolean(arg):
+            self.level_range[function] = None
+        elif self.level_range[function] is None:  # auto off keeps the range in use
+            level = self.vset if function == "VOLT" else self.iset
+            self.level_range[function] = _range(self._ranges(function), level)
+
+    @scpi("[SOURce[1]:]VOLTage:RANGe:AUTO?")
+    def _vrange_auto_q(self, arg: str | None) -> str:
+        return str(int(self.level_range["VOLT"] is None))
+
+    @scpi("[SOURce[1]:]CURRent:RANGe:AUTO?")
+    def _irange_auto_q(self, arg: str | None) -> str:
+        return str(int(self.level_range["CURR"] is None))
+
+    @scpi("SOURce[1]:DELay")
+    def _delay(self, arg: str | None) -> None:
+        self.delay, self.auto_delay = number(arg, 0.0, 9999.999), False  # a value turns auto delay off
+
+    @scpi("SOURce[1]:DELay?")
+    def _delay_q(self, arg: str | None) -> str:
+        return _fmt(self.delay)
+
+    @scpi("SOURce[1]:DELay:AUTO")
+    def _delay_auto(self, arg: str | None) -> None:
+        self.auto_delay = boolean(arg)
+        if self.auto_delay:
+            self.delay = AUTO_DELAY
+
+    @scpi("SOURce[1]:DELay:AUTO?")
+    def _delay_auto_q(self, arg: str | None) -> str:
+        return str(int(self.auto_delay))
+
+    # --- compliance and measurement range --------------------------------------------------------
     @scpi("[SENSe[1]:]CURRent[:DC]:PROTection[:LEVel]")
     def _prot(self, arg: str | None) -> None:
-        i = number(arg, 1e-9, 1.05)
+        i = number(arg, 1e-9, IMAX)
         if i > self._envelope(self.vset) + 1e-12:
             raise ScpiError(-221, "Settings conflict")
         self.compliance = i
@@ -234,14 +457,70 @@ class Keithley2410(ScpiInstrument):
 
     @scpi("[SENSe[1]:]CURRent[:DC]:PROTection:TRIPped?")
     def _prot_trip_q(self, arg: str | None) -> str:
-        return str(int(self.output and self.terminals()[2]))
+        return str(int(self.output and self.function == "VOLT" and self.terminals(self.src)[2]))
+
+    @scpi("[SENSe[1]:]VOLTage[:DC]:PROTection[:LEVel]")
+    def _vprot(self, arg: str | None) -> None:
+        v = number(arg, 0.2, VARIANTS[self.variant])
+        if v > VLOW and abs(self.iset) > ENVELOPE[self.variant] + 1e-12:
+            raise ScpiError(-221, "Settings conflict")
+        self.vcompliance = v
+
+    @scpi("[SENSe[1]:]VOLTage[:DC]:PROTection[:LEVel]?")
+    def _vprot_q(self, arg: str | None) -> str:
+        return _fmt(self.vcompliance)
+
+    @scpi("[SENSe[1]:]VOLTage[:DC]:PROTection:TRIPped?")
+    def _vprot_trip_q(self, arg: str | None) -> str:
+        return str(int(self.output and self.function == "CURR" and self.terminals(self.src)[2]))
+
+    @scpi("[SENSe[1]:]CURRent[:DC]:RANGe[:UPPer]")
+    def _meas_range(self, arg: str | None) -> None:
+        self.meas_range = _range(I_RANGES[self.variant], number(arg, 0.0, IMAX))
+
+    @scpi("[SENSe[1]:]CURRent[:DC]:RANGe[:UPPer]?")
+    def _meas_range_q(self, arg: str | None) -> str:
+        auto = _range(I_RANGES[self.variant], self.compliance)  # auto range follows the compliance
+        return _fmt(auto if self.meas_range is None else self.meas_range)
+
+    @scpi("[SENSe[1]:]CURRent[:DC]:RANGe:AUTO")
+    def _meas_range_auto(self, arg: str | None) -> None:
+        on = boolean(arg)
+        if on:
+            self.meas_range = None
+        elif self.meas_range is None:
+            self.meas_range = _range(I_RANGES[self.variant], self.compliance)
+
+    @scpi("[SENSe[1]:]CURRent[:DC]:RANGe:AUTO?")
+    def _meas_range_auto_q(self, arg: str | None) -> str:
+        return str(int(self.meas_range is None))
+
+    @scpi("[SENSe[1]:]CURRent[:DC]:NPLCycles")
+    @scpi("[SENSe[1]:]VOLTage[:DC]:NPLCycles")
+    @scpi("[SENSe[1]:]RESistance:NPLCycles")
+    def _nplc(self, arg: str | None) -> None:
+        value = number(arg, 0.01, 10.0)
+        for name in self.nplc:  # one integration time for all functions, as on the 2400
+            self.nplc[name] = value
+
+    @scpi("[SENSe[1]:]CURRent[:DC]:NPLCycles?")
+    @scpi("[SENSe[1]:]VOLTage[:DC]:NPLCycles?")
+    @scpi("[SENSe[1]:]RESistance:NPLCycles?")
+    def _nplc_q(self, arg: str | None) -> str:
+        return _fmt(self.nplc["CURR"])
+
+    # --- output ----------------------------------------------------------------------------------
+    def _switch_on(self) -> None:
+        if self.interlock_open:
+            raise ScpiError(802, "OUTPUT blocked by output enable")
+        self.output = True
 
     @scpi("OUTPut[1][:STATe]")
     def _outp(self, arg: str | None) -> None:
-        on = boolean(arg)
-        if on and self.interlock_open:
-            raise ScpiError(802, "OUTPUT blocked by output enable")
-        self.output = on
+        if boolean(arg):
+            self._switch_on()
+        else:
+            self.output = False
 
     @scpi("OUTPut[1][:STATe]?")
     def _outp_q(self, arg: str | None) -> str:
@@ -259,6 +538,7 @@ class Keithley2410(ScpiInstrument):
     def _auto_clear_q(self, arg: str | None) -> str:
         return str(int(self.auto_clear))
 
+    # --- sense functions and format ------------------------------------------------------------------
     @scpi("[SENSe[1]:]FUNCtion[:ON]")
     def _func_on(self, arg: str | None) -> None:
         names = _names(arg)
@@ -273,6 +553,7 @@ class Keithley2410(ScpiInstrument):
         self.sense = set()
 
     @scpi("[SENSe[1]:]FUNCtion[:ON]?")
+    @scpi("CONFigure?")
     def _func_q(self, arg: str | None) -> str:
         order = [f for f in ("VOLT", "CURR", "RES") if f in self.sense]
         return ",".join(f'"{f}:DC"' if f != "RES" else '"RES"' for f in order)
@@ -300,19 +581,58 @@ class Keithley2410(ScpiInstrument):
     def _elements_q(self, arg: str | None) -> str:
         return ",".join(self.elements)
 
+    # --- signal-oriented measurement commands -----------------------------------------------------------
+    @scpi("INITiate[:IMMediate]")
+    def _init(self, arg: str | None) -> None:
+        self._measure()
+
+    @scpi("ABORt")
+    def _abort(self, arg: str | None) -> None:
+        return None  # every reading completes within its request: always idle
+
+    @scpi("FETCh?")
+    def _fetch(self, arg: str | None) -> str:
+        if self.sample is None:
+            raise ScpiError(-230, "Data corrupt or stale")
+        return self.sample
+
     @scpi("READ?")
     def _read(self, arg: str | None) -> str:
-        if self.output:
-            v, i, clamped = self.terminals()
-        elif self.auto_clear:  # the source comes on for the measurement: a real hazard
-            v, i, clamped = self.terminals(self.vset if self.function == "VOLT" else 0.0)
-        else:
-            raise ScpiError(803, "Not permitted with OUTPUT off")
-        values = {
-            "VOLT": v + self.noise(2e-4) if "VOLT" in self.sense else NOT_MEASURED,
-            "CURR": i * (1 + self.noise(5e-4)) + self.noise(2e-12) if "CURR" in self.sense else NOT_MEASURED,
-            "RES": NOT_MEASURED,
-            "TIME": self.t,
-            "STAT": float(8 if clamped else 0),
-        }
-        return ",".join(_fmt(values[e]) for e in self.elements)
+        return self._measure()
+
+    def _configure(self, function: str) -> None:
+        """:CONFigure:<function>: one-shot setup of that function, output on."""
+        self._switch_on()
+        self.sense, self.sample = {function}, None
+
+    @scpi("CONFigure:VOLTage[:DC]")
+    def _conf_volt(self, arg: str | None) -> None:
+        self._configure("VOLT")
+
+    @scpi("CONFigure:CURRent[:DC]")
+    def _conf_curr(self, arg: str | None) -> None:
+        self._configure("CURR")
+
+    @scpi("CONFigure:RESistance")
+    def _conf_res(self, arg: str | None) -> None:
+        self._configure("RES")
+
+    @scpi("MEASure?")
+    def _meas(self, arg: str | None) -> str:
+        self._switch_on()  # :MEASure? turns the output on by itself
+        return self._measure()
+
+    @scpi("MEASure:VOLTage[:DC]?")
+    def _meas_volt(self, arg: str | None) -> str:
+        self._configure("VOLT")
+        return self._measure()
+
+    @scpi("MEASure:CURRent[:DC]?")
+    def _meas_curr(self, arg: str | None) -> str:
+        self._configure("CURR")
+        return self._measure()
+
+    @scpi("MEASure:RESistance?")
+    def _meas_res(self, arg: str | None) -> str:
+        self._configure("RES")
+        return self._measure()

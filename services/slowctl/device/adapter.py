@@ -24,7 +24,16 @@ import paho.mqtt.client as paho
 
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.capabilities import Capabilities
-from slowctl.device.commands import Command, CommandError, Request, check_size, parse_json, parse_legacy, parse_plain, validate
+from slowctl.device.commands import (
+    Command,
+    CommandError,
+    Request,
+    check_size,
+    parse_json,
+    parse_legacy,
+    parse_plain,
+    validate,
+)
 from slowctl.device.contract import DeviceState, LegacyTopics, Topics
 from slowctl.device.core import DeviceCore, Outcome
 from slowctl.device.events import Event
@@ -56,8 +65,9 @@ class Health:
 
 
 class DeviceService:
-    def __init__(self, device: str, stack: StackConfig, endpoint: Endpoint, restarts: int = 0,
-                 state_dir: Path | None = None) -> None:
+    def __init__(
+        self, device: str, stack: StackConfig, endpoint: Endpoint, restarts: int = 0, state_dir: Path | None = None
+    ) -> None:
         self.id = device
         self.cfg = stack.devices[device]
         self.driver_cls = DRIVERS[self.cfg.model]
@@ -72,9 +82,12 @@ class DeviceService:
         memory = MemoryFile(state_dir / f"{device}.json" if state_dir else None)
         self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic)
         self.mqtt = MqttSession(
-            endpoint, f"slowctl-{device}", keepalive=stack.mqtt.keepalive,
+            endpoint,
+            f"slowctl-{device}",
+            keepalive=stack.mqtt.keepalive,
             reconnect=(stack.mqtt.reconnect_min, stack.mqtt.reconnect_max),
-            will=(self.topics.availability, "offline"), on_connect=self._announce,
+            will=(self.topics.availability, "offline"),
+            on_connect=self._announce,
         )
         self.health = Health(restarts=restarts)
         self.heartbeat = Heartbeat.from_env()
@@ -100,8 +113,12 @@ class DeviceService:
             self.mqtt.subscribe(self.legacy.setv, self._on_legacy)
             self.mqtt.subscribe(self.legacy.switch, self._on_legacy)
         self.mqtt.start()
-        self._emit([Event(self.id, "service_start", f"service started ({self.cfg.model} at {self.cfg.address})"),
-                    *self.core.start_events])
+        self._emit(
+            [
+                Event(self.id, "service_start", f"service started ({self.cfg.model} at {self.cfg.address})"),
+                *self.core.start_events,
+            ]
+        )
         worker = threading.Thread(target=self._command_loop, name="commands", daemon=True)
         worker.start()
         try:
@@ -246,12 +263,18 @@ class DeviceService:
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:
-        rest = msg.topic[len(self.topics.cmd):]
+        rest = msg.topic[len(self.topics.cmd) :]
         parts = rest[1:].split("/") if rest else []
-        req = self._read_request(msg, lambda: (
-            parse_json(msg.payload) if not parts
-            else parse_plain(parts[0], parts[1], msg.payload) if len(parts) == 2
-            else Request(error="command topic must be cmd or cmd/<action>/<channel>")))
+        req = self._read_request(
+            msg,
+            lambda: (
+                parse_json(msg.payload)
+                if not parts
+                else parse_plain(parts[0], parts[1], msg.payload)
+                if len(parts) == 2
+                else Request(error="command topic must be cmd or cmd/<action>/<channel>")
+            ),
+        )
         self._accept(req)
 
     def _on_legacy(self, msg: paho.MQTTMessage) -> None:
@@ -278,8 +301,9 @@ class DeviceService:
     def _accept(self, req: Request) -> None:
         if req.response_topic and not self.topics.owns_response_topic(req.response_topic):
             topic, req.response_topic = req.response_topic, None
-            self._refuse(req, f"response topic {topic[:80]!r} must be {self.topics.reply} or a topic below it, "
-                              "without wildcards")
+            self._refuse(
+                req, f"response topic {topic[:80]!r} must be {self.topics.reply} or a topic below it, without wildcards"
+            )
             return
         try:
             cmd = validate(req, self.caps, self.cfg.max_command_age)
@@ -301,8 +325,18 @@ class DeviceService:
     def _refuse(self, req: Request, reason: str) -> None:
         channel = req.channel if isinstance(req.channel, int) and req.channel in self.names else None
         action = req.action if isinstance(req.action, str) else "command"
-        self._emit([Event(self.id, "command_refused", f"{action[:32]} refused: {reason}", channel,
-                          after=req.reply(False)["value"], cause=_cause(req))])
+        self._emit(
+            [
+                Event(
+                    self.id,
+                    "command_refused",
+                    f"{action[:32]} refused: {reason}",
+                    channel,
+                    after=req.reply(False)["value"],
+                    cause=_cause(req),
+                )
+            ]
+        )
         self._reply(req, False, reason)
 
     def _reply(self, req: Request, ok: bool, error: str | None = None, applied: Any = None) -> None:
@@ -328,8 +362,9 @@ class DeviceService:
                     self._execute(cmd)
                 except Exception:  # the worker must live on, and the command gets its one reply
                     log.exception("executing %s failed", cmd.action)
-                    self._reply(cmd.request, False, "internal error while executing the command; "
-                                                    "check the device status")
+                    self._reply(
+                        cmd.request, False, "internal error while executing the command; check the device status"
+                    )
             if self.core.ramps:
                 try:
                     self._step_ramps()
@@ -350,8 +385,17 @@ class DeviceService:
                 outcome: Outcome = self.core.execute(driver, cmd, _cause(req))
         except LinkError as exc:
             self._link_lost(driver, exc)
-            self._emit([Event(self.id, "command_failed", f"{cmd.action} on channel {cmd.channel}: instrument "
-                                                          f"link failed: {exc}", cmd.channel, cause=_cause(req))])
+            self._emit(
+                [
+                    Event(
+                        self.id,
+                        "command_failed",
+                        f"{cmd.action} on channel {cmd.channel}: instrument link failed: {exc}",
+                        cmd.channel,
+                        cause=_cause(req),
+                    )
+                ]
+            )
             self._reply(req, False, f"instrument link failed: {exc}")
             return
         self._emit(outcome.events)
@@ -366,8 +410,10 @@ class DeviceService:
         if req.expires is not None and now > req.expires:
             return "stale command: its MQTT message expiry passed before it could run; not executed"
         if req.issued is not None and time.time() - req.issued > self.cfg.max_command_age:
-            return (f"stale command: issued {time.time() - req.issued:.1f} s ago "
-                    f"(max {self.cfg.max_command_age:g} s); not executed")
+            return (
+                f"stale command: issued {time.time() - req.issued:.1f} s ago "
+                f"(max {self.cfg.max_command_age:g} s); not executed"
+            )
         return None
 
     def _step_ramps(self) -> None:
@@ -412,14 +458,20 @@ class DeviceService:
             # only readings we vouch for: none while disconnected or while polls fail
             readings = dict(self.core.readings) if self.state is DeviceState.OK else {}
             status: dict[str, Any] = {
-                "device": self.id, "model": self.cfg.model, "ts": ts, "seq": self.seq,
-                "state": self.state.value, "error": self.error, "identity": self.identity,
+                "device": self.id,
+                "model": self.cfg.model,
+                "ts": ts,
+                "seq": self.seq,
+                "state": self.state.value,
+                "error": self.error,
+                "identity": self.identity,
                 "channels": [channel_dict(ch, self.names[ch], readings.get(ch)) for ch in self.channels],
             }
             self.mqtt.publish(self.topics.status, json.dumps(status), qos=1, retain=True)
             if readings:
-                self.mqtt.publish(self.topics.metrics, metrics_lines(self.id, self.names, readings, ts, self.kind),
-                                  qos=1)
+                self.mqtt.publish(
+                    self.topics.metrics, metrics_lines(self.id, self.names, readings, ts, self.kind), qos=1
+                )
                 if self.legacy:
                     self.mqtt.publish(self.legacy.status, json.dumps(legacy_status(readings)), qos=1, retain=True)
 
@@ -428,10 +480,15 @@ class DeviceService:
             return
         h = self.health
         body = {
-            "device": self.id, "ts": int(time.time() * 1000), "uptime": round(time.monotonic() - self.started, 3),
-            "poll_cycles": h.poll_cycles, "last_poll_duration": h.last_poll_duration,
-            "consecutive_errors": h.consecutive_errors, "errors": h.errors,
-            "connected": self._driver is not None, "restarts": h.restarts,
+            "device": self.id,
+            "ts": int(time.time() * 1000),
+            "uptime": round(time.monotonic() - self.started, 3),
+            "poll_cycles": h.poll_cycles,
+            "last_poll_duration": h.last_poll_duration,
+            "consecutive_errors": h.consecutive_errors,
+            "errors": h.errors,
+            "connected": self._driver is not None,
+            "restarts": h.restarts,
         }
         self.mqtt.publish(self.topics.health, json.dumps(body), qos=1, retain=True)
 

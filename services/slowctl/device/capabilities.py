@@ -67,18 +67,38 @@ ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
         Action("on", "switch the channel output on", SUPPLY | CHILLER, _switch(True)),
-        Action("off", "switch the channel output off (ramped unless off_mode: kill)", SUPPLY | CHILLER,
-               _switch(False)),
+        Action("off", "switch the channel output off (ramped unless off_mode: kill)", SUPPLY | CHILLER, _switch(False)),
         Action("vset", "set voltage", SUPPLY, lambda d, ch, v: d.set_voltage(ch, v), "V", "vmax", reading="vset"),
-        Action("iset", "set current limit", SUPPLY, lambda d, ch, v: d.set_current(ch, v), "A", "imax",
-               reading="iset"),
-        Action("rampup", "ramp-up rate", SUPPLY, lambda d, ch, v: d.set_ramp(ch, up=v), "V/s", "ramp_max",
-               positive=True, reading="rampup"),
-        Action("rampdown", "ramp-down rate", SUPPLY, lambda d, ch, v: d.set_ramp(ch, down=v), "V/s", "ramp_max",
-               positive=True, reading="rampdown"),
+        Action("iset", "set current limit", SUPPLY, lambda d, ch, v: d.set_current(ch, v), "A", "imax", reading="iset"),
+        Action(
+            "rampup",
+            "ramp-up rate",
+            SUPPLY,
+            lambda d, ch, v: d.set_ramp(ch, up=v),
+            "V/s",
+            "ramp_max",
+            positive=True,
+            reading="rampup",
+        ),
+        Action(
+            "rampdown",
+            "ramp-down rate",
+            SUPPLY,
+            lambda d, ch, v: d.set_ramp(ch, down=v),
+            "V/s",
+            "ramp_max",
+            positive=True,
+            reading="rampdown",
+        ),
         Action("clear", "reset a trip and acknowledge the channel's latched alarms", SUPPLY | CHILLER, _clear),
-        Action("tset", "set temperature (chillers)", CHILLER, lambda d, ch, v: d.set_temperature(ch, v), "°C",
-               reading="tset"),
+        Action(
+            "tset",
+            "set temperature (chillers)",
+            CHILLER,
+            lambda d, ch, v: d.set_temperature(ch, v),
+            "°C",
+            reading="tset",
+        ),
     )
 }
 RAMP_ACTIONS = ("rampup", "rampdown")
@@ -130,22 +150,27 @@ class Capability:
             if c.tmin is None or c.tmax is None:
                 raise CommandError(f"{where} has no tmin/tmax configured: tset refused")
             if not c.tmin <= value <= c.tmax:
-                raise CommandError(f"tset {value:g} {unit} outside the configured limits tmin={c.tmin:g}..tmax="
-                                   f"{c.tmax:g} {unit} of {where}")
+                raise CommandError(
+                    f"tset {value:g} {unit} outside the configured limits tmin={c.tmin:g}..tmax="
+                    f"{c.tmax:g} {unit} of {where}"
+                )
         elif a.positive and value <= 0:
             raise CommandError(f"{a.name} must be > 0 {unit}")
         elif value < 0:
             raise CommandError(f"{a.name} must be >= 0 {unit}")
         limit = getattr(c, a.limit) if a.limit else None
         if limit is not None and value > limit:
-            raise CommandError(f"{a.name} {value:g} {unit} exceeds the configured limit {a.limit}={limit:g} {unit} "
-                               f"of {where}")
+            raise CommandError(
+                f"{a.name} {value:g} {unit} exceeds the configured limit {a.limit}={limit:g} {unit} of {where}"
+            )
         if self.instrument and not self.instrument[0] <= value <= self.instrument[1]:
             lo, hi = self.instrument
             raise CommandError(f"{a.name} {value:g} {unit} outside the instrument range {lo:g}..{hi:g} {unit}")
         if self.step and off_grid(value, self.step):
-            raise CommandError(f"{a.name} {value:g} {unit} is finer than the {self.model}'s {self.step:g} {unit} "
-                               f"step: send a multiple of {self.step:g} {unit}")
+            raise CommandError(
+                f"{a.name} {value:g} {unit} is finer than the {self.model}'s {self.step:g} {unit} "
+                f"step: send a multiple of {self.step:g} {unit}"
+            )
         return value
 
     def same(self, a: float, b: float) -> bool:
@@ -155,8 +180,7 @@ class Capability:
 
     def describe(self) -> dict[str, Any]:
         lo, hi = self.bounds
-        return {"unit": self.action.unit or None, "min": lo, "max": hi, "step": self.step,
-                "doc": self.action.doc}
+        return {"unit": self.action.unit or None, "min": lo, "max": hi, "step": self.step, "doc": self.action.doc}
 
 
 def finite_number(v: Any) -> bool:
@@ -188,10 +212,22 @@ class Capabilities:
         supported = set(driver.actions()) | ({"clear"} if kind == "chiller" else set())
         channels = {}
         for ch, c in sorted(dev.channels.items()):
-            names = [n for n, a in ACTIONS.items() if kind in a.kinds
-                     and (n in supported or (n in RAMP_ACTIONS and ch in soft))]
-            channels[ch] = {n: Capability(ACTIONS[n], ch, c, dev.model, driver.instrument_limits(n, options),
-                                          driver.instrument_step(n, options)) for n in names}
+            names = [
+                n
+                for n, a in ACTIONS.items()
+                if kind in a.kinds and (n in supported or (n in RAMP_ACTIONS and ch in soft))
+            ]
+            channels[ch] = {
+                n: Capability(
+                    ACTIONS[n],
+                    ch,
+                    c,
+                    dev.model,
+                    driver.instrument_limits(n, options),
+                    driver.instrument_step(n, options),
+                )
+                for n in names
+            }
         return cls(dev.model, kind, channels, {ch: c.name for ch, c in dev.channels.items()}, soft)
 
     def get(self, action: Any, channel: Any) -> Capability:
@@ -212,10 +248,14 @@ class Capabilities:
 
     def describe(self) -> dict[str, Any]:
         """The retained capabilities payload: per channel, each accepted action with unit, range and step."""
-        return {"model": self.model, "kind": self.kind,
-                "channels": [{"channel": ch, "name": self.names[ch],
-                              "actions": {n: cap.describe() for n, cap in caps.items()}}
-                             for ch, caps in self.channels.items()]}
+        return {
+            "model": self.model,
+            "kind": self.kind,
+            "channels": [
+                {"channel": ch, "name": self.names[ch], "actions": {n: cap.describe() for n, cap in caps.items()}}
+                for ch, caps in self.channels.items()
+            ],
+        }
 
 
 def actions_table() -> str:

@@ -49,13 +49,15 @@ def _fmt(value: Any, unit: str) -> str:
 
 
 class DeviceCore:
-    def __init__(self, device: str, cfg: DeviceConfig, caps: Capabilities, memory: MemoryFile,
-                 clock: Callable[[], float]) -> None:
+    def __init__(
+        self, device: str, cfg: DeviceConfig, caps: Capabilities, memory: MemoryFile, clock: Callable[[], float]
+    ) -> None:
         self.id, self.cfg, self.caps, self.memory_file = device, cfg, caps, memory
         self.clock = clock  # monotonic seconds (ramps); events carry wall time
         self.channels = sorted(cfg.channels)
         self.rates: dict[int, tuple[float | None, float | None]] = {
-            ch: (c.rampup, c.rampdown or c.rampup) for ch, c in cfg.channels.items()}
+            ch: (c.rampup, c.rampdown or c.rampup) for ch, c in cfg.channels.items()
+        }
         self.readings: dict[int, Reading] = {}  # as published: the instrument's view with policy overlays
         self.raw: dict[int, Reading] = {}  # the instrument's view, for change detection
         self.read_at: dict[int, float] = {}
@@ -96,8 +98,12 @@ class DeviceCore:
     def connected(self, driver: Driver, identity: str, first: bool) -> list[Event]:
         """Start-up settings that never switch an output: remembered ramp rates, power-down mode, and the
         channels' `startup` settings while their output is off. Call with the link held."""
-        events = [self.event("instrument_connected" if first else "instrument_back",
-                             f"instrument {'connected' if first else 'back'}: {identity}")]
+        events = [
+            self.event(
+                "instrument_connected" if first else "instrument_back",
+                f"instrument {'connected' if first else 'back'}: {identity}",
+            )
+        ]
         if isinstance(driver, SupplyDriver):
             for ch in self.channels:
                 up, down = self.rates[ch] if ch not in self.caps.soft_ramp else (None, None)
@@ -119,16 +125,29 @@ class DeviceCore:
         if not differ:
             return []
         if r.on:
-            return [self.event("setting_skipped", f"{self.where(ch)}: start-up settings "
-                               f"{', '.join(differ)} not applied: the output is on", ch, cause="start-up")]
+            return [
+                self.event(
+                    "setting_skipped",
+                    f"{self.where(ch)}: start-up settings {', '.join(differ)} not applied: the output is on",
+                    ch,
+                    cause="start-up",
+                )
+            ]
         events = []
         for key, value in differ.items():
             caps[key].action.apply(driver, ch, value)
             if key == "vset" and ch in self.caps.soft_ramp:
                 self.targets[ch] = value
-            events.append(self.event("setting_applied", f"{self.where(ch)}: {key} "
-                                     f"{_fmt(value, caps[key].action.unit)} applied at start-up (output off)",
-                                     ch, before=getattr(r, key), after=value, cause="start-up"))
+            events.append(
+                self.event(
+                    "setting_applied",
+                    f"{self.where(ch)}: {key} {_fmt(value, caps[key].action.unit)} applied at start-up (output off)",
+                    ch,
+                    before=getattr(r, key),
+                    after=value,
+                    cause="start-up",
+                )
+            )
         self.observe(driver.read([ch], full=True), self.clock(), cause="start-up", expected=True)
         return events
 
@@ -137,13 +156,20 @@ class DeviceCore:
         aborted, self.ramps = self.ramps, {}  # a new link must not continue an old ramp
         if aborted:
             self.ramp_aborted |= set(aborted)
-            events.append(self.event("state_changed", f"software ramp of channel(s) {sorted(aborted)} aborted: "
-                                     "the output stays where the last step left it", severity="major"))
+            events.append(
+                self.event(
+                    "state_changed",
+                    f"software ramp of channel(s) {sorted(aborted)} aborted: "
+                    "the output stays where the last step left it",
+                    severity="major",
+                )
+            )
         return events
 
     # --- readings --------------------------------------------------------------------------
-    def observe(self, readings: dict[int, Reading], started: float, cause: str = "instrument",
-                expected: bool = False) -> list[Event]:
+    def observe(
+        self, readings: dict[int, Reading], started: float, cause: str = "instrument", expected: bool = False
+    ) -> list[Event]:
         """Take a read of the instrument: overlays, latches, limits and what changed. `expected`: the read
         follows our own command, so changed settings and outputs are its effect, not an external change."""
         events: list[Event] = []
@@ -170,14 +196,23 @@ class DeviceCore:
             if seen.get("on") is not None and bool(seen["on"]) != r.on and not expected:
                 events += self._output_change(ch, bool(seen["on"]), r, "while the service was not running")
             for key in HELD.get(self.caps.kind, ()):
-                if key in seen and not self._same(ch, key, seen[key], getattr(r, key)) and not expected:
-                    if not (key == "vset" and ch in self.caps.soft_ramp):
-                        events += self._setpoint_change(ch, key, seen[key], getattr(r, key),
-                                                        "while the service was not running")
+                soft = key == "vset" and ch in self.caps.soft_ramp  # the framework's target, not the instrument's
+                if key in seen and not soft and not expected and not self._same(ch, key, seen[key], getattr(r, key)):
+                    events += self._setpoint_change(
+                        ch, key, seen[key], getattr(r, key), "while the service was not running"
+                    )
             return events + self._trip(ch, None, r)
         if r.state is not before.state:
-            events.append(self.event("state_changed", f"{self.where(ch)}: {before.state.value} -> {r.state.value}",
-                                     ch, before=before.state.value, after=r.state.value, cause=cause))
+            events.append(
+                self.event(
+                    "state_changed",
+                    f"{self.where(ch)}: {before.state.value} -> {r.state.value}",
+                    ch,
+                    before=before.state.value,
+                    after=r.state.value,
+                    cause=cause,
+                )
+            )
         events += self._trip(ch, before, r)
         if r.on != before.on:
             if expected:
@@ -201,15 +236,31 @@ class DeviceCore:
         alarm = OUTPUT_ON if r.on else OUTPUT_LOST
         self._latch(ch, alarm)
         what = "switched on" if r.on else "went off"
-        return [self.event("output_changed", f"{self.where(ch)} {what} without a command ({cause}); "
-                           f"{alarm} latched until clear", ch, before=was_on, after=r.on, cause=cause)]
+        return [
+            self.event(
+                "output_changed",
+                f"{self.where(ch)} {what} without a command ({cause}); {alarm} latched until clear",
+                ch,
+                before=was_on,
+                after=r.on,
+                cause=cause,
+            )
+        ]
 
     def _setpoint_change(self, ch: int, key: str, old: float, new: float, cause: str) -> list[Event]:
         self._latch(ch, SETPOINT)
         unit = self.caps.channels[ch][key].action.unit if key in self.caps.channels[ch] else ""
-        return [self.event("setpoint_changed", f"{self.where(ch)}: {key} changed from {_fmt(old, unit)} to "
-                           f"{_fmt(new, unit)} without a command ({cause}); {SETPOINT} latched until clear",
-                           ch, before=old, after=new, cause=cause)]
+        return [
+            self.event(
+                "setpoint_changed",
+                f"{self.where(ch)}: {key} changed from {_fmt(old, unit)} to "
+                f"{_fmt(new, unit)} without a command ({cause}); {SETPOINT} latched until clear",
+                ch,
+                before=old,
+                after=new,
+                cause=cause,
+            )
+        ]
 
     def _trip(self, ch: int, before: Reading | None, r: Reading) -> list[Event]:
         if not isinstance(r, SupplyChannel):
@@ -220,11 +271,23 @@ class DeviceCore:
             self._latch(ch, TRIP)
             self.expect_on[ch] = False
             if new:
-                return [self.event("trip", f"{self.where(ch)} tripped ({', '.join(r.alarms) or 'no flags'}); "
-                                   "send clear before switching it on again", ch, after=r.alarms)]
+                return [
+                    self.event(
+                        "trip",
+                        f"{self.where(ch)} tripped ({', '.join(r.alarms) or 'no flags'}); "
+                        "send clear before switching it on again",
+                        ch,
+                        after=r.alarms,
+                    )
+                ]
         elif was and r.state is not ChannelState.TRIPPED and TRIP in self.latched(ch):
-            return [self.event("trip_gone", f"{self.where(ch)}: the instrument no longer shows the trip; "
-                               "the latch holds until clear", ch)]
+            return [
+                self.event(
+                    "trip_gone",
+                    f"{self.where(ch)}: the instrument no longer shows the trip; the latch holds until clear",
+                    ch,
+                )
+            ]
         return []
 
     def _overlay(self, ch: int, r: Reading) -> None:
@@ -255,10 +318,13 @@ class DeviceCore:
         r.alarms.extend(found)
         before = self.violations.get(ch, set())
         self.violations[ch] = set(found)
-        events = [self.event("limit_violation", f"{self.where(ch)}: {found[a]}", ch, after=a)
-                  for a in sorted(set(found) - before)]
-        events += [self.event("limit_ok", f"{self.where(ch)}: {a} gone", ch, before=a)
-                   for a in sorted(before - set(found))]
+        events = [
+            self.event("limit_violation", f"{self.where(ch)}: {found[a]}", ch, after=a)
+            for a in sorted(set(found) - before)
+        ]
+        events += [
+            self.event("limit_ok", f"{self.where(ch)}: {a} gone", ch, before=a) for a in sorted(before - set(found))
+        ]
         return events
 
     def beyond_limits(self, ch: int, r: SupplyChannel | ChillerChannel) -> dict[str, str]:
@@ -268,9 +334,11 @@ class DeviceCore:
 
         def over(name: str, value: float | None, limit: float | None, key: str, action: str, unit: str) -> None:
             if value is not None and limit is not None and value > limit * (1 + 1e-6) + 1e-12:
-                out[name] = (f"the instrument holds {key.replace('max', 'set') if key != 'ramp_max' else action} "
-                             f"{_fmt(value, unit)} above {key}={limit:g} {unit}: send {action} <= {limit:g} "
-                             f"{unit} first")
+                out[name] = (
+                    f"the instrument holds {key.replace('max', 'set') if key != 'ramp_max' else action} "
+                    f"{_fmt(value, unit)} above {key}={limit:g} {unit}: send {action} <= {limit:g} "
+                    f"{unit} first"
+                )
 
         if isinstance(r, SupplyChannel):
             over("VSET_ABOVE_VMAX", r.vset, c.vmax, "vmax", "vset", "V")
@@ -279,8 +347,10 @@ class DeviceCore:
                 over("RAMPUP_ABOVE_RAMP_MAX", r.rampup, c.ramp_max, "ramp_max", "rampup", "V/s")
                 over("RAMPDOWN_ABOVE_RAMP_MAX", r.rampdown, c.ramp_max, "ramp_max", "rampdown", "V/s")
         elif c.tmin is not None and c.tmax is not None and not c.tmin <= r.tset <= c.tmax:
-            out["TSET_OUTSIDE_LIMITS"] = (f"the instrument holds tset {r.tset:g} °C outside tmin={c.tmin:g}.."
-                                          f"tmax={c.tmax:g} °C: send tset within them first")
+            out["TSET_OUTSIDE_LIMITS"] = (
+                f"the instrument holds tset {r.tset:g} °C outside tmin={c.tmin:g}.."
+                f"tmax={c.tmax:g} °C: send tset within them first"
+            )
         return out
 
     # --- commands ------------------------------------------------------------------------
@@ -295,24 +365,42 @@ class DeviceCore:
         current = self.readings.get(ch)
         refusal = self.refusal(cmd, current)
         if refusal:
-            events.append(self.event("command_refused", f"{cmd.action} refused on {self.where(ch)}: {refusal}",
-                                     ch, after=cmd.value, cause=cause))
+            events.append(
+                self.event(
+                    "command_refused",
+                    f"{cmd.action} refused on {self.where(ch)}: {refusal}",
+                    ch,
+                    after=cmd.value,
+                    cause=cause,
+                )
+            )
             return Outcome(False, refusal, events=events)
         before = self._value_of(cap, current)
         try:
             self._apply(driver, cmd, current)
         except InstrumentError as exc:
             error = f"instrument refused: {exc}"
-            events.append(self.event("command_failed", f"{cmd.action} on {self.where(ch)}: {error}", ch,
-                                     after=cmd.value, cause=cause))
+            events.append(
+                self.event(
+                    "command_failed", f"{cmd.action} on {self.where(ch)}: {error}", ch, after=cmd.value, cause=cause
+                )
+            )
             return Outcome(False, error, events=events)
         if cmd.action == "clear":
             cleared = sorted(self.latched(ch))
             if cleared:
                 self.memory.latched[ch] = set()
                 self.memory_file.save(self.memory)
-                events.append(self.event("alarms_cleared", f"{self.where(ch)}: {', '.join(cleared)} cleared",
-                                         ch, before=cleared, after=[], cause=cause))
+                events.append(
+                    self.event(
+                        "alarms_cleared",
+                        f"{self.where(ch)}: {', '.join(cleared)} cleared",
+                        ch,
+                        before=cleared,
+                        after=[],
+                        cause=cause,
+                    )
+                )
         if cmd.action in ("on", "off"):
             self.expect_on[ch] = cmd.action == "on"
         self.ramp_aborted.discard(ch)
@@ -321,9 +409,17 @@ class DeviceCore:
         applied = self._value_of(cap, self.readings.get(ch))
         mismatch = self._mismatch(cap, cmd, applied)
         what = cmd.action + (f" {_fmt(cmd.value, cap.action.unit)}" if cmd.value is not None else "")
-        events.append(self.event("command_failed" if mismatch else "command_applied", f"{what} on {self.where(ch)}: "
-                                 + (mismatch or f"applied, the instrument holds {_fmt(applied, cap.action.unit)}"),
-                                 ch, before=before, after=applied, cause=cause))
+        events.append(
+            self.event(
+                "command_failed" if mismatch else "command_applied",
+                f"{what} on {self.where(ch)}: "
+                + (mismatch or f"applied, the instrument holds {_fmt(applied, cap.action.unit)}"),
+                ch,
+                before=before,
+                after=applied,
+                cause=cause,
+            )
+        )
         return Outcome(mismatch is None, mismatch, applied, events)
 
     def refusal(self, cmd: Command, r: Reading | None) -> str | None:
@@ -356,8 +452,10 @@ class DeviceCore:
             if cmd.action == "vset" and cmd.channel in self.caps.soft_ramp:
                 return None  # the target is ours; the instrument gets there step by step
             if applied is None or not cap.same(cmd.value, applied):
-                return (f"{cmd.action} {cmd.value:g} {unit} was sent but the instrument holds "
-                        f"{_fmt(applied, unit)}; requested {cmd.value:g} {unit}, applied {_fmt(applied, unit)}")
+                return (
+                    f"{cmd.action} {cmd.value:g} {unit} was sent but the instrument holds "
+                    f"{_fmt(applied, unit)}; requested {cmd.value:g} {unit}, applied {_fmt(applied, unit)}"
+                )
         if cmd.action == "on":
             r = self.readings.get(cmd.channel)
             if r is not None and not getattr(r, "on", True) and cmd.channel not in self.ramps:
@@ -419,8 +517,9 @@ class DeviceCore:
         """The channel's running ramp, or a new one from `start` (the programmed voltage)."""
         ramp = self.ramps.get(ch)
         if ramp is None:
-            ramp = self.ramps[ch] = SoftRamp(programmed=start, target=start, up=1.0, down=1.0,
-                                             max_step=self.cfg.channels[ch].ramp_step, last=now)
+            ramp = self.ramps[ch] = SoftRamp(
+                programmed=start, target=start, up=1.0, down=1.0, max_step=self.cfg.channels[ch].ramp_step, last=now
+            )
         up, down = self.rates[ch]
         ramp.up, ramp.down = up or 1.0, down or up or 1.0
         return ramp
@@ -432,8 +531,18 @@ class DeviceCore:
     def abort_ramps(self, why: str) -> list[Event]:
         aborted, self.ramps = self.ramps, {}
         self.ramp_aborted |= set(aborted)
-        return [self.event("state_changed", f"software ramp of channel(s) {sorted(aborted)} stopped: {why}; "
-                           "the output stays where the last step left it", severity="major")] if aborted else []
+        return (
+            [
+                self.event(
+                    "state_changed",
+                    f"software ramp of channel(s) {sorted(aborted)} stopped: {why}; "
+                    "the output stays where the last step left it",
+                    severity="major",
+                )
+            ]
+            if aborted
+            else []
+        )
 
     def step_ramps(self, driver: Driver) -> list[Event]:
         """One step of every due software ramp. Call with the link held; link errors propagate."""

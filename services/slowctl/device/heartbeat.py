@@ -20,7 +20,7 @@ class Heartbeat:
         self._last = 0.0
 
     @classmethod
-    def from_env(cls) -> "Heartbeat":
+    def from_env(cls) -> Heartbeat:
         return cls(os.environ.get(ENV) or None)
 
     def beat(self, alive: bool) -> None:

@@ -40,15 +40,19 @@ class MemoryFile:
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             why = f"state file {self.path} unreadable ({exc}): every channel stays latched until cleared"
             return Memory(latched={ch: {UNREADABLE} for ch in channels}, problem=why)
-        return Memory(latched={ch: a for ch, a in latched.items() if a and ch in channels},
-                      outputs={ch: o for ch, o in outputs.items() if ch in channels})
+        return Memory(
+            latched={ch: a for ch, a in latched.items() if a and ch in channels},
+            outputs={ch: o for ch, o in outputs.items() if ch in channels},
+        )
 
     def save(self, memory: Memory) -> None:
         if self.path is None:
             return
-        body = {"version": VERSION,
-                "latched": {str(ch): sorted(a) for ch, a in sorted(memory.latched.items()) if a},
-                "outputs": {str(ch): o for ch, o in sorted(memory.outputs.items())}}
+        body = {
+            "version": VERSION,
+            "latched": {str(ch): sorted(a) for ch, a in sorted(memory.latched.items()) if a},
+            "outputs": {str(ch): o for ch, o in sorted(memory.outputs.items())},
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:

@@ -32,8 +32,9 @@ def _field(value: float | bool | str) -> str | None:
 def line(measurement: str, tags: dict[str, str], fields: dict[str, float | bool | str], ts_ms: int) -> str:
     """One line of InfluxDB line protocol: tags and fields sorted by key, millisecond timestamp."""
     tag_text = "".join(f",{k.translate(_KEY)}={_tag_value(v)}" for k, v in sorted(tags.items()) if v != "")
-    field_text = ",".join(f"{k.translate(_KEY)}={text}" for k, v in sorted(fields.items())
-                          if (text := _field(v)) is not None)
+    field_text = ",".join(
+        f"{k.translate(_KEY)}={text}" for k, v in sorted(fields.items()) if (text := _field(v)) is not None
+    )
     return f"{measurement.translate(_MEASUREMENT)}{tag_text} {field_text} {ts_ms}"
 
 
@@ -52,8 +53,9 @@ def channel_dict(channel: int, name: str, reading: Reading | None) -> dict[str, 
     return out
 
 
-def metrics_lines(device: str, names: dict[int, str], readings: dict[int, Reading], ts_ms: int,
-                  kind: str | None = None) -> str:
+def metrics_lines(
+    device: str, names: dict[int, str], readings: dict[int, Reading], ts_ms: int, kind: str | None = None
+) -> str:
     """One line per channel; numbers always float, booleans as booleans, state as string.
 
     `kind` ('hv' or 'lv', supplies only) becomes a tag, so dashboards tell HV from LV supplies.
@@ -73,8 +75,12 @@ def metrics_lines(device: str, names: dict[int, str], readings: dict[int, Readin
         elif isinstance(r, SensorChannel):
             fields = {key: float(getattr(r, key)) for key in ("temperature", "humidity", "dewpoint")}
         elif isinstance(r, ChillerChannel):
-            fields = {"on": bool(r.on), "tset": float(r.tset), "temperature": float(r.temperature),
-                      "state": r.state.value}
+            fields = {
+                "on": bool(r.on),
+                "tset": float(r.tset),
+                "temperature": float(r.temperature),
+                "state": r.state.value,
+            }
             if r.status_code is not None:
                 fields["status_code"] = float(r.status_code)
         lines.append(line(r.KIND, tags, fields, ts_ms))
@@ -92,8 +98,11 @@ def event_line(event: Event) -> str:
     for key in ("before", "after"):
         value = getattr(event, key)
         if value is not None:
-            fields[key] = value if isinstance(value, (bool, str)) else (
-                float(value) if isinstance(value, (int, float)) else str(value))
+            fields[key] = (
+                value
+                if isinstance(value, (bool, str))
+                else (float(value) if isinstance(value, (int, float)) else str(value))
+            )
     return line("event", tags, fields, int(event.ts * 1000))
 
 

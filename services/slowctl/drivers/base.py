@@ -20,9 +20,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from slowctl.drivers.readings import Reading, SupplyChannel
 from slowctl.drivers.link import InstrumentError, Link, LinkError, LinkSettings
-
+from slowctl.drivers.readings import Reading, SupplyChannel
 
 
 class ChannelLimits(Protocol):
@@ -45,13 +44,26 @@ class ChannelLimits(Protocol):
 
 
 def off_grid(value: float, step: float) -> bool:
-    """True when `value` is not a whole number of `step`s (relative tolerance for binary fractions)."""
+    """True when `value` is not a whole number of `step`s (relative tolerance for binary fractions).
+
+    The tolerance scales with the step and the value, never absolute: a 50 pA step is judged as finely as 0.1 V.
+    """
     n = round(value / step)
-    return abs(n * step - value) > 1e-9 * max(1.0, abs(value)) + step * 1e-6
+    return abs(n * step - value) > step * 1e-6 + abs(value) * 1e-12
 
 
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Steps = tuple[tuple[float, float], ...]  # (top of a range, its step), ranges in increasing order, SI units
+
+
+def range_step(steps: Steps, value: float | None) -> float | None:
+    """The step of the smallest range that holds |value| (auto range); None beyond them or without a value."""
+    if value is None or not math.isfinite(value):
+        return None
+    return next((step for top, step in steps if abs(value) <= top), None)
 
 
 class ChannelParam:
@@ -59,6 +71,12 @@ class ChannelParam:
 
     `limits` and `resolution` are in SI units, from the instrument's manual; the driver's doc page says which
     are confirmed. A settable parameter without a resolution accepts any value the wire format can carry.
+    `steps` is for an instrument whose step depends on the range that holds the value (auto range):
+    `((2.1, 50e-6), (21, 500e-6))` - a value up to 2.1 on a 50 µV grid, up to 21 on a 500 µV one;
+    `resolution` is then the finest of them unless given.
+    `query` is the text that reads the parameter (default `<command>?`), with the driver's fields
+    (`{n}`, ...) filled in by `query_text`; `parse` turns its answer into the value: together they let a
+    driver join the queries of several parameters in one message.
     """
 
     def __init__(
@@ -71,23 +89,41 @@ class ChannelParam:
         limits: tuple[float, float] | None = None,
         resolution: float | None = None,
         readonly: bool = False,
+        steps: Steps | None = None,
+        query: str | None = None,
     ) -> None:
         self.command = command
         self.unit = unit
         self.scale = scale  # SI value = instrument value * scale
         self.kind = kind
         self.limits = limits  # instrument range, SI units
+        self.steps = steps
+        if resolution is None and steps:
+            resolution = min(step for _, step in steps)
         self.resolution = resolution  # smallest step the instrument holds, SI units
         self.readonly = readonly
+        self.query = f"{command}?" if query is None else query
         self.name = command
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, driver: "Driver | None", owner: type) -> Any:
+    def __get__(self, driver: Driver | None, owner: type) -> Any:
         if driver is None:
             return self
         return _BoundParam(self, driver)
+
+    def step_at(self, value: float | None = None) -> float | None:
+        """The step the instrument holds `value` with: its range's with `steps`, else `resolution`.
+
+        Without a value (or beyond the last range) the finest step: what any range may hold.
+        """
+        step = range_step(self.steps, value) if self.steps else None
+        return self.resolution if step is None else step
+
+    def query_text(self, **fields: Any) -> str:
+        """The query that reads this parameter, e.g. `V{n}?` with n=1 -> `V1?`."""
+        return self.query.format(**fields)
 
     def check(self, value: float, limits: tuple[float, float] | None, step: float | None = None) -> None:
         if self.readonly:
@@ -112,7 +148,7 @@ class ChannelParam:
 
 
 class _BoundParam:
-    def __init__(self, param: ChannelParam, driver: "Driver") -> None:
+    def __init__(self, param: ChannelParam, driver: Driver) -> None:
         self._p, self._d = param, driver
 
     def __getitem__(self, channel: int) -> Any:
@@ -121,7 +157,7 @@ class _BoundParam:
     def __setitem__(self, channel: int, value: float) -> None:
         cls = type(self._d)
         self._p.check(value, cls.instrument_limits(self._p.name, self._d.options),
-                      cls.instrument_step(self._p.name, self._d.options))
+                      cls.instrument_step(self._p.name, self._d.options, value))
         self._d._set(self._p, channel, value / self._p.scale)
 
 
@@ -172,11 +208,13 @@ class Driver(ABC):
         return param.limits if isinstance(param, ChannelParam) else None
 
     @classmethod
-    def instrument_step(cls, action: str, options: BaseModel | None = None) -> float | None:
+    def instrument_step(cls, action: str, options: BaseModel | None = None,
+                        value: float | None = None) -> float | None:
         """The smallest step the instrument holds for an action's value (SI): the declared parameter's
-        resolution, which a driver may change by its options (model variant, range)."""
+        resolution, which a driver may change by its options (model variant, range). With `value`, the
+        step of the range that holds it (`ChannelParam.steps`); without, the finest."""
         param = getattr(cls, action, None)
-        return param.resolution if isinstance(param, ChannelParam) else None
+        return param.step_at(value) if isinstance(param, ChannelParam) else None
 
     @classmethod
     def _options_or_none(cls, options: dict[str, Any]) -> BaseModel | None:

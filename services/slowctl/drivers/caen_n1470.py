@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.readings import ChannelState, SupplyChannel
+from slowctl.drivers.wire import fixed
 
 STAT_BITS = ("ON", "RUP", "RDW", "OVC", "OVV", "UNV", "MAXV", "TRIP",
              "OVP", "OVT", "DIS", "KILL", "ILK", "NOCAL")
@@ -29,7 +30,8 @@ ERRORS = {
 class CaenOptions(NoOptions):
     board: int = Field(default=0, ge=0, le=31, description="board address on the chain")
     channels: int = Field(default=4, ge=1, le=16, description="N1470: 4, N1570: 2")
-    all_channels_query: bool = Field(default=False, description="CH:<channels> reads every channel at once (unconfirmed)")
+    all_channels_query: bool = Field(default=False,
+                                     description="CH:<channels> reads every channel at once (unconfirmed)")
     pdwn_ramp: str = Field(default="RAMP", description="PDWN value for ramped power-down (unconfirmed spelling)")
     pdwn_kill: str = Field(default="KILL", description="PDWN value for immediate power-down (unconfirmed spelling)")
 
@@ -63,10 +65,11 @@ class CaenN1470(SupplyDriver):
     max_channels = 16
     link_settings = LinkSettings(write_termination="\r\n", read_termination="\r\n", xonxoff=True)
 
-    vset = ChannelParam("VSET", "V", limits=(0, 8000))
-    iset = ChannelParam("ISET", "A", scale=1e-6, limits=(0, 3e-3))
-    rampup = ChannelParam("RUP", "V/s", limits=(1, 500))
-    rampdown = ChannelParam("RDW", "V/s", limits=(1, 500))
+    # ranges and steps of the manual's parameter table (docs/instruments/caen-n1470.md); ISET travels in µA
+    vset = ChannelParam("VSET", "V", limits=(0, 8000), resolution=0.1)
+    iset = ChannelParam("ISET", "A", scale=1e-6, limits=(0, 3e-3), resolution=0.01e-6)
+    rampup = ChannelParam("RUP", "V/s", limits=(1, 500), resolution=1)
+    rampdown = ChannelParam("RDW", "V/s", limits=(1, 500), resolution=1)
     vmon = ChannelParam("VMON", "V", readonly=True)
     imon = ChannelParam("IMON", "A", scale=1e-6, readonly=True)
     stat = ChannelParam("STAT", kind=int, readonly=True)
@@ -106,7 +109,9 @@ class CaenN1470(SupplyDriver):
         return value
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
-        self._request("SET", param.command, channel, f"{value:.2f}")
+        # the manual's fixed decimals (VSET 12.3, ISET 1.23 µA, RUP 20): exact for every value on the grid
+        step = (param.resolution or 0.01) / param.scale
+        self._request("SET", param.command, channel, fixed(value, step))
 
     def _get_all(self, param: ChannelParam) -> list:
         """One round trip for every channel (CH:<channels>)."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slowctl.drivers.readings import SensorChannel
 from slowctl.drivers.base import NoOptions, SensorDriver
-from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.humidity import dewpoint
+from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.readings import SensorChannel
 
 
 class ClimateOptions(NoOptions):

@@ -8,13 +8,14 @@ slip between them.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
-from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.readings import ChannelState, SupplyChannel
+from slowctl.drivers.scpi import ErrorQueue
 from slowctl.drivers.wire import ask, decimal, flag
 
 
@@ -24,10 +25,6 @@ class HmpOptions(NoOptions):
     fuse_delay_ms: int | None = Field(default=None, ge=0, le=250)
 
 
-
-
-
-
 class Hmp4040(SupplyDriver):
     model = "hmp4040"
     description = "Rohde & Schwarz HMP4040 / HMP2030 low-voltage supply"
@@ -35,10 +32,19 @@ class Hmp4040(SupplyDriver):
     max_channels = 4
     link_settings = LinkSettings(write_termination="\n", read_termination="\n", rtscts=True)
 
-    vset = ChannelParam("SOUR:VOLT", "V", limits=(0, 32.05))
-    iset = ChannelParam("SOUR:CURR", "A", limits=(0, 10.0))
+    # setting resolution: 1 mV; current 0.1 mA below 1 A, 1 mA from 1 A (docs/instruments/hmp4040.md)
+    vset = ChannelParam("SOUR:VOLT", "V", limits=(0, 32.05), resolution=1e-3)
+    iset = ChannelParam("SOUR:CURR", "A", limits=(0, 10.0), steps=((1.0, 1e-4), (10.0, 1e-3)))
     vmon = ChannelParam("MEAS:VOLT", "V", readonly=True)
     imon = ChannelParam("MEAS:CURR", "A", readonly=True)
+    armed = ChannelParam("OUTP:SEL", kind=flag, readonly=True)  # the output's own switch
+    fuse_trip = ChannelParam("FUSE:TRIP", kind=flag, readonly=True)
+    ovp_trip = ChannelParam("VOLT:PROT:TRIP", kind=flag, readonly=True)
+    general = ChannelParam("OUTP:GEN", kind=flag, readonly=True)  # the master switch, not per output
+
+    ERRORS = ErrorQueue("SYST:ERR?", clear="*CLS")  # *CLS first: an old error is not this command's
+    SETTINGS = ("vset", "iset")
+    MONITORS = ("vmon", "imon", "armed", "fuse_trip", "ovp_trip")
 
     options: HmpOptions
 
@@ -56,25 +62,20 @@ class Hmp4040(SupplyDriver):
     def _select(channel: int) -> str:
         return f"INST:NSEL {channel + 1}"
 
-    def _ask(self, channel: int, *queries: str) -> list[str]:
-        return ask(self.link, list(queries), prefix=self._select(channel))
+    def _read(self, channel: int, names: tuple[str, ...]) -> dict[str, Any]:
+        """Several parameters of one output: its selection and their queries in one message."""
+        params = [getattr(Hmp4040, name) for name in names]
+        answers = ask(self.link, [p.query_text() for p in params], prefix=self._select(channel))
+        return {p.name: p.parse(answer) for p, answer in zip(params, answers, strict=True)}
+
+    def _general(self) -> bool:
+        return bool(Hmp4040.general.parse(self.link.query(Hmp4040.general.query_text())))
 
     def _command(self, command: str) -> None:
-        """Send a setting and read the error queue: SCPI settings have no reply of their own.
-
-        *CLS first, in the same message: an old error must not be blamed on this command.
-        """
-        self.link.write(f"*CLS;{command}")
-        error = self.link.query("SYST:ERR?")
-        code, _, text = error.partition(",")
-        try:
-            if int(code) != 0:
-                raise InstrumentError(f"instrument refused {command!r}: {error}")
-        except ValueError:
-            raise LinkError(f"unreadable error reply {error!r}") from None
+        self.ERRORS.command(self.link, command)
 
     def _get(self, param: ChannelParam, channel: int) -> str:
-        return self._ask(channel, f"{param.command}?")[0]
+        return ask(self.link, [param.query_text()], prefix=self._select(channel))[0]
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
         self._command(f"{self._select(channel)};{param.command} {decimal(value)}")
@@ -103,10 +104,10 @@ class Hmp4040(SupplyDriver):
         if not on:
             self._command(f"{self._select(channel)};OUTP:SEL OFF")
             return
-        if not flag(self.link.query("OUTP:GEN?")):
+        if not self._general():
             # the master switch turns on every armed output, configured or not: disarm the others first
             for other in range(self._outputs):
-                if other != channel and flag(self._ask(other, "OUTP:SEL?")[0]):
+                if other != channel and self.armed[other]:
                     self._command(f"{self._select(other)};OUTP:SEL OFF")
         self._command(f"{self._select(channel)};OUTP:SEL ON")
         self._command("OUTP:GEN ON")
@@ -114,32 +115,25 @@ class Hmp4040(SupplyDriver):
     def clear(self, channel: int) -> None:
         # acknowledge a fuse or over-voltage trip by disarming the output; an output that did not trip
         # is left alone
-        fuse, ovp = self._ask(channel, "FUSE:TRIP?", "VOLT:PROT:TRIP?")
-        if flag(fuse) or flag(ovp):
+        trips = self._read(channel, ("fuse_trip", "ovp_trip"))
+        if trips["fuse_trip"] or trips["ovp_trip"]:
             self._command(f"{self._select(channel)};OUTP:SEL OFF")
 
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
-        general = flag(self.link.query("OUTP:GEN?"))
+        general = self._general()
         result = {}
         for ch in channels:
             if full or ch not in self._settings:
-                v, i = self._ask(ch, "SOUR:VOLT?", "SOUR:CURR?")
-                try:
-                    self._settings[ch] = (float(v), float(i))
-                except ValueError:
-                    raise LinkError(f"unreadable set values {v!r} / {i!r}") from None
-            vmon, imon, armed, fuse, ovp = self._ask(ch, "MEAS:VOLT?", "MEAS:CURR?", "OUTP:SEL?", "FUSE:TRIP?",
-                                                     "VOLT:PROT:TRIP?")
-            on = general and flag(armed)
-            alarms = [name for name, bit in (("FUSE", fuse), ("OVP", ovp)) if flag(bit)]
+                s = self._read(ch, self.SETTINGS)
+                self._settings[ch] = (s["vset"], s["iset"])
+            m = self._read(ch, self.MONITORS)
+            on = general and m["armed"]
+            alarms = [name for name, key in (("FUSE", "fuse_trip"), ("OVP", "ovp_trip")) if m[key]]
             if alarms:
                 state = ChannelState.TRIPPED
             else:
                 state = ChannelState.ON if on else ChannelState.OFF
             vset, iset = self._settings[ch]
-            try:
-                result[ch] = SupplyChannel(on=on, vset=vset, vmon=float(vmon), iset=iset, imon=float(imon),
-                                           state=state, alarms=alarms)
-            except ValueError:
-                raise LinkError(f"unreadable measurement {vmon!r} / {imon!r}") from None
+            result[ch] = SupplyChannel(on=on, vset=vset, vmon=m["vmon"], iset=iset, imon=m["imon"],
+                                       state=state, alarms=alarms)
         return result

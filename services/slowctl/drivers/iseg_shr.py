@@ -10,15 +10,15 @@ it also clears every channel's event register, i.e. the latched trips of all cha
 from __future__ import annotations
 
 import logging
-
 import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.readings import ChannelState, SupplyChannel
+from slowctl.drivers.scpi import ErrorQueue, error_code
 from slowctl.drivers.wire import ask, decimal
 
 STATUS_BITS = {0: "POSITIVE", 1: "ARC", 2: "INPUT_ERROR", 3: "ON", 4: "RAMP", 5: "EMCY", 6: "CC", 7: "CV",
@@ -27,7 +27,6 @@ STATUS_BITS = {0: "POSITIVE", 1: "ARC", 2: "INPUT_ERROR", 3: "ON", 4: "RAMP", 5:
 ALARMS = ("ARC", "INPUT_ERROR", "EMCY", "CC", "I_BOUNDS", "V_BOUNDS", "INHIBIT", "TRIP", "I_LIMIT", "V_LIMIT")
 FAULTS = frozenset({"ARC", "INPUT_ERROR", "INHIBIT"})
 POSITIVE, ON, EMCY, TRIP, RAMP_UP = 1 << 0, 1 << 3, 1 << 5, 1 << 13, 1 << 19
-MAX_ERRORS = 20  # error queue entries drained at most
 
 _NUMBER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d*))?\s*([A-Za-z/%]*)\s*")
 
@@ -100,6 +99,10 @@ class IsegOptions(NoOptions):
     channel_lists: bool = Field(default=True, description="one query for all channels with (@0-3) "
                                 "(unconfirmed for every query)")
     error_queue: bool = Field(default=True, description="check each setting with :SYST:ERR? (unconfirmed)")
+    vset_resolution: float | None = Field(default=None, gt=0, le=1, description="V; the module's voltage "
+                                          "setting step where it differs from the driver's 1 mV (unconfirmed)")
+    iset_resolution: float | None = Field(default=None, gt=0, le=1e-5, description="A; the module's current "
+                                          "setting step where it differs from the driver's 1 nA (unconfirmed)")
     vnom: float | None = Field(default=None, gt=0, le=6000, description="the module's nominal voltage (V)")
     inom: float | None = Field(default=None, gt=0, le=0.02, description="the module's nominal current (A)")
     polarity: Literal["p", "n"] | None = Field(default=None, description="expected output polarity: a channel "
@@ -115,16 +118,19 @@ class IsegShr(SupplyDriver):
     max_channels = 8
     link_settings = LinkSettings(write_termination="\r\n", read_termination="\r\n", echo=True)
 
-    vset = ChannelParam(":VOLT", "V", kind=_magnitude("V"), limits=(0, 6000))
-    iset = ChannelParam(":CURR", "A", kind=_magnitude("A"), limits=(0, 0.02))
-    rampup = ChannelParam(":CONF:RAMP:VOLT:UP", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200))
-    rampdown = ChannelParam(":CONF:RAMP:VOLT:DOWN", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200))
+    # steps unconfirmed (docs/instruments/iseg-shr.md); set values are read back with other headers
+    vset = ChannelParam(":VOLT", "V", kind=_magnitude("V"), limits=(0, 6000), resolution=1e-3, query=":READ:VOLT?")
+    iset = ChannelParam(":CURR", "A", kind=_magnitude("A"), limits=(0, 0.02), resolution=1e-9, query=":READ:CURR?")
+    rampup = ChannelParam(":CONF:RAMP:VOLT:UP", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200),
+                          resolution=1e-3)
+    rampdown = ChannelParam(":CONF:RAMP:VOLT:DOWN", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200),
+                            resolution=1e-3)
     vmon = ChannelParam(":MEAS:VOLT", "V", kind=_magnitude("V"), readonly=True)
     imon = ChannelParam(":MEAS:CURR", "A", kind=_magnitude("A"), readonly=True)
     status = ChannelParam(":READ:CHAN:STATUS", kind=int, readonly=True)
     event = ChannelParam(":READ:CHAN:EVENT:STATUS", kind=int, readonly=True)
 
-    READBACK = {"vset": ":READ:VOLT", "iset": ":READ:CURR"}  # set values are read with other headers
+    ERRORS = ErrorQueue(":SYST:ERR?")  # never *CLS: it would clear the latched trips of every channel
     SETTINGS = ("vset", "iset", "rampup", "rampdown")
     MONITORS = ("vmon", "imon", "status", "event")
 
@@ -148,42 +154,27 @@ class IsegShr(SupplyDriver):
         nominal = {"vset": getattr(options, "vnom", None), "iset": getattr(options, "inom", None)}.get(action)
         return (0.0, min(limits[1], nominal)) if limits and nominal is not None else limits
 
+    @classmethod
+    def instrument_step(cls, action: str, options: BaseModel | None = None,
+                        value: float | None = None) -> float | None:
+        """The driver's step, or the module's where the options give it."""
+        step = {"vset": getattr(options, "vset_resolution", None),
+                "iset": getattr(options, "iset_resolution", None)}.get(action)
+        return step if step is not None else super().instrument_step(action, options, value)
+
     # --- protocol ----------------------------------------------------------
     def _ask(self, queries: list[str]) -> list[str]:
         return ask(self.link, queries, joined=self.options.joined_queries)
 
-    def _error(self, reply: str) -> int:
-        try:
-            return int(reply.partition(",")[0])
-        except ValueError:
-            raise LinkError(f"unreadable error reply {reply[:64]!r}") from None
-
-    def _drain_errors(self) -> list[str]:
-        """Empty the error queue (stale errors must not be blamed on the next command)."""
-        errors = []
-        for _ in range(MAX_ERRORS):
-            reply = self.link.query(":SYST:ERR?")
-            if self._error(reply) == 0:
-                break
-            errors.append(reply)
-        return errors
-
     def _command(self, *commands: str) -> None:
-        """Send settings (no answer of their own), then read the error queue.
-
-        The error query goes in a line of its own: a header error (a command this firmware lacks)
-        discards the rest of its line, and a lost :SYST:ERR? would look like a dead link.
-        """
-        for line in [";".join(commands)] if self.options.joined_queries else commands:
-            self.link.write(line)
-        if not self.options.error_queue:
-            return
-        errors = self._drain_errors()
-        if errors:
-            raise InstrumentError(f"instrument refused {';'.join(commands)!r}: " + "; ".join(errors))
+        """Send settings (no answer of their own), then read the error queue (option error_queue)."""
+        if self.options.error_queue:
+            self.ERRORS.command(self.link, *commands, joined=self.options.joined_queries)
+        else:
+            self.ERRORS.write(self.link, *commands, joined=self.options.joined_queries)
 
     def _get(self, param: ChannelParam, channel: int) -> str:
-        return self.link.query(f"{self.READBACK.get(param.name, param.command)}? (@{channel})")
+        return self.link.query(f"{param.query_text()} (@{channel})")
 
     def _check_polarity(self, channel: int) -> None:
         """A channel of the other polarity than configured would forward-bias the sensor: refuse."""
@@ -210,12 +201,12 @@ class IsegShr(SupplyDriver):
         for group in groups:
             sel = channel_list(group)
             params = [getattr(IsegShr, n) for n in names]
-            answers = self._ask([f"{self.READBACK.get(p.name, p.command)}? {sel}" for p in params])
-            for p, answer in zip(params, answers):
+            answers = self._ask([f"{p.query_text()} {sel}" for p in params])
+            for p, answer in zip(params, answers, strict=True):
                 values = answer.split(",")
                 if len(values) != len(group):
                     raise LinkError(f"expected {len(group)} values for {p.command}, got {answer[:64]!r}")
-                for ch, text in zip(group, values):
+                for ch, text in zip(group, values, strict=True):
                     out[ch][p.name] = p.parse(text.strip())
         return out
 
@@ -237,20 +228,20 @@ class IsegShr(SupplyDriver):
         self._settings.clear()
         self._status.clear()
         self._killed.clear()
-        if self.options.error_queue:
-            self._drain_errors()
+        if self.options.error_queue:  # stale errors must not be blamed on the next command
+            self.ERRORS.errors(self.link)
         if self.options.error_queue and self.options.joined_queries:
             # a channel the module lacks is refused here, with a reason, not later with a timeout
             sel = channel_list(self.channels) if self.options.channel_lists else f"(@{max(self.channels)})"
             reply = self.link.query(f":READ:CHAN:STATUS? {sel};:SYST:ERR?")
             status, _, error = reply.rpartition(";")
-            if not status or self._error(error) != 0:
+            if not status or error_code(error) != 0:
                 raise InstrumentError(f"channels {sel} not all on this module ({identity}): {error}")
             if self.options.channel_lists:  # the polarities, for the sign of the first Vset
                 words = [IsegShr.status.parse(w.strip()) for w in status.split(",")]
                 if len(words) != len(self.channels):
                     raise LinkError(f"expected {len(self.channels)} status words, got {status[:64]!r}")
-                self._status.update(zip(self.channels, words))
+                self._status.update(zip(self.channels, words, strict=True))
         return identity
 
     def configure_channel(self, channel: int, rampup: float | None, rampdown: float | None, off_mode: str) -> None:

@@ -13,14 +13,22 @@ import re
 import time
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from slowctl.drivers.readings import ChannelState, ChillerChannel
 from slowctl.drivers.base import ChannelParam, ChillerDriver, NoOptions
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
-from slowctl.drivers.wire import flag
+from slowctl.drivers.readings import ChannelState, ChillerChannel
+from slowctl.drivers.wire import fixed, flag
 
 STATUS = re.compile(r"\s*(-?\d{1,3})\b\s*(.*)")
+
+
+def status_reply(text: str) -> tuple[int, str]:
+    """`03 REMOTE START` -> (3, 'REMOTE START'); a negative code is an alarm or a warning."""
+    m = STATUS.fullmatch(text)
+    if m is None:
+        raise ValueError(text)
+    return int(m.group(1)), m.group(2).strip()
 
 
 class JulaboOptions(NoOptions):
@@ -30,7 +38,8 @@ class JulaboOptions(NoOptions):
                                   description="version queries at connect: the first one after opening the "
                                               "port may go unanswered (unconfirmed)")
     setpoint_resolution: float = Field(default=0.01, gt=0, le=1,
-                                       description="°C; a read-back setpoint within half of it counts as taken")
+                                       description="°C, the setpoint step the chiller holds: a finer setpoint "
+                                                   "is refused, a read-back within half of it counts as taken")
     unit_check: bool = Field(default=False, description="refuse a chiller whose in_sp_06 is not 0 (°C) "
                                                         "(unconfirmed outside the FP5x HighTech series)")
 
@@ -45,11 +54,21 @@ class Julabo(ChillerDriver):
     link_settings = LinkSettings(write_termination="\r", read_termination="\n", baudrate=4800, bytesize=7,
                                  parity="E", stopbits=1, min_interval=0.25)
 
-    tset = ChannelParam("sp_00", "°C", limits=(-95.0, 400.0))  # in_sp_00 / out_sp_00
-    temperature = ChannelParam("pv_00", "°C", readonly=True)  # in_pv_00
-    running = ChannelParam("mode_05", kind=flag)  # in_mode_05 / out_mode_05
+    # set with out_<command>, read with the query; the setpoint step is the setpoint_resolution option
+    tset = ChannelParam("sp_00", "°C", limits=(-95.0, 400.0), resolution=0.01, query="in_sp_00")
+    temperature = ChannelParam("pv_00", "°C", readonly=True, query="in_pv_00")
+    running = ChannelParam("mode_05", kind=flag, query="in_mode_05")
+    status = ChannelParam("status", kind=status_reply, readonly=True, query="status")  # (code, text)
 
     options: JulaboOptions
+
+    @classmethod
+    def instrument_step(cls, action: str, options: BaseModel | None = None,
+                        value: float | None = None) -> float | None:
+        """The setpoint step is the chiller's (option setpoint_resolution): the models differ."""
+        if action == "tset" and isinstance(options, JulaboOptions):
+            return options.setpoint_resolution
+        return super().instrument_step(action, options, value)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -67,15 +86,11 @@ class Julabo(ChillerDriver):
         return self.link.query(request)
 
     def _get(self, param: ChannelParam, channel: int) -> str:
-        return self._ask(f"in_{param.command}")
+        return self._ask(param.query_text())
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
-        if param.kind is float:
-            step = self.options.setpoint_resolution
-            if abs(round(value / step) * step - value) > 1e-9:
-                raise InstrumentError(f"{param.name} {value:g} is finer than the chiller's resolution {step:g}: "
-                                      "refused rather than rounded")
-        text = f"{value:.2f}" if param.kind is float else str(int(value))
+        # the step was checked already (instrument_step): its decimals carry the value exactly
+        text = fixed(value, self.options.setpoint_resolution) if param.kind is float else str(int(value))
         self._wait_after_out()
         try:
             self.link.write(f"out_{param.command} {text}")
@@ -87,16 +102,9 @@ class Julabo(ChillerDriver):
         else:
             ok = taken == bool(value)
         if not ok:
-            code, status = self._status()
+            code, status = self.status[0]
             raise InstrumentError(f"out_{param.command} {text} was not taken: in_{param.command} reads "
                                   f"{taken:g}" + (f"; status {code} {status}" if code < 0 else ""))
-
-    def _status(self) -> tuple[int, str]:
-        reply = self._ask("status")
-        m = STATUS.fullmatch(reply)
-        if m is None:
-            raise LinkError(f"unreadable status {reply[:64]!r}")
-        return int(m.group(1)), m.group(2).strip()
 
     # --- the framework's view ----------------------------------------------
     def connect(self) -> str:
@@ -109,7 +117,7 @@ class Julabo(ChillerDriver):
                     raise
         if not version.strip().upper().startswith("JULABO"):
             raise LinkError(f"not a JULABO: {version[:64]!r}")
-        self._status()  # takes a stale command error (e.g. -08 INVALID COMMAND) off the status
+        self.status[0]  # takes a stale command error (e.g. -08 INVALID COMMAND) off the status
         if self.options.unit_check:
             unit = self._ask("in_sp_06").strip()
             if unit != "0":
@@ -125,7 +133,7 @@ class Julabo(ChillerDriver):
             self._tset = self.tset[0]
         temperature = self.temperature[0]
         on = self.running[0]
-        code, status = self._status()
+        code, status = self.status[0]
         if code < 0:
             state, alarms = ChannelState.ERROR, [status or f"error {code}"]
         else:

@@ -11,14 +11,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
-from slowctl.drivers.readings import ChannelState, SupplyChannel
-from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
+from slowctl.drivers.base import ChannelParam, NoOptions, Steps, SupplyDriver, range_step
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.readings import ChannelState, SupplyChannel
+from slowctl.drivers.scpi import ErrorQueue
 from slowctl.drivers.wire import ask, decimal, flag
 
-VARIANTS = {"2410": (1100.0, 1.05), "2400": (210.0, 1.05)}  # highest |V|, highest compliance (A)
+# Source programming resolution per range (auto range: the range is the smallest that holds the value; a range
+# reaches 105 % of its name, the 20 V one 21 V): 2400-series specifications, docs/instruments/keithley-2410.md
+LOW_V = ((0.21, 5e-6), (2.1, 50e-6), (21.0, 500e-6))
+CURRENT_2410 = ((1.05e-6, 50e-12), (10.5e-6, 500e-12), (105e-6, 5e-9), (1.05e-3, 50e-9), (21e-3, 500e-9),
+                (105e-3, 5e-6), (1.05, 50e-6))
+CURRENT_2400 = ((1.05e-6, 50e-12), (10.5e-6, 500e-12), (105e-6, 5e-9), (1.05e-3, 50e-9), (10.5e-3, 500e-9),
+                (105e-3, 5e-6), (1.05, 50e-6))
+# highest |V|, highest compliance (A), voltage steps, compliance steps (assumed those of the current source)
+VARIANTS: dict[str, tuple[float, float, Steps, Steps]] = {
+    "2410": (1100.0, 1.05, (*LOW_V, (1100.0, 50e-3)), CURRENT_2410),
+    "2400": (210.0, 1.05, (*LOW_V, (210.0, 5e-3)), CURRENT_2400),
+}
 NOT_MEASURED = 9.0e37  # the 2400 family writes +9.91e37 for a value it did not measure
 POLARITY_NOISE = 1.0  # V; a measured voltage of the wrong sign beyond this is a polarity alarm
 SETUP = (":SOUR:CLE:AUTO OFF",  # never let :READ? switch the source on by itself
@@ -26,18 +38,17 @@ SETUP = (":SOUR:CLE:AUTO OFF",  # never let :READ? switch the source on by itsel
          ":FORM:ELEM VOLT,CURR")
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text.strip())
-    except ValueError:
-        raise LinkError(f"unreadable number {text[:32]!r}") from None
-
-
 def _magnitude(text: str) -> float:
     return abs(float(text))
 
 
-
+def _reading(text: str) -> tuple[float | None, float | None]:
+    """`:READ?` with `:FORM:ELEM VOLT,CURR`; +9.91e37 (not measured) is None: "not available", never a number."""
+    values = [float(x) for x in text.split(",")]
+    if len(values) != 2:
+        raise ValueError(text)
+    v, i = (None if abs(x) >= NOT_MEASURED else x for x in values)
+    return v, i
 
 class KeithleyOptions(NoOptions):
     variant: Literal["2410", "2400"] = Field(default="2410", description="2410: 1100 V, 2400: 210 V")
@@ -56,8 +67,15 @@ class Keithley2410(SupplyDriver):
     max_channels = 1
     link_settings = LinkSettings(write_termination="\n", read_termination="\n")
 
-    vset = ChannelParam(":SOUR:VOLT", "V", kind=_magnitude, limits=(0, 1100))
-    iset = ChannelParam(":SENS:CURR:PROT", "A", kind=_magnitude, limits=(0, 1.05))
+    # magnitudes: the polarity option gives the sign; steps of the 2410 (instrument_step: the variant's)
+    vset = ChannelParam(":SOUR:VOLT", "V", kind=_magnitude, limits=(0, 1100), steps=VARIANTS["2410"][2])
+    iset = ChannelParam(":SENS:CURR:PROT", "A", kind=_magnitude, limits=(0, 1.05), steps=VARIANTS["2410"][3])
+    vsource = ChannelParam(":SOUR:VOLT", "V", readonly=True)  # the signed source level: polarity checks
+    output = ChannelParam(":OUTP", kind=flag, readonly=True)
+    reading = ChannelParam(":READ", kind=_reading, readonly=True)  # (V, A), signed
+    tripped = ChannelParam(":SENS:CURR:PROT:TRIP", kind=flag, readonly=True)  # in compliance
+
+    ERRORS = ErrorQueue(":SYST:ERR?", clear="*CLS")  # *CLS first: no stale error is blamed on a setting
 
     options: KeithleyOptions
 
@@ -85,6 +103,15 @@ class Keithley2410(SupplyDriver):
             return (0.0, VARIANTS[options.variant][0])
         return super().instrument_limits(action, options)
 
+    @classmethod
+    def instrument_step(cls, action: str, options: BaseModel | None = None,
+                        value: float | None = None) -> float | None:
+        """The variant's step of the source range that holds the value (the finest without a value)."""
+        if action in ("vset", "iset") and isinstance(options, KeithleyOptions):
+            steps = VARIANTS[options.variant][2 if action == "vset" else 3]
+            return range_step(steps, value) or min(step for _, step in steps)
+        return super().instrument_step(action, options, value)
+
     @property
     def sign(self) -> float:
         return -1.0 if self.options.polarity == "-" else 1.0
@@ -94,23 +121,14 @@ class Keithley2410(SupplyDriver):
         return ask(self.link, list(queries), joined=self.options.joined_queries)
 
     def _command(self, *commands: str) -> None:
-        """Settings, then the error queue; *CLS first, so that no stale error is blamed on them.
-
-        The error query goes in a line of its own: a header error discards the rest of its line.
-        """
-        lines = [";".join(["*CLS", *commands])] if self.options.joined_queries else ["*CLS", *commands]
-        for line in lines:
-            self.link.write(line)
-        error = self.link.query(":SYST:ERR?")
-        try:
-            failed = int(error.partition(",")[0]) != 0
-        except ValueError:
-            raise LinkError(f"unreadable error reply {error[:64]!r}") from None
-        if failed:
-            raise InstrumentError(f"instrument refused {';'.join(commands)!r}: {error}")
+        self.ERRORS.command(self.link, *commands, joined=self.options.joined_queries)
 
     def _get(self, param: ChannelParam, channel: int) -> str:
-        return self._ask(f"{param.command}?")[0]
+        return self._ask(param.query_text())[0]
+
+    def _values(self, *params: ChannelParam) -> dict[str, Any]:
+        return {p.name: p.parse(a) for p, a in zip(params, self._ask(*(p.query_text() for p in params)),
+                                                    strict=True)}
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
         if param.name == "vset" and self._on and self._settings and self._settings[0] * self.sign < 0:
@@ -131,15 +149,16 @@ class Keithley2410(SupplyDriver):
             raise LinkError(f"not a Keithley SourceMeter: {identity[:64]!r}")
         if fields[1].upper() != f"MODEL {self.options.variant}":
             raise LinkError(f"{fields[1]!r} is not the configured variant {self.options.variant}: {identity[:64]!r}")
-        function, output = self._ask(":SOUR:FUNC?", ":OUTP?")
+        function, output = self._ask(":SOUR:FUNC?", Keithley2410.output.query_text())
+        on = Keithley2410.output.parse(output)
         if function.strip().upper() not in ("VOLT", "VOLTAGE"):
-            if flag(output):  # switching the function would change a live output
+            if on:  # switching the function would change a live output
                 raise InstrumentError(f"the {self.options.variant} sources {function.strip()} with the output on: "
                                       "switch it off at the front panel first")
             self._command(":SOUR:FUNC VOLT")
         self._command(*SETUP)
         self._settings = None
-        self._on = flag(output)
+        self._on = on
         return identity
 
     def switch(self, channel: int, on: bool) -> None:
@@ -151,35 +170,27 @@ class Keithley2410(SupplyDriver):
         # and the event registers (*CLS, sent by _command)
         self._command()
 
-    def _measure(self, text: str) -> tuple[float | None, float | None]:
-        values = text.split(",")
-        if len(values) != 2:
-            raise LinkError(f"expected VOLT,CURR from :READ?, got {text[:64]!r}")
-        v, i = (_number(x) for x in values)
-        return (None if abs(v) >= NOT_MEASURED else v), (None if abs(i) >= NOT_MEASURED else i)
-
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
-        settings = [":SOUR:VOLT?", ":SENS:CURR:PROT?"] if full or self._settings is None else []
-        n = len(settings)
-        reading: str | None = None
-        trip = "0"
+        k = Keithley2410
+        settings = [k.vsource, k.iset] if full or self._settings is None else []
+        monitor = [k.reading, k.tripped]
         if self.options.joined_queries:
-            measure = [":READ?", ":SENS:CURR:PROT:TRIP?"] if self._on else []
-            answers = self._ask_tolerant([*settings, ":OUTP?", *measure])
-            head, on = answers[:n], flag(answers[n])
-            if len(answers) == n + 3:
-                reading, trip = answers[n + 1], answers[n + 2]
+            params = [*settings, k.output, *(monitor if self._on else [])]
+            answers = self._ask_tolerant([p.query_text() for p in params])
+            if len(answers) < len(params):  # :READ? refused: the output went off since the last poll
+                params = params[:len(settings) + 1]
+            values = {p.name: p.parse(a) for p, a in zip(params, answers[:len(params)], strict=True)}
         else:
-            head = [self.link.query(q) for q in settings]
-            on = flag(self.link.query(":OUTP?"))
-        if on and reading is None:  # off at the last poll (or switched on behind our back)
-            reading, trip = self._ask(":READ?", ":SENS:CURR:PROT:TRIP?")
-        if head:
-            self._settings = (_number(head[0]), _number(head[1]))
+            values = {p.name: p.parse(self.link.query(p.query_text())) for p in [*settings, k.output]}
+        on = values["output"]
+        if on and "reading" not in values:  # off at the last poll (or switched on behind our back)
+            values.update(self._values(*monitor))
+        if settings:
+            self._settings = (values["vsource"], values["iset"])
         assert self._settings is not None
         self._on = on
-        vmon, imon = self._measure(reading) if on and reading is not None else (0.0, 0.0)
-        in_compliance = on and flag(trip)
+        vmon, imon = values["reading"] if on else (0.0, 0.0)
+        in_compliance = on and values["tripped"]
         vset, iset = self._settings
         alarms = ["COMPLIANCE"] if in_compliance else []
         if vset * self.sign < 0 or (vmon is not None and vmon * self.sign < -POLARITY_NOISE):
@@ -188,10 +199,9 @@ class Keithley2410(SupplyDriver):
             state = ChannelState.COMPLIANCE
         else:
             state = ChannelState.ON if on else ChannelState.OFF
-        # a value the instrument did not measure (+9.91e37) is None: "not available", never a number
         result = SupplyChannel(
-            on=on, vset=abs(vset), vmon=None if vmon is None else abs(vmon), iset=iset,  # type: ignore[arg-type]
-            imon=None if imon is None else abs(imon), state=state, alarms=alarms,  # type: ignore[arg-type]
+            on=on, vset=abs(vset), vmon=None if vmon is None else abs(vmon), iset=iset,
+            imon=None if imon is None else abs(imon), state=state, alarms=alarms,
         )
         return {ch: result for ch in channels}
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Protocol
+from typing import Protocol
 
 VISA_RESOURCE = re.compile(r"^(ASRL|TCPIP|GPIB|USB|VXI)\d*::", re.IGNORECASE)
 

@@ -12,21 +12,28 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
-from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.base import ChannelLimits, ChannelParam, NoOptions, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
+from slowctl.drivers.readings import ChannelState, SupplyChannel
+from slowctl.drivers.scpi import EventRegisters
 from slowctl.drivers.wire import decimal, flag
-
 
 # outputs, highest voltage (V) and current (A) over all outputs and ranges
 VARIANTS: dict[str, tuple[int, float, float]] = {
     "MX100TP": (3, 70.0, 6.0),
     "CPX400DP": (2, 60.0, 20.0),
     "QL355TP": (3, 35.0, 5.0),
+}
+# setting resolution of vset (V) and iset (A) per model (unconfirmed: docs/instruments/tti-mx100tp.md)
+STEPS: dict[str, tuple[float, float]] = {
+    "MX100TP": (1e-3, 1e-4),
+    "CPX400DP": (1e-2, 1e-3),
+    "QL355TP": (1e-3, 1e-4),
 }
 # TTi model names end in the number of outputs: QP 4, TP 3, DP 2, SP / P 1
 SUFFIX_OUTPUTS = (("QP", 4), ("TP", 3), ("DP", 2), ("SP", 1), ("P", 1))
@@ -40,8 +47,6 @@ EER_TEXT = {
     104: "not allowed while the output is on",
     200: "read only: another interface holds the lock",
 }
-ESR_ERRORS = ((0x20, "command error (not understood)"), (0x10, "execution error"),
-              (0x08, "verify timeout"), (0x04, "query error"))
 
 Bit = Annotated[int, Field(ge=0, le=7)]
 PositiveLevel = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -62,12 +67,13 @@ class TtiOptions(NoOptions):
 
 
 
-
-def _int(text: str, what: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise LinkError(f"unreadable {what} reply {text[:32]!r}") from None
+def _with_unit(unit: str) -> Callable[[str], float]:
+    """A monitor reply ends with its unit: `5.002V`; without it the line is garbled."""
+    def parse(text: str) -> float:
+        if not text.endswith(unit):
+            raise ValueError(text)
+        return float(text[: -len(unit)])
+    return parse
 
 
 def outputs_of(model: str) -> int | None:
@@ -85,13 +91,16 @@ class TtiMx100tp(SupplyDriver):
     link_settings = LinkSettings(write_termination="\n", read_termination="\r\n", baudrate=9600, xonxoff=True,
                                  min_interval=0.01)
 
-    # `{n}` is the output number (channel + 1); setpoints are queried with `?`, monitors end with their unit
-    vset = ChannelParam("V{n}", "V", limits=(0.0, 70.0))
-    iset = ChannelParam("I{n}", "A", limits=(0.0, 20.0))
-    vmon = ChannelParam("V{n}O?", "V", readonly=True)
-    imon = ChannelParam("I{n}O?", "A", readonly=True)
-    ovp = ChannelParam("OVP{n}", "V", limits=(0.0, 80.0))  # set only: OVP1? answers "VP1 13.50"
-    ocp = ChannelParam("OCP{n}", "A", limits=(0.0, 22.0))  # set only: OCP1? answers "CP1 2.500"
+    # `{n}` is the output number (channel + 1); the finest steps of the family (STEPS: per model)
+    vset = ChannelParam("V{n}", "V", limits=(0.0, 70.0), resolution=1e-3)  # V1? -> V1 5.00
+    iset = ChannelParam("I{n}", "A", limits=(0.0, 20.0), resolution=1e-4)  # I1? -> I1 0.500
+    vmon = ChannelParam("V{n}O", "V", kind=_with_unit("V"), readonly=True)  # V1O? -> 5.002V
+    imon = ChannelParam("I{n}O", "A", kind=_with_unit("A"), readonly=True)  # I1O? -> 0.100A
+    ovp = ChannelParam("OVP{n}", "V", limits=(0.0, 80.0), resolution=0.01)  # set only: OVP1? answers "VP1 13.50"
+    ocp = ChannelParam("OCP{n}", "A", limits=(0.0, 22.0), resolution=0.001)  # set only: OCP1? answers "CP1 2.500"
+    output = ChannelParam("OP{n}", kind=flag, readonly=True)  # OP1? -> 1; switched by switch()
+    limit_events = ChannelParam("LSR{n}", kind=int, readonly=True)  # cleared by reading
+    HEADED = ("vset", "iset")  # replies that repeat the header (option setpoint_header)
 
     options: TtiOptions
 
@@ -101,10 +110,21 @@ class TtiMx100tp(SupplyDriver):
         self._trips: dict[int, list[str]] = {}  # LSR trip bits seen, kept until clear / output on
         variant = VARIANTS.get(self.options.variant or "")
         self._range = (variant[1], variant[2]) if variant else (70.0, 20.0)
+        self._steps = STEPS.get(self.options.variant or "", (1e-3, 1e-4))  # the model's, once known
+        self._errors = EventRegisters(EER_TEXT, esr=self.options.error_check == "esr")
 
     @classmethod
     def channel_count(cls, options: TtiOptions) -> int:  # type: ignore[override]
         return options.outputs
+
+    @classmethod
+    def instrument_step(cls, action: str, options: BaseModel | None = None,
+                        value: float | None = None) -> float | None:
+        """The variant's steps when configured; else the family's finest (the model's apply after connect)."""
+        variant = getattr(options, "variant", None)
+        if action in ("vset", "iset") and variant:
+            return STEPS[variant][action == "iset"]
+        return super().instrument_step(action, options, value)
 
     @classmethod
     def check_config(cls, options: dict[str, Any], channels: dict[int, ChannelLimits]) -> list[str]:
@@ -131,30 +151,13 @@ class TtiMx100tp(SupplyDriver):
 
     # --- protocol ----------------------------------------------------------
     def _command(self, command: str) -> None:
-        """Send a setting, then read the error registers: a setting has no reply of its own."""
-        self.link.write(command)
-        if self.options.error_check == "eer":
-            code = _int(self.link.query("EER?"), "EER?")
-            if code:
-                raise InstrumentError(f"instrument refused {command!r}: error {code} ({EER_TEXT.get(code, 'unknown')})")
-            return
-        esr = _int(self.link.query("*ESR?"), "*ESR?")
-        problems = [text for bit, text in ESR_ERRORS if esr & bit]
-        if esr & 0x10:
-            code = _int(self.link.query("EER?"), "EER?")
-            problems[problems.index("execution error")] = f"execution error {code} ({EER_TEXT.get(code, 'unknown')})"
-        if problems:
-            raise InstrumentError(f"instrument refused {command!r}: {', '.join(problems)}")
+        """Send a setting, then read the error registers: a setting has no reply of their own."""
+        self._errors.command(self.link, command)
 
     def _get(self, param: ChannelParam, channel: int) -> str:
-        header = param.command.format(n=channel + 1)
-        if param.readonly:  # V1O? -> 5.002V
-            reply = self.link.query(header)
-            if not reply.endswith(param.unit):
-                raise LinkError(f"unexpected reply {reply[:32]!r} to {header}")
-            return reply[: -len(param.unit)]
-        reply = self.link.query(f"{header}?")  # V1? -> V1 5.00
-        if self.options.setpoint_header:
+        reply = self.link.query(param.query_text(n=channel + 1))
+        if param.name in self.HEADED and self.options.setpoint_header:
+            header = param.command.format(n=channel + 1)
             if not reply.startswith(f"{header} "):
                 raise LinkError(f"unexpected reply {reply[:32]!r} to {header}?")
             return reply[len(header) + 1:]
@@ -178,10 +181,10 @@ class TtiMx100tp(SupplyDriver):
             raise InstrumentError(f"{model} has {outputs} outputs, the config expects {self.options.outputs}")
         if model in VARIANTS:
             self._range = VARIANTS[model][1:]
+            self._steps = STEPS[model]
         # stale errors of an earlier session: *ESR? and EER? clear on reading. No *CLS, which
         # would also clear the limit status registers, and with them a trip not yet seen.
-        _int(self.link.query("*ESR?"), "*ESR?")
-        _int(self.link.query("EER?"), "EER?")
+        self._errors.flush(self.link)
         self._settings.clear()
         self._trips.clear()
         return identity
@@ -192,28 +195,30 @@ class TtiMx100tp(SupplyDriver):
             if level is None:
                 continue
             # on, a level at or below the set value would trip the output once the load lets it get there
-            if flag(self.link.query(f"OP{channel + 1}?")) and max(setting[channel], monitor[channel]) >= level:
+            if self.output[channel] and max(setting[channel], monitor[channel]) >= level:
                 # a protection level below what the output delivers now would trip it
                 raise InstrumentError(f"{key} {level:g} of output {channel + 1} is not above its present output: "
                                       "not set, so that the output is not tripped")
             getattr(self, key)[channel] = level
 
-    def _check_range(self, what: str, value: float, top: float, unit: str) -> None:
+    def _check_model(self, param: ChannelParam, value: float, top: float, step: float) -> None:
+        """The connected model's range and step, narrower than the family's the parameter declares."""
         if math.isfinite(value) and value > top:
-            raise InstrumentError(f"{what} {value:g} {unit} outside the instrument range 0..{top:g} {unit}")
+            param.check(value, (0.0, top))
+        param.check(value, None, step)
 
     def set_voltage(self, channel: int, volts: float) -> None:
-        self._check_range("vset", volts, self._range[0], "V")
+        self._check_model(TtiMx100tp.vset, volts, self._range[0], self._steps[0])
         super().set_voltage(channel, volts)
 
     def set_current(self, channel: int, amps: float) -> None:
-        self._check_range("iset", amps, self._range[1], "A")
+        self._check_model(TtiMx100tp.iset, amps, self._range[1], self._steps[1])
         super().set_current(channel, amps)
 
     def switch(self, channel: int, on: bool) -> None:
         n = channel + 1
         self._command(f"OP{n} {int(on)}")
-        if flag(self.link.query(f"OP{n}?")) != on:  # a tripped output does not come on
+        if self.output[channel] != on:  # a tripped output does not come on
             raise InstrumentError(f"output {n} did not switch {'on' if on else 'off'}"
                                   + (" (tripped? send clear first)" if on else ""))
 
@@ -225,13 +230,12 @@ class TtiMx100tp(SupplyDriver):
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
         result = {}
         for ch in channels:
-            n = ch + 1
             if full or ch not in self._settings:
                 self._settings[ch] = (self.vset[ch], self.iset[ch])
             vset, iset = self._settings[ch]
             vmon, imon = self.vmon[ch], self.imon[ch]
-            on = flag(self.link.query(f"OP{n}?"))
-            lsr = _int(self.link.query(f"LSR{n}?"), f"LSR{n}?")
+            on = self.output[ch]
+            lsr = self.limit_events[ch]
             new = [name for name, bit in self.options.trip_bits.items() if lsr >> bit & 1]
             if new:
                 seen = self._trips.setdefault(ch, [])

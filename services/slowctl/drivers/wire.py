@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from slowctl.drivers.link import Link, LinkError
 
 
@@ -16,8 +18,23 @@ def flag(text: str) -> bool:
 
 
 def decimal(value: float) -> str:
-    """Plain decimal (SCPI NR2), never rounded to a coarser value: 4e-05 -> '0.00004', 32.05 -> '32.05'."""
-    return f"{value:.9f}".rstrip("0").rstrip(".") or "0"
+    """Plain decimal (SCPI NR2), never rounded to a coarser value: 4e-05 -> '0.00004', 32.05 -> '32.05',
+    5e-11 -> '0.00000000005'. 15 significant digits: all a float holds, without its binary noise."""
+    return format(Decimal(f"{value:.15g}"), "f")
+
+
+def decimals(step: float) -> int:
+    """Decimal places of a step: 0.1 -> 1, 0.05 -> 2, 1 -> 0, 5e-11 -> 11."""
+    places = 0
+    while abs(step * 10**places - round(step * 10**places)) > 1e-6 * step * 10**places and places < 15:
+        places += 1
+    return places
+
+
+def fixed(value: float, step: float) -> str:
+    """A value on a step's grid with the step's decimal places (12.3 on 0.1 -> '12.3', 20 on 1 -> '20'):
+    exact for every value the step check lets through, as the manuals' fixed formats (%.1f, %03d) are."""
+    return f"{value:.{decimals(step)}f}"
 
 
 def ask(link: Link, queries: list[str], joined: bool = True, prefix: str | None = None) -> list[str]:

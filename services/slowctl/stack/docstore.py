@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 from urllib.parse import quote_plus
 
 PREFIX = "SLOWCTL_MONGO_"
@@ -28,7 +28,7 @@ class MongoSettings:
     password: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> "MongoSettings":
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> MongoSettings:
         missing = [k for k in ("DATABASE", "USER", "PASSWORD") if not env.get(PREFIX + k)]
         if missing:
             raise DocstoreError("not set: " + ", ".join(PREFIX + k for k in missing))

@@ -10,12 +10,13 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from slowctl.config import StackConfig
 from slowctl.stack.tls import TlsFiles, ensure_tls
+
 
 class InitError(Exception):
     pass

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from slowctl.stack.broker import service_user, write_broker_files
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession
+from slowctl.stack.broker import service_user, write_broker_files
 from slowctl.stack.supervisor import ProcessSpec, Supervisor, port_open
 from slowctl.stack.tls import TlsFiles
 from slowctl.stack.ui import NativeUi, tls_files

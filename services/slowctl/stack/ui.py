@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from slowctl.config import StackConfig
 from slowctl.stack import gateway, nodered
 from slowctl.stack.broker import load_credentials
-from slowctl.config import StackConfig
 from slowctl.stack.supervisor import ProcessSpec, port_open
 from slowctl.stack.tls import TlsFiles, ensure_tls
 
