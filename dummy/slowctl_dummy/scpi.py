@@ -125,9 +125,7 @@ class ScpiInstrument(Instrument):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.commands = [
-            (compile_pattern(p), name)
-            for name in dir(cls)
-            for p in getattr(getattr(cls, name), "scpi_patterns", [])
+            (compile_pattern(p), name) for name in dir(cls) for p in getattr(getattr(cls, name), "scpi_patterns", [])
         ]
 
     def __init__(self, **kwargs: Any) -> None:

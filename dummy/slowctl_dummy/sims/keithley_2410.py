@@ -97,8 +97,7 @@ ENVELOPE = {"2410": 0.021, "2400": 0.105}  # A, highest compliance above 21 V
 TERMINATORS = {"LF": (b"\n", b"\n"), "CRLF": (b"\r\n", b"\r\n"), "CR": (b"\r", b"\r")}
 NOT_MEASURED = 9.91e37
 ELEMENTS = ("VOLT", "CURR", "RES", "TIME", "STAT")
-FUNCTIONS = {"VOLT": "VOLT", "VOLTAGE": "VOLT", "CURR": "CURR", "CURRENT": "CURR", "RES": "RES",
-             "RESISTANCE": "RES"}
+FUNCTIONS = {"VOLT": "VOLT", "VOLTAGE": "VOLT", "CURR": "CURR", "CURRENT": "CURR", "RES": "RES", "RESISTANCE": "RES"}
 TAU = 0.0002  # s, source settling time constant
 AUTO_DELAY = 0.003  # s, source delay with :SOUR:DEL:AUTO ON (unconfirmed value)
 V_RANGES = {"2410": (0.2, 2.0, 20.0, 1000.0), "2400": (0.2, 2.0, 20.0, 200.0)}
@@ -457,7 +456,7 @@ class Keithley2410(ScpiInstrument):
 
     @scpi("[SENSe[1]:]CURRent[:DC]:PROTection:TRIPped?")
     def _prot_trip_q(self, arg: str | None) -> str:
-        return str(int(self.output and self.function == "VOLT" and self.terminals(self.src)[2]))
+        return str(int(self.output and self.function == "VOLT" and self.terminals(self.settled(self.src))[2]))
 
     @scpi("[SENSe[1]:]VOLTage[:DC]:PROTection[:LEVel]")
     def _vprot(self, arg: str | None) -> None:
@@ -472,7 +471,7 @@ class Keithley2410(ScpiInstrument):
 
     @scpi("[SENSe[1]:]VOLTage[:DC]:PROTection:TRIPped?")
     def _vprot_trip_q(self, arg: str | None) -> str:
-        return str(int(self.output and self.function == "CURR" and self.terminals(self.src)[2]))
+        return str(int(self.output and self.function == "CURR" and self.terminals(self.settled(self.src))[2]))
 
     @scpi("[SENSe[1]:]CURRent[:DC]:RANGe[:UPPer]")
     def _meas_range(self, arg: str | None) -> None:
@@ -571,8 +570,7 @@ class Keithley2410(ScpiInstrument):
         if arg is None or not arg.strip():
             raise ScpiError(-109, "Missing parameter")
         names = [a.strip().upper() for a in arg.split(",")]
-        names = [{"VOLTAGE": "VOLT", "CURRENT": "CURR", "RESISTANCE": "RES", "STATUS": "STAT"}.get(n, n)
-                 for n in names]
+        names = [{"VOLTAGE": "VOLT", "CURRENT": "CURR", "RESISTANCE": "RES", "STATUS": "STAT"}.get(n, n) for n in names]
         if any(n not in ELEMENTS for n in names) or len(set(names)) != len(names):
             raise ScpiError(-224, "Illegal parameter value")
         self.elements = [e for e in ELEMENTS if e in names]  # always sent in this order

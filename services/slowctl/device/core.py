@@ -10,7 +10,7 @@ holds the instrument link while a method talks to the driver.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -168,7 +168,7 @@ class DeviceCore:
 
     # --- readings --------------------------------------------------------------------------
     def observe(
-        self, readings: dict[int, Reading], started: float, cause: str = "instrument", expected: bool = False
+        self, readings: Mapping[int, Reading], started: float, cause: str = "instrument", expected: bool = False
     ) -> list[Event]:
         """Take a read of the instrument: overlays, latches, limits and what changed. `expected`: the read
         follows our own command, so changed settings and outputs are its effect, not an external change."""
@@ -553,7 +553,10 @@ class DeviceCore:
         try:
             for ch in due:
                 ramp = self.ramps[ch]
-                driver.set_voltage(ch, ramp.step(now))
+                value, grid = ramp.step(now), self.caps.channels[ch]["vset"].step
+                if grid and value != ramp.target:  # intermediate steps on the instrument's grid, never past it
+                    value = round(value / grid) * grid
+                driver.set_voltage(ch, value)
                 if not ramp.active:
                     if ramp.switch_off_at_end:
                         driver.switch(ch, False)

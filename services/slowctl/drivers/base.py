@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -240,7 +240,7 @@ class Driver(ABC):
         """Identify and prepare the instrument; returns its identity string."""
 
     @abstractmethod
-    def read(self, channels: list[int], full: bool) -> dict[int, Reading]:
+    def read(self, channels: list[int], full: bool) -> Mapping[int, Reading]:
         """Read channels; `full` also re-reads settings that change only on command."""
 
 
@@ -305,7 +305,7 @@ class SupplyDriver(Driver):
     def clear(self, channel: int) -> None: ...
 
     @abstractmethod
-    def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]: ...  # type: ignore[override]
+    def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]: ...
 
     def execute(self, action: str, channel: int, value: float | None) -> None:
         if action == "vset":

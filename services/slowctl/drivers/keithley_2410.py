@@ -108,7 +108,8 @@ class Keithley2410(SupplyDriver):
                         value: float | None = None) -> float | None:
         """The variant's step of the source range that holds the value (the finest without a value)."""
         if action in ("vset", "iset") and isinstance(options, KeithleyOptions):
-            steps = VARIANTS[options.variant][2 if action == "vset" else 3]
+            _, _, vsteps, isteps = VARIANTS[options.variant]
+            steps = vsteps if action == "vset" else isteps
             return range_step(steps, value) or min(step for _, step in steps)
         return super().instrument_step(action, options, value)
 
