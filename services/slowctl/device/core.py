@@ -458,7 +458,7 @@ class DeviceCore:
                 )
         if cmd.action == "on":
             r = self.readings.get(cmd.channel)
-            if r is not None and not getattr(r, "on", True) and cmd.channel not in self.ramps:
+            if r is not None and not getattr(r, "on", True) and cmd.channel not in self.ramps and applied != "TRIPPED":
                 return f"on was sent but the instrument shows the output off ({applied})"
         return None
 
