@@ -16,7 +16,7 @@ def test_every_contract_topic_kind_was_archived(archive):
     kinds = {t.split("/")[2] for t in archive.topics}
     assert kinds == {"metrics", "availability", "health"}
     assert {t.split("/")[1] for t in archive.topics} == DEVICES
-    for measurement in ("supply", "environment", "chiller", "availability", "service_health"):
+    for measurement in ("supply", "environment", "chiller", "event", "availability", "service_health"):
         assert series(archive.influx.query(f'SELECT count(*) FROM "{measurement}"', archive.db)), measurement
 
 
@@ -37,12 +37,15 @@ def test_field_types_are_those_of_the_data_model(archive):
         ("service_health", "poll_cycles"): "integer", ("service_health", "errors"): "integer",
         ("service_health", "consecutive_errors"): "integer", ("service_health", "last_poll_duration"): "float",
         ("service_health", "connected"): "boolean",
+        ("event", "message"): "string", ("event", "cause"): "string", ("event", "before"): "string",
+        ("event", "after"): "string",
     }
     assert types == expected
     tags = archive.influx.query("SHOW TAG KEYS", archive.db)
     assert {s["name"]: sorted(v[0] for v in s["values"]) for s in series(tags)} == {
         "supply": ["channel", "device", "kind", "name"], "environment": ["channel", "device", "name"],
-        "chiller": ["channel", "device", "name"], "availability": ["device"], "service_health": ["device"]}
+        "chiller": ["channel", "device", "name"], "availability": ["device"], "service_health": ["device"],
+        "event": ["channel", "device", "kind", "severity"]}
 
 
 @pytest.mark.parametrize("q", list(variable_queries()), ids=lambda q: q.where)

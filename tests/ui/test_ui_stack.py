@@ -140,7 +140,7 @@ def test_editor_and_admin_api_need_the_admin_login(ui_stack):
     r, body = request(ui_stack, "GET", "/nodered/flows", headers={"Authorization": f"Bearer {token}"})
     assert r.status == 200
     ids = {n["id"] for n in json.loads(body)}
-    assert {"slowctl.tab.hv", "slowctl.tab.health", "slowctl.stack.broker"} <= ids
+    assert {"slowctl.tab.hv", "slowctl.tab.health", "slowctl.broker"} <= ids
 
 
 def test_editor_opens_in_the_browser_under_the_csp(browser, ui_stack):

@@ -150,6 +150,20 @@ def test_device_service_does_not_load_influxdb_client():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
+def test_event_fields_keep_one_type():
+    """InfluxDB refuses a field whose type changes: before/after are JSON text whatever they hold."""
+    from slowctl.device.events import Event
+    from slowctl.device.payloads import event_line
+
+    for value in (300.0, True, "ON", ["TRIP"], None):
+        text = event_line(Event("hv", "state_changed", "m", 0, after=value, ts=1.0))
+        assert ("after=" not in text) if value is None else (f"after={_quoted(json.dumps(value))}" in text)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def test_event_line():
     from slowctl.device.events import Event
     from slowctl.device.payloads import event_line
@@ -157,5 +171,5 @@ def test_event_line():
     e = Event("hv", "setpoint_changed", 'vset changed "externally"', 0, before=300.0, after=0.0, cause="instrument",
               ts=TS / 1000)
     assert event_line(e) == ('event,channel=0,device=hv,kind=setpoint_changed,severity=major '
-                             'after=0,before=300,cause="instrument",message="vset changed \\"externally\\"" '
+                             'after="0.0",before="300.0",cause="instrument",message="vset changed \\"externally\\"" '
                              f"{TS}")

@@ -6,6 +6,7 @@ whose package import alone costs a device service more memory than everything el
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 from typing import Any
@@ -95,14 +96,10 @@ def event_line(event: Event) -> str:
     fields: dict[str, float | bool | str] = {"message": event.message}
     if event.cause:
         fields["cause"] = event.cause
-    for key in ("before", "after"):
+    for key in ("before", "after"):  # JSON text: a field keeps one type whatever the event carries
         value = getattr(event, key)
         if value is not None:
-            fields[key] = (
-                value
-                if isinstance(value, (bool, str))
-                else (float(value) if isinstance(value, (int, float)) else str(value))
-            )
+            fields[key] = json.dumps(value, default=str)
     return line("event", tags, fields, int(event.ts * 1000))
 
 
