@@ -31,14 +31,22 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def summary(values: list[float], scale: float = 1.0) -> dict[str, float]:
-    return {"n": len(values), "p50": round(percentile(values, 50) * scale, 3),
-            "p99": round(percentile(values, 99) * scale, 3), "max": round(max(values) * scale, 3),
-            "min": round(min(values) * scale, 3)}
+    return {
+        "n": len(values),
+        "p50": round(percentile(values, 50) * scale, 3),
+        "p99": round(percentile(values, 99) * scale, 3),
+        "max": round(max(values) * scale, 3),
+        "min": round(min(values) * scale, 3),
+    }
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "platform": platform.platform()}
+    return {
+        "cpus": psutil.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def report(name: str, result: dict[str, Any]) -> None:
@@ -59,9 +67,11 @@ class Listener:
         c.username_pw_set(role, stack.credentials[role])
         c.on_message = self._on_message
         subscribed = threading.Event()
+
         def on_connect(cl, u, f, r, p) -> None:
             cl.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             cl.subscribe([(t, 1) for t in topics])
+
         c.on_connect = on_connect
         c.on_subscribe = lambda *a: subscribed.set()
         c.connect("127.0.0.1", stack.port)

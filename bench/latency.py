@@ -1,6 +1,6 @@
 """Command -> status visible: time from publishing a setpoint to seeing it in the device's status.
 
-    python bench/latency.py [--n 300]
+python bench/latency.py [--n 300]
 """
 
 import argparse
@@ -23,8 +23,11 @@ def main() -> None:
             latencies, replies = [], []
             for i in range(args.n):
                 value = float(10 + i % 2 * 5 + (i % 7))  # changes every time
-                seen = listener.expect(lambda m, v=value: m.topic.endswith("status")
-                                       and json.loads(m.payload)["channels"][1].get("vset") == v)
+                seen = listener.expect(
+                    lambda m, v=value: (
+                        m.topic.endswith("status") and json.loads(m.payload)["channels"][1].get("vset") == v
+                    )
+                )
                 replied = listener.expect(lambda m: m.topic.endswith("reply"))
                 t0 = time.perf_counter()
                 listener.client.publish("slowctl/hv/cmd/vset/1", str(value), qos=1)
@@ -34,13 +37,16 @@ def main() -> None:
             listener.close()
         finally:
             stack.stop()
-    report("latency", {
-        "what": "mosquitto_pub-style plain command slowctl/hv/cmd/vset/1 -> retained status with the new vset, "
-                "caen-n1470 simulator over TCP, 1 s poll period, QoS 1, loopback",
-        "command_to_status_ms": summary(latencies, 1000),
-        "command_to_reply_ms": summary(replies, 1000),
-        "target": "p50 <= 10 ms, p99 <= 50 ms over >= 200 commands",
-    })
+    report(
+        "latency",
+        {
+            "what": "mosquitto_pub-style plain command slowctl/hv/cmd/vset/1 -> retained status with the new vset, "
+            "caen-n1470 simulator over TCP, 1 s poll period, QoS 1, loopback",
+            "command_to_status_ms": summary(latencies, 1000),
+            "command_to_reply_ms": summary(replies, 1000),
+            "target": "p50 <= 10 ms, p99 <= 50 ms over >= 200 commands",
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -25,12 +25,15 @@ def config(devices: int, channels: int):
                 "address": "socket://unused:1",
                 "poll_period": 1.0,
                 "options": {"channels": channels, "all_channels_query": True},
-                "simulator": {"port": ports[i] if i < len(ports) else free_port(),
-                              "args": ["--channels", str(channels)]},
+                "simulator": {
+                    "port": ports[i] if i < len(ports) else free_port(),
+                    "args": ["--channels", str(channels)],
+                },
                 "channels": {ch: {"name": f"ch{ch}", "vmax": 500, "imax": 1e-4} for ch in range(channels)},
             }
             for i in range(devices)
         }
+
     return tweak
 
 
@@ -71,17 +74,20 @@ def main() -> None:
             listener.close()
         finally:
             stack.stop()
-    report("scale", {
-        "what": f"{args.devices} caen-n1470 simulators with {args.channels} channels each and {args.devices} "
-                f"device services (1 Hz polls, all-channels queries) + broker on one machine, "
-                f"{args.seconds:g} s after {args.warmup:g} s warm-up",
-        "devices_reporting": seen,
-        "status_age_s": summary(ages),
-        "machine_cpu_percent": cpu,
-        "stack_rss_mb": round(rss / 2**20),
-        "startup_s": round(startup, 1),
-        "target": "50 devices x 16 channels at 1 Hz: status age p99 <= 1.5 s",
-    })
+    report(
+        "scale",
+        {
+            "what": f"{args.devices} caen-n1470 simulators with {args.channels} channels each and {args.devices} "
+            f"device services (1 Hz polls, all-channels queries) + broker on one machine, "
+            f"{args.seconds:g} s after {args.warmup:g} s warm-up",
+            "devices_reporting": seen,
+            "status_age_s": summary(ages),
+            "machine_cpu_percent": cpu,
+            "stack_rss_mb": round(rss / 2**20),
+            "startup_s": round(startup, 1),
+            "target": "50 devices x 16 channels at 1 Hz: status age p99 <= 1.5 s",
+        },
+    )
 
 
 if __name__ == "__main__":

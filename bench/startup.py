@@ -1,6 +1,6 @@
 """`slowctl up --dummy` until every device is online, and recovery after a broker restart.
 
-    python bench/startup.py [--runs 5]
+python bench/startup.py [--runs 5]
 """
 
 import argparse
@@ -22,9 +22,13 @@ def all_online(listener_state: dict, devices: set[str]) -> bool:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--downtime", type=float, default=5.0,
-                    help="s the broker stays down (the supervisor's restart backoff); long enough for the "
-                         "services' reconnect backoff to reach its cap")
+    ap.add_argument(
+        "--downtime",
+        type=float,
+        default=5.0,
+        help="s the broker stays down (the supervisor's restart backoff); long enough for the "
+        "services' reconnect backoff to reach its cap",
+    )
     args = ap.parse_args()
     startups, recoveries = [], []
     for run in range(args.runs):
@@ -46,15 +50,18 @@ def main() -> None:
                 listener.close()
             finally:
                 stack.stop()
-    report("startup", {
-        "what": "wall time from starting `slowctl up --dummy` to all devices online (seen by the stack's own "
-                "viewer); and from the broker accepting again after a SIGKILL + supervisor restart to all "
-                "availability messages `online` seen by a new viewer, the broker down for {args.downtime:g} s (the native broker has no persistence, "
-                "so these are the services' re-announcements)",
-        "up_to_all_online_s": summary(startups),
-        "broker_back_to_all_online_s": summary(recoveries),
-        "target": "all online <= 10 s; after a broker restart all online <= 3 s after the broker is back",
-    })
+    report(
+        "startup",
+        {
+            "what": "wall time from starting `slowctl up --dummy` to all devices online (seen by the stack's own "
+            "viewer); and from the broker accepting again after a SIGKILL + supervisor restart to all "
+            "availability messages `online` seen by a new viewer, the broker down for {args.downtime:g} s (the native broker has no persistence, "
+            "so these are the services' re-announcements)",
+            "up_to_all_online_s": summary(startups),
+            "broker_back_to_all_online_s": summary(recoveries),
+            "target": "all online <= 10 s; after a broker restart all online <= 3 s after the broker is back",
+        },
+    )
 
 
 if __name__ == "__main__":

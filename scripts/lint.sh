@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ruff check services dummy tests bench grafana scripts
-ruff format --check services/slowctl/device
+ruff format --check services dummy tests bench grafana scripts
 mypy
 lint-imports

@@ -37,6 +37,7 @@ def own_stack(tmp_path):
         s = DummyStack(tmp_path / f"s{len(stacks)}", tweak)
         stacks.append(s)
         return s
+
     yield make
     for s in stacks:
         s.stop()

@@ -54,14 +54,26 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class Probe:
     """An MQTT v5 client as a user would have it: subscribe, publish, wait for messages."""
 
-    def __init__(self, host: str, port: int, username: str | None, password: str | None,
-                 transport: str = "tcp", tls_ca: str | None = None, ws_path: str = "/mqtt") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str | None,
+        password: str | None,
+        transport: str = "tcp",
+        tls_ca: str | None = None,
+        ws_path: str = "/mqtt",
+    ) -> None:
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.last: dict[str, mqtt.MQTTMessage] = {}
         self._lock = threading.Lock()
         self._seen: list[mqtt.MQTTMessage] = []
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:8]}",
-                                  protocol=mqtt.MQTTv5, transport=transport)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"probe-{uuid.uuid4().hex[:8]}",
+            protocol=mqtt.MQTTv5,
+            transport=transport,
+        )
         if transport == "websockets":
             self.client.ws_set_options(path=ws_path)
         if tls_ca:
@@ -102,8 +114,14 @@ class Probe:
         assert done.wait(5), "no SUBACK"
         return codes
 
-    def publish(self, topic: str, payload: str | bytes | None, retain: bool = False, qos: int = 1,
-                properties: Properties | None = None) -> Any:
+    def publish(
+        self,
+        topic: str,
+        payload: str | bytes | None,
+        retain: bool = False,
+        qos: int = 1,
+        properties: Properties | None = None,
+    ) -> Any:
         """Publish and return the PUBACK reason code (MQTT v5 reports ACL refusals there)."""
         acked = threading.Event()
         result: list = []
@@ -127,18 +145,20 @@ class Probe:
         with self._lock:
             self._seen.clear()
 
-    def wait_message(self, topic: str, predicate: Callable[[mqtt.MQTTMessage], bool] = lambda m: True,
-                     timeout: float = 5.0) -> mqtt.MQTTMessage:
-        return wait_until(lambda: next((m for m in self.seen(topic) if predicate(m)), None), timeout,
-                          what=f"a message on {topic}")
+    def wait_message(
+        self, topic: str, predicate: Callable[[mqtt.MQTTMessage], bool] = lambda m: True, timeout: float = 5.0
+    ) -> mqtt.MQTTMessage:
+        return wait_until(
+            lambda: next((m for m in self.seen(topic) if predicate(m)), None), timeout, what=f"a message on {topic}"
+        )
 
-    def wait_json(self, topic: str, predicate: Callable[[dict], bool] = lambda d: True,
-                  timeout: float = 5.0) -> dict:
+    def wait_json(self, topic: str, predicate: Callable[[dict], bool] = lambda d: True, timeout: float = 5.0) -> dict:
         def ok(m: mqtt.MQTTMessage) -> bool:
             try:
                 return predicate(json.loads(m.payload))
             except (ValueError, KeyError, TypeError, IndexError):
                 return False
+
         return json.loads(self.wait_message(topic, ok, timeout).payload)
 
     def close(self) -> None:
@@ -167,9 +187,17 @@ class DummyStack:
             dev["simulator"]["port"] = free_port()
         self.config["state_dir"] = str(workdir / "state")
         # the control UI (Node-RED + nginx) only where a test asks for it (tests/ui); grafana: nothing listens
-        self.config["ui"] = ({"enabled": True, "nodered_port": free_port(), "https_port": free_port(),
-                              "http_port": free_port(), "grafana": f"127.0.0.1:{free_port()}"} if ui
-                             else {"enabled": False})
+        self.config["ui"] = (
+            {
+                "enabled": True,
+                "nodered_port": free_port(),
+                "https_port": free_port(),
+                "http_port": free_port(),
+                "grafana": f"127.0.0.1:{free_port()}",
+            }
+            if ui
+            else {"enabled": False}
+        )
         if tweak:
             tweak(self.config)
         self.state = workdir / "state"
@@ -181,12 +209,20 @@ class DummyStack:
 
     def start(self, timeout: float = 20.0) -> DummyStack:
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "slowctl", "up", "--dummy", "--config", str(self.config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, cwd=self.workdir, start_new_session=True,
-                                     preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "slowctl", "up", "--dummy", "--config", str(self.config_path)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         try:
-            wait_until(lambda: b"devices online after" in self.log_path.read_bytes() or self.proc.poll() is not None,
-                       timeout, what="the stack to come up")
+            wait_until(
+                lambda: b"devices online after" in self.log_path.read_bytes() or self.proc.poll() is not None,
+                timeout,
+                what="the stack to come up",
+            )
             assert self.proc.poll() is None, f"stack exited: {self.log()}"
             assert b"WARNING" not in self.log_path.read_bytes(), self.log()
         except BaseException:
@@ -228,9 +264,17 @@ class DummyStack:
                 pids["sim-" + dev] = child.pid
         return pids
 
-    def slowctl(self, *args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "slowctl", *args], capture_output=True, text=True,
-                              cwd=self.workdir, timeout=timeout, env={**os.environ, **(env or {})})
+    def slowctl(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 20
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "slowctl", *args],
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
 
     def stop(self) -> None:
         for p in self._probes:

@@ -114,8 +114,7 @@ class Instrument:
         n = self.default_channels if channels is None else channels
         if not self.min_channels <= n <= self.max_channels:
             raise ValueError(
-                f"channels: {n} out of range for {self.model} "
-                f"(expected {self.min_channels}..{self.max_channels})"
+                f"channels: {n} out of range for {self.model} (expected {self.min_channels}..{self.max_channels})"
             )
         self.n_channels = n
         self.rng = random.Random(seed)

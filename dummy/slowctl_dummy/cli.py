@@ -55,18 +55,30 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         epilog=EPILOG.format(bundled=names),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", metavar="MODEL", choices=sorted(SIMULATORS),
-                   help="one of: " + ", ".join(sorted(SIMULATORS)))
-    p.add_argument("--tcp", metavar="HOST:PORT", type=_address, required=True,
-                   help="TCP address to listen on (port 0 = any free port)")
+    p.add_argument(
+        "model", metavar="MODEL", choices=sorted(SIMULATORS), help="one of: " + ", ".join(sorted(SIMULATORS))
+    )
+    p.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        type=_address,
+        required=True,
+        help="TCP address to listen on (port 0 = any free port)",
+    )
     p.add_argument("--pty", action="store_true", help="also serve a pseudo-terminal (serial port)")
     p.add_argument("--scenario", metavar="FILE", help="YAML file or bundled scenario name")
     p.add_argument("--baud", metavar="N", type=_positive, help="emulate the serial line rate (8N1)")
     p.add_argument("--channels", metavar="N", type=_positive, help="number of channels / sensors")
     p.add_argument("--board", metavar="N", type=int, help="CAEN board address 0..31 (default 0)")
     p.add_argument("--seed", metavar="N", type=int, help="random seed for noise (default: random)")
-    p.add_argument("--option", metavar="KEY=VALUE", action="append", type=_option, default=[],
-                   help="a keyword option of the simulator (repeatable), e.g. echo=false, variant=2400")
+    p.add_argument(
+        "--option",
+        metavar="KEY=VALUE",
+        action="append",
+        type=_option,
+        default=[],
+        help="a keyword option of the simulator (repeatable), e.g. echo=false, variant=2400",
+    )
     return p
 
 
@@ -130,6 +142,7 @@ def main(argv: list[str] | None = None, *, prog: str = "slowctl sim") -> int:
 
     previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
+
         def on_signal(signum: int, frame: FrameType | None) -> None:
             server.stop()
 

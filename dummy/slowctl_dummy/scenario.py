@@ -133,9 +133,7 @@ def resolve(name: str) -> Path:
     bundled = Path(str(resources.files("slowctl_dummy") / "scenarios" / fname))
     if "/" not in name and bundled.exists():
         return bundled
-    raise ScenarioError(
-        f"scenario file not found: {name} (bundled: {', '.join(bundled_scenarios())})"
-    )
+    raise ScenarioError(f"scenario file not found: {name} (bundled: {', '.join(bundled_scenarios())})")
 
 
 def load_scenario(name: str | Path, inst: Instrument) -> list[Event]:

@@ -50,23 +50,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     stack = load_config(args.config)
     if args.device not in stack.devices:
-        print(f"slowctl run: device {args.device!r} is not in {args.config} "
-              f"(configured: {', '.join(stack.devices)})", file=sys.stderr)
+        print(
+            f"slowctl run: device {args.device!r} is not in {args.config} (configured: {', '.join(stack.devices)})",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {args.device} %(levelname)s %(message)s")
     if args.simulator:
         sim = stack.devices[args.device].simulator
         if sim is None:
-            print(f"slowctl run: --simulator needs devices.{args.device}.simulator.port in {args.config}",
-                  file=sys.stderr)
+            print(
+                f"slowctl run: --simulator needs devices.{args.device}.simulator.port in {args.config}", file=sys.stderr
+            )
             return 2
         dev = stack.devices[args.device].model_copy(update={"address": f"socket://{args.simulator}:{sim.port}"})
         stack = stack.model_copy(update={"devices": {**stack.devices, args.device: dev}})
     restarts = int(os.environ.get("SLOWCTL_RESTARTS", "0") or 0)
-    state_dir = Path(args.state_dir or os.environ.get("SLOWCTL_STATE_DIR")
-                     or stack.resolved_dir(Path.cwd()) / "devices")
-    service = DeviceService(args.device, stack, Endpoint.from_config(stack.mqtt), restarts=restarts,
-                            state_dir=state_dir)
+    state_dir = Path(
+        args.state_dir or os.environ.get("SLOWCTL_STATE_DIR") or stack.resolved_dir(Path.cwd()) / "devices"
+    )
+    service = DeviceService(
+        args.device, stack, Endpoint.from_config(stack.mqtt), restarts=restarts, state_dir=state_dir
+    )
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: service.stop_event.set())
     return service.run()
@@ -204,8 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def client_opts(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--state-dir", default=".slowctl",
-                        help="native stack state directory (default .slowctl); SLOWCTL_MQTT_* env vars win")
+        sp.add_argument(
+            "--state-dir",
+            default=".slowctl",
+            help="native stack state directory (default .slowctl); SLOWCTL_MQTT_* env vars win",
+        )
 
     sp = sub.add_parser("up", help="run the whole stack natively in the foreground")
     sp.add_argument("--dummy", action="store_true", help="start a simulator for each device and use it")
@@ -217,9 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("init", help="compose stack: write .env with random secrets and the TLS material")
     sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"stack config in ./config (default {DEFAULT_CONFIG})")
     sp.add_argument("--env-file", default=".env", help="default .env")
-    sp.add_argument("--tls-dir", default="secrets/tls",
-                    help="CA and server certificate (default secrets/tls); put your own server.crt/.key there "
-                         "first to use them")
+    sp.add_argument(
+        "--tls-dir",
+        default="secrets/tls",
+        help="CA and server certificate (default secrets/tls); put your own server.crt/.key there first to use them",
+    )
     sp.add_argument("--hostname", help="host name for URLs and the certificate (default: this machine's)")
     sp.set_defaults(func=cmd_init)
 
@@ -229,11 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="run one device service (what a container runs)")
     sp.add_argument("device")
     sp.add_argument("--config", required=True)
-    sp.add_argument("--simulator", metavar="HOST",
-                    help="talk to the device's simulator at HOST:<simulator.port> instead of its address")
-    sp.add_argument("--state-dir", metavar="DIR",
-                    help="where the service keeps latched alarms across restarts (default: $SLOWCTL_STATE_DIR, "
-                         "else <state_dir>/devices of the config, relative to the working directory)")
+    sp.add_argument(
+        "--simulator",
+        metavar="HOST",
+        help="talk to the device's simulator at HOST:<simulator.port> instead of its address",
+    )
+    sp.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the service keeps latched alarms across restarts (default: $SLOWCTL_STATE_DIR, "
+        "else <state_dir>/devices of the config, relative to the working directory)",
+    )
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("simulate", help="run the simulator of a device of the config (what a dummy container runs)")
@@ -262,8 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(sp)
     sp.set_defaults(func=cmd_set)
 
-    sp = sub.add_parser("db-check", help="check MongoDB as the slowctl user (SLOWCTL_MONGO_HOST, _PORT, "
-                                         "_DATABASE, _USER, _PASSWORD)")
+    sp = sub.add_parser(
+        "db-check", help="check MongoDB as the slowctl user (SLOWCTL_MONGO_HOST, _PORT, _DATABASE, _USER, _PASSWORD)"
+    )
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
     sp.set_defaults(func=cmd_db_check)
 
@@ -272,8 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-age", type=float, default=15.0, help="seconds (default 15)")
     sp.set_defaults(func=cmd_healthcheck)
 
-    sp = sub.add_parser("nodered-flows", help="write the control UI's Node-RED flows for a config "
-                        "(keeps the lab's own tabs; NODERED_CREDENTIAL_SECRET from the environment)")
+    sp = sub.add_parser(
+        "nodered-flows",
+        help="write the control UI's Node-RED flows for a config "
+        "(keeps the lab's own tabs; NODERED_CREDENTIAL_SECRET from the environment)",
+    )
     sp.add_argument("--config", default=DEFAULT_CONFIG, help=f"stack config (default {DEFAULT_CONFIG})")
     sp.add_argument("--out", required=True, help="flows file, e.g. /data/flows.json; flows_cred.json goes beside it")
     sp.set_defaults(func=cmd_nodered_flows)

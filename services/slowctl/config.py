@@ -59,15 +59,17 @@ class ChannelConfig(Strict):
     ramp_max: float | None = Field(default=None, gt=0, description="highest accepted ramp rate (V/s)")
     rampup: float | None = Field(default=None, gt=0, description="ramp-up rate applied at start (V/s)")
     rampdown: float | None = Field(default=None, gt=0, description="ramp-down rate applied at start (V/s)")
-    ramp_step: float | None = Field(default=None, gt=0, description="software ramp: largest step (V), "
-                                    "held for ramp_step / rate seconds")
+    ramp_step: float | None = Field(
+        default=None, gt=0, description="software ramp: largest step (V), held for ramp_step / rate seconds"
+    )
     off_mode: Literal["ramp", "kill"] = "ramp"
     tmin: float | None = Field(default=None, description="lowest accepted tset (°C, chillers)")
     tmax: float | None = Field(default=None, description="highest accepted tset (°C, chillers)")
     startup: StartupSettings | None = Field(default=None, description="settings applied at start while off")
 
-    _finite_fields = field_validator("vmax", "imax", "ramp_max", "rampup", "rampdown", "ramp_step",
-                                     "tmin", "tmax")(_finite)
+    _finite_fields = field_validator("vmax", "imax", "ramp_max", "rampup", "rampdown", "ramp_step", "tmin", "tmax")(
+        _finite
+    )
 
     @model_validator(mode="after")
     def _rates_within_max(self) -> ChannelConfig:
@@ -94,7 +96,6 @@ class SerialConfig(Strict):
     stopbits: float | None = Field(default=None, description="1, 1.5 or 2")
     xonxoff: bool | None = None
     rtscts: bool | None = None
-
 
     @field_validator("stopbits")
     @classmethod
@@ -189,25 +190,33 @@ class BrokerConfig(Strict):
     tls_port: int = Field(default=8883, ge=1, le=65535, description="MQTT over TLS")
     websockets_port: int = Field(default=9001, ge=1, le=65535, description="MQTT over websockets, for the gateway")
 
-    _distinct_ports = model_validator(mode="after")(lambda self: _distinct(self, "port", "tls_port",
-                                                                          "websockets_port"))
+    _distinct_ports = model_validator(mode="after")(lambda self: _distinct(self, "port", "tls_port", "websockets_port"))
 
 
 class UiConfig(Strict):
     """The native stack's control UI: Node-RED (loopback) behind the nginx gateway (docs/control-ui.md)."""
 
     enabled: bool = Field(default=True, description="start Node-RED and the gateway when they are installed")
-    hostname: str = Field(default="localhost", min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$",
-                          description="host name in the browser; goes into the server certificate")
+    hostname: str = Field(
+        default="localhost",
+        min_length=1,
+        max_length=253,
+        pattern=r"^[A-Za-z0-9.:-]+$",
+        description="host name in the browser; goes into the server certificate",
+    )
     bind: str = Field(default="127.0.0.1", description="gateway listen address")
     https_port: int = Field(default=8443, ge=1, le=65535)
     http_port: int = Field(default=8080, ge=1, le=65535, description="redirects to https_port")
     nodered_port: int = Field(default=1880, ge=1, le=65535, description="Node-RED, on 127.0.0.1 only")
-    grafana: str = Field(default="127.0.0.1:3000", pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$",
-                         description="host:port behind https://<host>/grafana/ (the native stack has none)")
+    grafana: str = Field(
+        default="127.0.0.1:3000",
+        pattern=r"^[A-Za-z0-9.\[\]:-]+:[0-9]{1,5}$",
+        description="host:port behind https://<host>/grafana/ (the native stack has none)",
+    )
 
-    _distinct_ports = model_validator(mode="after")(lambda self: _distinct(self, "https_port", "http_port",
-                                                                          "nodered_port"))
+    _distinct_ports = model_validator(mode="after")(
+        lambda self: _distinct(self, "https_port", "http_port", "nodered_port")
+    )
 
 
 class StackConfig(Strict):
@@ -238,10 +247,13 @@ def _device_errors(dev_id: str, raw: Any) -> list[str]:
     Each part is checked on its own so that one bad field does not hide the others.
     """
     where = f"devices.{dev_id}"
-    errors = [] if DEVICE_ID.fullmatch(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_]* (max 32 chars)"]
+    errors = (
+        [] if DEVICE_ID.fullmatch(str(dev_id)) else [f"{where}: device id must match [a-z][a-z0-9_]* (max 32 chars)"]
+    )
     if dev_id in RESERVED_IDS:
-        errors.append(f"{where}: device id {dev_id!r} is reserved for a broker role or a UI page "
-                      f"({', '.join(RESERVED_IDS)})")
+        errors.append(
+            f"{where}: device id {dev_id!r} is reserved for a broker role or a UI page ({', '.join(RESERVED_IDS)})"
+        )
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), str):
         return errors
     driver = DRIVERS.get(raw["model"])
@@ -276,11 +288,14 @@ def _startup_errors(driver: type[Driver], options: dict[str, Any], channels: dic
                 continue
             limits, step = driver.instrument_limits(key, opts), driver.instrument_step(key, opts)
             if limits and not limits[0] <= value <= limits[1]:
-                errors.append(f"channels.{ch}.startup.{key}: {value:g} outside the {driver.model} range "
-                              f"{limits[0]:g}..{limits[1]:g}")
+                errors.append(
+                    f"channels.{ch}.startup.{key}: {value:g} outside the {driver.model} range "
+                    f"{limits[0]:g}..{limits[1]:g}"
+                )
             elif step and off_grid(value, step):
-                errors.append(f"channels.{ch}.startup.{key}: {value:g} is finer than the {driver.model}'s "
-                              f"{step:g} step")
+                errors.append(
+                    f"channels.{ch}.startup.{key}: {value:g} is finer than the {driver.model}'s {step:g} step"
+                )
     return errors
 
 

@@ -134,8 +134,15 @@ class MqttSession:
             self._subacks[mid] = acked
         return acked.wait(wait) if wait else True
 
-    def publish(self, topic: str, payload: str | bytes, *, qos: int = 0, retain: bool = False,
-                properties: Properties | None = None) -> mqtt.MQTTMessageInfo:
+    def publish(
+        self,
+        topic: str,
+        payload: str | bytes,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
     @staticmethod

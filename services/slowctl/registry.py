@@ -21,8 +21,12 @@ def discover(package: ModuleType, base: type[T]) -> dict[str, type[T]]:
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         for _, cls in inspect.getmembers(module, inspect.isclass):
             model = getattr(cls, "model", None)
-            if (cls.__module__ == module.__name__ and issubclass(cls, base) and isinstance(model, str)
-                    and not inspect.isabstract(cls)):
+            if (
+                cls.__module__ == module.__name__
+                and issubclass(cls, base)
+                and isinstance(model, str)
+                and not inspect.isabstract(cls)
+            ):
                 if model in found and found[model] is not cls:
                     raise RuntimeError(f"model {model!r} defined twice: {found[model].__module__}, {cls.__module__}")
                 found[model] = cls

@@ -12,7 +12,7 @@ from harness import DummyStack, send, wait_until
 from .influx1 import INSTALL_HINT, Influx1, find_influxd
 from .telegraf_mirror import Telegraf
 
-DB = "slowctl"   # what the DBRP mapping calls the bucket in production
+DB = "slowctl"  # what the DBRP mapping calls the bucket in production
 
 
 @pytest.fixture(scope="session")
@@ -76,18 +76,27 @@ def archive(tmp_path_factory, influxd_binary) -> Archive:
         viewer.subscribe("slowctl/+/metrics", "slowctl/+/availability", "slowctl/+/health", "slowctl/+/status")
         operator = stack.probe("operator")
         operator.subscribe("slowctl/+/reply")
-        for topic, value in [("slowctl/hv/cmd/vset/0", "50"), ("slowctl/hv/cmd/on/0", ""),
-                             ("slowctl/hv/cmd/vset/2", "60"), ("slowctl/hv/cmd/on/2", ""),
-                             ("slowctl/lv/cmd/on/0", ""), ("slowctl/lv/cmd/vset/1", "1.5"),
-                             ("slowctl/lv/cmd/iset/1", "0.5"), ("slowctl/lv/cmd/on/1", ""),
-                             ("slowctl/chiller/cmd/on/0", "")]:
+        for topic, value in [
+            ("slowctl/hv/cmd/vset/0", "50"),
+            ("slowctl/hv/cmd/on/0", ""),
+            ("slowctl/hv/cmd/vset/2", "60"),
+            ("slowctl/hv/cmd/on/2", ""),
+            ("slowctl/lv/cmd/on/0", ""),
+            ("slowctl/lv/cmd/vset/1", "1.5"),
+            ("slowctl/lv/cmd/iset/1", "0.5"),
+            ("slowctl/lv/cmd/on/1", ""),
+            ("slowctl/chiller/cmd/on/0", ""),
+        ]:
             reply = send(operator, topic, value)
             assert reply["ok"], reply
         viewer.wait_json("slowctl/hv/status", lambda d: d["channels"][2]["state"] == "TRIPPED", timeout=30)
         viewer.wait_json("slowctl/lv/status", lambda d: d["channels"][1]["state"] == "TRIPPED", timeout=10)
         time.sleep(3)  # a few more polls of every device, the chiller's 2 s period included
-        wait_until(lambda: any(b"tripped=true" in m.payload for m in viewer.seen("slowctl/hv/metrics")), 5,
-                   what="a metrics line with tripped=true")
+        wait_until(
+            lambda: any(b"tripped=true" in m.payload for m in viewer.seen("slowctl/hv/metrics")),
+            5,
+            what="a metrics line with tripped=true",
+        )
         telegraf = Telegraf()
         lines: list[str] = []
         topics = set()

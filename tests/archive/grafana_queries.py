@@ -28,11 +28,11 @@ _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)|\[\[(\w+)\]\]")
 
 @dataclass
 class Query:
-    where: str   # "hv.json: Voltage: monitored and set / A"
+    where: str  # "hv.json: Voltage: monitored and set / A"
     text: str
-    variables: list[dict]   # the dashboard's template variables (none for alert rules)
-    relative_s: int | None = None   # an alert query's time range, seconds back from now
-    variable: str = ""   # the template variable this query fills
+    variables: list[dict]  # the dashboard's template variables (none for alert rules)
+    relative_s: int | None = None  # an alert query's time range, seconds back from now
+    variable: str = ""  # the template variable this query fills
 
 
 def dashboards() -> dict[str, dict]:
@@ -56,8 +56,9 @@ def rule_queries() -> Iterator[Query]:
     for rule in alert_rules():
         for q in rule["data"]:
             if q["datasourceUid"] != "__expr__":
-                yield Query(f"alert {rule['title']} / {q['refId']}", q["model"]["query"], [],
-                            q["relativeTimeRange"]["from"])
+                yield Query(
+                    f"alert {rule['title']} / {q['refId']}", q["model"]["query"], [], q["relativeTimeRange"]["from"]
+                )
 
 
 def variable_queries() -> Iterator[Query]:
@@ -72,8 +73,9 @@ def _regex_value(values: list[str]) -> str:
     return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
 
-def expand(text: str, from_ms: int, to_ms: int, interval: str = "5s",
-           variables: dict[str, list[str]] | None = None) -> str:
+def expand(
+    text: str, from_ms: int, to_ms: int, interval: str = "5s", variables: dict[str, list[str]] | None = None
+) -> str:
     """Grafana's replacements; raises KeyError for an unknown $variable, so nothing is left over."""
     variables = variables or {}
     out = text.replace("$timeFilter", f"time >= {from_ms}ms and time <= {to_ms}ms")
@@ -83,6 +85,7 @@ def expand(text: str, from_ms: int, to_ms: int, interval: str = "5s",
     def sub(m: re.Match) -> str:
         name = m.group(1) or m.group(2) or m.group(3)
         return _regex_value(variables[name])
+
     out = _VAR.sub(sub, out)
     assert not _VAR.search(out), out  # a "$" left is a regex anchor, as in /^hv$/
     return out
@@ -94,8 +97,9 @@ def _ms(interval: str) -> int:
     return int(num) * unit[suffix]
 
 
-def resolve_variables(variables: list[dict], run: Callable[[str], list[str]], from_ms: int,
-                      to_ms: int) -> dict[str, list[str]]:
+def resolve_variables(
+    variables: list[dict], run: Callable[[str], list[str]], from_ms: int, to_ms: int
+) -> dict[str, list[str]]:
     """Values of a dashboard's variables, in order (a later one may use an earlier one), all selected."""
     values: dict[str, list[str]] = {}
     for v in variables:

@@ -77,9 +77,14 @@ class Influx1:
         # INFLUXDB_* variables would override the config file (e.g. from a sourced .env)
         env = {k: v for k, v in os.environ.items() if not k.startswith("INFLUXDB_")}
         self._log = open(self.workdir / "influxd.log", "wb")
-        self.proc = subprocess.Popen([self.binary, "run", "-config", str(self.config)], env=env,
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     preexec_fn=die_with_parent)
+        self.proc = subprocess.Popen(
+            [self.binary, "run", "-config", str(self.config)],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         try:
             wait_until(lambda: self.proc.poll() is not None or self._ping(), timeout, 0.1, "influxd to answer /ping")
             assert self.proc.poll() is None, (self.workdir / "influxd.log").read_text(errors="replace")
@@ -144,8 +149,12 @@ def series(body: dict) -> list[dict]:
 
 
 def wait_for_points(influx: Influx1, db: str, measurement: str, timeout: float = 5.0) -> None:
-    wait_until(lambda: series(influx.query(f'SELECT count(*) FROM "{measurement}"', db)), timeout, 0.1,
-               f"points in {measurement}")
+    wait_until(
+        lambda: series(influx.query(f'SELECT count(*) FROM "{measurement}"', db)),
+        timeout,
+        0.1,
+        f"points in {measurement}",
+    )
 
 
 def tag_values(influx: Influx1, db: str, q: str) -> list[str]:

@@ -142,8 +142,12 @@ class Telegraf:
     def _value(self, c: dict, payload: bytes, tags: dict, ts: int) -> Metric:
         if c.get("data_type") != "string":
             raise Unsupported(f"value data_type {c.get('data_type')!r}")
-        return Metric(c.get("name_override", "mqtt_consumer"), tags,
-                      {c.get("value_field_name", "value"): payload.decode().strip()}, ts)
+        return Metric(
+            c.get("name_override", "mqtt_consumer"),
+            tags,
+            {c.get("value_field_name", "value"): payload.decode().strip()},
+            ts,
+        )
 
     def _json_v2(self, c: dict, payload: bytes, tags: dict, ts: int) -> list[Metric]:
         doc = json.loads(payload)
@@ -163,7 +167,8 @@ class Telegraf:
                     raise ValueError(f"{f['path']} missing in {doc}")
                 if doc[f["path"]] is not None:  # json_v2 leaves out null values
                     fields[f["path"]] = {"int": int, "float": float, "bool": bool, "string": str}[f["type"]](
-                        doc[f["path"]])
+                        doc[f["path"]]
+                    )
             out.append(Metric(spec["measurement_name"], dict(tags), fields, ts))
         return out
 

@@ -30,10 +30,14 @@ REPO = Path(__file__).resolve().parents[2]
 GRAFANA_URL = os.environ.get("SLOWCTL_GRAFANA_URL", "").rstrip("/")
 INFLUXDB_URL = os.environ.get("SLOWCTL_INFLUXDB_URL", "").rstrip("/")
 
-needs_grafana = pytest.mark.skipif(not GRAFANA_URL, reason="no compose stack: set SLOWCTL_GRAFANA_URL "
-                                   "(e.g. http://127.0.0.1:3000/grafana with docker-compose.dev.yml)")
-needs_influxdb = pytest.mark.skipif(not INFLUXDB_URL, reason="no compose stack: set SLOWCTL_INFLUXDB_URL "
-                                    "(e.g. http://127.0.0.1:8086 with docker-compose.dev.yml)")
+needs_grafana = pytest.mark.skipif(
+    not GRAFANA_URL,
+    reason="no compose stack: set SLOWCTL_GRAFANA_URL (e.g. http://127.0.0.1:3000/grafana with docker-compose.dev.yml)",
+)
+needs_influxdb = pytest.mark.skipif(
+    not INFLUXDB_URL,
+    reason="no compose stack: set SLOWCTL_INFLUXDB_URL (e.g. http://127.0.0.1:8086 with docker-compose.dev.yml)",
+)
 
 
 def setting(name: str) -> str:
@@ -52,8 +56,9 @@ def http(method: str, url: str, headers: dict | None = None, body: dict | None =
     ca = os.environ.get("SLOWCTL_CA_FILE") or (REPO / "secrets" / "tls" / "ca.crt")
     context = ssl.create_default_context(cafile=str(ca)) if url.startswith("https") and Path(ca).exists() else None
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(req, timeout=20, context=context) as r:
             raw = r.read()
@@ -77,14 +82,17 @@ def influx_auth() -> dict:
 
 # --- Grafana -------------------------------------------------------------------------
 
+
 @needs_grafana
 def test_grafana_is_healthy_and_refuses_anonymous_users():
     status, body = http("GET", f"{GRAFANA_URL}/api/health")
     assert status == 200 and body["database"] == "ok", body
     status, _ = http("GET", f"{GRAFANA_URL}/api/search")
     assert status == 401
-    default = ":".join(("admin", "admin")).encode()   # Grafana's out-of-the-box login
-    status, _ = http("GET", f"{GRAFANA_URL}/api/search", {"Authorization": "Basic " + base64.b64encode(default).decode()})
+    default = ":".join(("admin", "admin")).encode()  # Grafana's out-of-the-box login
+    status, _ = http(
+        "GET", f"{GRAFANA_URL}/api/search", {"Authorization": "Basic " + base64.b64encode(default).decode()}
+    )
     assert status == 401, "Grafana's default admin login works"
 
 
@@ -108,9 +116,21 @@ def test_dashboards_and_alert_rules_are_provisioned():
 @pytest.mark.parametrize("q", list(rule_queries()), ids=lambda q: q.where)
 def test_alert_queries_run_through_grafana(q):
     """Grafana's own macro expansion against InfluxDB 2 through the DBRP mapping."""
-    body = {"from": f"now-{q.relative_s}s", "to": "now", "queries": [
-        {"refId": "A", "datasource": {"uid": DATASOURCE_UID}, "rawQuery": True, "query": q.text,
-         "resultFormat": "time_series", "intervalMs": 1000, "maxDataPoints": 1000}]}
+    body = {
+        "from": f"now-{q.relative_s}s",
+        "to": "now",
+        "queries": [
+            {
+                "refId": "A",
+                "datasource": {"uid": DATASOURCE_UID},
+                "rawQuery": True,
+                "query": q.text,
+                "resultFormat": "time_series",
+                "intervalMs": 1000,
+                "maxDataPoints": 1000,
+            }
+        ],
+    }
     status, answer = http("POST", f"{GRAFANA_URL}/api/ds/query", admin(), body)
     assert status == 200 and "error" not in answer["results"]["A"], answer
     if "availability" in q.text or "service_health" in q.text:
@@ -118,6 +138,7 @@ def test_alert_queries_run_through_grafana(q):
 
 
 # --- InfluxDB 2 ------------------------------------------------------------------------
+
 
 @needs_influxdb
 def test_dbrp_mapping_of_the_bucket():
@@ -134,7 +155,7 @@ def test_dbrp_mapping_of_the_bucket():
 def test_telegraf_writes_the_bucket(measurement):
     """The dummy (or real) bench publishes; Telegraf's rows are in the bucket, readable with InfluxQL."""
     if measurement == "availability":
-        where = ""   # written only when a service (re)connects
+        where = ""  # written only when a service (re)connects
     else:
         where = " WHERE time > now() - 10m"
     q = urllib.parse.urlencode({"db": setting("INFLUXDB_BUCKET"), "q": f'SELECT count(*) FROM "{measurement}"{where}'})

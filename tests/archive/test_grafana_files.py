@@ -41,7 +41,7 @@ def test_datasource_is_influxql_with_the_token_from_the_environment():
     assert ds["uid"] == DATASOURCE_UID and ds["type"] == "influxdb" and ds["access"] == "proxy"
     assert ds["url"] == "http://influxdb:8086"
     assert ds["jsonData"]["version"] == "InfluxQL"
-    assert ds["jsonData"]["dbName"] == "${INFLUXDB_BUCKET}"   # the DBRP mapping's database
+    assert ds["jsonData"]["dbName"] == "${INFLUXDB_BUCKET}"  # the DBRP mapping's database
     assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
     assert ds["secureJsonData"] == {"httpHeaderValue1": "Token ${INFLUXDB_TOKEN}"}
     assert not {"password", "user", "basicAuth", "token"} & (set(ds) | set(ds["jsonData"]))
@@ -73,14 +73,24 @@ def _fields(d: dict) -> set[tuple[str, str]]:
 
 
 EXPECTED = {
-    "overview.json": {("availability", "online"), ("supply", "vmon"), ("supply", "imon"), ("supply", "state"),
-                      ("supply", "tripped"), ("environment", "temperature"), ("environment", "dewpoint"),
-                      ("chiller", "temperature")},
+    "overview.json": {
+        ("availability", "online"),
+        ("supply", "vmon"),
+        ("supply", "imon"),
+        ("supply", "state"),
+        ("supply", "tripped"),
+        ("environment", "temperature"),
+        ("environment", "dewpoint"),
+        ("chiller", "temperature"),
+    },
     "hv.json": {("supply", "vmon"), ("supply", "imon"), ("supply", "state"), ("supply", "tripped")},
     "lv.json": {("supply", "vmon"), ("supply", "imon"), ("supply", "vset"), ("supply", "iset")},
     "environment.json": {("environment", "temperature"), ("environment", "humidity"), ("environment", "dewpoint")},
-    "service-health.json": {("availability", "online"), ("service_health", "restarts"),
-                            ("service_health", "poll_cycles")},
+    "service-health.json": {
+        ("availability", "online"),
+        ("service_health", "restarts"),
+        ("service_health", "poll_cycles"),
+    },
 }
 
 
@@ -107,9 +117,15 @@ def test_margin_and_age_panels():
     assert all(p["options"]["reduceOptions"]["fields"] == "/^Time$/" for p in ages)
 
 
-@pytest.mark.parametrize("name,variables", [("hv.json", ["device", "channel"]), ("lv.json", ["device", "channel"]),
-                                            ("environment.json", ["device", "channel"]),
-                                            ("service-health.json", ["device"])])
+@pytest.mark.parametrize(
+    "name,variables",
+    [
+        ("hv.json", ["device", "channel"]),
+        ("lv.json", ["device", "channel"]),
+        ("environment.json", ["device", "channel"]),
+        ("service-health.json", ["device"]),
+    ],
+)
 def test_template_variables(name, variables):
     d = dashboards()[name]
     assert [v["name"] for v in d["templating"]["list"]] == variables
@@ -164,6 +180,10 @@ def test_alert_thresholds_match_the_dashboards():
     margin_rule = next(q for q in rules["Dew-point margin low"]["data"] if q["refId"] == "C")
     threshold = margin_rule["model"]["conditions"][0]["evaluator"]["params"][0]
     env = dashboards()["environment.json"]
-    steps = [s["value"] for p in env["panels"] if "margin" in p["title"].lower()
-             for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]]
+    steps = [
+        s["value"]
+        for p in env["panels"]
+        if "margin" in p["title"].lower()
+        for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    ]
     assert threshold in steps

@@ -28,8 +28,12 @@ def test_the_image_can_run_it():
 
 
 def test_maps_database_bucket_rp_autogen_default(tmp_path):
-    result, args = run(tmp_path, DOCKER_INFLUXDB_INIT_ORG="lab", DOCKER_INFLUXDB_INIT_BUCKET="slowctl",
-                       DOCKER_INFLUXDB_INIT_BUCKET_ID="0123456789abcdef")
+    result, args = run(
+        tmp_path,
+        DOCKER_INFLUXDB_INIT_ORG="lab",
+        DOCKER_INFLUXDB_INIT_BUCKET="slowctl",
+        DOCKER_INFLUXDB_INIT_BUCKET_ID="0123456789abcdef",
+    )
     assert result.returncode == 0, result.stderr
     assert args[:3] == ["v1", "dbrp", "create"]
     flags = args[3:]

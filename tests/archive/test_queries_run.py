@@ -25,27 +25,47 @@ def test_field_types_are_those_of_the_data_model(archive):
     body = archive.influx.query("SHOW FIELD KEYS", archive.db)
     types = {(s["name"], k): t for s in series(body) for k, t in s["values"]}
     expected = {
-        ("supply", "on"): "boolean", ("supply", "tripped"): "boolean", ("supply", "state"): "string",
-        ("supply", "vset"): "float", ("supply", "vmon"): "float", ("supply", "iset"): "float",
-        ("supply", "imon"): "float", ("supply", "rampup"): "float", ("supply", "rampdown"): "float",
-        ("environment", "temperature"): "float", ("environment", "humidity"): "float",
+        ("supply", "on"): "boolean",
+        ("supply", "tripped"): "boolean",
+        ("supply", "state"): "string",
+        ("supply", "vset"): "float",
+        ("supply", "vmon"): "float",
+        ("supply", "iset"): "float",
+        ("supply", "imon"): "float",
+        ("supply", "rampup"): "float",
+        ("supply", "rampdown"): "float",
+        ("environment", "temperature"): "float",
+        ("environment", "humidity"): "float",
         ("environment", "dewpoint"): "float",
-        ("chiller", "on"): "boolean", ("chiller", "tset"): "float", ("chiller", "temperature"): "float",
-        ("chiller", "status_code"): "float", ("chiller", "state"): "string",
-        ("availability", "status"): "string", ("availability", "online"): "integer",
-        ("service_health", "uptime"): "float", ("service_health", "restarts"): "integer",
-        ("service_health", "poll_cycles"): "integer", ("service_health", "errors"): "integer",
-        ("service_health", "consecutive_errors"): "integer", ("service_health", "last_poll_duration"): "float",
+        ("chiller", "on"): "boolean",
+        ("chiller", "tset"): "float",
+        ("chiller", "temperature"): "float",
+        ("chiller", "status_code"): "float",
+        ("chiller", "state"): "string",
+        ("availability", "status"): "string",
+        ("availability", "online"): "integer",
+        ("service_health", "uptime"): "float",
+        ("service_health", "restarts"): "integer",
+        ("service_health", "poll_cycles"): "integer",
+        ("service_health", "errors"): "integer",
+        ("service_health", "consecutive_errors"): "integer",
+        ("service_health", "last_poll_duration"): "float",
         ("service_health", "connected"): "boolean",
-        ("event", "message"): "string", ("event", "cause"): "string", ("event", "before"): "string",
+        ("event", "message"): "string",
+        ("event", "cause"): "string",
+        ("event", "before"): "string",
         ("event", "after"): "string",
     }
     assert types == expected
     tags = archive.influx.query("SHOW TAG KEYS", archive.db)
     assert {s["name"]: sorted(v[0] for v in s["values"]) for s in series(tags)} == {
-        "supply": ["channel", "device", "kind", "name"], "environment": ["channel", "device", "name"],
-        "chiller": ["channel", "device", "name"], "availability": ["device"], "service_health": ["device"],
-        "event": ["channel", "device", "kind", "severity"]}
+        "supply": ["channel", "device", "kind", "name"],
+        "environment": ["channel", "device", "name"],
+        "chiller": ["channel", "device", "name"],
+        "availability": ["device"],
+        "service_health": ["device"],
+        "event": ["channel", "device", "kind", "severity"],
+    }
 
 
 @pytest.mark.parametrize("q", list(variable_queries()), ids=lambda q: q.where)
@@ -86,8 +106,10 @@ def test_alert_queries_find_what_they_are_meant_to_find(archive):
 
     def run(where: str) -> list[dict]:
         q = rules[where]
-        return series(archive.influx.query(expand(q.text, archive.to_ms - q.relative_s * 1000, archive.to_ms),
-                                           archive.db))
+        return series(
+            archive.influx.query(expand(q.text, archive.to_ms - q.relative_s * 1000, archive.to_ms), archive.db)
+        )
+
     tripped = {(s["tags"]["device"], s["tags"]["channel"]) for s in run("alert Channel tripped")}
     assert tripped == {("hv", "2"), ("lv", "1")}
     online = {s["tags"]["device"]: s["values"][-1][1] for s in run("alert Device offline")}

@@ -9,7 +9,7 @@ from slowctl.device.contract import Topics
 
 from .telegraf_mirror import CONF, Telegraf
 
-ROOT = "slowctl"   # mqtt.topic_root of the stack config (the default)
+ROOT = "slowctl"  # mqtt.topic_root of the stack config (the default)
 
 
 def conf() -> dict:
@@ -39,7 +39,14 @@ def test_data_format_per_topic():
     assert health["data_format"] == "json_v2"
     assert health["json_v2"][0]["measurement_name"] == "service_health"
     assert {f["path"] for f in health["json_v2"][0]["field"]} == {
-        "uptime", "restarts", "poll_cycles", "errors", "consecutive_errors", "last_poll_duration", "connected"}
+        "uptime",
+        "restarts",
+        "poll_cycles",
+        "errors",
+        "consecutive_errors",
+        "last_poll_duration",
+        "connected",
+    }
     for c in (availability, health):
         assert c["topic_parsing"] == [{"topic": c["topics"][0], "tags": "_/device/_"}]
 
@@ -61,7 +68,10 @@ def test_credentials_and_names_come_from_the_environment():
     (out,) = c["outputs"]["influxdb_v2"]
     assert out["urls"] == ["http://influxdb:8086"]
     assert (out["token"], out["organization"], out["bucket"]) == (
-        "${INFLUXDB_TOKEN}", "${INFLUXDB_ORG}", "${INFLUXDB_BUCKET}")
+        "${INFLUXDB_TOKEN}",
+        "${INFLUXDB_ORG}",
+        "${INFLUXDB_BUCKET}",
+    )
 
 
 def test_no_literal_secret_anywhere():

@@ -43,6 +43,7 @@ def _tagged(cls):
         if isinstance(node, yaml.SequenceNode):
             return cls(loader.construct_sequence(node, deep=True))
         return cls(loader.construct_scalar(node))
+
     return construct
 
 
@@ -69,8 +70,19 @@ def plain(value: Any) -> Any:
 # sequences merged by a key; others listed here are replaced; remaining sequences are appended
 _BY_TARGET = {"volumes", "devices", "secrets", "configs"}
 _REPLACED = {"command", "entrypoint", "test"}
-_UNIQUE = {"ports", "expose", "dns", "dns_search", "tmpfs", "group_add", "cap_add", "cap_drop",
-           "security_opt", "profiles", "networks"}
+_UNIQUE = {
+    "ports",
+    "expose",
+    "dns",
+    "dns_search",
+    "tmpfs",
+    "group_add",
+    "cap_add",
+    "cap_drop",
+    "security_opt",
+    "profiles",
+    "networks",
+}
 
 
 def _env_map(value: Any) -> Any:
@@ -150,6 +162,7 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
                 raise InterpolationError(f"{name}: {arg}")
             return have
         return have or ""
+
     return _VAR.sub(sub, value)
 
 

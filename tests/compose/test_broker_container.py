@@ -40,10 +40,14 @@ class Broker:
         self.ports = {"mqtt": free_port(), "mqtts": free_port(), "ws": free_port()}
         self.env = {
             "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin",
-            "BROKER_CONF_DIR": str(REPO / "mosquitto"), "BROKER_RUN_DIR": str(self.root / "run"),
-            "BROKER_DATA_DIR": str(self.root / "data"), "BROKER_TLS_DIR": str(tls_dir),
-            "BROKER_MQTT_PORT": str(self.ports["mqtt"]), "BROKER_MQTTS_PORT": str(self.ports["mqtts"]),
-            "BROKER_WS_PORT": str(self.ports["ws"]), "BROKER_BIND": "127.0.0.1",
+            "BROKER_CONF_DIR": str(REPO / "mosquitto"),
+            "BROKER_RUN_DIR": str(self.root / "run"),
+            "BROKER_DATA_DIR": str(self.root / "data"),
+            "BROKER_TLS_DIR": str(tls_dir),
+            "BROKER_MQTT_PORT": str(self.ports["mqtt"]),
+            "BROKER_MQTTS_PORT": str(self.ports["mqtts"]),
+            "BROKER_WS_PORT": str(self.ports["ws"]),
+            "BROKER_BIND": "127.0.0.1",
             **{k: v for k, v in env_values.items() if k.startswith("MQTT_PASSWORD_")},
         }
         self.proc: subprocess.Popen | None = None
@@ -51,10 +55,14 @@ class Broker:
 
     def start(self) -> Broker:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(["sh", str(ENTRYPOINT)], env=self.env, stdout=log, stderr=log,
-                                         preexec_fn=die_with_parent)
-        wait_until(lambda: all(port_open("127.0.0.1", p) for p in self.ports.values()) or self.proc.poll() is not None,
-                   10, what="the broker's three listeners")
+            self.proc = subprocess.Popen(
+                ["sh", str(ENTRYPOINT)], env=self.env, stdout=log, stderr=log, preexec_fn=die_with_parent
+            )
+        wait_until(
+            lambda: all(port_open("127.0.0.1", p) for p in self.ports.values()) or self.proc.poll() is not None,
+            10,
+            what="the broker's three listeners",
+        )
         assert self.proc.poll() is None, self.log.read_text()
         return self
 
@@ -106,12 +114,14 @@ def connect(broker, secrets_dir):
 def test_password_file_built_from_env_and_private(broker):
     passwd = broker.root / "run" / "passwd"
     users = [line.split(":", 1)[0] for line in passwd.read_text().splitlines()]
-    assert sorted(users) == sorted(["viewer", "operator", "nodered", "telegraf",
-                                    *load_config(REPO / "config" / "bench.yaml").devices])
+    assert sorted(users) == sorted(
+        ["viewer", "operator", "nodered", "telegraf", *load_config(REPO / "config" / "bench.yaml").devices]
+    )
     assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.read_text().splitlines())
     assert stat.S_IMODE(passwd.stat().st_mode) == 0o600
     if os.getuid() == 0:  # the broker runs as 'mosquitto' and owns what it reads
         import pwd
+
         assert pwd.getpwuid(passwd.stat().st_uid).pw_name == "mosquitto"
         assert pwd.getpwuid((broker.root / "data").stat().st_uid).pw_name == "mosquitto"
 
@@ -151,8 +161,13 @@ def test_roles_cannot_pose_as_a_device(connect):
 
 def test_healthcheck_login_file(broker):
     env = {"PATH": broker.env["PATH"], "XDG_CONFIG_HOME": str(broker.root / "run" / "healthcheck")}
-    r = subprocess.run(["mosquitto_sub", "-p", str(broker.ports["mqtt"]), "-t", "$SYS/broker/uptime", "-C", "1",
-                        "-W", "5"], env=env, capture_output=True, text=True, timeout=10)
+    r = subprocess.run(
+        ["mosquitto_sub", "-p", str(broker.ports["mqtt"]), "-t", "$SYS/broker/uptime", "-C", "1", "-W", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert r.returncode == 0 and r.stdout.strip().endswith("seconds"), r.stderr
 
 

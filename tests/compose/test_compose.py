@@ -22,8 +22,12 @@ from tests.compose.composekit import (
 
 jsonschema = pytest.importorskip("jsonschema")
 
-STACKS = {"prod": ("prod",), "prod+dev": ("prod", "dev"), "prod+dummy": ("prod", "dummy"),
-          "prod+dev+dummy": ("prod", "dev", "dummy")}
+STACKS = {
+    "prod": ("prod",),
+    "prod+dev": ("prod", "dev"),
+    "prod+dummy": ("prod", "dummy"),
+    "prod+dev+dummy": ("prod", "dev", "dummy"),
+}
 BENCH = yaml.safe_load((REPO / "config" / "bench.yaml").read_text())
 DEVICES = list(BENCH["devices"])
 ONE_SHOT = "no"  # restart policy of a job that runs once (checks, init)
@@ -95,10 +99,12 @@ def test_one_slowctl_image_for_every_device_and_simulator():
     version = re.search(r'^version = "([^"]+)"', (REPO / "pyproject.toml").read_text(), re.M).group(1)
     built = {n: s for n, s in services("prod+dummy").items() if "build" in s}
     assert set(built) >= {f"device-{d}" for d in DEVICES} | {f"sim-{d}" for d in DEVICES} | {"mongo-check"}
-    assert {s["image"] for n, s in built.items() if n.startswith(("device-", "sim-", "mongo-check"))} == \
-        {f"slowctl/slowctl:{version}"}
-    assert all(s["build"]["dockerfile"] == "services/Dockerfile" for n, s in built.items()
-               if n.startswith(("device-", "sim-")))
+    assert {s["image"] for n, s in built.items() if n.startswith(("device-", "sim-", "mongo-check"))} == {
+        f"slowctl/slowctl:{version}"
+    }
+    assert all(
+        s["build"]["dockerfile"] == "services/Dockerfile" for n, s in built.items() if n.startswith(("device-", "sim-"))
+    )
     dockerfile = (REPO / "services" / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11\.\d+-slim-bookworm$", dockerfile, re.M)
 
@@ -112,11 +118,17 @@ def test_production_publishes_only_the_gateway_and_mqtt_tls():
 
 def test_dev_publishes_internal_ports_on_loopback_only():
     prod = services("prod")
-    dev_ports = {n: [p for p in s.get("ports", []) if p not in prod.get(n, {}).get("ports", [])]
-                 for n, s in services("prod+dev").items()}
+    dev_ports = {
+        n: [p for p in s.get("ports", []) if p not in prod.get(n, {}).get("ports", [])]
+        for n, s in services("prod+dev").items()
+    }
     dev_ports = {n: p for n, p in dev_ports.items() if p}
     assert {n: sorted(p.rsplit(":", 1)[1] for p in ps) for n, ps in dev_ports.items()} == {
-        "mosquitto": ["1883"], "influxdb": ["8086"], "grafana": ["3000"], "nodered": ["1880"]}
+        "mosquitto": ["1883"],
+        "influxdb": ["8086"],
+        "grafana": ["3000"],
+        "nodered": ["1880"],
+    }
     assert all(p.startswith("127.0.0.1:") for ps in dev_ports.values() for p in ps)
 
 
@@ -155,9 +167,14 @@ def test_order_waits_for_health_where_it_matters():
 def test_every_piece_of_state_is_on_a_named_volume():
     model = merged("prod")
     named = set(model["volumes"])
-    state = {"mosquitto": "/mosquitto/data", "mongo": "/data/db", "influxdb": "/var/lib/influxdb2",
-             "grafana": "/var/lib/grafana", "nodered": "/data",
-             **{f"device-{d}": "/var/lib/slowctl/devices" for d in DEVICES}}
+    state = {
+        "mosquitto": "/mosquitto/data",
+        "mongo": "/data/db",
+        "influxdb": "/var/lib/influxdb2",
+        "grafana": "/var/lib/grafana",
+        "nodered": "/data",
+        **{f"device-{d}": "/var/lib/slowctl/devices" for d in DEVICES},
+    }
     for svc, path in state.items():
         mounts = {v.split(":")[1]: v.split(":")[0] for v in model["services"][svc]["volumes"]}
         assert mounts.get(path) in named, f"{svc}: {path} is not on a named volume ({mounts})"
@@ -167,7 +184,7 @@ def test_every_piece_of_state_is_on_a_named_volume():
 
 def test_device_services_match_the_stack_config():
     prod = services("prod")
-    assert {n[len("device-"):] for n in prod if n.startswith("device-")} == set(DEVICES)
+    assert {n[len("device-") :] for n in prod if n.startswith("device-")} == set(DEVICES)
     broker_env = prod["mosquitto"]["environment"]
     for d in DEVICES:
         svc = prod[f"device-{d}"]
@@ -221,19 +238,31 @@ def tracked_files() -> list:
 def test_no_secrets_or_default_passwords_in_tracked_files(env):
     assert ".env" not in {p.name for p in tracked_files()}
     assert not any(p.relative_to(REPO).parts[0] == "secrets" for p in tracked_files())
-    ignored = subprocess.run(["git", "check-ignore", ".env", "secrets/tls/server.key", ".slowctl/credentials.json"],
-                             cwd=REPO, capture_output=True, text=True).stdout.split()
+    ignored = subprocess.run(
+        ["git", "check-ignore", ".env", "secrets/tls/server.key", ".slowctl/credentials.json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert ignored == [".env", "secrets/tls/server.key", ".slowctl/credentials.json"]
     for path in tracked_files():
         if path.suffix in (".png", ".ico") or "node_modules" in path.parts or path.name == "package-lock.json":
             continue
         text = path.read_text(errors="replace")
-        assert "-----BEGIN " + "PRIVATE KEY" not in text and "BEGIN " + "CERTIFICATE-" not in text, f"{path}: key or certificate"
+        assert "-----BEGIN " + "PRIVATE KEY" not in text and "BEGIN " + "CERTIFICATE-" not in text, (
+            f"{path}: key or certificate"
+        )
         # a secret variable is only ever referenced, never given a value or a fallback
         for m in re.finditer(r"\$\{((?:[A-Z_]*_)?(?:PASSWORD|TOKEN|SECRET)[A-Z_]*):?-", text):
             pytest.fail(f"{path}: {m.group(1)} has a default value")
         in_tests = "tests" in path.relative_to(REPO).parts[:1]  # fixtures make up their own
-        for m in [] if in_tests else re.finditer(r"^[ \t]*([A-Z_]*(?:PASSWORD|TOKEN|SECRET)[A-Z_]*)[ \t]*[=:][ \t]*['\"]?([^\s'\"$#]+)", text, re.M):
+        for m in (
+            []
+            if in_tests
+            else re.finditer(
+                r"^[ \t]*([A-Z_]*(?:PASSWORD|TOKEN|SECRET)[A-Z_]*)[ \t]*[=:][ \t]*['\"]?([^\s'\"$#]+)", text, re.M
+            )
+        ):
             value = m.group(2)
             if value.startswith(("${", "process.env", "os.environ")):
                 continue
@@ -250,7 +279,7 @@ def test_compose_references_secrets_only_where_needed():
     for name, svc in prod.items():
         secret_vars = {v for v in variables(json.dumps(svc.get("environment", {}))) if SECRET.search(v)}
         if name.startswith("device-"):
-            assert secret_vars == {f"MQTT_PASSWORD_{name[len('device-'):].upper()}"}, name
+            assert secret_vars == {f"MQTT_PASSWORD_{name[len('device-') :].upper()}"}, name
         if name == "mosquitto":
             assert all(v.startswith("MQTT_PASSWORD_") for v in secret_vars)
         assert "env_file" not in svc, f"{name}: env_file hands over every secret"

@@ -24,8 +24,13 @@ def project(tmp_path):
 
 
 def init(project, *args):
-    return subprocess.run([sys.executable, "-m", "slowctl", "init", "--config", "config/bench.yaml", *args],
-                          cwd=project, capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "slowctl", "init", "--config", "config/bench.yaml", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_writes_every_variable_with_random_secrets(project):
@@ -64,8 +69,14 @@ def test_second_run_changes_nothing_and_fills_only_gaps(project):
 def test_new_device_gets_a_password(project):
     init(project)
     cfg = project / "config" / "bench.yaml"
-    cfg.write_text(cfg.read_text().replace("\n  lv:\n", "\n  lv3:\n    model: hmp4040\n    address: socket://x:5025\n"
-                                           "    channels: {0: {name: a, vmax: 5, imax: 1}}\n  lv:\n", 1))
+    cfg.write_text(
+        cfg.read_text().replace(
+            "\n  lv:\n",
+            "\n  lv3:\n    model: hmp4040\n    address: socket://x:5025\n"
+            "    channels: {0: {name: a, vmax: 5, imax: 1}}\n  lv:\n",
+            1,
+        )
+    )
     r = init(project)
     assert r.returncode == 0, r.stderr
     assert "added MQTT_PASSWORD_LV3" in r.stdout
@@ -116,7 +127,12 @@ def test_bad_config_refused_with_the_key_and_nothing_written(project):
 
 def test_config_outside_the_mounted_directory_refused(project):
     shutil.copy(project / "config" / "bench.yaml", project / "elsewhere.yaml")
-    r = subprocess.run([sys.executable, "-m", "slowctl", "init", "--config", "elsewhere.yaml"],
-                       cwd=project, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "slowctl", "init", "--config", "elsewhere.yaml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2 and "must be in ./config" in r.stderr
     assert not (project / ".env").exists()

@@ -40,14 +40,22 @@ pytestmark = pytest.mark.skipif(_docker_ready() is not None, reason=str(_docker_
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    ports = {"SLOWCTL_HTTPS_PORT": str(free_port()), "SLOWCTL_HTTP_PORT": str(free_port()),
-             "SLOWCTL_MQTTS_PORT": str(free_port())}
+    ports = {
+        "SLOWCTL_HTTPS_PORT": str(free_port()),
+        "SLOWCTL_HTTP_PORT": str(free_port()),
+        "SLOWCTL_MQTTS_PORT": str(free_port()),
+    }
     if not (REPO / ".env").exists():
         subprocess.run(["slowctl", "init", "--hostname", "localhost"], cwd=REPO, check=True)
     env = {**os.environ, **ports}
     compose = ["docker", "compose", "-p", PROJECT, "-f", "docker-compose.yml", "-f", "docker-compose.dummy.yml"]
-    subprocess.run([*compose, "up", "-d", "--build", "--wait", "--wait-timeout", "300"], cwd=REPO, env=env,
-                   check=True, timeout=1800)
+    subprocess.run(
+        [*compose, "up", "-d", "--build", "--wait", "--wait-timeout", "300"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=1800,
+    )
     try:
         yield {"compose": compose, "env": env, "secrets": read_env(REPO / ".env"), **ports}
     finally:
@@ -59,11 +67,13 @@ def https(live, path: str, auth: tuple[str, str] | None = None) -> tuple[int, di
     req = urllib.request.Request(f"https://localhost:{live['SLOWCTL_HTTPS_PORT']}{path}")
     if auth:
         import base64
+
         req.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *a, **k):
             return None
+
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), NoRedirect)
     try:
         with opener.open(req, timeout=10) as r:
@@ -73,8 +83,13 @@ def https(live, path: str, auth: tuple[str, str] | None = None) -> tuple[int, di
 
 
 def tls_probe(live, role: str) -> Probe:
-    return Probe("localhost", int(live["SLOWCTL_MQTTS_PORT"]), role, live["secrets"][f"MQTT_PASSWORD_{role.upper()}"],
-                 tls_ca=str(REPO / "secrets" / "tls" / "ca.crt"))
+    return Probe(
+        "localhost",
+        int(live["SLOWCTL_MQTTS_PORT"]),
+        role,
+        live["secrets"][f"MQTT_PASSWORD_{role.upper()}"],
+        tls_ca=str(REPO / "secrets" / "tls" / "ca.crt"),
+    )
 
 
 def test_every_device_online_over_mqtt_tls(live):
@@ -82,10 +97,16 @@ def test_every_device_online_over_mqtt_tls(live):
     try:
         p.subscribe("slowctl/+/availability")
         import yaml
+
         devices = yaml.safe_load((REPO / "config" / "bench.yaml").read_text())["devices"]
-        wait_until(lambda: all(p.last.get(f"slowctl/{d}/availability") and
-                               p.last[f"slowctl/{d}/availability"].payload == b"online" for d in devices), 60,
-                   what="every device online")
+        wait_until(
+            lambda: all(
+                p.last.get(f"slowctl/{d}/availability") and p.last[f"slowctl/{d}/availability"].payload == b"online"
+                for d in devices
+            ),
+            60,
+            what="every device online",
+        )
     finally:
         p.close()
 
@@ -123,23 +144,41 @@ def test_archive_receives_metrics(live):
     s = live["secrets"]
 
     def rows() -> int:
-        r = subprocess.run([*live["compose"], "exec", "-T", "influxdb", "influx", "query", "--raw",
-                            flux % s["INFLUXDB_BUCKET"]], cwd=REPO, env=live["env"], capture_output=True, text=True)
+        r = subprocess.run(
+            [*live["compose"], "exec", "-T", "influxdb", "influx", "query", "--raw", flux % s["INFLUXDB_BUCKET"]],
+            cwd=REPO,
+            env=live["env"],
+            capture_output=True,
+            text=True,
+        )
         return r.stdout.count("_value")
+
     wait_until(rows, 90, interval=5, what="supply rows in InfluxDB")
 
 
 def test_mongo_check_succeeded(live):
-    r = subprocess.run([*live["compose"], "ps", "-a", "--format", "json", "mongo-check"], cwd=REPO,
-                       env=live["env"], capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [*live["compose"], "ps", "-a", "--format", "json", "mongo-check"],
+        cwd=REPO,
+        env=live["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     states = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     assert states and states[0]["ExitCode"] == 0, states
 
 
 def test_unhealthy_nothing(live):
     time.sleep(1)
-    r = subprocess.run([*live["compose"], "ps", "--format", "json"], cwd=REPO, env=live["env"],
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [*live["compose"], "ps", "--format", "json"],
+        cwd=REPO,
+        env=live["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     services = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     bad = [s["Service"] for s in services if s.get("Health") not in ("", "healthy")]
     assert not bad, bad

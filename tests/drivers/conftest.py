@@ -43,8 +43,14 @@ def make_driver() -> Iterator[Callable[..., Any]]:
     """Open a link (driver's own settings) and build a driver on a CountingLink; links closed after."""
     links: list[CountingLink] = []
 
-    def make(driver_cls: type[Driver], address: str, channels: list[int], options: dict | None = None,
-             timeout: float = 1.0, **device: Any) -> Any:
+    def make(
+        driver_cls: type[Driver],
+        address: str,
+        channels: list[int],
+        options: dict | None = None,
+        timeout: float = 1.0,
+        **device: Any,
+    ) -> Any:
         settings = settings_for(driver_cls, address, timeout=timeout, **device)
         link = CountingLink(open_link(address, settings))
         links.append(link)

@@ -18,9 +18,6 @@ SHORT_TIMEOUT = 0.3  # s; link timeout of the fault tests
 POLL_COSTS: dict[str, str] = {}
 
 
-
-
-
 class CountingLink:
     """Wraps a real link; records every request so tests can count round trips."""
 
@@ -68,8 +65,9 @@ class CountingLink:
 
 def settings_for(driver_cls: type[Driver], address: str, timeout: float = 1.0, **device: Any) -> LinkSettings:
     """The driver's link settings as the service derives them from a device config."""
-    cfg = DeviceConfig(model=driver_cls.model, address=address, timeout=timeout,
-                       channels={0: {"name": "ch0"}}, **device)
+    cfg = DeviceConfig(
+        model=driver_cls.model, address=address, timeout=timeout, channels={0: {"name": "ch0"}}, **device
+    )
     return link_settings(driver_cls, cfg)
 
 
@@ -88,8 +86,12 @@ def _kinds() -> dict[str, tuple[Any, type[Driver], list[int], dict]]:
 
     return {
         "caen": (lambda clock: CaenSim(clock=clock, seed=1), CaenDriver, [0, 1, 2, 3], {}),
-        "caen-allch": (lambda clock: CaenSim(clock=clock, seed=1), CaenDriver, [0, 1, 2, 3],
-                       {"all_channels_query": True}),
+        "caen-allch": (
+            lambda clock: CaenSim(clock=clock, seed=1),
+            CaenDriver,
+            [0, 1, 2, 3],
+            {"all_channels_query": True},
+        ),
         "hmp": (lambda clock: HmpSim(clock=clock, seed=1), HmpDriver, [0, 1, 2, 3], {}),
         "climate": (lambda clock: ClimateSim(clock=clock, seed=1), ClimateDriver, [0, 1], {}),
     }

@@ -183,15 +183,18 @@ def test_overcurrent_trips_then_clear_gives_off(caen, hv, clock):
     assert r.state is ChannelState.OFF and r.alarms == [] and not r.on and r.vmon == 0.0
 
 
-@pytest.mark.parametrize("action, args", [
-    ("set_voltage", (0, 8000.5)),
-    ("set_voltage", (0, -1.0)),
-    ("set_voltage", (0, math.nan)),
-    ("set_current", (0, 3.5e-3)),
-    ("set_current", (0, -1e-6)),
-    ("set_ramp", (0, 0.5, None)),
-    ("set_ramp", (0, None, 501)),
-])
+@pytest.mark.parametrize(
+    "action, args",
+    [
+        ("set_voltage", (0, 8000.5)),
+        ("set_voltage", (0, -1.0)),
+        ("set_voltage", (0, math.nan)),
+        ("set_current", (0, 3.5e-3)),
+        ("set_current", (0, -1e-6)),
+        ("set_ramp", (0, 0.5, None)),
+        ("set_ramp", (0, None, 501)),
+    ],
+)
 def test_beyond_instrument_range_raises_before_sending(caen, hv, action, args):
     drv = caen()
     before = dataclasses.replace(hv.channels[0])

@@ -29,8 +29,6 @@ def bench(request, clock, serve, make_driver):
     return inst, server, connect
 
 
-
-
 def test_silence_from_a_scenario_then_recovery(bench, clock):
     inst, server, connect = bench
     drv = connect()

@@ -167,13 +167,16 @@ def test_fuse_trips_then_clear_gives_off(hmp, lv, clock):
     assert r.state is ChannelState.OFF and r.alarms == [] and not r.on and r.vmon == 0.0
 
 
-@pytest.mark.parametrize("action, args", [
-    ("set_voltage", (0, 32.1)),
-    ("set_voltage", (0, -0.1)),
-    ("set_voltage", (0, math.inf)),
-    ("set_current", (0, 10.01)),
-    ("set_current", (0, -0.1)),
-])
+@pytest.mark.parametrize(
+    "action, args",
+    [
+        ("set_voltage", (0, 32.1)),
+        ("set_voltage", (0, -0.1)),
+        ("set_voltage", (0, math.inf)),
+        ("set_current", (0, 10.01)),
+        ("set_current", (0, -0.1)),
+    ],
+)
 def test_beyond_instrument_range_raises_before_sending(hmp, lv, action, args):
     drv = hmp()
     before = dataclasses.replace(lv.chan(1))

@@ -51,39 +51,54 @@ def iseg(server, make_driver):
 
 
 # --- number format and status words (no I/O) ------------------------------------------
-@pytest.mark.parametrize("text, unit, value", [
-    ("1.23400E3V", "V", 1234.0), ("-1.0E-6A", "A", -1e-6), ("5.000E1V/s", "V/s", 50.0),
-    ("12.3456E-6A", "A", 12.3456e-6), ("1.23456EA", "A", 1.23456), ("-0.50000E3V", "V", -500.0),
-    ("0.00000E3V", "V", 0.0), ("500", "V", 500.0), (" 2.5E+2 V ", "V", 250.0), ("4.0E3v", "V", 4000.0),
-    ("100ms", "ms", 100.0), (".5E1V", "V", 5.0),
-])
+@pytest.mark.parametrize(
+    "text, unit, value",
+    [
+        ("1.23400E3V", "V", 1234.0),
+        ("-1.0E-6A", "A", -1e-6),
+        ("5.000E1V/s", "V/s", 50.0),
+        ("12.3456E-6A", "A", 12.3456e-6),
+        ("1.23456EA", "A", 1.23456),
+        ("-0.50000E3V", "V", -500.0),
+        ("0.00000E3V", "V", 0.0),
+        ("500", "V", 500.0),
+        (" 2.5E+2 V ", "V", 250.0),
+        ("4.0E3v", "V", 4000.0),
+        ("100ms", "ms", 100.0),
+        (".5E1V", "V", 5.0),
+    ],
+)
 def test_numbers_with_optional_exponent_and_unit(text, unit, value):
     assert parse_number(text, unit) == value
 
 
-@pytest.mark.parametrize("text, unit", [("1.0E3A", "V"), ("abc", "V"), ("1.0E+V", "V"), ("", "V"), ("1.0E3V,", "V"),
-                                        ("1.0E3V/s", "V")])
+@pytest.mark.parametrize(
+    "text, unit", [("1.0E3A", "V"), ("abc", "V"), ("1.0E+V", "V"), ("", "V"), ("1.0E3V,", "V"), ("1.0E3V/s", "V")]
+)
 def test_garbled_numbers_are_refused(text, unit):
     with pytest.raises(ValueError):
         parse_number(text, unit)
 
 
-@pytest.mark.parametrize("status, event, state, alarms", [
-    (0, 0, ChannelState.OFF, []),
-    (1 << 3 | 1 << 7, 0, ChannelState.ON, []),
-    (1 << 3 | 1 << 4 | 1 << 19, 0, ChannelState.RAMP_UP, []),
-    (1 << 4 | 1 << 20, 0, ChannelState.RAMP_DOWN, []),
-    (1 << 3 | 1 << 4 | 1 << 20, 0, ChannelState.RAMP_DOWN, []),  # on, Vset lowered
-    (1 << 3 | 1 << 6, 0, ChannelState.COMPLIANCE, ["CC"]),
-    (1 << 3 | 1 << 14, 0, ChannelState.COMPLIANCE, ["I_LIMIT"]),
-    (1 << 3 | 1 << 6 | 1 << 13, 0, ChannelState.TRIPPED, ["CC", "TRIP"]),
-    (0, 1 << 13, ChannelState.TRIPPED, ["TRIP"]),  # the latched event alone
-    (1 << 5, 0, ChannelState.OFF, ["EMCY"]),
-    (1 << 3 | 1 << 1, 0, ChannelState.ERROR, ["ARC"]),
-    (1 << 2, 0, ChannelState.ERROR, ["INPUT_ERROR"]),
-    (1 << 12, 0, ChannelState.ERROR, ["INHIBIT"]),
-    (1 << 3 | 1 << 15 | 1 << 0, 0, ChannelState.ON, ["V_LIMIT"]),
-])
+@pytest.mark.parametrize(
+    "status, event, state, alarms",
+    [
+        (0, 0, ChannelState.OFF, []),
+        (1 << 3 | 1 << 7, 0, ChannelState.ON, []),
+        (1 << 3 | 1 << 4 | 1 << 19, 0, ChannelState.RAMP_UP, []),
+        (1 << 4 | 1 << 20, 0, ChannelState.RAMP_DOWN, []),
+        (1 << 3 | 1 << 4 | 1 << 20, 0, ChannelState.RAMP_DOWN, []),  # on, Vset lowered
+        (1 << 3 | 1 << 6, 0, ChannelState.COMPLIANCE, ["CC"]),
+        (1 << 3 | 1 << 14, 0, ChannelState.COMPLIANCE, ["I_LIMIT"]),
+        (1 << 3 | 1 << 6 | 1 << 13, 0, ChannelState.TRIPPED, ["CC", "TRIP"]),
+        (0, 1 << 13, ChannelState.TRIPPED, ["TRIP"]),  # the latched event alone
+        (1 << 5, 0, ChannelState.OFF, ["EMCY"]),
+        (1 << 3 | 1 << 1, 0, ChannelState.ERROR, ["ARC"]),
+        (1 << 2, 0, ChannelState.ERROR, ["INPUT_ERROR"]),
+        (1 << 12, 0, ChannelState.ERROR, ["INHIBIT"]),
+        (1 << 3 | 1 << 15 | 1 << 0, 0, ChannelState.ON, ["V_LIMIT"]),
+    ],
+)
 def test_status_word_to_state_and_alarms(status, event, state, alarms):
     assert channel_state(status, event) == (state, alarms)
 
@@ -118,7 +133,7 @@ def test_echo_expected_but_missing_is_a_link_error(clock, serve, make_driver):
 def test_connect_refuses_channels_the_module_lacks(clock, serve, make_driver):
     server = serve(IsegSim(clock=clock, seed=1, channels=2))
     drv = make_driver(IsegDriver, tcp(server), CHANNELS)
-    with pytest.raises(InstrumentError, match=r'\(@0-3\) not all on this module.*-222'):
+    with pytest.raises(InstrumentError, match=r"\(@0-3\) not all on this module.*-222"):
         drv.connect()
 
 
@@ -166,18 +181,22 @@ def test_one_round_trip_per_poll_two_with_set_values(iseg, hv):
     drv.link.reset()
     hv.channels[3].vset = 123.0  # changed at the front panel
     r = drv.read(CHANNELS, full=False)
-    assert drv.link.queries == [":MEAS:VOLT? (@0-3);:MEAS:CURR? (@0-3);:READ:CHAN:STATUS? (@0-3);"
-                                ":READ:CHAN:EVENT:STATUS? (@0-3)"]
+    assert drv.link.queries == [
+        ":MEAS:VOLT? (@0-3);:MEAS:CURR? (@0-3);:READ:CHAN:STATUS? (@0-3);:READ:CHAN:EVENT:STATUS? (@0-3)"
+    ]
     assert r[3].vset == 0.0  # cached
     assert drv.read(CHANNELS, full=True)[3].vset == 123.0
     assert not drv.link.writes
 
 
-@pytest.mark.parametrize("options, trips", [
-    ({"channel_lists": False}, 4),  # one joined line per channel
-    ({"joined_queries": False}, 4),  # one query per parameter, channel lists
-    ({"joined_queries": False, "channel_lists": False}, 16),
-])
+@pytest.mark.parametrize(
+    "options, trips",
+    [
+        ({"channel_lists": False}, 4),  # one joined line per channel
+        ({"joined_queries": False}, 4),  # one query per parameter, channel lists
+        ({"joined_queries": False, "channel_lists": False}, 16),
+    ],
+)
 def test_fallbacks_read_the_same(iseg, clock, options, trips):
     drv = iseg(**options)
     drv.set_voltage(2, 100.0)
@@ -215,8 +234,11 @@ def test_polarity_unknown_is_read_before_the_first_vset(server, make_driver, hv)
     drv.connect()
     drv.link.reset()
     drv.set_voltage(1, 30.0)
-    assert drv.link.log == [("query", ":READ:CHAN:STATUS? (@1)"), ("query", ":READ:CHAN:EVENT:STATUS? (@1)"),
-                            ("write", ":VOLT -30,(@1)")]
+    assert drv.link.log == [
+        ("query", ":READ:CHAN:STATUS? (@1)"),
+        ("query", ":READ:CHAN:EVENT:STATUS? (@1)"),
+        ("write", ":VOLT -30,(@1)"),
+    ]
     assert hv.channels[1].vset == 30.0
 
 
@@ -338,16 +360,19 @@ def test_polarity_option_flags_a_wrong_channel(iseg, hv):
     assert r[1].state is ChannelState.OFF
 
 
-@pytest.mark.parametrize("action, args, options", [
-    ("set_voltage", (0, 6000.1), {}),
-    ("set_voltage", (0, -1.0), {}),
-    ("set_voltage", (0, math.nan), {}),
-    ("set_voltage", (0, 3001.0), {"vnom": 3000}),
-    ("set_current", (0, 0.021), {}),
-    ("set_current", (0, 0.0011), {"inom": 1e-3}),
-    ("set_ramp", (0, 0.0), {}),
-    ("set_ramp", (0, 1201.0), {}),
-])
+@pytest.mark.parametrize(
+    "action, args, options",
+    [
+        ("set_voltage", (0, 6000.1), {}),
+        ("set_voltage", (0, -1.0), {}),
+        ("set_voltage", (0, math.nan), {}),
+        ("set_voltage", (0, 3001.0), {"vnom": 3000}),
+        ("set_current", (0, 0.021), {}),
+        ("set_current", (0, 0.0011), {"inom": 1e-3}),
+        ("set_ramp", (0, 0.0), {}),
+        ("set_ramp", (0, 1201.0), {}),
+    ],
+)
 def test_beyond_instrument_range_raises_before_sending(iseg, hv, action, args, options):
     drv = iseg(**options)
     before = dataclasses.replace(hv.channels[0])
@@ -382,13 +407,16 @@ def test_no_echo_on_a_lan_socket(clock, serve, make_driver):
 def test_config_checks():
     ch = {0: ChannelConfig(name="a", vmax=3500, imax=2e-3), 5: ChannelConfig(name="b", vmax=100, imax=1e-4)}
     errors = IsegDriver.check_config({"vnom": 3000, "inom": 1e-3, "channels": 4}, ch)
-    assert errors == ["channels.5: iseg-shr has channels 0..3",
-                      "channels.0.vmax: 3500 outside the iseg-shr range 0..3000",
-                      "channels.0.imax: 0.002 outside the iseg-shr range 0..0.001"]
+    assert errors == [
+        "channels.5: iseg-shr has channels 0..3",
+        "channels.0.vmax: 3500 outside the iseg-shr range 0..3000",
+        "channels.0.imax: 0.002 outside the iseg-shr range 0..0.001",
+    ]
     assert IsegDriver.check_config({"trip_action": 5, "trip_time_ms": 0, "echo": True}, {}) == [
         "options.trip_action: Input should be less than or equal to 4",
         "options.trip_time_ms: Input should be greater than or equal to 1",
-        "options.echo: unknown option"]
+        "options.echo: unknown option",
+    ]
     assert IsegDriver.actions() == {"on", "off", "vset", "iset", "rampup", "rampdown", "clear"}
 
 
@@ -397,8 +425,9 @@ def test_config_checks():
 
 def test_silence_garbage_and_recovery(iseg, hv, clock):
     drv = iseg(timeout=SHORT_TIMEOUT)
-    hv.schedule(parse_scenario({"events": [{"at": hv.now() + 1, "silence": 5},
-                                           {"at": hv.now() + 10, "garbage": 5}]}, hv))
+    hv.schedule(
+        parse_scenario({"events": [{"at": hv.now() + 1, "silence": 5}, {"at": hv.now() + 10, "garbage": 5}]}, hv)
+    )
     clock.advance(2)
     assert "timeout" in link_error_message(lambda: drv.read(CHANNELS, full=False))
     link_error_message(lambda: drv.set_voltage(0, 1.0))
@@ -441,9 +470,12 @@ def test_poll_cost_at_9600_baud(iseg, server, clock):
     cost = measure_poll(drv, server, CHANNELS)  # bytes counted with the echo
     trips, nbytes, seconds = cost.partial, cost.wire_bytes, cost.seconds
     theory = cost.wire
-    record_poll_cost("iseg-shr", f"4 channels: {trips} round trip per poll (2 with full=True); read(full=False) "
-                     f"at 9600 baud took {seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms "
-                     f"({nbytes} bytes incl. echo)")
+    record_poll_cost(
+        "iseg-shr",
+        f"4 channels: {trips} round trip per poll (2 with full=True); read(full=False) "
+        f"at 9600 baud took {seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms "
+        f"({nbytes} bytes incl. echo)",
+    )
     assert trips == 1
     assert seconds >= theory * 0.9
 

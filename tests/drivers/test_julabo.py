@@ -17,8 +17,10 @@ from slowctl_dummy.sims.climate import ClimateBox as ClimateSim
 from slowctl_dummy.sims.julabo import Julabo as JulaboSim
 
 FAST = {"link": {"min_interval": 0.0}}  # most tests: no pauses between requests (the simulator needs none)
-FP50 = {"serial": {"baudrate": 9600, "bytesize": 8, "parity": "N", "rtscts": True},
-        "link": {"write_termination": "\n", "min_interval": 0.01}}  # the FP50 example of the docs
+FP50 = {
+    "serial": {"baudrate": 9600, "bytesize": 8, "parity": "N", "rtscts": True},
+    "link": {"write_termination": "\n", "min_interval": 0.01},
+}  # the FP50 example of the docs
 
 
 @pytest.fixture
@@ -107,7 +109,13 @@ def test_read(julabo, bath):
     c = r[0]
     assert type(c.tset) is float and type(c.temperature) is float and type(c.on) is bool
     assert (c.on, c.tset, c.state, c.status_code, c.status, c.alarms) == (
-        False, 20.0, ChannelState.OFF, 0, "MANUAL STOP", [])
+        False,
+        20.0,
+        ChannelState.OFF,
+        0,
+        "MANUAL STOP",
+        [],
+    )
     assert c.temperature == pytest.approx(22.0, abs=0.05)
     assert drv.link.queries == ["in_sp_00", "in_pv_00", "in_mode_05", "status"]
 
@@ -139,8 +147,11 @@ def test_tset_on_off_and_the_bath_follows(julabo, bath, clock):
 
 def test_setpoint_the_chiller_does_not_take_is_refused(julabo, bath):
     drv = julabo()
-    with pytest.raises(InstrumentError, match=r"out_sp_00 250.00 was not taken: in_sp_00 reads 20; "
-                                              r"status -11 VALUE TOO LARGE"):
+    with pytest.raises(
+        InstrumentError,
+        match=r"out_sp_00 250.00 was not taken: in_sp_00 reads 20; "
+        r"status -11 VALUE TOO LARGE",
+    ):
         drv.set_temperature(0, 250.0)  # inside the driver's range, above the chiller's 200
     assert bath.setpoint == 20.0
     r = drv.read([0], full=True)[0]
@@ -172,9 +183,16 @@ def test_alarm_is_error_and_start_is_refused(julabo, bath, clock):
     clock.advance(5)
     r = drv.read([0], full=False)[0]
     assert (r.state, r.on, r.status_code, r.status, r.alarms) == (
-        ChannelState.ERROR, False, -14, "EXCESS TEMPERATURE PROTECTOR ALARM", ["EXCESS TEMPERATURE PROTECTOR ALARM"])
-    with pytest.raises(InstrumentError, match="out_mode_05 1 was not taken: in_mode_05 reads 0; "
-                                              "status -14 EXCESS TEMPERATURE PROTECTOR ALARM"):
+        ChannelState.ERROR,
+        False,
+        -14,
+        "EXCESS TEMPERATURE PROTECTOR ALARM",
+        ["EXCESS TEMPERATURE PROTECTOR ALARM"],
+    )
+    with pytest.raises(
+        InstrumentError,
+        match="out_mode_05 1 was not taken: in_mode_05 reads 0; status -14 EXCESS TEMPERATURE PROTECTOR ALARM",
+    ):
         drv.execute("on", 0, None)
     bath.set_param("alarm", 0.0)
     drv.execute("on", 0, None)
@@ -205,16 +223,19 @@ def test_check_config():
     ok = {0: ChannelConfig(name="bath", tmin=-20, tmax=40)}
     assert JulaboDriver.check_config({}, ok) == []
     assert JulaboDriver.check_config({"out_interval": 9}, ok) == [
-        "options.out_interval: Input should be less than or equal to 5"]
-    errors = JulaboDriver.check_config({}, {0: ChannelConfig(name="a", tmin=-100, tmax=20),
-                                            1: ChannelConfig(name="b", tmax=20)})
-    assert errors == ["channels.1: julabo has channels 0..0",
-                      "channels.0.tmin: -100 outside the julabo range -95..400",
-                      "channels.1.tmin: required for a chiller channel"]
+        "options.out_interval: Input should be less than or equal to 5"
+    ]
+    errors = JulaboDriver.check_config(
+        {}, {0: ChannelConfig(name="a", tmin=-100, tmax=20), 1: ChannelConfig(name="b", tmax=20)}
+    )
+    assert errors == [
+        "channels.1: julabo has channels 0..0",
+        "channels.0.tmin: -100 outside the julabo range -95..400",
+        "channels.1.tmin: required for a chiller channel",
+    ]
 
 
 # --- link faults ---------------------------------------------------------------------
-
 
 
 def test_silence_is_a_link_error_then_recovery(julabo, bath, clock):
@@ -254,6 +275,7 @@ def test_stopped_simulator_then_a_new_driver_connects(bath, server, serve, julab
 
 # --- transports and cost -----------------------------------------------------------------
 
+
 def test_over_the_pty(bath, serve, make_driver):
     server = serve(bath, pty=True)
     drv = make_driver(JulaboDriver, server.pty_path, [0], {"out_interval": 0.0}, **FAST)
@@ -273,6 +295,9 @@ def test_poll_cost(bath, server, make_driver):
     wire_bytes = cost.wire_bytes + partial  # replies end CR LF: the CR before the read terminator LF
     wire = wire_bytes * 10 / 9600  # 7E1 is 10 bits a character too
     assert 2 * 0.25 + wire * 0.9 <= seconds < 3 * 0.25  # the line, and 250 ms between requests
-    record_poll_cost("julabo", f"1 channel: {partial} round trips per poll ({full} with full=True); "
-                     f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (250 ms between "
-                     f"requests), wire time {wire * 1000:.0f} ms ({wire_bytes} bytes)")
+    record_poll_cost(
+        "julabo",
+        f"1 channel: {partial} round trips per poll ({full} with full=True); "
+        f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (250 ms between "
+        f"requests), wire time {wire * 1000:.0f} ms ({wire_bytes} bytes)",
+    )

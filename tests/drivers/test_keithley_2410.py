@@ -58,9 +58,12 @@ def test_connect_identifies_and_prepares_without_touching_the_output(server, smu
     smu.handle(":SOUR:VOLT -50;:OUTP ON")
     drv = make_driver(KeithleyDriver, tcp(server), [0], NEG)
     assert drv.connect().startswith("KEITHLEY INSTRUMENTS INC.,MODEL 2410,4123456,")
-    assert drv.link.log == [("query", "*IDN?"), ("query", ":SOUR:FUNC?;:OUTP?"),
-                            ("write", '*CLS;:SOUR:CLE:AUTO OFF;:SENS:FUNC:CONC ON;:SENS:FUNC "VOLT","CURR";'
-                                      ':FORM:ELEM VOLT,CURR'), ("query", ":SYST:ERR?")]
+    assert drv.link.log == [
+        ("query", "*IDN?"),
+        ("query", ":SOUR:FUNC?;:OUTP?"),
+        ("write", '*CLS;:SOUR:CLE:AUTO OFF;:SENS:FUNC:CONC ON;:SENS:FUNC "VOLT","CURR";:FORM:ELEM VOLT,CURR'),
+        ("query", ":SYST:ERR?"),
+    ]
     assert (smu.auto_clear, smu.sense, smu.elements) == (False, {"VOLT", "CURR"}, ["VOLT", "CURR"])
     assert (smu.output, smu.vset) == (True, -50.0)
     s = settings_for(KeithleyDriver, tcp(server), timeout=0.7)
@@ -95,8 +98,15 @@ def test_off_poll_is_one_short_line(k2410):
     drv = k2410()
     r = drv.read([0], full=True)[0]
     assert drv.link.queries == [":SOUR:VOLT?;:SENS:CURR:PROT?;:OUTP?"]
-    assert (r.on, r.state, r.vset, r.iset, r.vmon, r.imon, r.alarms) == \
-        (False, ChannelState.OFF, 0.0, 105e-6, 0.0, 0.0, [])
+    assert (r.on, r.state, r.vset, r.iset, r.vmon, r.imon, r.alarms) == (
+        False,
+        ChannelState.OFF,
+        0.0,
+        105e-6,
+        0.0,
+        0.0,
+        [],
+    )
     assert (r.rampup, r.rampdown) == (None, None)
     drv.link.reset()
     drv.read([0], full=False)
@@ -181,13 +191,16 @@ def test_wrong_polarity_is_an_error_state(k2410, smu, clock):
     assert (r.state, r.alarms, r.vset) == (ChannelState.ERROR, ["POLARITY"], 40.0)
 
 
-@pytest.mark.parametrize("action, args, options", [
-    ("set_voltage", (0, 1100.5), {}),
-    ("set_voltage", (0, 210.5), {"variant": "2400"}),
-    ("set_voltage", (0, -5.0), {}),
-    ("set_voltage", (0, math.inf), {}),
-    ("set_current", (0, 1.06), {}),
-])
+@pytest.mark.parametrize(
+    "action, args, options",
+    [
+        ("set_voltage", (0, 1100.5), {}),
+        ("set_voltage", (0, 210.5), {"variant": "2400"}),
+        ("set_voltage", (0, -5.0), {}),
+        ("set_voltage", (0, math.inf), {}),
+        ("set_current", (0, 1.06), {}),
+    ],
+)
 def test_beyond_instrument_range_raises_before_sending(clock, serve, make_driver, action, args, options):
     sim = KeithleySim(clock=clock, seed=1, variant=options.get("variant", "2410"))
     drv = make_driver(KeithleyDriver, tcp(serve(sim)), [0], {**NEG, **options})
@@ -222,10 +235,13 @@ def test_stale_error_is_not_blamed_on_the_next_command(k2410, smu):
     assert smu.vset == -10.0
 
 
-@pytest.mark.parametrize("terminator, link", [
-    ("CRLF", {}),  # the trailing CR is stripped
-    ("CR", {"write_termination": "\r", "read_termination": "\r"}),
-])
+@pytest.mark.parametrize(
+    "terminator, link",
+    [
+        ("CRLF", {}),  # the trailing CR is stripped
+        ("CR", {"write_termination": "\r", "read_termination": "\r"}),
+    ],
+)
 def test_terminators(clock, serve, make_driver, terminator, link):
     sim = KeithleySim(clock=clock, seed=1, terminator=terminator)
     drv = make_driver(KeithleyDriver, tcp(serve(sim)), [0], NEG, link=link)
@@ -250,7 +266,8 @@ def test_config_checks():
     ok = {0: ChannelConfig(name="sensor", vmax=200, imax=1e-4, rampup=10, ramp_step=5)}
     assert KeithleyDriver.check_config(NEG, ok) == []
     assert KeithleyDriver.check_config(NEG, {0: ChannelConfig(name="s", vmax=1200, imax=1, rampup=1)}) == [
-        "channels.0.vmax: 1200 outside the keithley-2410 range 0..1100"]  # said once
+        "channels.0.vmax: 1200 outside the keithley-2410 range 0..1100"
+    ]  # said once
     assert KeithleyDriver.check_config({}, ok) == ["options.polarity: Field required"]
     bad = {0: ChannelConfig(name="sensor", vmax=500, imax=1.1), 1: ChannelConfig(name="x", vmax=1, imax=1, rampup=1)}
     assert KeithleyDriver.check_config({**NEG, "variant": "2400"}, bad) == [
@@ -258,7 +275,8 @@ def test_config_checks():
         "channels.0.vmax: 500 outside the keithley-2410 range 0..210",
         "channels.0.imax: 1.1 outside the keithley-2410 range 0..1.05",
         "channels.0.rampup: required: the 2400 has no hardware ramp, without a software ramp every vset is "
-        "a step (set rampup and ramp_step)"]
+        "a step (set rampup and ramp_step)",
+    ]
     assert KeithleyDriver.actions() == {"on", "off", "vset", "iset", "clear"}  # ramps: the software ramp's
     assert not KeithleyDriver.hardware_ramp
 
@@ -268,8 +286,9 @@ def test_config_checks():
 
 def test_silence_garbage_and_recovery(k2410, smu, clock):
     drv = k2410(timeout=SHORT_TIMEOUT)
-    smu.schedule(parse_scenario({"events": [{"at": smu.now() + 1, "silence": 5},
-                                            {"at": smu.now() + 10, "garbage": 5}]}, smu))
+    smu.schedule(
+        parse_scenario({"events": [{"at": smu.now() + 1, "silence": 5}, {"at": smu.now() + 10, "garbage": 5}]}, smu)
+    )
     clock.advance(2)
     assert "timeout" in link_error_message(lambda: drv.read([0], full=False))
     link_error_message(lambda: drv.set_voltage(0, 1.0))
@@ -312,9 +331,12 @@ def test_poll_cost_at_9600_baud(k2410, server, clock):
     cost = measure_poll(drv, server, [0])
     trips, nbytes, seconds = cost.partial, cost.wire_bytes, cost.seconds
     theory = cost.wire
-    record_poll_cost("keithley-2410", f"1 channel, output on: {trips} round trip per poll (1 with full=True, "
-                     f"output off: ':OUTP?' only); read(full=False) at 9600 baud took "
-                     f"{seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms ({nbytes} bytes)")
+    record_poll_cost(
+        "keithley-2410",
+        f"1 channel, output on: {trips} round trip per poll (1 with full=True, "
+        f"output off: ':OUTP?' only); read(full=False) at 9600 baud took "
+        f"{seconds * 1000:.0f} ms; wire time {theory * 1000:.0f} ms ({nbytes} bytes)",
+    )
     assert trips == 1
     assert seconds >= theory * 0.9
 

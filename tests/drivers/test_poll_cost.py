@@ -25,9 +25,11 @@ def test_round_trips_per_poll(kind, clock, serve, make_driver):
     full, partial, seconds, wire = cost.full, cost.partial, cost.seconds, cost.wire
     assert sorted(drv.read(channels, full=False)) == channels
     assert seconds >= wire * 0.9, "the emulated line cannot be faster than the bytes on it"
-    record_poll_cost(kind,
-                     f"{n} channels: {partial} round trips per poll ({full} with full=True); "
-                     f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms, "
-                     f"wire time {wire * 1000:.0f} ms ({cost.wire_bytes} bytes)")
+    record_poll_cost(
+        kind,
+        f"{n} channels: {partial} round trips per poll ({full} with full=True); "
+        f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms, "
+        f"wire time {wire * 1000:.0f} ms ({cost.wire_bytes} bytes)",
+    )
     assert partial <= BOUNDS[kind](n), f"{partial} round trips for {n} channels"
     assert partial < full or kind == "climate"

@@ -129,12 +129,36 @@ SETS = [
     (IsegShr, _scpi, {"vset_resolution": 0.1}, "set_voltage", 100.1, ":VOLT 100.1,(@0)", 100.05, "0.1 V step"),
     (Keithley2410, _scpi, {"polarity": "-"}, "set_voltage", 150.05, ":SOUR:VOLT -150.05", 150.01, "0.05 V step"),
     (Keithley2410, _scpi, {"polarity": "-"}, "set_voltage", 5.0005, ":SOUR:VOLT -5.0005", 5.0001, "0.0005 V step"),
-    (Keithley2410, _scpi, {"polarity": "+", "variant": "2400"}, "set_voltage", 150.005, ":SOUR:VOLT 150.005",
-     150.001, "0.005 V step"),
-    (Keithley2410, _scpi, {"polarity": "-"}, "set_current", 1.2345e-5, ":SENS:CURR:PROT 0.000012345", 1.23451e-5,
-     "5e-09 A step"),
-    (Keithley2410, _scpi, {"polarity": "-"}, "set_current", 3.5e-10, ":SENS:CURR:PROT 0.00000000035", 3.51e-10,
-     "5e-11 A step"),
+    (
+        Keithley2410,
+        _scpi,
+        {"polarity": "+", "variant": "2400"},
+        "set_voltage",
+        150.005,
+        ":SOUR:VOLT 150.005",
+        150.001,
+        "0.005 V step",
+    ),
+    (
+        Keithley2410,
+        _scpi,
+        {"polarity": "-"},
+        "set_current",
+        1.2345e-5,
+        ":SENS:CURR:PROT 0.000012345",
+        1.23451e-5,
+        "5e-09 A step",
+    ),
+    (
+        Keithley2410,
+        _scpi,
+        {"polarity": "-"},
+        "set_current",
+        3.5e-10,
+        ":SENS:CURR:PROT 0.00000000035",
+        3.51e-10,
+        "5e-11 A step",
+    ),
     (Hmp4040, _scpi, {}, "set_voltage", 3.305, "INST:NSEL 1;SOUR:VOLT 3.305", 3.3055, "0.001 V step"),
     (Hmp4040, _scpi, {}, "set_current", 0.1234, "INST:NSEL 1;SOUR:CURR 0.1234", 0.12345, "0.0001 A step"),
     (Hmp4040, _scpi, {}, "set_current", 2.345, "INST:NSEL 1;SOUR:CURR 2.345", 2.3455, "0.001 A step"),
@@ -144,8 +168,16 @@ SETS = [
     (TtiMx100tp, _scpi, {}, "ocp", 2.205, "OCP1 2.205", 2.2055, "0.001 A step"),
     (TtiMx100tp, _scpi, {"variant": "CPX400DP"}, "set_voltage", 12.01, "V1 12.01", 12.005, "0.01 V step"),
     (Julabo, _julabo, {"out_interval": 0}, "set_temperature", 12.34, "out_sp_00 12.34", 12.345, "0.01 °C step"),
-    (Julabo, _julabo, {"out_interval": 0, "setpoint_resolution": 0.1}, "set_temperature", 12.3, "out_sp_00 12.3",
-     12.34, "0.1 °C step"),
+    (
+        Julabo,
+        _julabo,
+        {"out_interval": 0, "setpoint_resolution": 0.1},
+        "set_temperature",
+        12.3,
+        "out_sp_00 12.3",
+        12.34,
+        "0.1 °C step",
+    ),
 ]
 
 
@@ -157,8 +189,7 @@ def _apply(drv: Any, setter: str, value: float) -> None:
 
 
 @pytest.mark.parametrize("cls, reply, options, setter, good, wire, fine, message", SETS)
-def test_grid_values_reach_the_wire_and_finer_ones_are_refused(cls, reply, options, setter, good, wire, fine,
-                                                                message):
+def test_grid_values_reach_the_wire_and_finer_ones_are_refused(cls, reply, options, setter, good, wire, fine, message):
     drv = driver(cls, reply, **options)
     _apply(drv, setter, good)
     assert any(line.endswith(wire) for line in drv.link.wire), drv.link.wire  # nothing rounded, nothing added
@@ -176,6 +207,9 @@ def test_off_grid_judges_tiny_steps_as_finely_as_large_ones():
 
 def test_the_refusal_names_value_unit_and_step():
     drv = driver(CaenN1470, _caen)
-    with pytest.raises(InstrumentError, match=r"^vset 12.34 V is finer than the instrument's 0.1 V step: "
-                                              r"refused rather than rounded$"):
+    with pytest.raises(
+        InstrumentError,
+        match=r"^vset 12.34 V is finer than the instrument's 0.1 V step: "
+        r"refused rather than rounded$",
+    ):
         drv.set_voltage(0, 12.34)

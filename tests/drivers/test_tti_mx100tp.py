@@ -224,9 +224,14 @@ def test_protection_levels_from_the_options(tti, lv):
 def test_beyond_instrument_range_raises_before_sending(tti, lv):
     drv = tti()
     before = dataclasses.asdict(lv.chan(1))
-    for action, value in [("set_voltage", 70.01), ("set_voltage", -0.1), ("set_voltage", math.inf),
-                          ("set_voltage", math.nan), ("set_current", -0.1),
-                          ("set_current", 6.01)]:  # MX100TP (from *IDN?): 6 A, not the generic 20 A
+    for action, value in [
+        ("set_voltage", 70.01),
+        ("set_voltage", -0.1),
+        ("set_voltage", math.inf),
+        ("set_voltage", math.nan),
+        ("set_current", -0.1),
+        ("set_current", 6.01),
+    ]:  # MX100TP (from *IDN?): 6 A, not the generic 20 A
         with pytest.raises(InstrumentError, match="outside the instrument range|finite"):
             getattr(drv, action)(0, value)
         assert drv.link.sent == 0, (action, value, drv.link.log)
@@ -244,10 +249,13 @@ def test_variant_option_sets_the_range_before_connect(clock, serve, make_driver)
     assert drv.read([1], full=True)[1].iset == 19.0
 
 
-@pytest.mark.parametrize("error_check, message", [
-    ("esr", r"instrument refused 'V1 65': execution error 100 \(range error"),
-    ("eer", r"instrument refused 'V1 65': error 100 \(range error"),
-])
+@pytest.mark.parametrize(
+    "error_check, message",
+    [
+        ("esr", r"instrument refused 'V1 65': execution error 100 \(range error"),
+        ("eer", r"instrument refused 'V1 65': error 100 \(range error"),
+    ],
+)
 def test_refused_value_is_read_from_the_error_registers(clock, serve, make_driver, error_check, message):
     lv = TtiSim(clock=clock, seed=1, variant="QL355TP")  # 35 V, unknown to the driver as a range
     drv = make_driver(TtiDriver, tcp(serve(lv)), CHANNELS, {"error_check": error_check})
@@ -294,16 +302,18 @@ def test_check_config():
         "options.ovp.0: 90 outside the tti-mx100tp range 0..80",
         "options.ovp.3: channel 3 is not configured",
     ]
-    errors = TtiDriver.check_config({"outputs": 2, "variant": "CPX400DP", "trip_bits": {"OVP": 9}},
-                                    {2: ChannelConfig(name="c", vmax=5, imax=1)})
+    errors = TtiDriver.check_config(
+        {"outputs": 2, "variant": "CPX400DP", "trip_bits": {"OVP": 9}}, {2: ChannelConfig(name="c", vmax=5, imax=1)}
+    )
     assert errors == ["options.trip_bits.OVP: Input should be less than or equal to 7"]
     errors = TtiDriver.check_config({"outputs": 2}, {2: ChannelConfig(name="c", vmax=80, imax=1)})
-    assert errors == ["channels.2: tti-mx100tp has channels 0..1",
-                      "channels.2.vmax: 80 outside the tti-mx100tp range 0..70"]
+    assert errors == [
+        "channels.2: tti-mx100tp has channels 0..1",
+        "channels.2.vmax: 80 outside the tti-mx100tp range 0..70",
+    ]
 
 
 # --- link faults ---------------------------------------------------------------------
-
 
 
 def test_silence_is_a_link_error_then_recovery(tti, lv, clock):
@@ -344,6 +354,7 @@ def test_stopped_simulator_then_a_new_driver_connects(lv, server, serve, tti):
 
 # --- transports and cost -----------------------------------------------------------------
 
+
 def test_over_the_pty(lv, serve, make_driver):
     server = serve(lv, pty=True)
     drv = make_driver(TtiDriver, server.pty_path, CHANNELS)
@@ -362,9 +373,12 @@ def test_poll_cost(lv, server, make_driver):
     full, partial, seconds, wire = cost.full, cost.partial, cost.seconds, cost.wire
     assert partial == 4 * len(CHANNELS) < full
     assert seconds >= wire * 0.9 + partial * 0.01  # the line, and 10 ms between requests
-    record_poll_cost("tti-mx100tp", f"{len(CHANNELS)} channels: {partial} round trips per poll ({full} with "
-                     f"full=True); read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (10 ms between "
-                     f"requests), wire time {wire * 1000:.0f} ms ({cost.wire_bytes} bytes)")
+    record_poll_cost(
+        "tti-mx100tp",
+        f"{len(CHANNELS)} channels: {partial} round trips per poll ({full} with "
+        f"full=True); read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (10 ms between "
+        f"requests), wire time {wire * 1000:.0f} ms ({cost.wire_bytes} bytes)",
+    )
 
 
 def test_start_up_protection_never_below_what_a_live_output_is_set_to(tti, lv):

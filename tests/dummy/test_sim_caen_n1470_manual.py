@@ -32,8 +32,15 @@ def hv(clock):
 
 
 BOARD_MON = [
-    ("BDNAME", "N1470"), ("BDNCH", "4"), ("BDFREL", "1.08"), ("BDSNUM", "01470"), ("BDILK", "NO"),
-    ("BDILKM", "OPEN"), ("BDCTR", "REMOTE"), ("BDTERM", "ON"), ("BDALARM", "00000"),
+    ("BDNAME", "N1470"),
+    ("BDNCH", "4"),
+    ("BDFREL", "1.08"),
+    ("BDSNUM", "01470"),
+    ("BDILK", "NO"),
+    ("BDILKM", "OPEN"),
+    ("BDCTR", "REMOTE"),
+    ("BDTERM", "ON"),
+    ("BDALARM", "00000"),
 ]
 
 
@@ -49,13 +56,37 @@ def test_board_channel_count_follows_the_unit(clock):
 
 
 CHANNEL_MON = [
-    ("VSET", "0000.0"), ("VMIN", "0000.0"), ("VMAX", "8000.0"), ("VDEC", "1"), ("VMON", "0000.0"),
-    ("ISET", "0100.00"), ("IMIN", "0000.00"), ("IMAX", "3000.00"), ("ISDEC", "2"), ("IMON", "0000.00"),
-    ("IMRANGE", "HIGH"), ("IMDEC", "2"), ("MAXV", "8100"), ("MVMIN", "0000"), ("MVMAX", "8100"), ("MVDEC", "0"),
-    ("RUP", "050"), ("RUPMIN", "001"), ("RUPMAX", "500"), ("RUPDEC", "0"),
-    ("RDW", "050"), ("RDWMIN", "001"), ("RDWMAX", "500"), ("RDWDEC", "0"),
-    ("TRIP", "0001.0"), ("TRIPMIN", "0000.0"), ("TRIPMAX", "1000.0"), ("TRIPDEC", "1"),
-    ("PDWN", "RAMP"), ("POL", "-"), ("STAT", "00000"),
+    ("VSET", "0000.0"),
+    ("VMIN", "0000.0"),
+    ("VMAX", "8000.0"),
+    ("VDEC", "1"),
+    ("VMON", "0000.0"),
+    ("ISET", "0100.00"),
+    ("IMIN", "0000.00"),
+    ("IMAX", "3000.00"),
+    ("ISDEC", "2"),
+    ("IMON", "0000.00"),
+    ("IMRANGE", "HIGH"),
+    ("IMDEC", "2"),
+    ("MAXV", "8100"),
+    ("MVMIN", "0000"),
+    ("MVMAX", "8100"),
+    ("MVDEC", "0"),
+    ("RUP", "050"),
+    ("RUPMIN", "001"),
+    ("RUPMAX", "500"),
+    ("RUPDEC", "0"),
+    ("RDW", "050"),
+    ("RDWMIN", "001"),
+    ("RDWMAX", "500"),
+    ("RDWDEC", "0"),
+    ("TRIP", "0001.0"),
+    ("TRIPMIN", "0000.0"),
+    ("TRIPMAX", "1000.0"),
+    ("TRIPDEC", "1"),
+    ("PDWN", "RAMP"),
+    ("POL", "-"),
+    ("STAT", "00000"),
 ]
 
 
@@ -86,9 +117,34 @@ def test_channel_set_parameters_in_range_and_out(hv, par, value, readback, bad):
     assert put(hv, par, None, ch=1) == "#BD:00,VAL:ERR"
 
 
-@pytest.mark.parametrize("par", ["VMIN", "VMAX", "VDEC", "IMIN", "IMAX", "ISDEC", "IMDEC", "MVMIN", "MVMAX",
-                                 "MVDEC", "RUPMIN", "RUPMAX", "RUPDEC", "RDWMIN", "RDWMAX", "RDWDEC", "TRIPMIN",
-                                 "TRIPMAX", "TRIPDEC", "POL", "STAT", "VMON", "IMON"])
+@pytest.mark.parametrize(
+    "par",
+    [
+        "VMIN",
+        "VMAX",
+        "VDEC",
+        "IMIN",
+        "IMAX",
+        "ISDEC",
+        "IMDEC",
+        "MVMIN",
+        "MVMAX",
+        "MVDEC",
+        "RUPMIN",
+        "RUPMAX",
+        "RUPDEC",
+        "RDWMIN",
+        "RDWMAX",
+        "RDWDEC",
+        "TRIPMIN",
+        "TRIPMAX",
+        "TRIPDEC",
+        "POL",
+        "STAT",
+        "VMON",
+        "IMON",
+    ],
+)
 def test_monitor_only_parameters_refuse_set(hv, par):
     assert put(hv, par, 1) == "#BD:00,PAR:ERR"
 
@@ -142,31 +198,37 @@ def test_interlock_mode_and_status(hv, clock):
     assert int(mon(hv, "STAT", 2)) & ON
 
 
-@pytest.mark.parametrize("request_, reply", [
-    ("$BD:00,CMD:MON,PAR:BDNCH,VAL:3", "#BD:00,CMD:OK,VAL:4"),  # a VAL on MON is ignored
-    ("$BD:00,CMD:MON,CH:0,PAR:BDNCH", "#BD:00,CMD:OK,VAL:4"),  # a CH on a board parameter is ignored
-    ("$bd:00,cmd:mon,ch:0,par:vdec", "#BD:00,CMD:OK,VAL:1"),  # case-insensitive
-    ("$BD:00,CMD:SET,PAR:BDNCH,VAL:2", "#BD:00,PAR:ERR"),
-    ("$BD:00,CMD:SET,PAR:BDCTR,VAL:REMOTE", "#BD:00,PAR:ERR"),
-    ("$BD:00,CMD:MON,PAR:BDCLR", "#BD:00,PAR:ERR"),
-    ("$BD:00,CMD:MON,PAR:BDFOO", "#BD:00,PAR:ERR"),
-    ("$BD:00,CMD:MON,CH:0,PAR:", "#BD:00,PAR:ERR"),
-    ("$BD:00,CMD:MON,CH:0,PAR:IMRANGE,VAL:LOW", "#BD:00,CMD:OK,VAL:HIGH"),
-    ("$BD:00,CMD:MON,CH:-1,PAR:VSET", "#BD:00,CH:ERR"),
-    ("$BD:00,CMD:MON,CH:,PAR:VSET", "#BD:00,CH:ERR"),
-    ("$BD:00,CMD:SET,CH:4,PAR:RUP,VAL:fast", "#BD:00,VAL:ERR"),
-    ("$BD:00,CMD:INFO,CH:0,PAR:VSET", "#BD:00,CMD:ERR"),
-    ("$BD:00", "#BD:00,CMD:ERR"),
-    ("BD:00,CMD:MON,CH:0,PAR:VSET", "#BD:00,CMD:ERR"),
-])
+@pytest.mark.parametrize(
+    "request_, reply",
+    [
+        ("$BD:00,CMD:MON,PAR:BDNCH,VAL:3", "#BD:00,CMD:OK,VAL:4"),  # a VAL on MON is ignored
+        ("$BD:00,CMD:MON,CH:0,PAR:BDNCH", "#BD:00,CMD:OK,VAL:4"),  # a CH on a board parameter is ignored
+        ("$bd:00,cmd:mon,ch:0,par:vdec", "#BD:00,CMD:OK,VAL:1"),  # case-insensitive
+        ("$BD:00,CMD:SET,PAR:BDNCH,VAL:2", "#BD:00,PAR:ERR"),
+        ("$BD:00,CMD:SET,PAR:BDCTR,VAL:REMOTE", "#BD:00,PAR:ERR"),
+        ("$BD:00,CMD:MON,PAR:BDCLR", "#BD:00,PAR:ERR"),
+        ("$BD:00,CMD:MON,PAR:BDFOO", "#BD:00,PAR:ERR"),
+        ("$BD:00,CMD:MON,CH:0,PAR:", "#BD:00,PAR:ERR"),
+        ("$BD:00,CMD:MON,CH:0,PAR:IMRANGE,VAL:LOW", "#BD:00,CMD:OK,VAL:HIGH"),
+        ("$BD:00,CMD:MON,CH:-1,PAR:VSET", "#BD:00,CH:ERR"),
+        ("$BD:00,CMD:MON,CH:,PAR:VSET", "#BD:00,CH:ERR"),
+        ("$BD:00,CMD:SET,CH:4,PAR:RUP,VAL:fast", "#BD:00,VAL:ERR"),
+        ("$BD:00,CMD:INFO,CH:0,PAR:VSET", "#BD:00,CMD:ERR"),
+        ("$BD:00", "#BD:00,CMD:ERR"),
+        ("BD:00,CMD:MON,CH:0,PAR:VSET", "#BD:00,CMD:ERR"),
+    ],
+)
 def test_malformed_requests(hv, request_, reply):
     assert ask(hv, request_) == reply
 
 
 def test_local_mode_refuses_every_set_including_board_ones(hv):
     hv.set_param("local", True)
-    for line in ("$BD:00,CMD:SET,PAR:BDILKM,VAL:CLOSED", "$BD:00,CMD:SET,CH:4,PAR:IMRANGE,VAL:LOW",
-                 "$BD:00,CMD:SET,CH:0,PAR:ON"):
+    for line in (
+        "$BD:00,CMD:SET,PAR:BDILKM,VAL:CLOSED",
+        "$BD:00,CMD:SET,CH:4,PAR:IMRANGE,VAL:LOW",
+        "$BD:00,CMD:SET,CH:0,PAR:ON",
+    ):
         assert ask(hv, line) == "#BD:00,LOC:ERR"
     assert mon(hv, "BDILKM", None) == "OPEN" and mon(hv, "IMRANGE", 4) == "HIGH;HIGH;HIGH;HIGH"
 

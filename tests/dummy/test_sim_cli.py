@@ -21,10 +21,14 @@ def test_help(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["climate", "--tcp", "127.0.0.1:0", "--scenario", "{bad}"],
-         "events[0].set.humidty: unknown parameter for climate"),
-        (["climate", "--tcp", "127.0.0.1:0", "--scenario", "no-such-file.yaml"],
-         "scenario file not found: no-such-file.yaml"),
+        (
+            ["climate", "--tcp", "127.0.0.1:0", "--scenario", "{bad}"],
+            "events[0].set.humidty: unknown parameter for climate",
+        ),
+        (
+            ["climate", "--tcp", "127.0.0.1:0", "--scenario", "no-such-file.yaml"],
+            "scenario file not found: no-such-file.yaml",
+        ),
         (["keithley", "--tcp", "127.0.0.1:0"], "invalid choice: 'keithley'"),
         (["climate", "--tcp", "localhost"], "--tcp: expected HOST:PORT"),
         (["climate"], "--tcp"),
@@ -47,9 +51,24 @@ def test_usage_errors_exit_2_with_message(tmp_path, capsys, argv, message):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_run_and_stop_with_signal(sig):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "slowctl_dummy", "caen-n1470", "--tcp", "127.0.0.1:0", "--pty",
-         "--scenario", "bench-demo", "--board", "2", "--seed", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "slowctl_dummy",
+            "caen-n1470",
+            "--tcp",
+            "127.0.0.1:0",
+            "--pty",
+            "--scenario",
+            "bench-demo",
+            "--board",
+            "2",
+            "--seed",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = proc.stdout.readline().split()

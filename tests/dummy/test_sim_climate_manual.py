@@ -11,19 +11,22 @@ from slowctl_dummy.sims.climate import ClimateBox
 PAIR = r"-?\d+\.\d{2},\d+\.\d{2}"
 
 
-@pytest.mark.parametrize("request_, pattern", [
-    ("*IDN?", r"SLOWCTL,CLIMATE,0001,1\.0"),
-    ("*idn?", r"SLOWCTL,CLIMATE,0001,1\.0"),
-    ("NSENS?", r"16"),
-    ("read?", rf"{PAIR}(;{PAIR}){{15}}"),
-    ("READ?   16", PAIR),  # one or more spaces before the argument
-    ("READ? 007", PAIR),
-    ("NSENS", r"ERR 1 unknown command"),
-    ("NSENS? 1", r"ERR 2 bad argument"),
-    ("READ? 17", r"ERR 2 bad argument"),
-    ("READ? -1", r"ERR 2 bad argument"),
-    ("READ? 1.0", r"ERR 2 bad argument"),
-])
+@pytest.mark.parametrize(
+    "request_, pattern",
+    [
+        ("*IDN?", r"SLOWCTL,CLIMATE,0001,1\.0"),
+        ("*idn?", r"SLOWCTL,CLIMATE,0001,1\.0"),
+        ("NSENS?", r"16"),
+        ("read?", rf"{PAIR}(;{PAIR}){{15}}"),
+        ("READ?   16", PAIR),  # one or more spaces before the argument
+        ("READ? 007", PAIR),
+        ("NSENS", r"ERR 1 unknown command"),
+        ("NSENS? 1", r"ERR 2 bad argument"),
+        ("READ? 17", r"ERR 2 bad argument"),
+        ("READ? -1", r"ERR 2 bad argument"),
+        ("READ? 1.0", r"ERR 2 bad argument"),
+    ],
+)
 def test_every_documented_request(serve, connect, request_, pattern):
     client = connect(serve(ClimateBox(seed=1, channels=16)))
     reply = client.ask(request_, term=b"\r\n").decode()

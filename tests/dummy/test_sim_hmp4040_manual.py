@@ -26,8 +26,9 @@ def test_instrument_select_query_and_forms(hmp):
 
 
 def test_min_max_queries_and_settings(hmp):
-    assert q(hmp, "VOLT? MIN;VOLT? MAX;CURR? MAX;SOUR:VOLT:PROT? MAX;FUSE:DEL? MAX") == \
-        "0.000;32.050;10.0000;33.000;250"
+    assert (
+        q(hmp, "VOLT? MIN;VOLT? MAX;CURR? MAX;SOUR:VOLT:PROT? MAX;FUSE:DEL? MAX") == "0.000;32.050;10.0000;33.000;250"
+    )
     q(hmp, "CURR MIN;VOLT:PROT MIN;FUSE:DEL MAX")
     assert q(hmp, "CURR?;VOLT:PROT?;FUSE:DEL?") == "0.0000;0.000;250"
     q(hmp, "VOLT? MIDDLE")
@@ -91,12 +92,15 @@ def test_system_and_common_commands(hmp):
     assert q(hmp, "*ESR?") == "1"
 
 
-@pytest.mark.parametrize("line, error", [
-    ("APPL abc,1", '-104,"Data type error"'),
-    ("VOLT:STEP -1", '-222,"Data out of range"'),
-    ("FUSE:LINK?", '-109,"Missing parameter"'),
-    ("FUSE:LINK 1.5", '-224,"Illegal parameter value"'),
-])
+@pytest.mark.parametrize(
+    "line, error",
+    [
+        ("APPL abc,1", '-104,"Data type error"'),
+        ("VOLT:STEP -1", '-222,"Data out of range"'),
+        ("FUSE:LINK?", '-109,"Missing parameter"'),
+        ("FUSE:LINK 1.5", '-224,"Illegal parameter value"'),
+    ],
+)
 def test_malformed_inputs(hmp, line, error):
     assert q(hmp, line) is None
     assert q(hmp, "SYST:ERR?") == error

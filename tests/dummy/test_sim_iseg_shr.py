@@ -68,24 +68,27 @@ def test_no_echo_on_the_lan_socket_and_echo_switch(serve, connect):
     assert client.ask(":CONF:SERIAL:ECHO?") == b":CONF:SERIAL:ECHO?\r\n" and client.read() == b"1\r\n"
 
 
-@pytest.mark.parametrize("bad, error", [
-    (":FOO 1,(@0)", '-113,"Undefined header"'),
-    (":MEAS:VOLT (@0)", '-113,"Undefined header"'),  # query-only header
-    (":VOLT", '-109,"Missing parameter"'),
-    (":VOLT 100", '-109,"Missing parameter"'),  # no channel list
-    (":VOLT abc,(@0)", '-104,"Data type error"'),
-    (":VOLT -100,(@x)", '-104,"Data type error"'),
-    (":VOLT -100,(@4)", '-222,"Data out of range"'),  # a channel the module lacks
-    (":VOLT -6001,(@0)", '-222,"Data out of range"'),
-    (":VOLT 100,(@0)", '-222,"Data out of range"'),  # sign against the (negative) polarity
-    (":CURR 0.005,(@0)", '-222,"Data out of range"'),  # above the nominal 4 mA
-    (":CONF:RAMP:VOLT:UP 1201,(@0)", '-222,"Data out of range"'),
-    (":CONF:TRIP:ACTION 5,(@0)", '-222,"Data out of range"'),
-    (":CONF:TRIP:ACTION 1.5,(@0)", '-224,"Illegal parameter value"'),
-    (":CONF:TRIP:TIME 4096,(@0)", '-222,"Data out of range"'),
-    (":CONF:OUTP:POL x,(@0)", '-224,"Illegal parameter value"'),
-    (":MEAS:VOLT? (@0-4)", '-222,"Data out of range"'),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (":FOO 1,(@0)", '-113,"Undefined header"'),
+        (":MEAS:VOLT (@0)", '-113,"Undefined header"'),  # query-only header
+        (":VOLT", '-109,"Missing parameter"'),
+        (":VOLT 100", '-109,"Missing parameter"'),  # no channel list
+        (":VOLT abc,(@0)", '-104,"Data type error"'),
+        (":VOLT -100,(@x)", '-104,"Data type error"'),
+        (":VOLT -100,(@4)", '-222,"Data out of range"'),  # a channel the module lacks
+        (":VOLT -6001,(@0)", '-222,"Data out of range"'),
+        (":VOLT 100,(@0)", '-222,"Data out of range"'),  # sign against the (negative) polarity
+        (":CURR 0.005,(@0)", '-222,"Data out of range"'),  # above the nominal 4 mA
+        (":CONF:RAMP:VOLT:UP 1201,(@0)", '-222,"Data out of range"'),
+        (":CONF:TRIP:ACTION 5,(@0)", '-222,"Data out of range"'),
+        (":CONF:TRIP:ACTION 1.5,(@0)", '-224,"Illegal parameter value"'),
+        (":CONF:TRIP:TIME 4096,(@0)", '-222,"Data out of range"'),
+        (":CONF:OUTP:POL x,(@0)", '-224,"Illegal parameter value"'),
+        (":MEAS:VOLT? (@0-4)", '-222,"Data out of range"'),
+    ],
+)
 def test_errors_give_the_echo_only_and_go_to_the_queue(hv, bad, error):
     assert q(hv, bad) is None
     assert q(hv, ":SYST:ERR?") == error
@@ -106,10 +109,11 @@ def test_channel_lists_joined_queries_and_formats(hv):
     assert rup == "0.02000E3V/s,0.05000E3V/s,0.02000E3V/s"
     assert vmon == "0.00000E3V"
     assert q(hv, ":READ:VOLT?(@2)") == "-1.23400E3V"  # no space before the list
-    assert q(hv, ":READ:VOLT:NOM? (@0);:READ:CURR:NOM? (@0);:CONF:TRIP:TIME? (@0)") == \
-        "6.00000E3V;4000.0000E-6A;100ms"
-    assert q(hv, ":CONF:RAMP:VOLT:DO 30,(@1);:CONF:RAMP:VOLT:DOWN? (@1);:READ:RAMP:VOLT? (@0)") == \
-        "0.03000E3V/s;0.02000E3V/s"
+    assert q(hv, ":READ:VOLT:NOM? (@0);:READ:CURR:NOM? (@0);:CONF:TRIP:TIME? (@0)") == "6.00000E3V;4000.0000E-6A;100ms"
+    assert (
+        q(hv, ":CONF:RAMP:VOLT:DO 30,(@1);:CONF:RAMP:VOLT:DOWN? (@1);:READ:RAMP:VOLT? (@0)")
+        == "0.03000E3V/s;0.02000E3V/s"
+    )
 
 
 def test_ramp_up_and_down_with_status_bits(hv, clock):
@@ -134,12 +138,15 @@ def test_ramp_up_and_down_with_status_bits(hv, clock):
     assert status(hv) == 0
 
 
-@pytest.mark.parametrize("action, on_after, vout_after", [
-    (0, True, 10.0),  # flag only: stays on, current limited
-    (1, False, 10.0 - 100 * 0.05),  # ramp down at 100 V/s: 50 ms after the trip
-    (2, False, 0.0),  # off without ramp
-    (3, False, 0.0),  # the whole module off
-])
+@pytest.mark.parametrize(
+    "action, on_after, vout_after",
+    [
+        (0, True, 10.0),  # flag only: stays on, current limited
+        (1, False, 10.0 - 100 * 0.05),  # ramp down at 100 V/s: 50 ms after the trip
+        (2, False, 0.0),  # off without ramp
+        (3, False, 0.0),  # the whole module off
+    ],
+)
 def test_current_limit_then_delayed_trip(hv, clock, action, on_after, vout_after):
     q(hv, f":CONF:TRIP:ACTION {action},(@0-1);:CONF:TRIP:TIME 200,(@0);:CONF:RAMP:VOLT:DOWN 100,(@0)")
     q(hv, ":VOLT -100,(@0-1);:CURR 1e-5,(@0);:VOLT ON,(@0-1)")
@@ -212,16 +219,14 @@ def test_cls_clears_the_error_queue_and_every_channels_events(hv, clock):
     clock.advance(1)
     assert status(hv, 0) == TRIP and status(hv, 1) == TRIP
     q(hv, "*CLS")
-    assert q(hv, ":READ:CHAN:STATUS? (@0-1);:READ:CHAN:EVENT:STATUS? (@0-1);:SYST:ERR?") == \
-        '0,0;0,0;0,"No error"'
+    assert q(hv, ":READ:CHAN:STATUS? (@0-1);:READ:CHAN:EVENT:STATUS? (@0-1);:SYST:ERR?") == '0,0;0,0;0,"No error"'
 
 
 def test_rst_ramps_down_and_resets_set_values(hv, clock):
     q(hv, ":VOLT -100,(@2);:CURR 1e-5,(@2);:VOLT ON,(@2)")
     clock.advance(5)
     q(hv, "*RST")
-    assert q(hv, ":READ:VOLT? (@2);:READ:CURR? (@2);:READ:VOLT:ON? (@2);*OPC?") == \
-        "0.00000E3V;4000.0000E-6A;0;1"
+    assert q(hv, ":READ:VOLT? (@2);:READ:CURR? (@2);:READ:VOLT:ON? (@2);*OPC?") == "0.00000E3V;4000.0000E-6A;0;1"
     assert status(hv, 2) == RAMP | RAMP_DOWN
 
 
@@ -283,8 +288,9 @@ def test_parameters_and_channels(clock):
 
 
 def test_cli_option_turns_the_echo_off():
-    args = _parser("slowctl sim").parse_args(["iseg-shr", "--tcp", "127.0.0.1:0", "--option", "echo=false",
-                                              "--channels", "2"])
+    args = _parser("slowctl sim").parse_args(
+        ["iseg-shr", "--tcp", "127.0.0.1:0", "--option", "echo=false", "--channels", "2"]
+    )
     inst = _instrument(args)
     assert inst.echo is False and inst.n_channels == 2
     assert inst.handle("*IDN?").startswith(b"iseg")

@@ -74,8 +74,10 @@ def test_module_status_follows_the_channels(hv, clock):
 
 def test_combined_ramp_sets_up_and_down(hv):
     assert q(hv, ":CONFigure:RAMP:VOLTage 25,(@0-1)") is None
-    assert q(hv, ":CONF:RAMP:VOLT:UP? (@0-1);:CONF:RAMP:VOLT:DOWN? (@0-1);:CONF:RAMP:VOLT? (@0)") == \
-        "0.02500E3V/s,0.02500E3V/s;0.02500E3V/s,0.02500E3V/s;0.02500E3V/s"
+    assert (
+        q(hv, ":CONF:RAMP:VOLT:UP? (@0-1);:CONF:RAMP:VOLT:DOWN? (@0-1);:CONF:RAMP:VOLT? (@0)")
+        == "0.02500E3V/s,0.02500E3V/s;0.02500E3V/s,0.02500E3V/s;0.02500E3V/s"
+    )
     q(hv, ":conf:ramp:volt 40V/s,(@2);:CONFIGURE:RAMP:VOLTAGE:DOWN 60,(@2)")
     assert q(hv, ":READ:RAMP:VOLT? (@2);:CONF:RAMP:DOWN? (@2)") == "0.04000E3V/s;0.06000E3V/s"
     q(hv, ":CONF:RAMP:VOLT 1201,(@0)")
@@ -85,8 +87,10 @@ def test_combined_ramp_sets_up_and_down(hv):
 
 
 def test_ramp_speed_limits(hv):
-    assert q(hv, ":READ:RAMP:VOLT:MIN? (@0);:READ:RAMP:VOLTAGE:MAXIMUM? (@0-1)") == \
-        "1.00000E-3V/s;1.20000E3V/s,1.20000E3V/s"
+    assert (
+        q(hv, ":READ:RAMP:VOLT:MIN? (@0);:READ:RAMP:VOLTAGE:MAXIMUM? (@0-1)")
+        == "1.00000E-3V/s;1.20000E3V/s,1.20000E3V/s"
+    )
     q(hv, ":CONF:RAMP:VOLT:UP MIN,(@0)")
     assert q(hv, ":CONF:RAMP:VOLT:UP? (@0)") == "1.00000E-3V/s"
 

@@ -58,18 +58,21 @@ def test_out_commands_give_no_reply_and_change_the_state(serve, connect, chiller
     assert client.ask("in_sp_00") == b"35.46\r\n"  # 0.01 degC resolution
 
 
-@pytest.mark.parametrize("bad, status", [
-    ("bogus", "-08 INVALID COMMAND"),
-    ("in_pv_00 5", "-08 INVALID COMMAND"),  # an argument on a query
-    ("out_sp_00", "-08 INVALID COMMAND"),
-    ("out_sp_00 warm", "-08 INVALID COMMAND"),
-    ("out_sp_00 nan", "-08 INVALID COMMAND"),
-    ("out_sp_00 200.01", "-11 VALUE TOO LARGE"),
-    ("out_sp_00 -50.5", "-10 VALUE TOO SMALL"),
-    ("out_mode_05 2", "-11 VALUE TOO LARGE"),
-    ("out_mode_05 -1", "-10 VALUE TOO SMALL"),
-    ("out_mode_05 0.5", "-08 INVALID COMMAND"),
-])
+@pytest.mark.parametrize(
+    "bad, status",
+    [
+        ("bogus", "-08 INVALID COMMAND"),
+        ("in_pv_00 5", "-08 INVALID COMMAND"),  # an argument on a query
+        ("out_sp_00", "-08 INVALID COMMAND"),
+        ("out_sp_00 warm", "-08 INVALID COMMAND"),
+        ("out_sp_00 nan", "-08 INVALID COMMAND"),
+        ("out_sp_00 200.01", "-11 VALUE TOO LARGE"),
+        ("out_sp_00 -50.5", "-10 VALUE TOO SMALL"),
+        ("out_mode_05 2", "-11 VALUE TOO LARGE"),
+        ("out_mode_05 -1", "-10 VALUE TOO SMALL"),
+        ("out_mode_05 0.5", "-08 INVALID COMMAND"),
+    ],
+)
 def test_refused_request_has_no_reply_and_shows_once_in_the_status(serve, connect, chiller, bad, status):
     client = connect(serve(chiller))
     assert client.no_reply(bad, wait=0.1)
@@ -108,8 +111,9 @@ def test_readings_have_noise(chiller):
 
 def test_scenario_time_constant_and_ambient(clock):
     chiller = Julabo(clock=clock, seed=1)
-    chiller.schedule(parse_scenario({"events": [{"at": 0, "set": {"tau": 10, "ambient": 30, "tau_ambient": 5}}]},
-                                    chiller))
+    chiller.schedule(
+        parse_scenario({"events": [{"at": 0, "set": {"tau": 10, "ambient": 30, "tau_ambient": 5}}]}, chiller)
+    )
     q(chiller, "out_sp_00 10")
     q(chiller, "out_mode_05 1")
     clock.advance(10)
@@ -121,8 +125,9 @@ def test_scenario_time_constant_and_ambient(clock):
 
 def test_scenario_alarm_stops_the_chiller_until_it_is_cleared(clock):
     chiller = Julabo(clock=clock, seed=1)
-    chiller.schedule(parse_scenario({"events": [{"at": 10, "set": {"alarm": -14}},
-                                                {"at": 20, "set": {"alarm": 0}}]}, chiller))
+    chiller.schedule(
+        parse_scenario({"events": [{"at": 10, "set": {"alarm": -14}}, {"at": 20, "set": {"alarm": 0}}]}, chiller)
+    )
     q(chiller, "out_mode_05 1")
     clock.advance(10)
     assert q(chiller, "status") == "-14 EXCESS TEMPERATURE PROTECTOR ALARM"

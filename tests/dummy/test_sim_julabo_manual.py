@@ -18,10 +18,25 @@ def chiller(clock):
 
 
 DEFAULTS = [
-    ("in_sp_00", "20.00"), ("in_sp_01", "20.00"), ("in_sp_02", "20.00"), ("in_sp_03", "200.00"),
-    ("in_sp_04", "-50.00"), ("in_sp_06", "0"), ("in_sp_07", "2"), ("in_mode_01", "0"), ("in_mode_02", "0"),
-    ("in_mode_03", "0"), ("in_mode_04", "0"), ("in_mode_05", "0"), ("in_mode_08", "1"), ("in_hil_00", "-100"),
-    ("in_hil_01", "100"), ("in_par_06", "5.0"), ("in_par_07", "60"), ("in_par_08", "10"), ("in_pv_01", "0"),
+    ("in_sp_00", "20.00"),
+    ("in_sp_01", "20.00"),
+    ("in_sp_02", "20.00"),
+    ("in_sp_03", "200.00"),
+    ("in_sp_04", "-50.00"),
+    ("in_sp_06", "0"),
+    ("in_sp_07", "2"),
+    ("in_mode_01", "0"),
+    ("in_mode_02", "0"),
+    ("in_mode_03", "0"),
+    ("in_mode_04", "0"),
+    ("in_mode_05", "0"),
+    ("in_mode_08", "1"),
+    ("in_hil_00", "-100"),
+    ("in_hil_01", "100"),
+    ("in_par_06", "5.0"),
+    ("in_par_07", "60"),
+    ("in_par_08", "10"),
+    ("in_pv_01", "0"),
     ("in_pv_04", "220.00"),
 ]
 
@@ -71,8 +86,20 @@ def test_out_commands_are_silent_and_range_checked(chiller, name, value, readbac
     assert q(chiller, "status") == "02 REMOTE STOP"
 
 
-@pytest.mark.parametrize("bad", ["out_mode_01 1.5", "out_sp_07 2.5", "out_hil_01 50.5", "in_sp_01 3",
-                                 "out_pv_00 20", "out_sp_06 1", "in_par_99", "in_hil_02", "out_version 1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "out_mode_01 1.5",
+        "out_sp_07 2.5",
+        "out_hil_01 50.5",
+        "in_sp_01 3",
+        "out_pv_00 20",
+        "out_sp_06 1",
+        "in_par_99",
+        "in_hil_02",
+        "out_version 1",
+    ],
+)
 def test_invalid_commands(chiller, bad):
     assert q(chiller, bad) is None
     assert q(chiller, "status") == "-08 INVALID COMMAND"

@@ -47,8 +47,10 @@ def smu(clock):
 @pytest.mark.parametrize("terminator, term", [("LF", b"\n"), ("CRLF", b"\r\n"), ("CR", b"\r")])
 def test_identity_and_terminators_over_tcp(serve, connect, terminator, term):
     client = connect(serve(Keithley2410(seed=1, terminator=terminator)))
-    assert client.ask("*IDN?") == \
-        b"KEITHLEY INSTRUMENTS INC.,MODEL 2410,4123456,C33   Mar 31 2015 09:32:39/A02  /S/K" + term
+    assert (
+        client.ask("*IDN?")
+        == b"KEITHLEY INSTRUMENTS INC.,MODEL 2410,4123456,C33   Mar 31 2015 09:32:39/A02  /S/K" + term
+    )
     assert client.ask(":OUTP?;:SOUR:FUNC?") == b"0;VOLT" + term
 
 
@@ -62,22 +64,25 @@ def test_the_2400_variant(serve, connect):
     assert smu.vset == -210.0
 
 
-@pytest.mark.parametrize("bad, error", [
-    (":FOO", '-113,"Undefined header"'),
-    (":SOUR:VOLTAG 1", '-113,"Undefined header"'),
-    (":SOUR:VOLT", '-109,"Missing parameter"'),
-    (":SOUR:VOLT abc", '-104,"Data type error"'),
-    (":SOUR:VOLT 1100.1", '-222,"Data out of range"'),
-    (":SOUR:VOLT -1101", '-222,"Data out of range"'),
-    (":SENS:CURR:PROT 1.06", '-222,"Data out of range"'),
-    (":SENS:CURR:PROT 0", '-222,"Data out of range"'),
-    (":SOUR:FUNC WATT", '-224,"Illegal parameter value"'),
-    (":FORM:ELEM VOLT,WATT", '-224,"Illegal parameter value"'),
-    (':SENS:FUNC "WATT"', '-224,"Illegal parameter value"'),
-    (":OUTP MAYBE", '-224,"Illegal parameter value"'),
-    (":SENS:CURR:PROT 0.05;:SOUR:VOLT 100", '-221,"Settings conflict"'),  # 2410: 21 mA above 21 V
-    (":READ?", '803,"Not permitted with OUTPUT off"'),
-])
+@pytest.mark.parametrize(
+    "bad, error",
+    [
+        (":FOO", '-113,"Undefined header"'),
+        (":SOUR:VOLTAG 1", '-113,"Undefined header"'),
+        (":SOUR:VOLT", '-109,"Missing parameter"'),
+        (":SOUR:VOLT abc", '-104,"Data type error"'),
+        (":SOUR:VOLT 1100.1", '-222,"Data out of range"'),
+        (":SOUR:VOLT -1101", '-222,"Data out of range"'),
+        (":SENS:CURR:PROT 1.06", '-222,"Data out of range"'),
+        (":SENS:CURR:PROT 0", '-222,"Data out of range"'),
+        (":SOUR:FUNC WATT", '-224,"Illegal parameter value"'),
+        (":FORM:ELEM VOLT,WATT", '-224,"Illegal parameter value"'),
+        (':SENS:FUNC "WATT"', '-224,"Illegal parameter value"'),
+        (":OUTP MAYBE", '-224,"Illegal parameter value"'),
+        (":SENS:CURR:PROT 0.05;:SOUR:VOLT 100", '-221,"Settings conflict"'),  # 2410: 21 mA above 21 V
+        (":READ?", '803,"Not permitted with OUTPUT off"'),
+    ],
+)
 def test_errors_give_no_reply_and_go_to_the_queue(serve, connect, bad, error):
     client = connect(serve(Keithley2410(seed=1)))
     assert client.no_reply(bad, wait=0.1)
@@ -95,8 +100,10 @@ def test_power_envelope_conflicts_both_ways(smu):
 
 
 def test_reset_state_and_setup(smu):
-    assert q(smu, ":SOUR:FUNC?;:SOUR:VOLT?;:SENS:CURR:PROT?;:OUTP?;:SOUR:CLE:AUTO?") == \
-        "VOLT;+0.000000E+00;+1.050000E-04;0;0"
+    assert (
+        q(smu, ":SOUR:FUNC?;:SOUR:VOLT?;:SENS:CURR:PROT?;:OUTP?;:SOUR:CLE:AUTO?")
+        == "VOLT;+0.000000E+00;+1.050000E-04;0;0"
+    )
     assert q(smu, ":SENS:FUNC?;:SENS:FUNC:CONC?;:FORM:ELEM?") == '"CURR:DC";1;VOLT,CURR,RES,TIME,STAT'
     q(smu, SETUP)
     assert q(smu, ":SENS:FUNC?;:FORM:ELEM?;:SYST:ERR?") == '"VOLT:DC","CURR:DC";VOLT,CURR;0,"No error"'
@@ -195,8 +202,9 @@ def test_parameters():
 
 
 def test_cli_options_for_variant_and_terminator():
-    args = _parser("slowctl sim").parse_args(["keithley-2410", "--tcp", "127.0.0.1:0", "--option", "variant=2400",
-                                              "--option", "terminator=crlf"])
+    args = _parser("slowctl sim").parse_args(
+        ["keithley-2410", "--tcp", "127.0.0.1:0", "--option", "variant=2400", "--option", "terminator=crlf"]
+    )
     inst = _instrument(args)
     assert inst.variant == "2400" and inst.reply_terminator == b"\r\n"
     assert b"MODEL 2400" in inst.handle("*IDN?")

@@ -13,22 +13,28 @@ from slowctl_dummy.sims.climate import ClimateBox
 @pytest.mark.parametrize(
     "events, message",
     [
-        ([{"at": 1, "set": {"humidity": 50}}, {"at": 2, "set": {"humidty": 80}}],
-         "events[1].set.humidty: unknown parameter for climate (expected one of fault, humidity, tau, temperature)"),
+        (
+            [{"at": 1, "set": {"humidity": 50}}, {"at": 2, "set": {"humidty": 80}}],
+            "events[1].set.humidty: unknown parameter for climate (expected one of fault, humidity, tau, temperature)",
+        ),
         ([{"at": 1, "explode": True}], "events[0].explode: unknown action (expected one of set, silence, garbage)"),
         ([{"at": -1, "silence": 3}], "events[0].at: expected a number >= 0, got -1"),
         ([{"silence": 3}], "events[0].at: missing"),
         ([{"at": 1}], "events[0]: no action"),
         ([{"at": 1, "silence": 2, "garbage": 2}], "events[0]: more than one action (silence, garbage)"),
-        ([{"at": 1, "channel": 3, "set": {"humidity": 50}}],
-         "events[0].channel: 3 out of range for climate (expected 1..2)"),
+        (
+            [{"at": 1, "channel": 3, "set": {"humidity": 50}}],
+            "events[0].channel: 3 out of range for climate (expected 1..2)",
+        ),
         ([{"at": 1, "set": {"humidity": 120}}], "events[0].set.humidity: expected a number >= 0 and <= 100, got 120"),
         ([{"at": 1, "set": {"fault": "yes"}}], "events[0].set.fault: expected true or false, got 'yes'"),
         ([{"at": 1, "silence": 0}], "events[0].silence: expected a duration in seconds > 0, got 0"),
         ([{"at": 1, "channel": 1, "silence": 2}], "events[0].channel: only allowed with set"),
         ([{"at": 1, "model": "keithley", "silence": 2}], "events[0].model: unknown model 'keithley'"),
-        ([{"at": 1, "model": "caen-n1470", "set": {"humidity": 2}}],
-         "events[0].set.humidity: unknown parameter for caen-n1470"),
+        (
+            [{"at": 1, "model": "caen-n1470", "set": {"humidity": 2}}],
+            "events[0].set.humidity: unknown parameter for caen-n1470",
+        ),
     ],
 )
 def test_validation_names_the_bad_key(events, message):

@@ -46,23 +46,26 @@ def test_set_value_and_protection_formats(tti):
     assert q(tti, "*ESR?;EER?;QER?") == "0\r\n0\r\n0"
 
 
-@pytest.mark.parametrize("bad, esr, eer", [
-    ("FOO", 32, 0),
-    ("V1", 32, 0),  # value missing
-    ("V1? 3", 32, 0),  # value on a query
-    ("V1 abc", 32, 0),
-    ("TRIPRST 1", 32, 0),
-    ("V10 1", 32, 0),
-    ("V1 70.5", 16, 100),
-    ("V1 -1", 16, 100),
-    ("I1 6.1", 16, 100),
-    ("OP1 2", 16, 100),
-    ("OVP1 0.5", 16, 100),
-    ("OCP1 7", 16, 100),
-    ("V4 1", 16, 103),  # a three-output supply
-    ("V4?", 16, 103),
-    ("LSR0?", 16, 103),
-])
+@pytest.mark.parametrize(
+    "bad, esr, eer",
+    [
+        ("FOO", 32, 0),
+        ("V1", 32, 0),  # value missing
+        ("V1? 3", 32, 0),  # value on a query
+        ("V1 abc", 32, 0),
+        ("TRIPRST 1", 32, 0),
+        ("V10 1", 32, 0),
+        ("V1 70.5", 16, 100),
+        ("V1 -1", 16, 100),
+        ("I1 6.1", 16, 100),
+        ("OP1 2", 16, 100),
+        ("OVP1 0.5", 16, 100),
+        ("OCP1 7", 16, 100),
+        ("V4 1", 16, 103),  # a three-output supply
+        ("V4?", 16, 103),
+        ("LSR0?", 16, 103),
+    ],
+)
 def test_errors_give_no_reply_and_set_the_registers(serve, connect, bad, esr, eer):
     inst = TtiMx100tp(seed=1)
     client = connect(serve(inst))

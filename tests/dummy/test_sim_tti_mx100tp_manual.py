@@ -45,17 +45,45 @@ def test_increment_beyond_the_range_is_refused(tti):
     assert errors(tti) == (16, 100)
 
 
-@pytest.mark.parametrize("bad, eer", [("DELTAV1 -1", 100), ("DELTAI1 7", 100), ("DELTAV4 1", 103),
-                                      ("LSE1 256", 100), ("LSE1 1.5", 100), ("*ESE -1", 100), ("*SRE 300", 100),
-                                      ("SAV1 10", 100), ("RCL1 3", 101), ("CONFIG 1", 100), ("VRANGE1 4", 100),
-                                      ("VRANGE1 0", 100), ("INCV4", 103)])
+@pytest.mark.parametrize(
+    "bad, eer",
+    [
+        ("DELTAV1 -1", 100),
+        ("DELTAI1 7", 100),
+        ("DELTAV4 1", 103),
+        ("LSE1 256", 100),
+        ("LSE1 1.5", 100),
+        ("*ESE -1", 100),
+        ("*SRE 300", 100),
+        ("SAV1 10", 100),
+        ("RCL1 3", 101),
+        ("CONFIG 1", 100),
+        ("VRANGE1 4", 100),
+        ("VRANGE1 0", 100),
+        ("INCV4", 103),
+    ],
+)
 def test_out_of_range_values_are_execution_errors(tti, bad, eer):
     assert q(tti, bad) is None
     assert errors(tti) == (16, eer)
 
 
-@pytest.mark.parametrize("bad", ["DELTAV1", "DELTAV1? 2", "INCV1 1", "LSE1", "*ESE", "*STB? 1", "SAV1",
-                                 "CONFIG", "IFLOCK 1", "VRANGE1", "DELTAX1 1"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "DELTAV1",
+        "DELTAV1? 2",
+        "INCV1 1",
+        "LSE1",
+        "*ESE",
+        "*STB? 1",
+        "SAV1",
+        "CONFIG",
+        "IFLOCK 1",
+        "VRANGE1",
+        "DELTAX1 1",
+    ],
+)
 def test_malformed_commands_are_command_errors(tti, bad):
     assert q(tti, bad + ";V1 5") is None  # the rest of the line is dropped
     assert errors(tti) == (32, 0)

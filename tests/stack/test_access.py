@@ -18,23 +18,26 @@ def test_wrong_password_is_refused(stack):
     assert p.wait_connected().value in (BAD_CREDENTIALS, NOT_AUTHORIZED)
 
 
-@pytest.mark.parametrize("role,topic,allowed", [
-    ("operator", "slowctl/climate/cmd/on/0", True),
-    ("operator", "/hv/cmd/setv/0", True),
-    ("operator", "slowctl/hv/status", False),
-    ("viewer", "slowctl/hv/cmd", False),
-    ("viewer", "/hv/cmd/switch/0", False),
-    ("telegraf", "slowctl/hv/cmd/on/0", False),
-    ("hv", "slowctl/hv/status", True),
-    ("hv", "slowctl/hv/reply/abc", True),
-    ("hv", "/hv/status", True),
-    ("hv", "slowctl/lv/status", False),
-    ("hv", "slowctl/lv/availability", False),
-    ("hv", "slowctl/lv/cmd/on/0", False),
-    ("hv", "/lv/status", False),
-    ("climate", "slowctl/climate/metrics", True),
-    ("climate", "slowctl/hv/metrics", False),
-])
+@pytest.mark.parametrize(
+    "role,topic,allowed",
+    [
+        ("operator", "slowctl/climate/cmd/on/0", True),
+        ("operator", "/hv/cmd/setv/0", True),
+        ("operator", "slowctl/hv/status", False),
+        ("viewer", "slowctl/hv/cmd", False),
+        ("viewer", "/hv/cmd/switch/0", False),
+        ("telegraf", "slowctl/hv/cmd/on/0", False),
+        ("hv", "slowctl/hv/status", True),
+        ("hv", "slowctl/hv/reply/abc", True),
+        ("hv", "/hv/status", True),
+        ("hv", "slowctl/lv/status", False),
+        ("hv", "slowctl/lv/availability", False),
+        ("hv", "slowctl/lv/cmd/on/0", False),
+        ("hv", "/lv/status", False),
+        ("climate", "slowctl/climate/metrics", True),
+        ("climate", "slowctl/hv/metrics", False),
+    ],
+)
 def test_publish_acl(stack, role, topic, allowed):
     p = stack.probe(role)
     assert p.wait_connected().value == 0

@@ -21,11 +21,13 @@ def states_until(probe, device, ch, final, timeout):
     """Channel states seen in status messages until `final` is reached; returns (states, seconds)."""
     t0 = time.monotonic()
     seen = []
+
     def done():
         msgs = probe.seen(f"slowctl/{device}/status")
-        for m in msgs[len(seen):]:
+        for m in msgs[len(seen) :]:
             seen.append(json.loads(m.payload)["channels"][ch])
         return seen and seen[-1].get("state") == final
+
     wait_until(done, timeout, what=f"{device}/{ch} to reach {final}")
     return seen, time.monotonic() - t0
 
@@ -86,10 +88,12 @@ def test_legacy_topics(op):
     op.wait_json("/hv/status", lambda d: d[1]["on"] == 1)
     assert send(op, "/hv/cmd/switch/1", "off")["ok"]
     op.wait_json("/hv/status", lambda d: d[1]["on"] == 0)
-    for topic, payload, reason in [("/hv/cmd/setv/1", "abc", "not a number"),
-                                   ("/hv/cmd/setv/1", "9999", "vmax=600"),
-                                   ("/hv/cmd/switch/1", "maybe", "on or off"),
-                                   ("/hv/cmd/setv/8", "1", "unknown channel")]:
+    for topic, payload, reason in [
+        ("/hv/cmd/setv/1", "abc", "not a number"),
+        ("/hv/cmd/setv/1", "9999", "vmax=600"),
+        ("/hv/cmd/switch/1", "maybe", "on or off"),
+        ("/hv/cmd/setv/8", "1", "unknown channel"),
+    ]:
         reply = send(op, topic, payload)
         assert not reply["ok"] and reason in reply["error"], reply
     assert send(op, "/lv/cmd/setv/2", "5")["ok"]
@@ -148,8 +152,13 @@ def test_every_supply_model_of_the_dummy_bench_works_through_mqtt(op, device, ch
     """iseg (hardware ramp), Keithley (software ramp in steps), TTi (no ramp): the same contract."""
     assert send(op, f"slowctl/{device}/cmd/vset/{ch}", str(volts))["ok"]
     assert send(op, f"slowctl/{device}/cmd/on/{ch}", "")["ok"]
-    on = channel(op, device, ch, lambda c: c["on"] and c["state"] in ("ON", "COMPLIANCE")
-                 and abs((c["vmon"] or 0) - volts) < 0.05 * volts, timeout=15)
+    on = channel(
+        op,
+        device,
+        ch,
+        lambda c: c["on"] and c["state"] in ("ON", "COMPLIANCE") and abs((c["vmon"] or 0) - volts) < 0.05 * volts,
+        timeout=15,
+    )
     assert on["vset"] == volts
     assert send(op, f"slowctl/{device}/cmd/off/{ch}", "")["ok"]
     channel(op, device, ch, lambda c: not c["on"] and c["state"] == "OFF", timeout=15)

@@ -36,11 +36,14 @@ def test_no_command_is_an_error():
 def test_check_good_and_bad(tmp_path):
     r = slowctl("check", str(REPO / "config" / "bench.yaml"))
     import yaml
+
     n = len(yaml.safe_load((REPO / "config" / "bench.yaml").read_text())["devices"])
     assert r.returncode == 0 and f"{n} devices" in r.stdout
     bad = tmp_path / "bad.yaml"
-    bad.write_text("devices:\n  hv:\n    model: caen-n1470\n    address: x\n    colour: red\n"
-                   "    channels: {0: {name: a, vmax: 9000, imax: 1e-4}}\n")
+    bad.write_text(
+        "devices:\n  hv:\n    model: caen-n1470\n    address: x\n    colour: red\n"
+        "    channels: {0: {name: a, vmax: 9000, imax: 1e-4}}\n"
+    )
     r = slowctl("check", str(bad))
     assert r.returncode == 1
     assert "devices.hv.colour: unknown key" in r.stderr
@@ -94,17 +97,39 @@ def test_env_status_get_set(stack):
 @pytest.mark.skipif(not shutil.which("mosquitto_pub"), reason="mosquitto-clients not installed")
 def test_mosquitto_clients_with_env(stack):
     """The README's mosquitto_pub / mosquitto_sub recipe."""
-    def creds(role):
-        env = dict(line.removeprefix("export ").split("=", 1)
-                   for line in stack.slowctl("env", "--role", role, "--state-dir", str(stack.state)).stdout.splitlines())
-        return ["-h", env["SLOWCTL_MQTT_HOST"], "-p", env["SLOWCTL_MQTT_PORT"],
-                "-u", env["SLOWCTL_MQTT_USERNAME"], "-P", env["SLOWCTL_MQTT_PASSWORD"].strip("'")]
 
-    sub = subprocess.Popen(["mosquitto_sub", *creds("viewer"), "-t", "slowctl/lv/reply", "-C", "1", "-W", "10"],
-                           stdout=subprocess.PIPE, text=True)
+    def creds(role):
+        env = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in stack.slowctl("env", "--role", role, "--state-dir", str(stack.state)).stdout.splitlines()
+        )
+        return [
+            "-h",
+            env["SLOWCTL_MQTT_HOST"],
+            "-p",
+            env["SLOWCTL_MQTT_PORT"],
+            "-u",
+            env["SLOWCTL_MQTT_USERNAME"],
+            "-P",
+            env["SLOWCTL_MQTT_PASSWORD"].strip("'"),
+        ]
+
+    sub = subprocess.Popen(
+        ["mosquitto_sub", *creds("viewer"), "-t", "slowctl/lv/reply", "-C", "1", "-W", "10"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     import time
+
     time.sleep(0.5)
     subprocess.run(["mosquitto_pub", *creds("operator"), "-t", "slowctl/lv/cmd/iset/1", "-m", "0.5"], check=True)
     out, _ = sub.communicate(timeout=15)
-    assert json.loads(out) == {"id": None, "action": "iset", "channel": 1, "value": 0.5, "ok": True, "error": None,
-                               "applied": 0.5}
+    assert json.loads(out) == {
+        "id": None,
+        "action": "iset",
+        "channel": 1,
+        "value": 0.5,
+        "ok": True,
+        "error": None,
+        "applied": 0.5,
+    }

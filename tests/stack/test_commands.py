@@ -22,8 +22,7 @@ def test_every_action_plain_topics(op):
     assert send(op, "slowctl/hv/cmd/rampup/1", "40")["ok"]
     assert send(op, "slowctl/hv/cmd/rampdown/1", "50")["ok"]
     r = send(op, "slowctl/hv/cmd/vset/1", "60")
-    assert r == {"id": None, "action": "vset", "channel": 1, "value": 60.0, "ok": True, "error": None,
-                 "applied": 60.0}
+    assert r == {"id": None, "action": "vset", "channel": 1, "value": 60.0, "ok": True, "error": None, "applied": 60.0}
     ch = channel(op, "hv", 1, lambda c: c["vset"] == 60)
     assert ch["iset"] == pytest.approx(50e-6) and ch["rampup"] == 40 and ch["rampdown"] == 50
     assert send(op, "slowctl/hv/cmd/on/1", "")["ok"]
@@ -38,10 +37,18 @@ def test_every_action_plain_topics(op):
 def test_json_command_with_id_and_v5_response_topic(op):
     op.subscribe("slowctl/lv/reply/mine")
     props = v5_props(ResponseTopic="slowctl/lv/reply/mine", CorrelationData=b"corr-42")
-    reply = send(op, "slowctl/lv/cmd", json.dumps({"action": "iset", "channel": 2, "value": 0.5, "id": "a1"}),
-                 properties=props)
-    assert reply == {"id": "a1", "action": "iset", "channel": 2, "value": 0.5, "ok": True, "error": None,
-                     "applied": 0.5}
+    reply = send(
+        op, "slowctl/lv/cmd", json.dumps({"action": "iset", "channel": 2, "value": 0.5, "id": "a1"}), properties=props
+    )
+    assert reply == {
+        "id": "a1",
+        "action": "iset",
+        "channel": 2,
+        "value": 0.5,
+        "ok": True,
+        "error": None,
+        "applied": 0.5,
+    }
     mine = op.wait_message("slowctl/lv/reply/mine")
     assert json.loads(mine.payload) == reply
     assert mine.properties.CorrelationData == b"corr-42"
@@ -105,8 +112,9 @@ def test_bad_input_is_refused_and_changes_nothing(op, topic, payload, reason):
     # the next poll shows the same setpoints
     after = op.wait_json(f"slowctl/{device}/status", lambda d: d["seq"] > before["seq"] + 1)
     keys = ("on", "vset", "iset", "rampup", "rampdown")
-    assert [{k: c.get(k) for k in keys} for c in after["channels"]] == \
-        [{k: c.get(k) for k in keys} for c in before["channels"]]
+    assert [{k: c.get(k) for k in keys} for c in after["channels"]] == [
+        {k: c.get(k) for k in keys} for c in before["channels"]
+    ]
 
 
 def test_oversized_payload_is_refused(op):

@@ -42,8 +42,11 @@ def test_sub_resolution_setpoint_is_refused_and_replies_carry_the_read_back(own_
     assert reply["ok"] and reply["applied"] == pytest.approx(12.3)
     reply = send(op, "slowctl/hv/cmd/iset/1", "1.5e-5")
     assert reply["ok"] and reply["applied"] == pytest.approx(1.5e-5)
-    wait_until(lambda: {"command_refused", "command_applied"} <= {e["kind"] for e in events(op, "hv")}, 5,
-               what="command events")
+    wait_until(
+        lambda: {"command_refused", "command_applied"} <= {e["kind"] for e in events(op, "hv")},
+        5,
+        what="command events",
+    )
     applied = [e for e in events(op, "hv") if e["kind"] == "command_applied"]
     assert applied[0]["channel"] == 1 and applied[0]["after"] == pytest.approx(12.3)
 
@@ -56,8 +59,11 @@ def test_power_cycled_instrument_is_reported_latched_and_survives_a_service_rest
     assert send(op, "slowctl/hv/cmd/on/2", "")["ok"]
     channel(op, "hv", 2, lambda c: c["state"] == "ON", timeout=10)
     os.kill(s.pids()["sim-hv"], signal.SIGKILL)  # the supervisor restarts it: a fresh instrument, all off
-    wait_until(lambda: any(e["kind"] == "output_changed" for e in events(op, "hv")), 20,
-               what="the service to report the lost output")
+    wait_until(
+        lambda: any(e["kind"] == "output_changed" for e in events(op, "hv")),
+        20,
+        what="the service to report the lost output",
+    )
     lost = next(e for e in events(op, "hv") if e["kind"] == "output_changed")
     assert lost["channel"] == 2 and lost["before"] is True and lost["after"] is False
     assert lost["severity"] == "major" and "OUTPUT_LOST" in lost["message"]
@@ -65,13 +71,15 @@ def test_power_cycled_instrument_is_reported_latched_and_survives_a_service_rest
     assert {"instrument_lost", "instrument_back", "setpoint_changed"} <= kinds
     ch = channel(op, "hv", 2, lambda c: "OUTPUT_LOST" in c.get("alarms", []), timeout=5)
     assert not ch["on"]
-    assert any(m.payload.startswith(b"event,") and b"kind=output_changed" in m.payload
-               for m in op.seen("slowctl/hv/metrics")), "events also go out as line protocol"
+    assert any(
+        m.payload.startswith(b"event,") and b"kind=output_changed" in m.payload for m in op.seen("slowctl/hv/metrics")
+    ), "events also go out as line protocol"
     # the latch outlives the service
     os.kill(s.pids()["service-hv"], signal.SIGTERM)
     wait_until(lambda: any(e["kind"] == "service_stop" for e in events(op, "hv")), 10, what="service_stop")
-    wait_until(lambda: sum(e["kind"] == "service_start" for e in events(op, "hv")) >= 1, 20,
-               what="the restarted service")
+    wait_until(
+        lambda: sum(e["kind"] == "service_start" for e in events(op, "hv")) >= 1, 20, what="the restarted service"
+    )
     channel(op, "hv", 2, lambda c: "OUTPUT_LOST" in c.get("alarms", []), timeout=10)
     reply = send(op, "slowctl/hv/cmd/on/2", "")
     assert not reply["ok"] and "OUTPUT_LOST" in reply["error"] and "clear" in reply["error"]

@@ -12,8 +12,16 @@ from harness import DummyStack
 
 CHROMIUM = "/usr/bin/chromium"
 # without these the browser stalls on the closed network (updates, sync, QUIC probes)
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _need_ui() -> None:
@@ -48,7 +56,9 @@ class UiStack:
         from cryptography.hazmat.primitives import serialization
 
         cert = x509.load_pem_x509_certificate((self.stack.state / "tls" / "server.crt").read_bytes())
-        der = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        der = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
@@ -71,8 +81,11 @@ def browser(ui_stack):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the test extra)")
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                              args=[*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={ui_stack.spki()}"])
+        b = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*CHROMIUM_FLAGS, f"--ignore-certificate-errors-spki-list={ui_stack.spki()}"],
+        )
         yield b
         b.close()
 

@@ -54,7 +54,9 @@ def test_a_page_per_device_plus_environment_and_health(stack, flows):
 
 
 def test_hv_devices_need_confirmation(flows):
-    described = {w["name"]: device_config(w) for w in by_type(flows, "ui-template") if w["name"] not in ("environment", "health")}
+    described = {
+        w["name"]: device_config(w) for w in by_type(flows, "ui-template") if w["name"] not in ("environment", "health")
+    }
     assert {d for d, c in described.items() if c["confirm"]} == HV_DEVICES
     assert described["hv"]["confirm_actions"] == ["on", "vset", "iset"]
     assert described["hv"]["current_unit"] == "µA" and described["lv"]["current_unit"] == "A"
@@ -113,7 +115,7 @@ def test_status_is_never_wired_to_a_command(flows):
 
 def test_commands_go_to_the_own_device_never_retained(stack, flows):
     for out in by_type(flows, "mqtt out"):
-        dev = out["id"][len(PREFIX):].split(".")[0]
+        dev = out["id"][len(PREFIX) :].split(".")[0]
         assert out["topic"] == f"slowctl/{dev}/cmd"
         assert out["retain"] == "false"
         assert out["expiry"] == str(int(stack.devices[dev].max_command_age))
@@ -145,7 +147,7 @@ def test_merge_keeps_lab_tabs_and_replaces_generated_ones(flows):
     assert stale["id"] not in ids and "x1" not in ids and "x2" not in ids
     assert sorted(dropped) == ["x1", "x2"]
     assert next(n for n in merged if n["id"] == f"{PREFIX}hv.widget")["format"] != "old"
-    assert ids[:len(flows)] == [n["id"] for n in flows]  # generated tabs first
+    assert ids[: len(flows)] == [n["id"] for n in flows]  # generated tabs first
 
 
 def test_write_flows_merges_and_keeps_lab_credentials(stack, tmp_path):
@@ -190,17 +192,21 @@ def test_credentials_match_node_reds_encryption(tmp_path):
     if not node:
         pytest.skip("node not installed")
     blob = encrypt_credentials({"n1": {"user": "u", "password": "${X}"}}, "s3cret")
-    js = ("const c=require('crypto');const b=JSON.parse(process.argv[1])['$'];"
-          "const d=c.createDecipheriv('aes-256-ctr',c.createHash('sha256').update('s3cret').digest(),"
-          "Buffer.from(b.substring(0,32),'hex'));"
-          "process.stdout.write(d.update(b.substring(32),'base64','utf8')+d.final('utf8'))")
+    js = (
+        "const c=require('crypto');const b=JSON.parse(process.argv[1])['$'];"
+        "const d=c.createDecipheriv('aes-256-ctr',c.createHash('sha256').update('s3cret').digest(),"
+        "Buffer.from(b.substring(0,32),'hex'));"
+        "process.stdout.write(d.update(b.substring(32),'base64','utf8')+d.final('utf8'))"
+    )
     out = subprocess.run([node, "-e", js, json.dumps(blob)], capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == {"n1": {"user": "u", "password": "${X}"}}
     # and what Node-RED writes on a deploy, we read (its encryptCredentials, same steps)
-    js = ("const c=require('crypto');const iv=c.randomBytes(16);"
-          "const e=c.createCipheriv('aes-256-ctr',c.createHash('sha256').update('s3cret').digest(),iv);"
-          "process.stdout.write(JSON.stringify({'$':iv.toString('hex')+e.update(JSON.stringify({n2:{token:'t'}}),"
-          "'utf8','base64')+e.final('base64')}))")
+    js = (
+        "const c=require('crypto');const iv=c.randomBytes(16);"
+        "const e=c.createCipheriv('aes-256-ctr',c.createHash('sha256').update('s3cret').digest(),iv);"
+        "process.stdout.write(JSON.stringify({'$':iv.toString('hex')+e.update(JSON.stringify({n2:{token:'t'}}),"
+        "'utf8','base64')+e.final('base64')}))"
+    )
     out = subprocess.run([node, "-e", js], capture_output=True, text=True, check=True).stdout
     assert decrypt_credentials(json.loads(out), "s3cret") == {"n2": {"token": "t"}}
 
@@ -211,11 +217,18 @@ def test_cli_writes_flows(tmp_path):
     import sys
 
     out = tmp_path / "data" / "flows.json"
-    r = subprocess.run([sys.executable, "-m", "slowctl", "nodered-flows", "--config", str(DUMMY_CONFIG), "--out", str(out)],
-                       capture_output=True, text=True, env={**os.environ, "NODERED_CREDENTIAL_SECRET": "k"})
+    r = subprocess.run(
+        [sys.executable, "-m", "slowctl", "nodered-flows", "--config", str(DUMMY_CONFIG), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NODERED_CREDENTIAL_SECRET": "k"},
+    )
     assert r.returncode == 0, r.stderr
     assert "flows for 7 devices" in r.stdout and out.exists() and (out.parent / "flows_cred.json").exists()
-    r = subprocess.run([sys.executable, "-m", "slowctl", "nodered-flows", "--config", str(DUMMY_CONFIG), "--out", str(out)],
-                       capture_output=True, text=True, env={k: v for k, v in os.environ.items()
-                                                            if k != "NODERED_CREDENTIAL_SECRET"})
+    r = subprocess.run(
+        [sys.executable, "-m", "slowctl", "nodered-flows", "--config", str(DUMMY_CONFIG), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "NODERED_CREDENTIAL_SECRET"},
+    )
     assert r.returncode == 1 and "NODERED_CREDENTIAL_SECRET" in r.stderr

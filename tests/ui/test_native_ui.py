@@ -47,12 +47,15 @@ def test_summary_names_the_files_not_the_passwords(tmp_path, monkeypatch):
     assert "'dashboard'" in text and "'nodered-admin'" in text
 
 
-@pytest.mark.parametrize("section,error", [
-    ({"https_port": 8080}, "must differ"),
-    ({"grafana": "grafana"}, "ui.grafana"),
-    ({"hostname": "a b"}, "ui.hostname"),
-    ({"colour": "red"}, "ui.colour: unknown key"),
-])
+@pytest.mark.parametrize(
+    "section,error",
+    [
+        ({"https_port": 8080}, "must differ"),
+        ({"grafana": "grafana"}, "ui.grafana"),
+        ({"hostname": "a b"}, "ui.hostname"),
+        ({"colour": "red"}, "ui.colour: unknown key"),
+    ],
+)
 def test_bad_ui_config_is_refused(section, error):
     with pytest.raises(ConfigError, match=error):
         stack_with(**section)

@@ -21,11 +21,13 @@ DEVICE_PAGES = ["hv", "hv2", "bias", "lv", "lv2", "chiller", "climate"]
 
 
 def request(ui_stack, method, path, *, auth=None, headers=None, body=None, port=None):
-    conn = http.client.HTTPSConnection("localhost", port or ui_stack.https_port, context=ui_stack.ssl_context(),
-                                       timeout=10)
+    conn = http.client.HTTPSConnection(
+        "localhost", port or ui_stack.https_port, context=ui_stack.ssl_context(), timeout=10
+    )
     headers = dict(headers or {})
     if auth:
         import base64
+
         headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
     conn.request(method, path, body=body, headers=headers)
     r = conn.getresponse()
@@ -35,6 +37,7 @@ def request(ui_stack, method, path, *, auth=None, headers=None, body=None, port=
 
 
 # --- TLS, redirects, headers ------------------------------------------------------------------
+
 
 def test_certificate_verifies_against_the_generated_ca(ui_stack):
     with socket.create_connection(("127.0.0.1", ui_stack.https_port), timeout=5) as raw:
@@ -74,6 +77,7 @@ def test_root_goes_to_the_dashboard_and_grafana_absent_is_explained(ui_stack):
 
 
 # --- logins -----------------------------------------------------------------------------------
+
 
 def test_dashboard_needs_its_login(ui_stack):
     for auth in (None, ("dashboard", "wrong"), ("admin", ui_stack.admin[1]), ("wrong", ui_stack.dashboard[1])):
@@ -123,8 +127,15 @@ def test_dashboard_websocket_needs_the_login_too(browser, ui_stack):
 
 
 def editor_token(ui_stack, username, password):
-    body = json.dumps({"client_id": "node-red-editor", "grant_type": "password", "scope": "*",
-                       "username": username, "password": password})
+    body = json.dumps(
+        {
+            "client_id": "node-red-editor",
+            "grant_type": "password",
+            "scope": "*",
+            "username": username,
+            "password": password,
+        }
+    )
     return request(ui_stack, "POST", "/nodered/auth/token", body=body, headers={"Content-Type": "application/json"})
 
 
@@ -161,6 +172,7 @@ def test_editor_opens_in_the_browser_under_the_csp(browser, ui_stack):
 
 
 # --- the dashboard ----------------------------------------------------------------------------
+
 
 def open_page(page, ui_stack, name):
     page.goto(f"{ui_stack.base}/dashboard/{name}")
@@ -212,7 +224,9 @@ def test_no_command_without_a_user_action(browser, ui_stack):
             page.reload()
         time.sleep(2)
         seen = commands()
-        assert seen == [("slowctl/lv/cmd", json.dumps({"action": "vset", "channel": 1, "value": 1.1, "id": "other"}).encode())]
+        assert seen == [
+            ("slowctl/lv/cmd", json.dumps({"action": "vset", "channel": 1, "value": 1.1, "id": "other"}).encode())
+        ]
         for name, _, console in pages:
             assert not console.csp(), (name, console.csp())
     finally:
@@ -263,8 +277,11 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     ch.locator("[data-test=vset-input]").fill("9999")
     ch.locator("[data-test=vset-set]").click()
     page.locator("[data-test=confirm-ok]").click()
-    wait_text(page.locator("[data-test=last-reply]"), lambda t: t.startswith("REFUSED: vset ch 1 = 9999")
-              and "exceeds the configured limit vmax=600 V" in t, what="the refusal")
+    wait_text(
+        page.locator("[data-test=last-reply]"),
+        lambda t: t.startswith("REFUSED: vset ch 1 = 9999") and "exceeds the configured limit vmax=600 V" in t,
+        what="the refusal",
+    )
     # not a number: refused in the page, nothing sent
     sent = len(probe.seen("slowctl/hv/cmd"))
     ch.locator("[data-test=vset-input]").fill("abc")
@@ -322,9 +339,14 @@ def test_environment_and_health_pages(dashboard, ui_stack):
 
 # --- MQTT over websockets through the gateway -------------------------------------------------
 
+
 def ws_client(ui_stack, username, password):
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"ws-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5,
-                    transport="websockets")
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"ws-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+        transport="websockets",
+    )
     c.ws_set_options(path="/mqtt")
     c.tls_set(ca_certs=str(ui_stack.ca))
     if username:

@@ -77,7 +77,7 @@ def test_command_past_its_mqtt_expiry_is_refused(service, driver):
     now = time.monotonic()
     cmd = command(received=now - 1.0, expires=now - 0.5)  # well within max_command_age, but expired
     service._execute(cmd)
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "stale" in error
     assert driver.mock_calls == []  # neither the driver nor its link was touched
 
@@ -86,17 +86,18 @@ def test_command_within_its_expiry_runs(service, driver):
     service._driver = driver
     now = time.monotonic()
     service._execute(command(received=now, expires=now + 5))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is True and error is None
     driver.set_voltage.assert_called_once()
 
 
-@pytest.mark.parametrize("action,value", [("on", None), ("off", None), ("clear", None), ("iset", 1e-5),
-                                          ("rampup", 10.0)])
+@pytest.mark.parametrize(
+    "action,value", [("on", None), ("off", None), ("clear", None), ("iset", 1e-5), ("rampup", 10.0)]
+)
 def test_stale_refusal_for_every_action(service, driver, action, value):
     service._driver = driver
     service._execute(command(action, 1, value, received=time.monotonic() - 60))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "stale" in error
     assert driver.mock_calls == []  # neither the driver nor its link was touched
 
@@ -105,7 +106,7 @@ def test_command_while_disconnected_is_refused(service):
     assert service._driver is None
     service.error = "cannot connect to /dev/ttyUSB0: no such file"
     service._execute(command("on", 0, None))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "not connected" in error and "no such file" in error
 
 
@@ -114,7 +115,7 @@ def test_on_while_tripped_is_refused(service, driver):
     service.core.readings[2] = reading(state=ChannelState.OFF)  # the last poll did not see the trip yet
     driver.read.return_value = {2: reading(state=ChannelState.TRIPPED, alarms=["TRIP"])}
     service._execute(command("on", 2, None))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "clear first" in error and "channel 2" in error
     driver.switch.assert_not_called()
 
@@ -124,7 +125,7 @@ def test_clear_while_tripped_is_executed(service, driver):
     service.core.readings[2] = reading(state=ChannelState.TRIPPED, alarms=["TRIP"])
     driver.read.side_effect = [{2: reading(state=ChannelState.TRIPPED, alarms=["TRIP"])}, {2: reading()}]
     service._execute(command("clear", 2, None))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is True
     driver.clear.assert_called_once_with(2)
     assert service.core.readings[2].state is ChannelState.OFF
@@ -141,19 +142,21 @@ def test_on_for_an_untripped_channel_is_executed(service, driver):
 
 def test_instrument_refusal_is_reported(service, driver):
     from slowctl.drivers.link import InstrumentError
+
     service._driver = driver
     driver.set_voltage.side_effect = InstrumentError("VSET: value out of range (VAL:ERR)")
     service._execute(command("vset", 0, 100.0))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "instrument refused" in error and "VAL:ERR" in error
 
 
 def test_link_failure_disconnects(service, driver):
     from slowctl.drivers.link import LinkError
+
     service._driver = driver
     driver.set_voltage.side_effect = LinkError("timeout waiting for a reply")
     service._execute(command("vset", 0, 100.0))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "link failed" in error
     assert service._driver is None and service.state is DeviceState.DISCONNECTED
     driver.link.close.assert_called_once()
@@ -162,7 +165,7 @@ def test_link_failure_disconnects(service, driver):
 def test_accept_refuses_while_disconnected_without_queueing(service):
     service.error = "not connected yet"
     service._accept(Request(action="vset", channel=0, value=10.0))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "not connected" in error
     assert service.queue.empty()
 
@@ -203,7 +206,7 @@ def test_ts_age_is_checked_again_when_the_command_runs(service, driver):
     service._driver = driver
     cmd = command("vset", 0, 10.0, issued=time.time() - 11)  # was fresh when accepted, waited too long
     service._execute(cmd)
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "issued 11" in error
     driver.set_voltage.assert_not_called()
 
@@ -213,7 +216,7 @@ def test_commands_arriving_during_shutdown_are_refused(service, driver):
     service.mqtt.connected.is_set.return_value = False
     service._shutdown()
     service._accept(Request(action="vset", channel=0, value=10.0))
-    (_, ok, error), = service.replies
+    ((_, ok, error),) = service.replies
     assert ok is False and "shutting down" in error
     assert service.queue.empty()
 
@@ -225,6 +228,7 @@ def test_error_state_does_not_republish_old_readings(service, driver):
     service._publish_status()
     status = [c for c in service.mqtt.publish.call_args_list if c.args[0].endswith("/status")][-1]
     import json
+
     channels = json.loads(status.args[1])["channels"]
     assert "vmon" not in channels[0] and channels[0]["name"] == "sensor-A"
     assert not [c for c in service.mqtt.publish.call_args_list if c.args[0].endswith("/metrics")]
@@ -233,6 +237,7 @@ def test_error_state_does_not_republish_old_readings(service, driver):
 def test_software_off_ramp_is_cancelled_by_on(stack_config):
     """LV channel 0 ramps in software: 'off' ramps down; an 'on' meanwhile ramps back up and stays on."""
     from slowctl.drivers.hmp4040 import Hmp4040
+
     svc = DeviceService("lv", stack_config, Endpoint("127.0.0.1", 1))
     svc.replies = []
     svc._reply = lambda req, ok, error=None, applied=None: svc.replies.append((ok, error))
@@ -259,6 +264,7 @@ def test_set_values_beyond_the_configured_limits_raise_alarms(service):
 
 def test_sensor_readings_pass_through_update(stack_config):
     from slowctl.drivers.readings import SensorChannel
+
     svc = DeviceService("climate", stack_config, Endpoint("127.0.0.1", 1))
     svc.core.observe({0: SensorChannel(temperature=20.0, humidity=40.0, dewpoint=6.0)}, time.monotonic())
     assert svc.core.readings[0].humidity == 40.0

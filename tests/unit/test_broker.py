@@ -70,8 +70,18 @@ def rules(stack_config):
 
 
 DEVICES = ("hv", "lv", "climate")
-PER_DEVICE = ("availability", "status", "metrics", "health", "event", "capabilities", "reply", "reply/mine", "cmd",
-              "cmd/vset/0")
+PER_DEVICE = (
+    "availability",
+    "status",
+    "metrics",
+    "health",
+    "event",
+    "capabilities",
+    "reply",
+    "reply/mine",
+    "cmd",
+    "cmd/vset/0",
+)
 
 
 def all_topics():
@@ -105,7 +115,8 @@ def test_operator_writes_only_commands(rules, user):
     writable = [t for t in all_topics() if can(rules, user, "write", t)]
     assert sorted(writable) == sorted(
         [f"slowctl/{d}/{s}" for d in DEVICES for s in ("cmd", "cmd/vset/0")]
-        + ([f"/{d}/cmd/{k}" for d in ("hv", "lv") for k in ("setv/0", "switch/1")] if user == "operator" else []))
+        + ([f"/{d}/cmd/{k}" for d in ("hv", "lv") for k in ("setv/0", "switch/1")] if user == "operator" else [])
+    )
     for d in DEVICES:
         for s in ("availability", "status", "metrics", "health", "event", "capabilities", "reply"):
             assert can(rules, user, "read", f"slowctl/{d}/{s}")
@@ -116,8 +127,10 @@ def test_operator_writes_only_commands(rules, user):
 def test_service_writes_only_its_own_topics(rules, dev):
     user = dev
     writable = {t for t in all_topics() if can(rules, user, "write", t)}
-    expected = {f"slowctl/{dev}/{s}"
-                for s in ("availability", "status", "metrics", "health", "event", "capabilities", "reply", "reply/mine")}
+    expected = {
+        f"slowctl/{dev}/{s}"
+        for s in ("availability", "status", "metrics", "health", "event", "capabilities", "reply", "reply/mine")
+    }
     if dev in ("hv", "lv"):  # the pattern gives every device its own legacy topics
         expected.add(f"/{dev}/status")
     assert writable == expected

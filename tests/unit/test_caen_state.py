@@ -13,27 +13,32 @@ def word(*names: str) -> int:
 
 
 def test_bit_positions_match_the_manual():
-    assert [BIT[n] for n in ("ON", "RUP", "RDW", "OVC", "OVV", "UNV", "MAXV", "TRIP", "OVP", "OVT", "DIS",
-                             "KILL", "ILK", "NOCAL")] == [1 << i for i in range(14)]
+    assert [
+        BIT[n]
+        for n in ("ON", "RUP", "RDW", "OVC", "OVV", "UNV", "MAXV", "TRIP", "OVP", "OVT", "DIS", "KILL", "ILK", "NOCAL")
+    ] == [1 << i for i in range(14)]
 
 
-@pytest.mark.parametrize("stat,state,alarms", [
-    (0, ChannelState.OFF, []),
-    (word("ON"), ChannelState.ON, []),
-    (word("ON", "RUP"), ChannelState.RAMP_UP, []),
-    (word("ON", "RDW"), ChannelState.RAMP_DOWN, []),
-    (word("RDW"), ChannelState.RAMP_DOWN, []),
-    (word("TRIP"), ChannelState.TRIPPED, ["TRIP"]),
-    (word("ON", "RUP", "TRIP"), ChannelState.TRIPPED, ["TRIP"]),
-    (word("TRIP", "ILK"), ChannelState.TRIPPED, ["TRIP", "ILK"]),
-    (word("TRIP", "OVT", "KILL"), ChannelState.TRIPPED, ["TRIP", "OVT", "KILL"]),
-    (word("ON", "OVC"), ChannelState.COMPLIANCE, ["OVC"]),  # current-limited
-    (word("ON", "OVV", "MAXV"), ChannelState.ON, ["OVV", "MAXV"]),
-    (word("UNV"), ChannelState.OFF, ["UNV"]),
-    (word("NOCAL"), ChannelState.OFF, ["NOCAL"]),
-    (word("ON", "RUP", "OVC"), ChannelState.COMPLIANCE, ["OVC"]),  # limiting wins over ramping
-    (word("OVC"), ChannelState.OFF, ["OVC"]),  # off: nothing to limit
-])
+@pytest.mark.parametrize(
+    "stat,state,alarms",
+    [
+        (0, ChannelState.OFF, []),
+        (word("ON"), ChannelState.ON, []),
+        (word("ON", "RUP"), ChannelState.RAMP_UP, []),
+        (word("ON", "RDW"), ChannelState.RAMP_DOWN, []),
+        (word("RDW"), ChannelState.RAMP_DOWN, []),
+        (word("TRIP"), ChannelState.TRIPPED, ["TRIP"]),
+        (word("ON", "RUP", "TRIP"), ChannelState.TRIPPED, ["TRIP"]),
+        (word("TRIP", "ILK"), ChannelState.TRIPPED, ["TRIP", "ILK"]),
+        (word("TRIP", "OVT", "KILL"), ChannelState.TRIPPED, ["TRIP", "OVT", "KILL"]),
+        (word("ON", "OVC"), ChannelState.COMPLIANCE, ["OVC"]),  # current-limited
+        (word("ON", "OVV", "MAXV"), ChannelState.ON, ["OVV", "MAXV"]),
+        (word("UNV"), ChannelState.OFF, ["UNV"]),
+        (word("NOCAL"), ChannelState.OFF, ["NOCAL"]),
+        (word("ON", "RUP", "OVC"), ChannelState.COMPLIANCE, ["OVC"]),  # limiting wins over ramping
+        (word("OVC"), ChannelState.OFF, ["OVC"]),  # off: nothing to limit
+    ],
+)
 def test_states(stat, state, alarms):
     assert channel_state(stat) == (state, alarms)
 

@@ -58,6 +58,7 @@ def refused(req: Request, rules: Capabilities, *words: str, now: float = NOW) ->
 
 # --- accepted forms ----------------------------------------------------------------
 
+
 def test_json_command_accepted(hv):
     cmd = validate(parse_json(js(action="vset", channel=1, value=100, id="a1")), hv, now_wall=NOW)
     assert isinstance(cmd, Command)
@@ -80,14 +81,15 @@ def test_value_exactly_at_limit_is_accepted(hv):
 
 # --- malformed payloads ----------------------------------------------------------------
 
-@pytest.mark.parametrize("payload", [b"{not json", b"", b"{\"action\": \"on\",}", b"\xff\xfe"])
+
+@pytest.mark.parametrize("payload", [b"{not json", b"", b'{"action": "on",}', b"\xff\xfe"])
 def test_malformed_json(hv, payload):
     req = parse_json(payload)
     assert req.error and "malformed JSON" in req.error
     refused(req, hv, "malformed JSON")
 
 
-@pytest.mark.parametrize("payload", [b"[1, 2]", b"42", b"\"on\"", b"null", b"true"])
+@pytest.mark.parametrize("payload", [b"[1, 2]", b"42", b'"on"', b"null", b"true"])
 def test_non_object_json(hv, payload):
     refused(parse_json(payload), hv, "must be a JSON object")
 
@@ -116,6 +118,7 @@ def test_action_not_supported_by_device(hv, lv, stack_config):
 
 # --- channel ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("channel", ["0", 0.0, 1.5, True, False, None, [0]])
 def test_channel_must_be_an_int(hv, channel):
     refused(parse_json(js(action="on", channel=channel)), hv, "channel must be an integer")
@@ -143,6 +146,7 @@ def test_unknown_plain_channel(hv):
 
 # --- value ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("action", ["vset", "iset", "rampup", "rampdown"])
 def test_value_missing(hv, action):
     refused(parse_json(js(action=action, channel=0)), hv, "needs a value")
@@ -161,8 +165,9 @@ def test_json_value_not_a_number(hv, value):
     refused(parse_json(js(action="vset", channel=0, value=value)), hv, "must be a number")
 
 
-@pytest.mark.parametrize("text", [b"abc", b"nan", b"NaN", b"inf", b"-inf", b"Infinity", b"0x10", b"1,5",
-                                  b"1_000", b"true", b"1 2", b"--1"])
+@pytest.mark.parametrize(
+    "text", [b"abc", b"nan", b"NaN", b"inf", b"-inf", b"Infinity", b"0x10", b"1,5", b"1_000", b"true", b"1 2", b"--1"]
+)
 def test_plain_value_not_a_number(hv, text):
     req = parse_plain("vset", "0", text)
     assert req.value is None
@@ -185,13 +190,16 @@ def test_plain_not_utf8(hv):
     refused(req, hv, "UTF-8")
 
 
-@pytest.mark.parametrize("action,value,words", [
-    ("vset", 601, ("vset 601 V", "configured limit vmax=600 V", "channel 0", "sensor-A")),
-    ("vset", 600.5, ("configured limit vmax=600",)),
-    ("iset", 1e-3, ("configured limit imax=0.0001 A",)),
-    ("rampup", 51, ("configured limit ramp_max=50 V/s",)),
-    ("rampdown", 499, ("ramp_max=50",)),
-])
+@pytest.mark.parametrize(
+    "action,value,words",
+    [
+        ("vset", 601, ("vset 601 V", "configured limit vmax=600 V", "channel 0", "sensor-A")),
+        ("vset", 600.5, ("configured limit vmax=600",)),
+        ("iset", 1e-3, ("configured limit imax=0.0001 A",)),
+        ("rampup", 51, ("configured limit ramp_max=50 V/s",)),
+        ("rampdown", 499, ("ramp_max=50",)),
+    ],
+)
 def test_beyond_configured_limit_is_refused_not_clamped(hv, action, value, words):
     req = parse_json(js(action=action, channel=0, value=value))
     refused(req, hv, "exceeds", *words)
@@ -223,6 +231,7 @@ def test_ramp_rate_must_be_positive(hv, action, value):
 
 
 # --- timestamps ---------------------------------------------------------------------------
+
 
 def ts_req(ts) -> Request:
     return parse_json(js(action="vset", channel=0, value=1, ts=ts))
@@ -284,15 +293,27 @@ def test_non_finite_ts(hv, literal):
 
 # --- legacy tracker_dcs topics ----------------------------------------------------------
 
+
 def test_legacy_setv(hv):
     req = parse_legacy("setv", "2", b"150.5")
     assert (req.action, req.channel, req.value, req.error) == ("vset", 2, 150.5, None)
     assert validate(req, hv, now_wall=NOW).value == 150.5
 
 
-@pytest.mark.parametrize("word,action", [(b"on", "on"), (b"ON", "on"), (b" On\n", "on"), (b"1", "on"),
-                                         (b"true", "on"), (b"off", "off"), (b"OFF", "off"), (b"0", "off"),
-                                         (b"false", "off")])
+@pytest.mark.parametrize(
+    "word,action",
+    [
+        (b"on", "on"),
+        (b"ON", "on"),
+        (b" On\n", "on"),
+        (b"1", "on"),
+        (b"true", "on"),
+        (b"off", "off"),
+        (b"OFF", "off"),
+        (b"0", "off"),
+        (b"false", "off"),
+    ],
+)
 def test_legacy_switch(hv, word, action):
     req = parse_legacy("switch", "1", word)
     assert (req.action, req.channel, req.value, req.error) == (action, 1, None, None)
@@ -306,9 +327,18 @@ def test_legacy_switch_bad_word(hv, word):
     refused(req, hv)
 
 
-@pytest.mark.parametrize("text,reason", [(b"", "not a number"), (b"abc", "not a number"), (b"nan", "not a number"),
-                                         (b"inf", "not a number"), (b"1e999", "finite"), (b"601", "vmax=600"),
-                                         (b"-1", ">= 0")])
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        (b"", "not a number"),
+        (b"abc", "not a number"),
+        (b"nan", "not a number"),
+        (b"inf", "not a number"),
+        (b"1e999", "finite"),
+        (b"601", "vmax=600"),
+        (b"-1", ">= 0"),
+    ],
+)
 def test_legacy_setv_bad_value(hv, text, reason):
     refused(parse_legacy("setv", "0", text), hv, reason)
 
@@ -320,6 +350,7 @@ def test_legacy_bad_channel(hv):
 
 # --- size ------------------------------------------------------------------------------------
 
+
 def test_check_size():
     check_size(b"x" * MAX_PAYLOAD)
     with pytest.raises(CommandError, match="payload too large"):
@@ -329,6 +360,7 @@ def test_check_size():
 
 
 # --- reply -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, "12", True, [1], {"a": 1}, b"1"])
 def test_reply_never_echoes_non_finite_or_non_numeric_value(value):
@@ -342,8 +374,14 @@ def test_reply_from_parsed_nan(hv):
     with pytest.raises(CommandError) as info:
         validate(req, hv, now_wall=NOW)
     body = req.reply(False, str(info.value))
-    assert body == {"id": 7, "action": "vset", "channel": 0, "value": None, "ok": False,
-                    "error": "value must be a finite number"}
+    assert body == {
+        "id": 7,
+        "action": "vset",
+        "channel": 0,
+        "value": None,
+        "ok": False,
+        "error": "value must be a finite number",
+    }
     json.dumps(body, allow_nan=False)
 
 
@@ -359,6 +397,7 @@ def test_reply_echoes_good_values():
 
 
 # --- huge integers: JSON allows them, floats cannot hold them -----------------------------------
+
 
 def test_huge_integer_value_is_refused_as_command_error(hv):
     # 10**400 is valid JSON; float() of it raises OverflowError, which must become a refusal

@@ -24,6 +24,7 @@ def test_shipped_dummy_config_loads():
     stack = load_config(DUMMY_YAML)
     assert set(stack.devices) == {"hv", "hv2", "bias", "lv", "lv2", "chiller", "climate"}  # one of each model
     from slowctl.drivers import DRIVERS
+
     assert {d.model for d in stack.devices.values()} == set(DRIVERS)
     hv = stack.devices["hv"]
     assert hv.model == "caen-n1470" and hv.legacy_name == "hv"
@@ -36,15 +37,20 @@ def test_shipped_dummy_config_loads():
 
 # --- unknown keys -------------------------------------------------------------------
 
-@pytest.mark.parametrize("where,path", [
-    (lambda d: d, "colour"),
-    (lambda d: d["mqtt"], "mqtt.colour"),
-    (lambda d: d["broker"], "broker.colour"),
-    (lambda d: d["supervisor"], "supervisor.colour"),
-    (lambda d: d["devices"]["hv"], "devices.hv.colour"),
-    (lambda d: d["devices"]["lv"]["channels"][2], "devices.lv.channels.2.colour"),
-    (lambda d: d["devices"]["hv"]["simulator"], "devices.hv.simulator.colour"),
-], ids=["top", "mqtt", "broker", "supervisor", "device", "channel", "simulator"])
+
+@pytest.mark.parametrize(
+    "where,path",
+    [
+        (lambda d: d, "colour"),
+        (lambda d: d["mqtt"], "mqtt.colour"),
+        (lambda d: d["broker"], "broker.colour"),
+        (lambda d: d["supervisor"], "supervisor.colour"),
+        (lambda d: d["devices"]["hv"], "devices.hv.colour"),
+        (lambda d: d["devices"]["lv"]["channels"][2], "devices.lv.channels.2.colour"),
+        (lambda d: d["devices"]["hv"]["simulator"], "devices.hv.simulator.colour"),
+    ],
+    ids=["top", "mqtt", "broker", "supervisor", "device", "channel", "simulator"],
+)
 def test_unknown_key_is_named(raw, where, path):
     where(raw)["colour"] = "red"
     errors = errors_of(raw)
@@ -60,20 +66,36 @@ def test_unknown_driver_option_is_named(raw, device):
 
 # --- wrong types and ranges ---------------------------------------------------------
 
-@pytest.mark.parametrize("mutate,path", [
-    (lambda d: d["mqtt"].update(port="abc"), "mqtt.port"),
-    (lambda d: d["mqtt"].update(keepalive=[1]), "mqtt.keepalive"),
-    (lambda d: d["devices"]["hv"].update(poll_period="fast"), "devices.hv.poll_period"),
-    (lambda d: d["devices"]["hv"].update(address=5), "devices.hv.address"),
-    (lambda d: d["devices"]["hv"]["channels"][0].update(name=7), "devices.hv.channels.0.name"),
-    (lambda d: d["devices"]["hv"]["channels"][0].update(vmax="high"), "devices.hv.channels.0.vmax"),
-    (lambda d: d["devices"]["hv"]["channels"][0].update(off_mode="explode"), "devices.hv.channels.0.off_mode"),
-    (lambda d: d["devices"]["hv"]["options"].update(board="zero"), "devices.hv.options.board"),
-    (lambda d: d["devices"]["hv"]["options"].update(board=32), "devices.hv.options.board"),
-    (lambda d: d["supervisor"].update(window=0), "supervisor.window"),
-    (lambda d: d["devices"]["hv"].update(timeout=31), "devices.hv.timeout"),
-], ids=["port-str", "keepalive-list", "poll-str", "address-int", "name-int", "vmax-str", "off_mode",
-        "board-str", "board-range", "window-0", "timeout-range"])
+
+@pytest.mark.parametrize(
+    "mutate,path",
+    [
+        (lambda d: d["mqtt"].update(port="abc"), "mqtt.port"),
+        (lambda d: d["mqtt"].update(keepalive=[1]), "mqtt.keepalive"),
+        (lambda d: d["devices"]["hv"].update(poll_period="fast"), "devices.hv.poll_period"),
+        (lambda d: d["devices"]["hv"].update(address=5), "devices.hv.address"),
+        (lambda d: d["devices"]["hv"]["channels"][0].update(name=7), "devices.hv.channels.0.name"),
+        (lambda d: d["devices"]["hv"]["channels"][0].update(vmax="high"), "devices.hv.channels.0.vmax"),
+        (lambda d: d["devices"]["hv"]["channels"][0].update(off_mode="explode"), "devices.hv.channels.0.off_mode"),
+        (lambda d: d["devices"]["hv"]["options"].update(board="zero"), "devices.hv.options.board"),
+        (lambda d: d["devices"]["hv"]["options"].update(board=32), "devices.hv.options.board"),
+        (lambda d: d["supervisor"].update(window=0), "supervisor.window"),
+        (lambda d: d["devices"]["hv"].update(timeout=31), "devices.hv.timeout"),
+    ],
+    ids=[
+        "port-str",
+        "keepalive-list",
+        "poll-str",
+        "address-int",
+        "name-int",
+        "vmax-str",
+        "off_mode",
+        "board-str",
+        "board-range",
+        "window-0",
+        "timeout-range",
+    ],
+)
 def test_wrong_type_or_range_is_named(raw, mutate, path):
     mutate(raw)
     errors = errors_of(raw)
@@ -192,13 +214,16 @@ def test_climate_sensor_beyond_count(raw):
     assert has(errors_of(raw), "devices.climate.channels.1")
 
 
-@pytest.mark.parametrize("dev,key,value,rng", [
-    ("hv", "vmax", 9000, "0..8000"),
-    ("hv", "imax", 0.01, "0..0.003"),
-    ("hv", "ramp_max", 600, "1..500"),
-    ("lv", "vmax", 40, "0..32.05"),
-    ("lv", "imax", 11, "0..10"),
-])
+@pytest.mark.parametrize(
+    "dev,key,value,rng",
+    [
+        ("hv", "vmax", 9000, "0..8000"),
+        ("hv", "imax", 0.01, "0..0.003"),
+        ("hv", "ramp_max", 600, "1..500"),
+        ("lv", "vmax", 40, "0..32.05"),
+        ("lv", "imax", 11, "0..10"),
+    ],
+)
 def test_limit_beyond_instrument_range(raw, dev, key, value, rng):
     ch = raw["devices"][dev]["channels"][0]
     ch[key] = value
@@ -236,8 +261,7 @@ def test_non_finite_limits(raw, key, value):
 
 
 def test_non_finite_limit_from_yaml(tmp_path):
-    text = DUMMY_YAML.read_text().replace(
-        "0: {name: fe-analog, vmax: 2.5,", "0: {name: fe-analog, vmax: .nan,")
+    text = DUMMY_YAML.read_text().replace("0: {name: fe-analog, vmax: 2.5,", "0: {name: fe-analog, vmax: .nan,")
     assert ".nan" in text
     path = tmp_path / "nan.yaml"
     path.write_text(text)
@@ -252,6 +276,7 @@ def test_negative_limit(raw):
 
 
 # --- files -------------------------------------------------------------------------
+
 
 def test_invalid_yaml_names_the_line(tmp_path):
     path = tmp_path / "bad.yaml"

@@ -18,8 +18,9 @@ class FakeSupply:
     """Holds what it is sent, rounded to `grid` like an instrument that rounds (the bug we guard against)."""
 
     def __init__(self, channels, grid=None, **initial):
-        base = dict(on=False, vset=0.0, vmon=0.0, iset=1e-5, imon=0.0, state=ChannelState.OFF, rampup=20.0,
-                    rampdown=40.0)
+        base = dict(
+            on=False, vset=0.0, vmon=0.0, iset=1e-5, imon=0.0, state=ChannelState.OFF, rampup=20.0, rampdown=40.0
+        )
         base.update(initial)
         self.held = {ch: SupplyChannel(**base) for ch in channels}
         self.grid = grid
@@ -78,6 +79,7 @@ def kinds(events):
 
 # --- honest setpoints ----------------------------------------------------------------------------
 
+
 def test_reply_carries_the_read_back_value():
     core, drv = make_core(), FakeSupply([0, 1])
     core.connected(drv, "fake", first=True)
@@ -100,8 +102,12 @@ def test_instrument_holding_something_else_is_not_ok():
 def test_values_finer_than_the_instrument_step_are_refused(stack_config, device):
     """Every settable parameter of every model with settable parameters (the climate box has none)."""
     caps = Capabilities.build(stack_config.devices[device])
-    settable = [cap for ch in caps.channels.values() for cap in ch.values() if cap.action.takes_value
-                and not (cap.channel in caps.soft_ramp and cap.name in ("rampup", "rampdown"))]  # framework rates
+    settable = [
+        cap
+        for ch in caps.channels.values()
+        for cap in ch.values()
+        if cap.action.takes_value and not (cap.channel in caps.soft_ramp and cap.name in ("rampup", "rampdown"))
+    ]  # framework rates
     assert settable
     for cap in settable:
         assert cap.step, f"{device}: {cap.name} declares no resolution"
@@ -125,6 +131,7 @@ def test_sub_resolution_message_names_the_step():
 
 
 # --- safe start-up -------------------------------------------------------------------------------
+
 
 def test_on_is_refused_while_the_instrument_holds_a_setting_beyond_the_limits():
     core, drv = make_core(), FakeSupply([0, 1], iset=4e-3, rampup=100.0)
@@ -153,9 +160,18 @@ def test_startup_settings_apply_only_while_off_and_never_switch():
 def test_startup_settings_are_checked_at_load(tmp_path):
     from slowctl.config import ConfigError, parse_config
 
-    raw = {"devices": {"hv": {"model": "caen-n1470", "address": "socket://x:1", "channels": {
-        0: {"name": "a", "vmax": 100, "imax": 1e-5, "startup": {"iset": 2e-5}},
-        1: {"name": "b", "vmax": 100, "imax": 1e-4, "startup": {"vset": 12.34}}}}}}
+    raw = {
+        "devices": {
+            "hv": {
+                "model": "caen-n1470",
+                "address": "socket://x:1",
+                "channels": {
+                    0: {"name": "a", "vmax": 100, "imax": 1e-5, "startup": {"iset": 2e-5}},
+                    1: {"name": "b", "vmax": 100, "imax": 1e-4, "startup": {"vset": 12.34}},
+                },
+            }
+        }
+    }
     with pytest.raises(ConfigError) as info:
         parse_config(raw)
     text = "\n".join(info.value.errors)
@@ -164,6 +180,7 @@ def test_startup_settings_are_checked_at_load(tmp_path):
 
 
 # --- changes without a command ------------------------------------------------------------------
+
 
 def test_power_cycle_is_reported_and_latched():
     core, drv = make_core(), FakeSupply([0, 1])
@@ -232,6 +249,7 @@ def test_limit_violation_seen_and_gone():
 
 # --- the latch survives a restart ------------------------------------------------------------------
 
+
 def test_latched_alarms_survive_a_restart(tmp_path):
     path = tmp_path / "hv.json"
     core, drv = make_core(path=path), FakeSupply([0, 1])
@@ -257,8 +275,9 @@ def test_output_changed_while_the_service_was_down(tmp_path):
     assert lost and "while the service was not running" in lost[0].message
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"version": 99}', '{"version": 1, "latched": {"0": 5}, '
-                                     '"outputs": {}}', ""])
+@pytest.mark.parametrize(
+    "content", ["{not json", '{"version": 99}', '{"version": 1, "latched": {"0": 5}, "outputs": {}}', ""]
+)
 def test_unreadable_latch_file_keeps_every_channel_latched(tmp_path, content):
     path = tmp_path / "hv.json"
     path.write_text(content)
@@ -275,6 +294,7 @@ def test_unreadable_latch_file_keeps_every_channel_latched(tmp_path, content):
 
 
 # --- one declaration ---------------------------------------------------------------------------------
+
 
 def test_capabilities_payload_and_docs_come_from_the_declaration(stack_config):
     from pathlib import Path

@@ -29,15 +29,22 @@ def test_no_server_gives_a_clear_error_quickly():
     s = MongoSettings.from_env({**ENV, "SLOWCTL_MONGO_PORT": str(port)})
     with pytest.raises(DocstoreError, match=f"cannot reach mongodb at 127.0.0.1:{port}"):
         check(s, timeout=0.5)
-    r = subprocess.run([sys.executable, "-m", "slowctl", "db-check", "--timeout", "0.5"], capture_output=True,
-                       text=True, env={**os.environ, **ENV, "SLOWCTL_MONGO_PORT": str(port)}, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-m", "slowctl", "db-check", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **ENV, "SLOWCTL_MONGO_PORT": str(port)},
+        timeout=30,
+    )
     assert r.returncode == 1 and r.stderr.startswith("slowctl db-check: cannot reach mongodb")
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.skipif(not os.environ.get("SLOWCTL_MONGO_PASSWORD"),
-                    reason="needs a MongoDB with the slowctl user: SLOWCTL_MONGO_HOST/_PORT/_DATABASE/_USER/_PASSWORD "
-                           "(docs/verification.md: against the compose stack)")
+@pytest.mark.skipif(
+    not os.environ.get("SLOWCTL_MONGO_PASSWORD"),
+    reason="needs a MongoDB with the slowctl user: SLOWCTL_MONGO_HOST/_PORT/_DATABASE/_USER/_PASSWORD "
+    "(docs/verification.md: against the compose stack)",
+)
 def test_real_mongodb_as_least_privilege_user():
     summary = check(MongoSettings.from_env())
     assert "read/write ok" in summary and "roles [('readWrite'" in summary

@@ -38,8 +38,13 @@ def test_check_fresh_stale_missing(tmp_path):
 
 
 def healthcheck(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "slowctl", "healthcheck", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "slowctl", "healthcheck", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=30,
+    )
 
 
 def test_healthcheck_command_exit_codes(tmp_path):

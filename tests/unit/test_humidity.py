@@ -7,15 +7,18 @@ import pytest
 from slowctl.drivers.humidity import dewpoint
 
 
-@pytest.mark.parametrize("t,rh,expected", [
-    (20.0, 50.0, 9.26),
-    (25.0, 100.0, 25.0),
-    (0.0, 100.0, 0.0),
-    (30.0, 80.0, 26.17),
-    (25.0, 60.0, 16.69),
-    (-10.0, 50.0, -18.47),
-    (10.0, 20.0, -11.99),
-])
+@pytest.mark.parametrize(
+    "t,rh,expected",
+    [
+        (20.0, 50.0, 9.26),
+        (25.0, 100.0, 25.0),
+        (0.0, 100.0, 0.0),
+        (30.0, 80.0, 26.17),
+        (25.0, 60.0, 16.69),
+        (-10.0, 50.0, -18.47),
+        (10.0, 20.0, -11.99),
+    ],
+)
 def test_reference_values(t, rh, expected):
     assert dewpoint(t, rh) == pytest.approx(expected, abs=0.02)
 

@@ -156,6 +156,7 @@ def test_lock_released_after_exception():
                 pass
         with lock.exclusive():
             ok.set()
+
     in_thread(other).join(2)
     assert ok.is_set()
 
@@ -170,6 +171,7 @@ def test_exclusive_waiter_count_returns_to_zero():
     def poller():
         with lock.transaction():
             got.set()
+
     in_thread(poller)
     assert got.wait(1)
     assert lock._waiting == 0

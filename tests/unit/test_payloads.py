@@ -44,17 +44,25 @@ def test_supply_line():
 def test_supply_kind_tag():
     _, tags, _, _ = split_line(metrics_lines("hv", {0: "a"}, {0: supply()}, TS, kind="hv"))
     assert tags == {"device": "hv", "channel": "0", "name": "a", "kind": "hv"}
-    sensor = metrics_lines("climate", {0: "box"}, {0: SensorChannel(temperature=21, humidity=45, dewpoint=8.5)}, TS,
-                           kind="lv")
+    sensor = metrics_lines(
+        "climate", {0: "box"}, {0: SensorChannel(temperature=21, humidity=45, dewpoint=8.5)}, TS, kind="lv"
+    )
     assert "kind=" not in sensor  # supplies only
 
 
-@pytest.mark.parametrize("model,vmax,kind", [
-    ("caen-n1470", [10.0], "hv"), ("iseg-shr", [None], "hv"), ("keithley-2410", [5.0], "hv"),
-    ("hmp4040", [5.0, 12.0], "lv"), ("tti-mx100tp", [5.0], "lv"),
-    ("hmp4040", [5.0, 60.5], "hv"),  # a channel allowed above SELV is HV, whatever the instrument
-    ("climate", [None], None), ("julabo", [None], None),
-])
+@pytest.mark.parametrize(
+    "model,vmax,kind",
+    [
+        ("caen-n1470", [10.0], "hv"),
+        ("iseg-shr", [None], "hv"),
+        ("keithley-2410", [5.0], "hv"),
+        ("hmp4040", [5.0, 12.0], "lv"),
+        ("tti-mx100tp", [5.0], "lv"),
+        ("hmp4040", [5.0, 60.5], "hv"),  # a channel allowed above SELV is HV, whatever the instrument
+        ("climate", [None], None),
+        ("julabo", [None], None),
+    ],
+)
 def test_supply_kind(model, vmax, kind):
     from slowctl.drivers import supply_kind
 
@@ -118,19 +126,21 @@ def test_channel_dict():
 
 
 def test_legacy_status_shape():
-    readings = {1: supply(on=True, vset=150), 0: supply(on=False, vset=0),
-                5: SensorChannel(20, 50, 9)}
+    readings = {1: supply(on=True, vset=150), 0: supply(on=False, vset=0), 5: SensorChannel(20, 50, 9)}
     status = legacy_status(readings)
     assert status == [{"number": 0, "on": 0, "vreq": 0.0}, {"number": 1, "on": 1, "vreq": 150.0}]
     assert type(status[0]["on"]) is int and type(status[0]["vreq"]) is float
     assert json.dumps(status[0]) == '{"number": 0, "on": 0, "vreq": 0.0}'
 
 
-@pytest.mark.parametrize("tags,fields", [
-    ({"device": "hv", "channel": "0", "name": "sensor A,1=x"}, {"vset": 100.0, "on": True, "state": "ON"}),
-    ({"name": "ends\\", "kind": "hv"}, {"x": 1e-7, "y": -0.0, "s": 'quote " and \\ backslash'}),
-    ({"a": "b"}, {"big": 1.5e300, "nan": float("nan"), "small": 123456789.123}),
-])
+@pytest.mark.parametrize(
+    "tags,fields",
+    [
+        ({"device": "hv", "channel": "0", "name": "sensor A,1=x"}, {"vset": 100.0, "on": True, "state": "ON"}),
+        ({"name": "ends\\", "kind": "hv"}, {"x": 1e-7, "y": -0.0, "s": 'quote " and \\ backslash'}),
+        ({"a": "b"}, {"big": 1.5e300, "nan": float("nan"), "small": 123456789.123}),
+    ],
+)
 def test_line_protocol_same_as_influxdb_client(tags, fields):
     from influxdb_client import Point, WritePrecision  # the reference writer, a test dependency only
 
@@ -168,8 +178,18 @@ def test_event_line():
     from slowctl.device.events import Event
     from slowctl.device.payloads import event_line
 
-    e = Event("hv", "setpoint_changed", 'vset changed "externally"', 0, before=300.0, after=0.0, cause="instrument",
-              ts=TS / 1000)
-    assert event_line(e) == ('event,channel=0,device=hv,kind=setpoint_changed,severity=major '
-                             'after="0.0",before="300.0",cause="instrument",message="vset changed \\"externally\\"" '
-                             f"{TS}")
+    e = Event(
+        "hv",
+        "setpoint_changed",
+        'vset changed "externally"',
+        0,
+        before=300.0,
+        after=0.0,
+        cause="instrument",
+        ts=TS / 1000,
+    )
+    assert event_line(e) == (
+        "event,channel=0,device=hv,kind=setpoint_changed,severity=major "
+        'after="0.0",before="300.0",cause="instrument",message="vset changed \\"externally\\"" '
+        f"{TS}"
+    )

@@ -31,6 +31,7 @@ def make(tmp_path):
         sup = Supervisor(SupervisorConfig(**cfg), tmp_path / "logs", say=lambda m: said.append((time.monotonic(), m)))
         sups.append(sup)
         return sup, said
+
     yield _make
     for sup in sups:
         sup.stop_all(timeout=1.0)
@@ -59,8 +60,10 @@ def test_crashing_process_is_restarted_with_growing_backoff_then_given_up(make):
     assert m.restarts == 3
     # the gaps between an exit notice and the restart grow with the backoff
     times = {msg: t for t, msg in said}
-    gaps = [times[f"restarted crashy (restart {i})"] - t for i, (t, msg) in
-            zip((1, 2, 3), [x for x in said if "restarting in" in x[1]])]
+    gaps = [
+        times[f"restarted crashy (restart {i})"] - t
+        for i, (t, msg) in zip((1, 2, 3), [x for x in said if "restarting in" in x[1]])
+    ]
     assert gaps[0] >= 0.1 and gaps[1] >= 0.2 and gaps[2] >= 0.25
     assert gaps[0] < gaps[1]
     # each run saw its restart count in the environment
@@ -125,10 +128,18 @@ def wait_for_text(path, text, timeout=5.0):
 
 def test_stop_all_terminates_and_kills(make):
     sup, _ = make()
-    sup.start([ProcessSpec("polite", py("import time; print('ready', flush=True); time.sleep(60)")),
-               ProcessSpec("stubborn", py(
-                   "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
-                   "time.sleep(60)"))])
+    sup.start(
+        [
+            ProcessSpec("polite", py("import time; print('ready', flush=True); time.sleep(60)")),
+            ProcessSpec(
+                "stubborn",
+                py(
+                    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                    "time.sleep(60)"
+                ),
+            ),
+        ]
+    )
     wait_for_text(sup.log_path("polite"), "ready")
     wait_for_text(sup.log_path("stubborn"), "ready")
     polite, stubborn = sup.procs["polite"].proc, sup.procs["stubborn"].proc
@@ -164,12 +175,14 @@ def test_no_restarts_after_stop_all(make):
 
 def test_stop_all_goes_highest_tier_first(make, tmp_path):
     stamp = tmp_path / "order.txt"
-    code = ("import signal, sys, time\n"
-            "def bye(*_):\n"
-            f"    open({str(stamp)!r}, 'a').write(sys.argv[1] + '\\n'); time.sleep(0.2); sys.exit(0)\n"
-            "signal.signal(signal.SIGTERM, bye)\n"
-            "print('ready', flush=True)\n"
-            "while True: time.sleep(1)\n")
+    code = (
+        "import signal, sys, time\n"
+        "def bye(*_):\n"
+        f"    open({str(stamp)!r}, 'a').write(sys.argv[1] + '\\n'); time.sleep(0.2); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "while True: time.sleep(1)\n"
+    )
     sup, _ = make()
     for name, tier in (("broker", 0), ("service", 2), ("sim", 1)):
         sup.start([ProcessSpec(name, [sys.executable, "-c", code, name], tier=tier)])

@@ -17,8 +17,9 @@ OPTIONS = {"joined_queries": False, "channel_lists": False}
 
 @pytest.fixture
 def iseg():
-    settings = LinkSettings(write_termination="\r\n", read_termination="\r\n", echo=False,
-                            visa_library=f"{YAML}@sim", timeout=0.5)
+    settings = LinkSettings(
+        write_termination="\r\n", read_termination="\r\n", echo=False, visa_library=f"{YAML}@sim", timeout=0.5
+    )
     link = open_link(RESOURCE, settings)
     assert isinstance(link, VisaLink)
     driver = IsegShr(link, IsegShr.parse_options(OPTIONS), [0, 1, 2, 3])

@@ -15,9 +15,15 @@ YAML = Path(slowctl_dummy.__file__).parent / "visa" / "tti-mx100tp.yaml"
 @pytest.fixture(params=["TCPIP::mx100tp.sim::9221::SOCKET", "ASRL1::INSTR"])
 def tti(request):
     settings = TtiMx100tp.link_settings
-    link = open_link(request.param, LinkSettings(
-        write_termination=settings.write_termination, read_termination=settings.read_termination,
-        visa_library=f"{YAML}@sim", timeout=0.5))
+    link = open_link(
+        request.param,
+        LinkSettings(
+            write_termination=settings.write_termination,
+            read_termination=settings.read_termination,
+            visa_library=f"{YAML}@sim",
+            timeout=0.5,
+        ),
+    )
     assert isinstance(link, VisaLink)
     driver = TtiMx100tp(link, TtiOptions(), [0, 1, 2])
     yield driver

@@ -211,7 +211,13 @@ def const(text: str) -> ChPar:
 
 
 def ranged(
-    par: str, names: tuple[str, str, str], attr: str, width: int, dec: int, lo: float, hi: float,
+    par: str,
+    names: tuple[str, str, str],
+    attr: str,
+    width: int,
+    dec: int,
+    lo: float,
+    hi: float,
     limit: Callable[[HvChannel], float] | None = None,
 ) -> dict[str, ChPar]:
     """A numeric setting and its MIN, MAX and DEC companions, all in the setting's format."""

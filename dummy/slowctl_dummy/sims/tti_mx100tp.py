@@ -170,18 +170,32 @@ class TtiMx100tp(Instrument):
         self.stores: dict[tuple[int, int], tuple[float, float, float, float]] = {}  # (output, store) -> set-up
         # (header pattern, handler, takes a value); a group in the pattern is the output number
         self.commands: list[tuple[re.Pattern[str], Callable[..., str | None], bool]] = [
-            (re.compile(pattern), handler, value) for pattern, handler, value in (
-                (r"\*IDN\?", self._idn, False), (r"\*RST", self._rst, False), (r"\*CLS", self._cls, False),
-                (r"\*ESR\?", self._esr, False), (r"\*OPC\?", lambda: "1", False), (r"\*TST\?", lambda: "0", False),
-                (r"\*WAI|LOCAL", lambda: None, False), (r"EER\?", self._eer, False), (r"QER\?", self._qer, False),
-                (r"V(\d)V?", self._set_v, True), (r"V(\d)\?", lambda o: f"V{self._n(o)} {o.vset:.2f}", False),
-                (r"V(\d)O\?", self._vout, False), (r"I(\d)", self._set_i, True),
-                (r"I(\d)\?", lambda o: f"I{self._n(o)} {o.iset:.3f}", False), (r"I(\d)O\?", self._iout, False),
-                (r"OP(\d)", self._op, True), (r"OP(\d)\?", lambda o: str(int(o.on)), False),
+            (re.compile(pattern), handler, value)
+            for pattern, handler, value in (
+                (r"\*IDN\?", self._idn, False),
+                (r"\*RST", self._rst, False),
+                (r"\*CLS", self._cls, False),
+                (r"\*ESR\?", self._esr, False),
+                (r"\*OPC\?", lambda: "1", False),
+                (r"\*TST\?", lambda: "0", False),
+                (r"\*WAI|LOCAL", lambda: None, False),
+                (r"EER\?", self._eer, False),
+                (r"QER\?", self._qer, False),
+                (r"V(\d)V?", self._set_v, True),
+                (r"V(\d)\?", lambda o: f"V{self._n(o)} {o.vset:.2f}", False),
+                (r"V(\d)O\?", self._vout, False),
+                (r"I(\d)", self._set_i, True),
+                (r"I(\d)\?", lambda o: f"I{self._n(o)} {o.iset:.3f}", False),
+                (r"I(\d)O\?", self._iout, False),
+                (r"OP(\d)", self._op, True),
+                (r"OP(\d)\?", lambda o: str(int(o.on)), False),
                 (r"OPALL", self._opall, True),
-                (r"OVP(\d)", self._set_ovp, True), (r"OVP(\d)\?", lambda o: f"VP{self._n(o)} {o.ovp:.2f}", False),
-                (r"OCP(\d)", self._set_ocp, True), (r"OCP(\d)\?", lambda o: f"CP{self._n(o)} {o.ocp:.3f}", False),
-                (r"TRIPRST", self._triprst, False), (r"LSR(\d)\?", self._lsr, False),
+                (r"OVP(\d)", self._set_ovp, True),
+                (r"OVP(\d)\?", lambda o: f"VP{self._n(o)} {o.ovp:.2f}", False),
+                (r"OCP(\d)", self._set_ocp, True),
+                (r"OCP(\d)\?", lambda o: f"CP{self._n(o)} {o.ocp:.3f}", False),
+                (r"TRIPRST", self._triprst, False),
+                (r"LSR(\d)\?", self._lsr, False),
                 (r"LSE(\d)", lambda o, v: setattr(o, "lse", self._byte(v)), True),
                 (r"LSE(\d)\?", lambda o: str(o.lse), False),
                 (r"\*ESE", lambda v: setattr(self, "ese", self._byte(v)), True),
@@ -201,12 +215,18 @@ class TtiMx100tp(Instrument):
                 (r"DECV(\d)V?", lambda o: self._set_v(o, o.vset - o.deltav), False),
                 (r"INCI(\d)", lambda o: self._set_i(o, o.iset + o.deltai), False),
                 (r"DECI(\d)", lambda o: self._set_i(o, o.iset - o.deltai), False),
-                (r"SAV(\d)", self._sav, True), (r"RCL(\d)", self._rcl, True),
-                (r"CONFIG", self._set_config, True), (r"CONFIG\?", lambda: str(self.config), False),
-                (r"IFLOCK", self._iflock, False), (r"IFLOCK\?", lambda: str(int(self.locked)), False),
+                (r"SAV(\d)", self._sav, True),
+                (r"RCL(\d)", self._rcl, True),
+                (r"CONFIG", self._set_config, True),
+                (r"CONFIG\?", lambda: str(self.config), False),
+                (r"IFLOCK", self._iflock, False),
+                (r"IFLOCK\?", lambda: str(int(self.locked)), False),
                 (r"IFUNLOCK", self._ifunlock, False),
-                *([(r"VRANGE(\d)", self._set_vrange, True), (r"VRANGE(\d)\?", lambda o: str(o.vrange), False)]
-                  if self.variant in VRANGES else []),
+                *(
+                    [(r"VRANGE(\d)", self._set_vrange, True), (r"VRANGE(\d)\?", lambda o: str(o.vrange), False)]
+                    if self.variant in VRANGES
+                    else []
+                ),
             )
         ]
 

@@ -37,16 +37,24 @@ def resolve_endpoint(state_dir: Path, role: str, env: dict[str, str] | None = No
     env = dict(os.environ) if env is None else env
     root = env.get("SLOWCTL_TOPIC_ROOT", "slowctl")
     if env.get("SLOWCTL_MQTT_HOST"):
-        return Endpoint(env["SLOWCTL_MQTT_HOST"], int(env.get("SLOWCTL_MQTT_PORT", "1883")),
-                        env.get("SLOWCTL_MQTT_USERNAME") or None, env.get("SLOWCTL_MQTT_PASSWORD") or None,
-                        env.get("SLOWCTL_MQTT_TLS_CA") or None), root
+        return Endpoint(
+            env["SLOWCTL_MQTT_HOST"],
+            int(env.get("SLOWCTL_MQTT_PORT", "1883")),
+            env.get("SLOWCTL_MQTT_USERNAME") or None,
+            env.get("SLOWCTL_MQTT_PASSWORD") or None,
+            env.get("SLOWCTL_MQTT_TLS_CA") or None,
+        ), root
     return stack_endpoint(state_dir, role)
 
 
 def env_exports(endpoint: Endpoint, root: str) -> str:
-    pairs = [("SLOWCTL_MQTT_HOST", endpoint.host), ("SLOWCTL_MQTT_PORT", str(endpoint.port)),
-             ("SLOWCTL_MQTT_USERNAME", endpoint.username or ""), ("SLOWCTL_MQTT_PASSWORD", endpoint.password or ""),
-             ("SLOWCTL_TOPIC_ROOT", root)]
+    pairs = [
+        ("SLOWCTL_MQTT_HOST", endpoint.host),
+        ("SLOWCTL_MQTT_PORT", str(endpoint.port)),
+        ("SLOWCTL_MQTT_USERNAME", endpoint.username or ""),
+        ("SLOWCTL_MQTT_PASSWORD", endpoint.password or ""),
+        ("SLOWCTL_TOPIC_ROOT", root),
+    ]
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in pairs)
 
 
@@ -85,7 +93,7 @@ def status_rows(endpoint: Endpoint, root: str) -> list[dict[str, Any]]:
     devices: dict[str, dict[str, Any]] = {}
     now_ms = time.time() * 1000
     for topic, payload in got.items():
-        device, kind = topic[len(root) + 1:].split("/", 1)
+        device, kind = topic[len(root) + 1 :].split("/", 1)
         row = devices.setdefault(device, {"device": device})
         if kind == "availability":
             row["availability"] = payload.decode(errors="replace")
@@ -108,9 +116,17 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [header]
     for r in rows:
         age = r.get("age")
-        lines.append((r["device"], r.get("availability", "?"), r.get("state") or "?",
-                      f"{age:.1f}s" if age is not None else "?", str(r.get("poll_cycles", "?")),
-                      str(r.get("errors", "?")), str(r.get("restarts", "?"))))
+        lines.append(
+            (
+                r["device"],
+                r.get("availability", "?"),
+                r.get("state") or "?",
+                f"{age:.1f}s" if age is not None else "?",
+                str(r.get("poll_cycles", "?")),
+                str(r.get("errors", "?")),
+                str(r.get("restarts", "?")),
+            )
+        )
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)
 
@@ -123,8 +139,9 @@ def get_status(endpoint: Endpoint, root: str, device: str, timeout: float = 3.0)
     return json.loads(got[topic])
 
 
-def send_command(endpoint: Endpoint, root: str, device: str, channel: int, action: str,
-                 value: Any = None, timeout: float = 5.0) -> dict[str, Any]:
+def send_command(
+    endpoint: Endpoint, root: str, device: str, channel: int, action: str, value: Any = None, timeout: float = 5.0
+) -> dict[str, Any]:
     """Send one JSON command with an MQTT v5 response topic; returns the reply."""
     topics = Topics(root, device)
     cmd_id = uuid.uuid4().hex
@@ -143,8 +160,9 @@ def send_command(endpoint: Endpoint, root: str, device: str, channel: int, actio
         body = {"action": action, "channel": channel, "id": cmd_id, "ts": time.time()}
         if value is not None:
             body["value"] = value
-        props = publish_properties(ResponseTopic=response_topic, CorrelationData=cmd_id.encode(),
-                                   MessageExpiryInterval=int(timeout) + 1)
+        props = publish_properties(
+            ResponseTopic=response_topic, CorrelationData=cmd_id.encode(), MessageExpiryInterval=int(timeout) + 1
+        )
         s.publish(topics.cmd, json.dumps(body), qos=1, properties=props)
         if not done.wait(timeout):
             raise ClientError(f"no reply from {device!r} within {timeout:g} s (is it online?)")

@@ -20,4 +20,5 @@ def supply_kind(model: str, vmax: list[float | None]) -> str | None:
         return None
     return "hv" if cls.high_voltage or any((v or 0) > SELV_LIMIT for v in vmax) else "lv"
 
+
 __all__ = ["DRIVERS", "SELV_LIMIT", "ChillerDriver", "Driver", "SensorDriver", "SupplyDriver", "supply_kind"]

@@ -132,10 +132,14 @@ class ChannelParam:
             raise InstrumentError(f"{self.name} must be a finite number")
         if limits and not limits[0] <= value <= limits[1]:
             lo, hi = limits
-            raise InstrumentError(f"{self.name} {value:g} {self.unit} outside the instrument range {lo:g}..{hi:g} {self.unit}")
+            raise InstrumentError(
+                f"{self.name} {value:g} {self.unit} outside the instrument range {lo:g}..{hi:g} {self.unit}"
+            )
         if step and off_grid(value, step):
-            raise InstrumentError(f"{self.name} {value:g} {self.unit} is finer than the instrument's {step:g} {self.unit} "
-                                  "step: refused rather than rounded")
+            raise InstrumentError(
+                f"{self.name} {value:g} {self.unit} is finer than the instrument's {step:g} {self.unit} "
+                "step: refused rather than rounded"
+            )
 
     def parse(self, text: str) -> Any:
         try:
@@ -156,8 +160,11 @@ class _BoundParam:
 
     def __setitem__(self, channel: int, value: float) -> None:
         cls = type(self._d)
-        self._p.check(value, cls.instrument_limits(self._p.name, self._d.options),
-                      cls.instrument_step(self._p.name, self._d.options, value))
+        self._p.check(
+            value,
+            cls.instrument_limits(self._p.name, self._d.options),
+            cls.instrument_step(self._p.name, self._d.options, value),
+        )
         self._d._set(self._p, channel, value / self._p.scale)
 
 
@@ -189,7 +196,9 @@ class Driver(ABC):
             opts = cls.parse_options(options)
         except ValidationError as exc:
             return [
-                "options." + ".".join(str(p) for p in e["loc"]) + ": "
+                "options."
+                + ".".join(str(p) for p in e["loc"])
+                + ": "
                 + ("unknown option" if e["type"] == "extra_forbidden" else e["msg"])
                 for e in exc.errors()
             ]
@@ -208,8 +217,7 @@ class Driver(ABC):
         return param.limits if isinstance(param, ChannelParam) else None
 
     @classmethod
-    def instrument_step(cls, action: str, options: BaseModel | None = None,
-                        value: float | None = None) -> float | None:
+    def instrument_step(cls, action: str, options: BaseModel | None = None, value: float | None = None) -> float | None:
         """The smallest step the instrument holds for an action's value (SI): the declared parameter's
         resolution, which a driver may change by its options (model variant, range). With `value`, the
         step of the range that holds it (`ChannelParam.steps`); without, the finest."""
@@ -264,14 +272,22 @@ class SupplyDriver(Driver):
         errors = super().check_config(options, channels)
         opts = cls._options_or_none(options)
         for ch, cfg in channels.items():
-            for key, action in (("vmax", "vset"), ("imax", "iset"), ("ramp_max", "rampup"),
-                                ("rampup", "rampup"), ("rampdown", "rampdown")):
+            for key, action in (
+                ("vmax", "vset"),
+                ("imax", "iset"),
+                ("ramp_max", "rampup"),
+                ("rampup", "rampup"),
+                ("rampdown", "rampdown"),
+            ):
                 value, limits = getattr(cfg, key), cls.instrument_limits(action, opts)
                 if value is not None and limits and not limits[0] <= value <= limits[1]:
-                    errors.append(f"channels.{ch}.{key}: {value:g} outside the {cls.model} range {limits[0]:g}..{limits[1]:g}")
+                    errors.append(
+                        f"channels.{ch}.{key}: {value:g} outside the {cls.model} range {limits[0]:g}..{limits[1]:g}"
+                    )
             if not cls.hardware_ramp and cfg.rampdown is not None and cfg.rampup is None:
-                errors.append(f"channels.{ch}.rampdown: {cls.model} has no hardware ramp: the software ramp "
-                              "needs rampup too")
+                errors.append(
+                    f"channels.{ch}.rampdown: {cls.model} has no hardware ramp: the software ramp needs rampup too"
+                )
             if cfg.vmax is None:
                 errors.append(f"channels.{ch}.vmax: required for a supply channel")
             if cfg.imax is None:
@@ -345,8 +361,9 @@ class ChillerDriver(Driver):
                 if value is None:
                     errors.append(f"channels.{ch}.{key}: required for a chiller channel")
                 elif limits and not limits[0] <= value <= limits[1]:
-                    errors.append(f"channels.{ch}.{key}: {value:g} outside the {cls.model} range "
-                                  f"{limits[0]:g}..{limits[1]:g}")
+                    errors.append(
+                        f"channels.{ch}.{key}: {value:g} outside the {cls.model} range {limits[0]:g}..{limits[1]:g}"
+                    )
         return errors
 
     def set_temperature(self, channel: int, celsius: float) -> None:

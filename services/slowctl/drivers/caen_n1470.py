@@ -13,8 +13,7 @@ from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.wire import fixed
 
-STAT_BITS = ("ON", "RUP", "RDW", "OVC", "OVV", "UNV", "MAXV", "TRIP",
-             "OVP", "OVT", "DIS", "KILL", "ILK", "NOCAL")
+STAT_BITS = ("ON", "RUP", "RDW", "OVC", "OVV", "UNV", "MAXV", "TRIP", "OVP", "OVT", "DIS", "KILL", "ILK", "NOCAL")
 # bits that mean the channel cannot work as commanded
 FAULT_BITS = frozenset({"OVP", "OVT", "DIS", "KILL", "ILK"})
 
@@ -30,8 +29,9 @@ ERRORS = {
 class CaenOptions(NoOptions):
     board: int = Field(default=0, ge=0, le=31, description="board address on the chain")
     channels: int = Field(default=4, ge=1, le=16, description="N1470: 4, N1570: 2")
-    all_channels_query: bool = Field(default=False,
-                                     description="CH:<channels> reads every channel at once (unconfirmed)")
+    all_channels_query: bool = Field(
+        default=False, description="CH:<channels> reads every channel at once (unconfirmed)"
+    )
     pdwn_ramp: str = Field(default="RAMP", description="PDWN value for ramped power-down (unconfirmed spelling)")
     pdwn_kill: str = Field(default="KILL", description="PDWN value for immediate power-down (unconfirmed spelling)")
 
@@ -93,11 +93,11 @@ class CaenN1470(SupplyDriver):
         reply = self.link.query(line)
         if not reply.startswith(board):
             raise LinkError(f"unexpected reply {reply[:64]!r} to {line!r}")
-        body = reply[len(board):]
+        body = reply[len(board) :]
         if body == "CMD:OK":
             return None
         if body.startswith("CMD:OK,VAL:"):
-            return body[len("CMD:OK,VAL:"):]
+            return body[len("CMD:OK,VAL:") :]
         if body in ERRORS:
             raise InstrumentError(f"{par}: {ERRORS[body]}")
         raise LinkError(f"unexpected reply {reply[:64]!r} to {line!r}")
@@ -164,7 +164,14 @@ class CaenN1470(SupplyDriver):
             s, m = self._settings[ch], mon[ch]
             state, alarms = channel_state(int(m["stat"]))
             result[ch] = SupplyChannel(
-                on=bool(int(m["stat"]) & 1), vset=s["vset"], vmon=m["vmon"], iset=s["iset"], imon=m["imon"],
-                state=state, rampup=s["rampup"], rampdown=s["rampdown"], alarms=alarms,
+                on=bool(int(m["stat"]) & 1),
+                vset=s["vset"],
+                vmon=m["vmon"],
+                iset=s["iset"],
+                imon=m["imon"],
+                state=state,
+                rampup=s["rampup"],
+                rampdown=s["rampdown"],
+                alarms=alarms,
             )
         return result

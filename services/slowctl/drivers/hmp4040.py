@@ -134,6 +134,7 @@ class Hmp4040(SupplyDriver):
             else:
                 state = ChannelState.ON if on else ChannelState.OFF
             vset, iset = self._settings[ch]
-            result[ch] = SupplyChannel(on=on, vset=vset, vmon=m["vmon"], iset=iset, imon=m["imon"],
-                                       state=state, alarms=alarms)
+            result[ch] = SupplyChannel(
+                on=on, vset=vset, vmon=m["vmon"], iset=iset, imon=m["imon"], state=state, alarms=alarms
+            )
         return result

@@ -21,9 +21,25 @@ from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.scpi import ErrorQueue, error_code
 from slowctl.drivers.wire import ask, decimal
 
-STATUS_BITS = {0: "POSITIVE", 1: "ARC", 2: "INPUT_ERROR", 3: "ON", 4: "RAMP", 5: "EMCY", 6: "CC", 7: "CV",
-               8: "LOW_RANGE", 10: "I_BOUNDS", 11: "V_BOUNDS", 12: "INHIBIT", 13: "TRIP", 14: "I_LIMIT",
-               15: "V_LIMIT", 19: "RAMP_UP", 20: "RAMP_DOWN"}
+STATUS_BITS = {
+    0: "POSITIVE",
+    1: "ARC",
+    2: "INPUT_ERROR",
+    3: "ON",
+    4: "RAMP",
+    5: "EMCY",
+    6: "CC",
+    7: "CV",
+    8: "LOW_RANGE",
+    10: "I_BOUNDS",
+    11: "V_BOUNDS",
+    12: "INHIBIT",
+    13: "TRIP",
+    14: "I_LIMIT",
+    15: "V_LIMIT",
+    19: "RAMP_UP",
+    20: "RAMP_DOWN",
+}
 ALARMS = ("ARC", "INPUT_ERROR", "EMCY", "CC", "I_BOUNDS", "V_BOUNDS", "INHIBIT", "TRIP", "I_LIMIT", "V_LIMIT")
 FAULTS = frozenset({"ARC", "INPUT_ERROR", "INHIBIT"})
 POSITIVE, ON, EMCY, TRIP, RAMP_UP = 1 << 0, 1 << 3, 1 << 5, 1 << 13, 1 << 19
@@ -50,6 +66,7 @@ def parse_number(text: str, unit: str = "") -> float:
 def _magnitude(unit: str):
     def parse(text: str) -> float:
         return abs(parse_number(text, unit))
+
     return parse
 
 
@@ -91,22 +108,40 @@ log = logging.getLogger(__name__)
 
 class IsegOptions(NoOptions):
     channels: int = Field(default=4, ge=1, le=8, description="channels of the module")
-    trip_action: int = Field(default=1, ge=0, le=4, description="applied at start: 0 flag only, 1 ramp down, "
-                             "2 off without ramp, 3 whole module off, 4 no delayed trip")
+    trip_action: int = Field(
+        default=1,
+        ge=0,
+        le=4,
+        description="applied at start: 0 flag only, 1 ramp down, "
+        "2 off without ramp, 3 whole module off, 4 no delayed trip",
+    )
     trip_time_ms: int | None = Field(default=None, ge=1, le=4095, description="applied at start; null leaves it")
-    joined_queries: bool = Field(default=True, description="several ';'-joined commands per line, answers "
-                                 "joined by ';' (standard SCPI; unconfirmed on iseg)")
-    channel_lists: bool = Field(default=True, description="one query for all channels with (@0-3) "
-                                "(unconfirmed for every query)")
+    joined_queries: bool = Field(
+        default=True,
+        description="several ';'-joined commands per line, answers joined by ';' (standard SCPI; unconfirmed on iseg)",
+    )
+    channel_lists: bool = Field(
+        default=True, description="one query for all channels with (@0-3) (unconfirmed for every query)"
+    )
     error_queue: bool = Field(default=True, description="check each setting with :SYST:ERR? (unconfirmed)")
-    vset_resolution: float | None = Field(default=None, gt=0, le=1, description="V; the module's voltage "
-                                          "setting step where it differs from the driver's 1 mV (unconfirmed)")
-    iset_resolution: float | None = Field(default=None, gt=0, le=1e-5, description="A; the module's current "
-                                          "setting step where it differs from the driver's 1 nA (unconfirmed)")
+    vset_resolution: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="V; the module's voltage setting step where it differs from the driver's 1 mV (unconfirmed)",
+    )
+    iset_resolution: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e-5,
+        description="A; the module's current setting step where it differs from the driver's 1 nA (unconfirmed)",
+    )
     vnom: float | None = Field(default=None, gt=0, le=6000, description="the module's nominal voltage (V)")
     inom: float | None = Field(default=None, gt=0, le=0.02, description="the module's nominal current (A)")
-    polarity: Literal["p", "n"] | None = Field(default=None, description="expected output polarity: a channel "
-                                               "with the other one reads ERROR with alarm POLARITY")
+    polarity: Literal["p", "n"] | None = Field(
+        default=None,
+        description="expected output polarity: a channel with the other one reads ERROR with alarm POLARITY",
+    )
 
 
 class IsegShr(SupplyDriver):
@@ -121,10 +156,10 @@ class IsegShr(SupplyDriver):
     # steps unconfirmed (docs/instruments/iseg-shr.md); set values are read back with other headers
     vset = ChannelParam(":VOLT", "V", kind=_magnitude("V"), limits=(0, 6000), resolution=1e-3, query=":READ:VOLT?")
     iset = ChannelParam(":CURR", "A", kind=_magnitude("A"), limits=(0, 0.02), resolution=1e-9, query=":READ:CURR?")
-    rampup = ChannelParam(":CONF:RAMP:VOLT:UP", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200),
-                          resolution=1e-3)
-    rampdown = ChannelParam(":CONF:RAMP:VOLT:DOWN", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200),
-                            resolution=1e-3)
+    rampup = ChannelParam(":CONF:RAMP:VOLT:UP", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200), resolution=1e-3)
+    rampdown = ChannelParam(
+        ":CONF:RAMP:VOLT:DOWN", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200), resolution=1e-3
+    )
     vmon = ChannelParam(":MEAS:VOLT", "V", kind=_magnitude("V"), readonly=True)
     imon = ChannelParam(":MEAS:CURR", "A", kind=_magnitude("A"), readonly=True)
     status = ChannelParam(":READ:CHAN:STATUS", kind=int, readonly=True)
@@ -155,11 +190,12 @@ class IsegShr(SupplyDriver):
         return (0.0, min(limits[1], nominal)) if limits and nominal is not None else limits
 
     @classmethod
-    def instrument_step(cls, action: str, options: BaseModel | None = None,
-                        value: float | None = None) -> float | None:
+    def instrument_step(cls, action: str, options: BaseModel | None = None, value: float | None = None) -> float | None:
         """The driver's step, or the module's where the options give it."""
-        step = {"vset": getattr(options, "vset_resolution", None),
-                "iset": getattr(options, "iset_resolution", None)}.get(action)
+        step = {
+            "vset": getattr(options, "vset_resolution", None),
+            "iset": getattr(options, "iset_resolution", None),
+        }.get(action)
         return step if step is not None else super().instrument_step(action, options, value)
 
     # --- protocol ----------------------------------------------------------
@@ -183,8 +219,9 @@ class IsegShr(SupplyDriver):
         status, _ = self._fresh_status(channel)
         actual = "p" if status & POSITIVE else "n"
         if actual != self.options.polarity:
-            raise InstrumentError(f"channel {channel} has polarity {actual!r}, the config expects "
-                                  f"{self.options.polarity!r}: refused")
+            raise InstrumentError(
+                f"channel {channel} has polarity {actual!r}, the config expects {self.options.polarity!r}: refused"
+            )
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
         if param.name == "vset" and value:
@@ -301,7 +338,14 @@ class IsegShr(SupplyDriver):
                 if state is not ChannelState.TRIPPED:  # a trip stays visible as such
                     state = ChannelState.ERROR
             result[ch] = SupplyChannel(
-                on=bool(status & ON), vset=s["vset"], vmon=m["vmon"], iset=s["iset"], imon=m["imon"],
-                state=state, rampup=s["rampup"], rampdown=s["rampdown"], alarms=alarms,
+                on=bool(status & ON),
+                vset=s["vset"],
+                vmon=m["vmon"],
+                iset=s["iset"],
+                imon=m["imon"],
+                state=state,
+                rampup=s["rampup"],
+                rampdown=s["rampdown"],
+                alarms=alarms,
             )
         return result

@@ -32,18 +32,26 @@ def status_reply(text: str) -> tuple[int, str]:
 
 
 class JulaboOptions(NoOptions):
-    out_interval: float = Field(default=0.25, ge=0, le=5,
-                                description="quiet time after an out_ command before the next request (s)")
-    connect_attempts: int = Field(default=2, ge=1, le=5,
-                                  description="version queries at connect: the first one after opening the "
-                                              "port may go unanswered (unconfirmed)")
-    setpoint_resolution: float = Field(default=0.01, gt=0, le=1,
-                                       description="°C, the setpoint step the chiller holds: a finer setpoint "
-                                                   "is refused, a read-back within half of it counts as taken")
-    unit_check: bool = Field(default=False, description="refuse a chiller whose in_sp_06 is not 0 (°C) "
-                                                        "(unconfirmed outside the FP5x HighTech series)")
-
-
+    out_interval: float = Field(
+        default=0.25, ge=0, le=5, description="quiet time after an out_ command before the next request (s)"
+    )
+    connect_attempts: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="version queries at connect: the first one after opening the port may go unanswered (unconfirmed)",
+    )
+    setpoint_resolution: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="°C, the setpoint step the chiller holds: a finer setpoint "
+        "is refused, a read-back within half of it counts as taken",
+    )
+    unit_check: bool = Field(
+        default=False,
+        description="refuse a chiller whose in_sp_06 is not 0 (°C) (unconfirmed outside the FP5x HighTech series)",
+    )
 
 
 class Julabo(ChillerDriver):
@@ -51,8 +59,15 @@ class Julabo(ChillerDriver):
     description = "JULABO recirculating chiller (FP50, CF series)"
     Options = JulaboOptions
     max_channels = 1
-    link_settings = LinkSettings(write_termination="\r", read_termination="\n", baudrate=4800, bytesize=7,
-                                 parity="E", stopbits=1, min_interval=0.25)
+    link_settings = LinkSettings(
+        write_termination="\r",
+        read_termination="\n",
+        baudrate=4800,
+        bytesize=7,
+        parity="E",
+        stopbits=1,
+        min_interval=0.25,
+    )
 
     # set with out_<command>, read with the query; the setpoint step is the setpoint_resolution option
     tset = ChannelParam("sp_00", "°C", limits=(-95.0, 400.0), resolution=0.01, query="in_sp_00")
@@ -63,8 +78,7 @@ class Julabo(ChillerDriver):
     options: JulaboOptions
 
     @classmethod
-    def instrument_step(cls, action: str, options: BaseModel | None = None,
-                        value: float | None = None) -> float | None:
+    def instrument_step(cls, action: str, options: BaseModel | None = None, value: float | None = None) -> float | None:
         """The setpoint step is the chiller's (option setpoint_resolution): the models differ."""
         if action == "tset" and isinstance(options, JulaboOptions):
             return options.setpoint_resolution
@@ -103,8 +117,10 @@ class Julabo(ChillerDriver):
             ok = taken == bool(value)
         if not ok:
             code, status = self.status[0]
-            raise InstrumentError(f"out_{param.command} {text} was not taken: in_{param.command} reads "
-                                  f"{taken:g}" + (f"; status {code} {status}" if code < 0 else ""))
+            raise InstrumentError(
+                f"out_{param.command} {text} was not taken: in_{param.command} reads "
+                f"{taken:g}" + (f"; status {code} {status}" if code < 0 else "")
+            )
 
     # --- the framework's view ----------------------------------------------
     def connect(self) -> str:
@@ -138,6 +154,7 @@ class Julabo(ChillerDriver):
             state, alarms = ChannelState.ERROR, [status or f"error {code}"]
         else:
             state, alarms = (ChannelState.ON if on else ChannelState.OFF), []
-        reading = ChillerChannel(on=on, tset=self._tset, temperature=temperature, state=state,
-                                 status_code=code, status=status, alarms=alarms)
+        reading = ChillerChannel(
+            on=on, tset=self._tset, temperature=temperature, state=state, status_code=code, status=status, alarms=alarms
+        )
         return {ch: reading for ch in channels}

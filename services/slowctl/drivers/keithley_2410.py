@@ -22,10 +22,24 @@ from slowctl.drivers.wire import ask, decimal, flag
 # Source programming resolution per range (auto range: the range is the smallest that holds the value; a range
 # reaches 105 % of its name, the 20 V one 21 V): 2400-series specifications, docs/instruments/keithley-2410.md
 LOW_V = ((0.21, 5e-6), (2.1, 50e-6), (21.0, 500e-6))
-CURRENT_2410 = ((1.05e-6, 50e-12), (10.5e-6, 500e-12), (105e-6, 5e-9), (1.05e-3, 50e-9), (21e-3, 500e-9),
-                (105e-3, 5e-6), (1.05, 50e-6))
-CURRENT_2400 = ((1.05e-6, 50e-12), (10.5e-6, 500e-12), (105e-6, 5e-9), (1.05e-3, 50e-9), (10.5e-3, 500e-9),
-                (105e-3, 5e-6), (1.05, 50e-6))
+CURRENT_2410 = (
+    (1.05e-6, 50e-12),
+    (10.5e-6, 500e-12),
+    (105e-6, 5e-9),
+    (1.05e-3, 50e-9),
+    (21e-3, 500e-9),
+    (105e-3, 5e-6),
+    (1.05, 50e-6),
+)
+CURRENT_2400 = (
+    (1.05e-6, 50e-12),
+    (10.5e-6, 500e-12),
+    (105e-6, 5e-9),
+    (1.05e-3, 50e-9),
+    (10.5e-3, 500e-9),
+    (105e-3, 5e-6),
+    (1.05, 50e-6),
+)
 # highest |V|, highest compliance (A), voltage steps, compliance steps (assumed those of the current source)
 VARIANTS: dict[str, tuple[float, float, Steps, Steps]] = {
     "2410": (1100.0, 1.05, (*LOW_V, (1100.0, 50e-3)), CURRENT_2410),
@@ -33,9 +47,12 @@ VARIANTS: dict[str, tuple[float, float, Steps, Steps]] = {
 }
 NOT_MEASURED = 9.0e37  # the 2400 family writes +9.91e37 for a value it did not measure
 POLARITY_NOISE = 1.0  # V; a measured voltage of the wrong sign beyond this is a polarity alarm
-SETUP = (":SOUR:CLE:AUTO OFF",  # never let :READ? switch the source on by itself
-         ":SENS:FUNC:CONC ON", ':SENS:FUNC "VOLT","CURR"',  # measure the terminal voltage too
-         ":FORM:ELEM VOLT,CURR")
+SETUP = (
+    ":SOUR:CLE:AUTO OFF",  # never let :READ? switch the source on by itself
+    ":SENS:FUNC:CONC ON",
+    ':SENS:FUNC "VOLT","CURR"',  # measure the terminal voltage too
+    ":FORM:ELEM VOLT,CURR",
+)
 
 
 def _magnitude(text: str) -> float:
@@ -50,12 +67,16 @@ def _reading(text: str) -> tuple[float | None, float | None]:
     v, i = (None if abs(x) >= NOT_MEASURED else x for x in values)
     return v, i
 
+
 class KeithleyOptions(NoOptions):
     variant: Literal["2410", "2400"] = Field(default="2410", description="2410: 1100 V, 2400: 210 V")
-    polarity: Literal["+", "-"] = Field(description="sign of the bias voltage; required (a wrong polarity "
-                                        "forward-biases the sensor)")
-    joined_queries: bool = Field(default=True, description="several queries and settings per line, answers "
-                                 "joined by ';' (2400 manual); false: one line each")
+    polarity: Literal["+", "-"] = Field(
+        description="sign of the bias voltage; required (a wrong polarity forward-biases the sensor)"
+    )
+    joined_queries: bool = Field(
+        default=True,
+        description="several queries and settings per line, answers joined by ';' (2400 manual); false: one line each",
+    )
 
 
 class Keithley2410(SupplyDriver):
@@ -92,8 +113,10 @@ class Keithley2410(SupplyDriver):
             return errors
         for ch, cfg in channels.items():
             if cfg.rampup is None:
-                errors.append(f"channels.{ch}.rampup: required: the {opts.variant} has no hardware ramp, "
-                              "without a software ramp every vset is a step (set rampup and ramp_step)")
+                errors.append(
+                    f"channels.{ch}.rampup: required: the {opts.variant} has no hardware ramp, "
+                    "without a software ramp every vset is a step (set rampup and ramp_step)"
+                )
         return errors
 
     @classmethod
@@ -104,8 +127,7 @@ class Keithley2410(SupplyDriver):
         return super().instrument_limits(action, options)
 
     @classmethod
-    def instrument_step(cls, action: str, options: BaseModel | None = None,
-                        value: float | None = None) -> float | None:
+    def instrument_step(cls, action: str, options: BaseModel | None = None, value: float | None = None) -> float | None:
         """The variant's step of the source range that holds the value (the finest without a value)."""
         if action in ("vset", "iset") and isinstance(options, KeithleyOptions):
             _, _, vsteps, isteps = VARIANTS[options.variant]
@@ -128,14 +150,15 @@ class Keithley2410(SupplyDriver):
         return self._ask(param.query_text())[0]
 
     def _values(self, *params: ChannelParam) -> dict[str, Any]:
-        return {p.name: p.parse(a) for p, a in zip(params, self._ask(*(p.query_text() for p in params)),
-                                                    strict=True)}
+        return {p.name: p.parse(a) for p, a in zip(params, self._ask(*(p.query_text() for p in params)), strict=True)}
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
         if param.name == "vset" and self._on and self._settings and self._settings[0] * self.sign < 0:
             # set from the front panel with the other sign: the next step would cross zero
-            raise InstrumentError(f"the output is on at {self._settings[0]:g} V, opposite to the configured "
-                                  f"polarity {self.options.polarity!r}: switch it off first")
+            raise InstrumentError(
+                f"the output is on at {self._settings[0]:g} V, opposite to the configured "
+                f"polarity {self.options.polarity!r}: switch it off first"
+            )
         signed = self.sign * value if param.name == "vset" and value else value
         self._command(f"{param.command} {decimal(signed)}")
         if self._settings is not None:  # what the instrument now holds: the next poll needs no full read
@@ -154,8 +177,10 @@ class Keithley2410(SupplyDriver):
         on = Keithley2410.output.parse(output)
         if function.strip().upper() not in ("VOLT", "VOLTAGE"):
             if on:  # switching the function would change a live output
-                raise InstrumentError(f"the {self.options.variant} sources {function.strip()} with the output on: "
-                                      "switch it off at the front panel first")
+                raise InstrumentError(
+                    f"the {self.options.variant} sources {function.strip()} with the output on: "
+                    "switch it off at the front panel first"
+                )
             self._command(":SOUR:FUNC VOLT")
         self._command(*SETUP)
         self._settings = None
@@ -179,8 +204,8 @@ class Keithley2410(SupplyDriver):
             params = [*settings, k.output, *(monitor if self._on else [])]
             answers = self._ask_tolerant([p.query_text() for p in params])
             if len(answers) < len(params):  # :READ? refused: the output went off since the last poll
-                params = params[:len(settings) + 1]
-            values = {p.name: p.parse(a) for p, a in zip(params, answers[:len(params)], strict=True)}
+                params = params[: len(settings) + 1]
+            values = {p.name: p.parse(a) for p, a in zip(params, answers[: len(params)], strict=True)}
         else:
             values = {p.name: p.parse(self.link.query(p.query_text())) for p in [*settings, k.output]}
         on = values["output"]
@@ -201,8 +226,13 @@ class Keithley2410(SupplyDriver):
         else:
             state = ChannelState.ON if on else ChannelState.OFF
         result = SupplyChannel(
-            on=on, vset=abs(vset), vmon=None if vmon is None else abs(vmon), iset=iset,
-            imon=None if imon is None else abs(imon), state=state, alarms=alarms,
+            on=on,
+            vset=abs(vset),
+            vmon=None if vmon is None else abs(vmon),
+            iset=iset,
+            imon=None if imon is None else abs(imon),
+            state=state,
+            alarms=alarms,
         )
         return {ch: result for ch in channels}
 

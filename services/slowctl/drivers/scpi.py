@@ -82,8 +82,12 @@ class EventRegisters(ErrorCheck):
     """IEEE 488.2 standard event status register (`*ESR?`, cleared by reading), with the number of an
     execution error from a device register (Aim-TTi `EER?`); or that register alone (`esr=False`)."""
 
-    ESR_BITS = ((0x20, "command error (not understood)"), (0x10, "execution error"),
-                (0x08, "verify timeout"), (0x04, "query error"))
+    ESR_BITS = (
+        (0x20, "command error (not understood)"),
+        (0x10, "execution error"),
+        (0x08, "verify timeout"),
+        (0x04, "query error"),
+    )
     EXECUTION = 0x10
 
     def __init__(self, texts: Mapping[int, str], esr: bool = True, register: str = "EER?") -> None:

@@ -55,24 +55,27 @@ PositiveLevel = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 class TtiOptions(NoOptions):
     outputs: int = Field(default=3, ge=1, le=4, description="MX100TP / QL355TP: 3, CPX400DP: 2")
     variant: Literal["MX100TP", "CPX400DP", "QL355TP"] | None = Field(
-        default=None, description="tightens the vset/iset range to this model's and refuses another model")
+        default=None, description="tightens the vset/iset range to this model's and refuses another model"
+    )
     error_check: Literal["esr", "eer"] = Field(
-        default="esr", description="after a setting read *ESR? (+ EER? on an execution error) or EER? only")
+        default="esr", description="after a setting read *ESR? (+ EER? on an execution error) or EER? only"
+    )
     setpoint_header: bool = Field(default=True, description="V1? replies 'V1 5.00' (true) or '5.00' (unconfirmed)")
     trip_bits: dict[str, Bit] = Field(
-        default_factory=lambda: {"OVP": 2, "OCP": 3},
-        description="LSR<n>? bit per trip alarm (unconfirmed per model)")
+        default_factory=lambda: {"OVP": 2, "OCP": 3}, description="LSR<n>? bit per trip alarm (unconfirmed per model)"
+    )
     ovp: dict[int, PositiveLevel] = Field(default_factory=dict, description="channel: OVP level (V) set at start")
     ocp: dict[int, PositiveLevel] = Field(default_factory=dict, description="channel: OCP level (A) set at start")
 
 
-
 def _with_unit(unit: str) -> Callable[[str], float]:
     """A monitor reply ends with its unit: `5.002V`; without it the line is garbled."""
+
     def parse(text: str) -> float:
         if not text.endswith(unit):
             raise ValueError(text)
         return float(text[: -len(unit)])
+
     return parse
 
 
@@ -88,8 +91,9 @@ class TtiMx100tp(SupplyDriver):
     description = "Aim-TTi MX100TP / CPX400DP / QL355TP low-voltage supply"
     Options = TtiOptions
     max_channels = 4
-    link_settings = LinkSettings(write_termination="\n", read_termination="\r\n", baudrate=9600, xonxoff=True,
-                                 min_interval=0.01)
+    link_settings = LinkSettings(
+        write_termination="\n", read_termination="\r\n", baudrate=9600, xonxoff=True, min_interval=0.01
+    )
 
     # `{n}` is the output number (channel + 1); the finest steps of the family (STEPS: per model)
     vset = ChannelParam("V{n}", "V", limits=(0.0, 70.0), resolution=1e-3)  # V1? -> V1 5.00
@@ -118,8 +122,7 @@ class TtiMx100tp(SupplyDriver):
         return options.outputs
 
     @classmethod
-    def instrument_step(cls, action: str, options: BaseModel | None = None,
-                        value: float | None = None) -> float | None:
+    def instrument_step(cls, action: str, options: BaseModel | None = None, value: float | None = None) -> float | None:
         """The variant's steps when configured; else the family's finest (the model's apply after connect)."""
         variant = getattr(options, "variant", None)
         if action in ("vset", "iset") and variant:
@@ -160,7 +163,7 @@ class TtiMx100tp(SupplyDriver):
             header = param.command.format(n=channel + 1)
             if not reply.startswith(f"{header} "):
                 raise LinkError(f"unexpected reply {reply[:32]!r} to {header}?")
-            return reply[len(header) + 1:]
+            return reply[len(header) + 1 :]
         return reply
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
@@ -197,8 +200,10 @@ class TtiMx100tp(SupplyDriver):
             # on, a level at or below the set value would trip the output once the load lets it get there
             if self.output[channel] and max(setting[channel], monitor[channel]) >= level:
                 # a protection level below what the output delivers now would trip it
-                raise InstrumentError(f"{key} {level:g} of output {channel + 1} is not above its present output: "
-                                      "not set, so that the output is not tripped")
+                raise InstrumentError(
+                    f"{key} {level:g} of output {channel + 1} is not above its present output: "
+                    "not set, so that the output is not tripped"
+                )
             getattr(self, key)[channel] = level
 
     def _check_model(self, param: ChannelParam, value: float, top: float, step: float) -> None:
@@ -219,8 +224,9 @@ class TtiMx100tp(SupplyDriver):
         n = channel + 1
         self._command(f"OP{n} {int(on)}")
         if self.output[channel] != on:  # a tripped output does not come on
-            raise InstrumentError(f"output {n} did not switch {'on' if on else 'off'}"
-                                  + (" (tripped? send clear first)" if on else ""))
+            raise InstrumentError(
+                f"output {n} did not switch {'on' if on else 'off'}" + (" (tripped? send clear first)" if on else "")
+            )
 
     def clear(self, channel: int) -> None:
         # TRIPRST resets the trips of every output: there is no per-output reset

@@ -79,16 +79,23 @@ def password_file(creds: dict[str, str], users: list[str]) -> str:
 def mosquitto_conf(stack: StackConfig, state_dir: Path, tls: TlsFiles) -> str:
     broker = state_dir / "broker"
     b = stack.broker
-    return render(repo_file("mosquitto", "mosquitto.conf.template").read_text(), {
-        "PASSWORD_FILE": str(broker / "passwd"),
-        "ACL_FILE": str(broker / "acl"),
-        # started as root, mosquitto would switch to user 'mosquitto' and lose access to our 0600 files
-        "RUN_USER": pwd.getpwuid(os.getuid()).pw_name,
-        "DATA_DIR": str(broker / "data"),
-        "MQTT_PORT": str(b.port), "MQTTS_PORT": str(b.tls_port), "WS_PORT": str(b.websockets_port),
-        "BIND": b.bind,
-        "TLS_CERT": str(tls.cert), "TLS_KEY": str(tls.key),
-    }, "mosquitto/mosquitto.conf.template")
+    return render(
+        repo_file("mosquitto", "mosquitto.conf.template").read_text(),
+        {
+            "PASSWORD_FILE": str(broker / "passwd"),
+            "ACL_FILE": str(broker / "acl"),
+            # started as root, mosquitto would switch to user 'mosquitto' and lose access to our 0600 files
+            "RUN_USER": pwd.getpwuid(os.getuid()).pw_name,
+            "DATA_DIR": str(broker / "data"),
+            "MQTT_PORT": str(b.port),
+            "MQTTS_PORT": str(b.tls_port),
+            "WS_PORT": str(b.websockets_port),
+            "BIND": b.bind,
+            "TLS_CERT": str(tls.cert),
+            "TLS_KEY": str(tls.key),
+        },
+        "mosquitto/mosquitto.conf.template",
+    )
 
 
 def write_broker_files(stack: StackConfig, state_dir: Path, tls: TlsFiles) -> tuple[Path, dict[str, str]]:
@@ -97,8 +104,11 @@ def write_broker_files(stack: StackConfig, state_dir: Path, tls: TlsFiles) -> tu
     creds = load_credentials(state_dir / "credentials.json", users)
     broker = state_dir / "broker"
     (broker / "data").mkdir(parents=True, exist_ok=True)
-    for name, text, mode in (("passwd", password_file(creds, users), 0o600), ("acl", acl(stack), 0o644),
-                             ("mosquitto.conf", mosquitto_conf(stack, state_dir, tls), 0o644)):
+    for name, text, mode in (
+        ("passwd", password_file(creds, users), 0o600),
+        ("acl", acl(stack), 0o644),
+        ("mosquitto.conf", mosquitto_conf(stack, state_dir, tls), 0o644),
+    ):
         path = broker / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         with os.fdopen(fd, "w") as f:

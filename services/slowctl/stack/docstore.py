@@ -35,13 +35,20 @@ class MongoSettings:
         port = env.get(PREFIX + "PORT", "27017")
         if not port.isdigit() or not 0 < int(port) < 65536:
             raise DocstoreError(f"{PREFIX}PORT: expected a port number, got {port!r}")
-        return cls(env.get(PREFIX + "HOST", "127.0.0.1"), int(port), env[PREFIX + "DATABASE"],
-                   env[PREFIX + "USER"], env[PREFIX + "PASSWORD"])
+        return cls(
+            env.get(PREFIX + "HOST", "127.0.0.1"),
+            int(port),
+            env[PREFIX + "DATABASE"],
+            env[PREFIX + "USER"],
+            env[PREFIX + "PASSWORD"],
+        )
 
     @property
     def uri(self) -> str:
-        return (f"mongodb://{quote_plus(self.user)}:{quote_plus(self.password)}@{self.host}:{self.port}/"
-                f"{self.database}?authSource={self.database}")
+        return (
+            f"mongodb://{quote_plus(self.user)}:{quote_plus(self.password)}@{self.host}:{self.port}/"
+            f"{self.database}?authSource={self.database}"
+        )
 
 
 def check(settings: MongoSettings, timeout: float = 5.0) -> str:
@@ -49,8 +56,9 @@ def check(settings: MongoSettings, timeout: float = 5.0) -> str:
     from pymongo import MongoClient
     from pymongo.errors import OperationFailure, PyMongoError
 
-    client: MongoClient = MongoClient(settings.uri, serverSelectionTimeoutMS=int(timeout * 1000),
-                                      connectTimeoutMS=int(timeout * 1000))
+    client: MongoClient = MongoClient(
+        settings.uri, serverSelectionTimeoutMS=int(timeout * 1000), connectTimeoutMS=int(timeout * 1000)
+    )
     try:
         db = client[settings.database]
         t0 = time.monotonic()
@@ -58,20 +66,24 @@ def check(settings: MongoSettings, timeout: float = 5.0) -> str:
         status = db.command("connectionStatus")["authInfo"]
         roles = sorted((r["role"], r["db"]) for r in status["authenticatedUserRoles"])
         if roles != [("readWrite", settings.database)]:
-            raise DocstoreError(f"user {settings.user} should hold exactly readWrite on {settings.database}, "
-                                f"holds {roles}")
+            raise DocstoreError(
+                f"user {settings.user} should hold exactly readWrite on {settings.database}, holds {roles}"
+            )
         probe = db["_check"]
         doc_id = probe.insert_one({"check": True, "at": time.time()}).inserted_id
         found = probe.find_one({"_id": doc_id}) is not None
         probe.delete_one({"_id": doc_id})
         if not found:
             raise DocstoreError("a document written could not be read back")
-        return (f"mongodb {settings.host}:{settings.port}/{settings.database} as {settings.user}: "
-                f"read/write ok, roles {roles}, {1000 * (time.monotonic() - t0):.0f} ms")
+        return (
+            f"mongodb {settings.host}:{settings.port}/{settings.database} as {settings.user}: "
+            f"read/write ok, roles {roles}, {1000 * (time.monotonic() - t0):.0f} ms"
+        )
     except OperationFailure as exc:
         raise DocstoreError(f"refused: {exc.details.get('errmsg', exc) if exc.details else exc}") from None
     except PyMongoError as exc:
-        raise DocstoreError(f"cannot reach mongodb at {settings.host}:{settings.port}: "
-                            f"{str(exc).split(' (configured timeouts')[0]}") from None
+        raise DocstoreError(
+            f"cannot reach mongodb at {settings.host}:{settings.port}: {str(exc).split(' (configured timeouts')[0]}"
+        ) from None
     finally:
         client.close()

@@ -47,7 +47,7 @@ def password_var(user: str) -> str:
 def variables(stack: StackConfig, hostname: str, config_name: str) -> list[Var]:
     from slowctl.stack.broker import ROLES
 
-    fixed = lambda value: (lambda: value)  # noqa: E731 - a default that is not a secret
+    fixed = lambda value: lambda: value  # noqa: E731 - a default that is not a secret
     return [
         Var("SLOWCTL_HOSTNAME", fixed(hostname)),
         Var("SLOWCTL_HTTPS_PORT", fixed("443")),
@@ -91,8 +91,9 @@ def write_env(path: Path, wanted: list[Var]) -> list[str]:
     have = read_env(path)
     added = [v for v in wanted if not have.get(v.name)]
     text = path.read_text() if path.exists() else "# slowctl compose stack: written by `slowctl init`, keep it secret\n"
-    lines = [line for line in text.splitlines()
-             if not ((m := LINE.match(line)) and m.group(1) in {v.name for v in added})]  # drop empty ones
+    lines = [
+        line for line in text.splitlines() if not ((m := LINE.match(line)) and m.group(1) in {v.name for v in added})
+    ]  # drop empty ones
     lines += [f"{v.name}={v.make()}" for v in added]
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -101,12 +102,15 @@ def write_env(path: Path, wanted: list[Var]) -> list[str]:
     return [v.name for v in added]
 
 
-def init(stack: StackConfig, config_name: str, env_path: Path, tls_dir: Path,
-         hostname: str | None = None) -> tuple[list[str], TlsFiles]:
+def init(
+    stack: StackConfig, config_name: str, env_path: Path, tls_dir: Path, hostname: str | None = None
+) -> tuple[list[str], TlsFiles]:
     have = read_env(env_path).get("SLOWCTL_HOSTNAME")
     if hostname and have and hostname != have:
-        raise InitError(f"--hostname {hostname}: {env_path} already says SLOWCTL_HOSTNAME={have}; edit it there "
-                        f"(and remove secrets/tls/server.crt to issue a certificate for the new name)")
+        raise InitError(
+            f"--hostname {hostname}: {env_path} already says SLOWCTL_HOSTNAME={have}; edit it there "
+            f"(and remove secrets/tls/server.crt to issue a certificate for the new name)"
+        )
     host = hostname or have or socket.gethostname() or "localhost"
     added = write_env(env_path, variables(stack, host, config_name))
     host = read_env(env_path)["SLOWCTL_HOSTNAME"]

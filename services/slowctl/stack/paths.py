@@ -10,8 +10,9 @@ REPO = Path(__file__).resolve().parents[3]
 def repo_file(*parts: str) -> Path:
     path = REPO.joinpath(*parts)
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the native stack runs from a checkout of the slowctl "
-                                f"repository (pip install -e .)")
+        raise FileNotFoundError(
+            f"{path} is missing: the native stack runs from a checkout of the slowctl repository (pip install -e .)"
+        )
     return path
 
 

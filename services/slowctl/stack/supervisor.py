@@ -77,11 +77,14 @@ class Supervisor:
                 continue
             while not port_open(*m.spec.ready_port):
                 if m.proc and m.proc.poll() is not None:
-                    raise RuntimeError(f"{m.spec.name} exited with code {m.proc.returncode} during start-up "
-                                       f"(log: {self.log_path(m.spec.name)})")
+                    raise RuntimeError(
+                        f"{m.spec.name} exited with code {m.proc.returncode} during start-up "
+                        f"(log: {self.log_path(m.spec.name)})"
+                    )
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{m.spec.name} not ready on port {m.spec.ready_port[1]} "
-                                       f"after {ready_timeout:g} s")
+                    raise RuntimeError(
+                        f"{m.spec.name} not ready on port {m.spec.ready_port[1]} after {ready_timeout:g} s"
+                    )
                 time.sleep(0.02)
 
     def log_path(self, name: str) -> Path:
@@ -92,9 +95,15 @@ class Supervisor:
         with open(self.log_path(m.spec.name), "ab") as logf:
             env = {**os.environ, **m.spec.env, "SLOWCTL_RESTARTS": str(m.restarts)}
             # a supervisor killed outright takes its processes with it (they get SIGTERM)
-            m.proc = subprocess.Popen(m.spec.argv, stdout=logf, stderr=subprocess.STDOUT, env=env,
-                                      stdin=subprocess.DEVNULL, start_new_session=True,
-                                      preexec_fn=set_parent_death_signal)
+            m.proc = subprocess.Popen(
+                m.spec.argv,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=set_parent_death_signal,
+            )
         m.started_at = time.monotonic()
         m.restart_at = None
 
@@ -123,10 +132,14 @@ class Supervisor:
         if len(m.recent) >= self.cfg.max_restarts:
             m.failed = True
             code = m.proc.returncode if m.proc else None
-            self.say(f"GIVING UP on {m.spec.name}: it exited (code {code}) after {len(m.recent)} "
-                     f"restarts within {self.cfg.window:g} s; see {self.log_path(m.spec.name)}")
+            self.say(
+                f"GIVING UP on {m.spec.name}: it exited (code {code}) after {len(m.recent)} "
+                f"restarts within {self.cfg.window:g} s; see {self.log_path(m.spec.name)}"
+            )
             return
-        self.say(f"{m.spec.name} exited with code {m.proc.returncode if m.proc else None}; restarting in {m.backoff:.1f} s")
+        self.say(
+            f"{m.spec.name} exited with code {m.proc.returncode if m.proc else None}; restarting in {m.backoff:.1f} s"
+        )
         m.restart_at = now + m.backoff
         m.backoff = min(m.backoff * 2, self.cfg.backoff_max)
 
@@ -139,8 +152,11 @@ class Supervisor:
         with self._lock:
             self._stopping = True
         for tier in sorted({m.spec.tier for m in self.procs.values()}, reverse=True):
-            running = [m.proc for m in self.procs.values()
-                       if m.spec.tier == tier and m.proc is not None and m.proc.poll() is None]
+            running = [
+                m.proc
+                for m in self.procs.values()
+                if m.spec.tier == tier and m.proc is not None and m.proc.poll() is None
+            ]
             for p in running:
                 p.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout

@@ -56,8 +56,15 @@ class NativeUi:
         self.ui = stack.ui
         self.state_dir = state_dir
         self.missing = missing_parts() if enabled and stack.ui.enabled else []
-        self.reason = ("off (--no-ui)" if not enabled else "off (ui.enabled: false)" if not stack.ui.enabled
-                       else "not started: " + "; ".join(self.missing) if self.missing else "")
+        self.reason = (
+            "off (--no-ui)"
+            if not enabled
+            else "off (ui.enabled: false)"
+            if not stack.ui.enabled
+            else "not started: " + "; ".join(self.missing)
+            if self.missing
+            else ""
+        )
         self.active = not self.reason
         self.tls: TlsFiles | None = None
 
@@ -65,14 +72,19 @@ class NativeUi:
         if not self.active:
             return []
         host = "127.0.0.1" if self.ui.bind in ("0.0.0.0", "::") else self.ui.bind
-        return [(NODERED_HOST, self.ui.nodered_port, "Node-RED"), (host, self.ui.https_port, "gateway https"),
-                (host, self.ui.http_port, "gateway http")]
+        return [
+            (NODERED_HOST, self.ui.nodered_port, "Node-RED"),
+            (host, self.ui.https_port, "gateway https"),
+            (host, self.ui.http_port, "gateway http"),
+        ]
 
     def check_ports(self) -> None:
         busy = [f"{what} port {port}" for host, port, what in self.ports() if port_open(host, port)]
         if busy:
-            raise UiError(f"already in use: {', '.join(busy)} (another slowctl stack? `slowctl up --no-ui` "
-                          "runs without the control UI)")
+            raise UiError(
+                f"already in use: {', '.join(busy)} (another slowctl stack? `slowctl up --no-ui` "
+                "runs without the control UI)"
+            )
 
     def specs(self, broker_creds: dict[str, str], tls: TlsFiles | None = None) -> list[ProcessSpec]:
         """Writes the flows and the gateway config; returns Node-RED and the gateway to start, in order."""
@@ -88,29 +100,58 @@ class NativeUi:
         except nodered.FlowError as exc:
             raise UiError(f"control UI flows: {exc}") from None
         if dropped:
-            print(f"[slowctl] control UI: removed {len(dropped)} node(s) that were added to generated tabs "
-                  f"(kept in {user_dir / 'flows.json.bak'}); lab flows belong on tabs of their own", flush=True)
+            print(
+                f"[slowctl] control UI: removed {len(dropped)} node(s) that were added to generated tabs "
+                f"(kept in {user_dir / 'flows.json.bak'}); lab flows belong on tabs of their own",
+                flush=True,
+            )
         b = self.stack.broker
         broker_host = "127.0.0.1" if b.bind in ("0.0.0.0", "::") else b.bind
         red = nodered_dir()
         env = {
-            "NODERED_HOST": NODERED_HOST, "NODERED_PORT": str(self.ui.nodered_port),
-            "NODERED_ADMIN_USER": LOGINS["nodered-admin"], "NODERED_ADMIN_PASSWORD": creds["nodered-admin"],
-            "NODERED_DASHBOARD_USER": LOGINS["dashboard"], "NODERED_DASHBOARD_PASSWORD": creds["dashboard"],
+            "NODERED_HOST": NODERED_HOST,
+            "NODERED_PORT": str(self.ui.nodered_port),
+            "NODERED_ADMIN_USER": LOGINS["nodered-admin"],
+            "NODERED_ADMIN_PASSWORD": creds["nodered-admin"],
+            "NODERED_DASHBOARD_USER": LOGINS["dashboard"],
+            "NODERED_DASHBOARD_PASSWORD": creds["dashboard"],
             "NODERED_CREDENTIAL_SECRET": creds[SECRET_KEY],
-            "MQTT_HOST": broker_host, "MQTT_PORT": str(b.port), "MQTT_PASSWORD_NODERED": broker_creds["nodered"],
+            "MQTT_HOST": broker_host,
+            "MQTT_PORT": str(b.port),
+            "MQTT_PASSWORD_NODERED": broker_creds["nodered"],
         }
-        node_red = ProcessSpec("nodered", [shutil.which("node") or "node", str(red / "node_modules" / "node-red" / "red.js"),
-                                           "--settings", str(red / "settings.js"), "--userDir", str(user_dir)],
-                               env=env, ready_port=(NODERED_HOST, self.ui.nodered_port), tier=3)
+        node_red = ProcessSpec(
+            "nodered",
+            [
+                shutil.which("node") or "node",
+                str(red / "node_modules" / "node-red" / "red.js"),
+                "--settings",
+                str(red / "settings.js"),
+                "--userDir",
+                str(user_dir),
+            ],
+            env=env,
+            ready_port=(NODERED_HOST, self.ui.nodered_port),
+            tier=3,
+        )
         gw_dir = self.state_dir / "gateway"
         nginx = gateway.find_nginx()
         assert nginx
         try:
-            gateway.write_native(gw_dir, gateway.native_values(
-                bind=self.ui.bind, https_port=self.ui.https_port, http_port=self.ui.http_port,
-                nodered=f"{NODERED_HOST}:{self.ui.nodered_port}", grafana=self.ui.grafana,
-                mqtt_ws=f"{broker_host}:{b.websockets_port}", cert=tls.cert, key=tls.key, hostname=self.ui.hostname))
+            gateway.write_native(
+                gw_dir,
+                gateway.native_values(
+                    bind=self.ui.bind,
+                    https_port=self.ui.https_port,
+                    http_port=self.ui.http_port,
+                    nodered=f"{NODERED_HOST}:{self.ui.nodered_port}",
+                    grafana=self.ui.grafana,
+                    mqtt_ws=f"{broker_host}:{b.websockets_port}",
+                    cert=tls.cert,
+                    key=tls.key,
+                    hostname=self.ui.hostname,
+                ),
+            )
             gateway.check(nginx, gw_dir)
         except gateway.GatewayError as exc:
             raise UiError(str(exc)) from None
