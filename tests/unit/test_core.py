@@ -269,6 +269,7 @@ def test_output_changed_while_the_service_was_down(tmp_path):
     core, drv = make_core(path=path), FakeSupply([0, 1])
     core.connected(drv, "fake", first=True)
     assert core.execute(drv, cmd("on", 0), "test").ok
+    core.persist()  # the adapter does this after each reply and each poll
     drv.switch(0, False)  # while no service was running
     events = make_core(path=path).connected(drv, "fake", first=True)
     lost = [e for e in events if e.kind == "output_changed"]

@@ -139,6 +139,8 @@ class DeviceService:
             except queue.Empty:
                 break
             self._reply(cmd.request, False, "service is shutting down; command not executed")
+        with self._core_lock:
+            self.core.persist()
         self._emit([Event(self.id, "service_stop", "service stopped; outputs left as they are")])
         self.mqtt.stop(last_words=[(self.topics.availability, "offline")])
         driver = self._driver
@@ -260,6 +262,8 @@ class DeviceService:
         self._emit(events)
         self._publish_status()
         self._publish_health()
+        with self._core_lock:
+            self.core.persist()
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:
@@ -398,9 +402,11 @@ class DeviceService:
             )
             self._reply(req, False, f"instrument link failed: {exc}")
             return
-        self._emit(outcome.events)
         self._publish_status()
         self._reply(req, outcome.ok, outcome.error, outcome.applied)
+        self._emit(outcome.events)  # after the reply: the sender waits for that, not for the record
+        with self._core_lock:
+            self.core.persist()
 
     def _stale(self, req: Request) -> str | None:
         """Why a queued command is too old to run now, or None."""

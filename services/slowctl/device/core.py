@@ -67,6 +67,7 @@ class DeviceCore:
         self.ramp_aborted: set[int] = set()
         self.violations: dict[int, set[str]] = {}
         self.memory: Memory = memory.load(self.channels)
+        self.outputs_dirty = False
         self.start_events: list[Event] = []
         if self.memory.problem:
             self.start_events.append(self.event("latch_state", self.memory.problem))
@@ -92,7 +93,13 @@ class DeviceCore:
             seen[key] = self.targets.get(ch, getattr(r, key)) if key == "vset" else getattr(r, key)
         if seen and self.memory.outputs.get(ch) != seen:
             self.memory.outputs[ch] = seen
-            self.memory_file.save(self.memory)
+            self.outputs_dirty = True  # written by persist(), off the command's path
+
+    def persist(self) -> None:
+        """Write the outputs last seen, if they changed (latches are written at once, durably)."""
+        if self.outputs_dirty:
+            self.outputs_dirty = False
+            self.memory_file.save(self.memory, durable=False)
 
     # --- connection ----------------------------------------------------------------------
     def connected(self, driver: Driver, identity: str, first: bool) -> list[Event]:

@@ -45,7 +45,9 @@ class MemoryFile:
             outputs={ch: o for ch, o in outputs.items() if ch in channels},
         )
 
-    def save(self, memory: Memory) -> None:
+    def save(self, memory: Memory, durable: bool = True) -> None:
+        """Replace the file atomically; `durable` (latches) also waits until it is on disk, which a
+        change of outputs alone (every setpoint command) need not pay for."""
         if self.path is None:
             return
         body = {
@@ -57,8 +59,9 @@ class MemoryFile:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
             json.dump(body, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, self.path)
 
 
