@@ -96,8 +96,9 @@ class Instrument:
     """Base class of all simulated instruments."""
 
     model: ClassVar[str]  # registry key, e.g. "climate"
-    request_terminator: ClassVar[bytes] = b"\n"
-    reply_terminator: ClassVar[bytes] = b"\n"
+    # the wire terminators: a class declares them; an instance may change them (a front-panel setting)
+    request_terminator: bytes = b"\n"
+    reply_terminator: bytes = b"\n"
     params: ClassVar[dict[str, Param]] = {}
     first_channel: ClassVar[int] = 1  # native channel numbering
     default_channels: ClassVar[int] = 1

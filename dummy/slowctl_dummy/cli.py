@@ -154,6 +154,6 @@ def main(argv: list[str] | None = None, *, prog: str = "slowctl sim") -> int:
         pass
     finally:
         server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

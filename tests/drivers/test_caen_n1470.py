@@ -272,3 +272,38 @@ def test_other_board_address_is_used(clock, serve, make_driver):
     assert drv.connect().startswith("CAEN N1470")
     assert all(q.startswith("$BD:07,") for q in drv.link.queries)
     assert sorted(drv.read([0], full=True)) == [0]
+
+
+def test_settings_travel_with_the_decimals_of_their_resolution(caen, hv):
+    """The manual's DEC of each parameter (VDEC 1, ISDEC 2, RUPDEC / RDWDEC 0): fixed decimals, exact."""
+    drv = caen(channels=[1])
+    drv.set_voltage(1, 100.0)
+    drv.set_voltage(1, 1234.5)
+    drv.set_current(1, 5e-6)
+    drv.set_current(1, 1.23e-6)
+    drv.set_ramp(1, up=20.0, down=7.0)
+    values = [q.split(",PAR:")[1].split("\r")[0] for q in drv.link.queries if "CMD:SET" in q]
+    assert values == [
+        "VSET,VAL:100.0",
+        "VSET,VAL:1234.5",
+        "ISET,VAL:5.00",
+        "ISET,VAL:1.23",
+        "RUP,VAL:20",
+        "RDW,VAL:7",
+    ]
+    ch = hv.channels[1]
+    assert (ch.vset, ch.iset, ch.rup, ch.rdw) == (1234.5, 1.23, 20.0, 7.0)
+    r = drv.read([1], full=True)[1]
+    assert (r.vset, r.iset, r.rampup, r.rampdown) == (1234.5, 1.23e-6, 20.0, 7.0)
+
+
+def test_the_simulator_holds_each_parameter_at_its_decimals(hv):
+    for request, attr, held in (
+        ("PAR:VSET,VAL:100.04", "vset", 100.0),
+        ("PAR:VSET,VAL:100.06", "vset", 100.1),
+        ("PAR:ISET,VAL:1.234", "iset", 1.23),
+        ("PAR:RUP,VAL:20.4", "rup", 20.0),
+        ("PAR:RDW,VAL:7.6", "rdw", 8.0),
+    ):
+        assert hv.handle(f"$BD:00,CMD:SET,CH:0,{request}") == b"#BD:00,CMD:OK\r\n"
+        assert getattr(hv.channels[0], attr) == held

@@ -59,12 +59,12 @@ def test_connect_and_read_with_the_default_pauses(server, make_driver, bath):
     drv = make_driver(JulaboDriver, tcp(server), [0])
     start = time.monotonic()
     assert drv.connect() == "JULABO FP50-HE VERSION 4.0"
-    assert drv.link.queries == ["version", "status"]
+    assert drv.link.queries == ["version", "status", "in_mode_01"]
     drv.link.reset()
-    drv.execute("tset", 0, 15.0)  # out_sp_00, then in_sp_00 250 ms later
+    drv.execute("tset", 0, 15.0)  # the active setpoint, out_sp_00, then in_sp_00 250 ms later
     elapsed = time.monotonic() - start
-    assert drv.link.log == [("write", "out_sp_00 15.00"), ("query", "in_sp_00")]
-    assert elapsed >= 3 * 0.25 * 0.95  # three pauses of 250 ms between four requests
+    assert drv.link.log == [("query", "in_mode_01"), ("write", "out_sp_00 15.00"), ("query", "in_sp_00")]
+    assert elapsed >= 5 * 0.25 * 0.95  # five pauses of 250 ms between six requests
     assert bath.setpoint == 15.0
 
 
@@ -117,7 +117,7 @@ def test_read(julabo, bath):
         [],
     )
     assert c.temperature == pytest.approx(22.0, abs=0.05)
-    assert drv.link.queries == ["in_sp_00", "in_pv_00", "in_mode_05", "status"]
+    assert drv.link.queries == ["in_mode_01", "in_sp_00", "in_pv_00", "in_mode_05", "status"]
 
 
 def test_setpoint_is_cached_between_full_reads(julabo, bath):
@@ -133,7 +133,7 @@ def test_setpoint_is_cached_between_full_reads(julabo, bath):
 def test_tset_on_off_and_the_bath_follows(julabo, bath, clock):
     drv = julabo()
     drv.execute("tset", 0, -10.0)
-    assert drv.link.log == [("write", "out_sp_00 -10.00"), ("query", "in_sp_00")]
+    assert drv.link.log == [("query", "in_mode_01"), ("write", "out_sp_00 -10.00"), ("query", "in_sp_00")]
     drv.execute("on", 0, None)
     assert drv.link.log[-2:] == [("write", "out_mode_05 1"), ("query", "in_mode_05")]
     r = drv.read([0], full=True)[0]
@@ -291,7 +291,7 @@ def test_poll_cost(bath, server, make_driver):
     # as in the service, where polls are a poll period apart: no pause before the first request
     cost = measure_poll(drv, server, [0], settle=0.25)
     full, partial, seconds = cost.full, cost.partial, cost.seconds
-    assert (partial, full) == (3, 4)
+    assert (partial, full) == (3, 5)
     wire_bytes = cost.wire_bytes + partial  # replies end CR LF: the CR before the read terminator LF
     wire = wire_bytes * 10 / 9600  # 7E1 is 10 bits a character too
     assert 2 * 0.25 + wire * 0.9 <= seconds < 3 * 0.25  # the line, and 250 ms between requests
@@ -301,3 +301,30 @@ def test_poll_cost(bath, server, make_driver):
         f"read(full=False) at 9600 baud took {seconds * 1000:.0f} ms (250 ms between "
         f"requests), wire time {wire * 1000:.0f} ms ({wire_bytes} bytes)",
     )
+
+
+def test_the_active_setpoint_is_read_and_set(julabo, bath):
+    """in_mode_01 selects which of sp_00..sp_02 the chiller works to: the driver follows it."""
+    bath.handle("out_sp_01 12.5")
+    bath.handle("out_mode_01 1")  # setpoint 2 selected at the front panel
+    drv = julabo()
+    assert drv.read([0], full=True)[0].tset == 12.5  # in_sp_01, not sp_00's 20
+    drv.set_temperature(0, 7.25)
+    assert drv.link.log[-3:] == [("query", "in_mode_01"), ("write", "out_sp_01 7.25"), ("query", "in_sp_01")]
+    assert (bath.values["sp_00"], bath.values["sp_01"], bath.setpoint) == (20.0, 7.25, 7.25)
+    bath.handle("out_mode_01 2")  # another one selected between reads: a change goes to it
+    drv.set_temperature(0, -3.0)
+    assert (bath.values["sp_01"], bath.values["sp_02"], bath.setpoint) == (7.25, -3.0, -3.0)
+    assert drv.read([0], full=True)[0].tset == -3.0
+
+
+def test_a_chiller_holding_tenths(clock, serve, make_driver):
+    """A 0.1 °C model (simulator option setpoint_resolution) with the driver option to match."""
+    sim = JulaboSim(clock=clock, seed=1, setpoint_resolution=0.1)
+    drv = make_driver(JulaboDriver, tcp(serve(sim)), [0], {"out_interval": 0.0, "setpoint_resolution": 0.1}, **FAST)
+    drv.connect()
+    drv.set_temperature(0, 12.3)
+    assert drv.link.log[-2:] == [("write", "out_sp_00 12.3"), ("query", "in_sp_00")]
+    assert drv.read([0], full=True)[0].tset == 12.3 and sim.setpoint == 12.3
+    with pytest.raises(InstrumentError, match="finer than the instrument's 0.1 °C step"):
+        drv.set_temperature(0, 12.34)

@@ -97,7 +97,7 @@ def test_current_source_is_switched_to_voltage_only_while_off(smu, server, make_
 def test_off_poll_is_one_short_line(k2410):
     drv = k2410()
     r = drv.read([0], full=True)[0]
-    assert drv.link.queries == [":SOUR:VOLT?;:SENS:CURR:PROT?;:OUTP?"]
+    assert drv.link.queries == [":SOUR:VOLT?;:SENS:CURR:PROT?;:SENS:FUNC?;:OUTP?"]
     assert (r.on, r.state, r.vset, r.iset, r.vmon, r.imon, r.alarms) == (
         False,
         ChannelState.OFF,
@@ -179,8 +179,22 @@ def test_a_value_not_measured_is_not_available(k2410, smu, clock):
     smu.handle(':SENS:FUNC:OFF "CURR"')  # someone reconfigured the measurement
     clock.advance(0.1)
     r = drv.read([0], full=False)[0]
-    # CURR neither measured nor sourced: +9.91e37; VOLT, sourced, reads its programmed value
+    # CURR neither measured nor sourced: +9.91e37; VOLT is still sensed: a measurement
     assert r.imon is None and r.vmon == pytest.approx(50.0, abs=0.01)
+
+
+def test_a_sourced_voltage_is_not_reported_as_measured(k2410, smu, clock):
+    drv = k2410()
+    bias(drv, 50.0)
+    clock.advance(0.1)
+    assert drv.read([0], full=True)[0].vmon == pytest.approx(50.0, abs=0.01)  # sensed: a measurement
+    smu.handle(':SENS:FUNC:OFF "VOLT"')  # someone turned voltage sensing off at the front panel
+    assert smu.handle(":FORM:ELEM VOLT,CURR;:READ?").startswith(b"-5.000000E+01,")  # the programmed value
+    r = drv.read([0], full=True)[0]  # a full read asks :SENS:FUNC? with the settings
+    assert r.vmon is None and r.imon == pytest.approx(5e-7, rel=0.01) and r.vset == 50.0
+    assert drv.read([0], full=False)[0].vmon is None  # remembered until the next full read
+    smu.handle(':SENS:FUNC "VOLT"')
+    assert drv.read([0], full=True)[0].vmon == pytest.approx(50.0, abs=0.01)
 
 
 def test_wrong_polarity_is_an_error_state(k2410, smu, clock):
@@ -258,7 +272,14 @@ def test_one_query_per_round_trip_fallback(k2410, clock):
     clock.advance(0.1)
     drv.link.reset()
     r = drv.read([0], full=True)[0]
-    assert drv.link.queries == [":SOUR:VOLT?", ":SENS:CURR:PROT?", ":OUTP?", ":READ?", ":SENS:CURR:PROT:TRIP?"]
+    assert drv.link.queries == [
+        ":SOUR:VOLT?",
+        ":SENS:CURR:PROT?",
+        ":SENS:FUNC?",
+        ":OUTP?",
+        ":READ?",
+        ":SENS:CURR:PROT:TRIP?",
+    ]
     assert r.vmon == pytest.approx(60, abs=0.01) and r.vset == 60.0
 
 

@@ -57,6 +57,8 @@ def _scpi(request: str, _: str) -> str:
 def _julabo(request: str, last: str) -> str:
     if request == "in_sp_00":  # the read-back of the last out_sp_00
         return last.split()[-1]
+    if request == "in_mode_01":  # setpoint 1 (sp_00) is the active one
+        return "0"
     return "03 REMOTE START"
 
 
@@ -70,11 +72,15 @@ STEPS = [
     (CaenN1470, {}, "iset", None, 0.01e-6),
     (CaenN1470, {}, "rampup", None, 1.0),
     (CaenN1470, {}, "rampdown", None, 1.0),
-    (IsegShr, {}, "vset", None, 1e-3),
+    (IsegShr, {}, "vset", None, 1e-2),
     (IsegShr, {}, "iset", None, 1e-9),
     (IsegShr, {}, "rampup", None, 1e-3),
-    (IsegShr, {}, "rampdown", None, 1e-3),
-    (IsegShr, {"vset_resolution": 0.01, "iset_resolution": 1e-8}, "vset", None, 0.01),
+    (IsegShr, {}, "rampup", 0.5, 1e-3),
+    (IsegShr, {}, "rampup", 1.0, 1e-3),
+    (IsegShr, {}, "rampup", 50.0, 1e-2),
+    (IsegShr, {}, "rampdown", 0.02, 1e-3),
+    (IsegShr, {}, "rampdown", 20.0, 1e-2),
+    (IsegShr, {"vset_resolution": 0.001, "iset_resolution": 1e-8}, "vset", None, 0.001),
     (IsegShr, {"vset_resolution": 0.01, "iset_resolution": 1e-8}, "iset", None, 1e-8),
     (Keithley2410, {"polarity": "-"}, "vset", 0.1, 5e-6),
     (Keithley2410, {"polarity": "-"}, "vset", 2.0, 50e-6),
@@ -123,9 +129,10 @@ SETS = [
     (CaenN1470, _caen, {}, "set_current", 1.23e-6, "PAR:ISET,VAL:1.23", 1.234e-6, "1e-08 A step"),
     (CaenN1470, _caen, {}, "rampup", 20.0, "PAR:RUP,VAL:20", 20.5, "1 V/s step"),
     (CaenN1470, _caen, {}, "rampdown", 499.0, "PAR:RDW,VAL:499", 1.5, "1 V/s step"),
-    (IsegShr, _scpi, {}, "set_voltage", 500.001, ":VOLT 500.001,(@0)", 500.0005, "0.001 V step"),
+    (IsegShr, _scpi, {}, "set_voltage", 500.01, ":VOLT 500.01,(@0)", 500.005, "0.01 V step"),
     (IsegShr, _scpi, {}, "set_current", 1.5e-8, ":CURR 0.000000015,(@0)", 1.5e-9 + 1e-8, "1e-09 A step"),
-    (IsegShr, _scpi, {}, "rampup", 12.345, ":CONF:RAMP:VOLT:UP 12.345,(@0)", 12.3455, "0.001 V/s step"),
+    (IsegShr, _scpi, {}, "rampup", 12.34, ":CONF:RAMP:VOLT:UP 12.34,(@0)", 12.345, "0.01 V/s step"),
+    (IsegShr, _scpi, {}, "rampdown", 0.125, ":CONF:RAMP:VOLT:DOWN 0.125,(@0)", 0.1255, "0.001 V/s step"),
     (IsegShr, _scpi, {"vset_resolution": 0.1}, "set_voltage", 100.1, ":VOLT 100.1,(@0)", 100.05, "0.1 V step"),
     (Keithley2410, _scpi, {"polarity": "-"}, "set_voltage", 150.05, ":SOUR:VOLT -150.05", 150.01, "0.05 V step"),
     (Keithley2410, _scpi, {"polarity": "-"}, "set_voltage", 5.0005, ":SOUR:VOLT -5.0005", 5.0001, "0.0005 V step"),

@@ -141,3 +141,21 @@ def test_rst_restores_defaults_but_keeps_load(hmp):
     q(hmp, "INST:NSEL 2;VOLT 3;OUTP ON;*RST")
     assert q(hmp, "INST:NSEL?;VOLT?;CURR?;OUTP?;FUSE?") == "1;0.000;1.0000;0;0"
     assert hmp.chan(2).load == 5.0
+
+
+@pytest.mark.parametrize(
+    ("command", "query", "reply", "held"),
+    [
+        ("VOLT 12.3456", "VOLT?", "12.346", 12.346),  # 1 mV
+        ("VOLT 3.3004", "VOLT?", "3.300", 3.3),
+        ("CURR 0.12346", "CURR?", "0.1235", 0.1235),  # 0.1 mA up to 1 A
+        ("CURR 0.99996", "CURR?", "1.0000", 1.0),
+        ("CURR 1.23456", "CURR?", "1.2350", 1.235),  # 1 mA above 1 A
+        ("CURR 2.3454", "CURR?", "2.3450", 2.345),
+        ("APPL 5.0006,3.0007", "APPL?", "5.001,3.0010", 3.001),
+    ],
+)
+def test_set_values_are_held_at_the_instrument_resolution(hmp, command, query, reply, held):
+    assert q(hmp, command) is None and q(hmp, "SYST:ERR?") == '0,"No error"'
+    assert q(hmp, query) == reply
+    assert (hmp.ch.iset if "CURR" in command or "APPL" in command else hmp.ch.vset) == held

@@ -303,3 +303,25 @@ def test_cli_rejects_an_unknown_option(capsys):
     assert "--option ecko: not an option of iseg-shr" in capsys.readouterr().err
     assert main(["iseg-shr", "--tcp", "127.0.0.1:0", "--option", "echo"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("request_", "query", "reply", "held"),
+    [
+        # the set voltage is held at 10 mV, what the %.5fE3V reply can show
+        (":VOLT 123.454,(@1)", ":READ:VOLT? (@1)", "0.12345E3V", 123.45),
+        (":VOLT 123.456,(@1)", ":READ:VOLT? (@1)", "0.12346E3V", 123.46),
+        (":VOLT 1234.567,(@1)", ":READ:VOLT? (@1)", "1.23457E3V", 1234.57),
+        # ramps from 1 V/s at 10 mV/s, below at 1 mV/s
+        (":CONF:RAMP:VOLT:UP 12.344,(@1)", ":CONF:RAMP:VOLT:UP? (@1)", "0.01234E3V/s", 12.34),
+        (":CONF:RAMP:VOLT:DOWN 12.346,(@1)", ":CONF:RAMP:VOLT:DOWN? (@1)", "0.01235E3V/s", 12.35),
+        (":CONF:RAMP:VOLT 0.1234,(@1)", ":CONF:RAMP:VOLT:UP? (@1)", "123.00000E-3V/s", 0.123),
+    ],
+)
+def test_settings_are_held_at_the_declared_resolution(clock, request_, query, reply, held):
+    hv = IsegShr(clock=clock, seed=1, polarity="p")
+    assert q(hv, request_) is None
+    assert q(hv, query) == reply
+    ch = hv.chan(1)
+    value = ch.vset if "RAMP" not in request_ else ch.rdown if "DOWN" in request_ else ch.rup
+    assert value == held

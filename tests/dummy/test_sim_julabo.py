@@ -171,3 +171,30 @@ def test_scenario_setpoint_range_and_bad_parameters(clock):
 def test_cli_refuses_two_channels(capsys):
     assert main(["julabo", "--tcp", "127.0.0.1:0", "--channels", "2"]) == 2
     assert "--channels: 2 out of range for julabo" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("resolution", "sent", "reply", "held"),
+    [
+        (0.01, "20.004", "20.00", 20.0),
+        (0.01, "20.006", "20.01", 20.01),
+        (0.01, "-12.345", "-12.35", -12.35),
+        (0.1, "20.04", "20.0", 20.0),
+        (0.1, "20.06", "20.1", 20.1),
+        (0.1, "-12.36", "-12.4", -12.4),
+    ],
+)
+def test_setpoints_are_held_at_the_setpoint_resolution(clock, resolution, sent, reply, held):
+    chiller = Julabo(clock=clock, seed=1, setpoint_resolution=resolution)
+    for n in (0, 2):  # every setpoint, and the warning limits alike
+        assert q(chiller, f"out_sp_0{n} {sent}") is None
+        assert q(chiller, f"in_sp_0{n}") == reply
+        assert chiller.values[f"sp_0{n}"] == held
+    assert q(chiller, "out_sp_03 150.55") is None
+    assert q(chiller, "in_sp_03") == ("150.55" if resolution == 0.01 else "150.6")
+    assert q(chiller, "in_par_06") == "5.0"  # other settings keep their formats
+
+
+def test_setpoint_resolution_option(clock):
+    with pytest.raises(ValueError, match="setpoint_resolution"):
+        Julabo(clock=clock, setpoint_resolution=0.05)

@@ -208,3 +208,27 @@ def test_cli_options_for_variant_and_terminator():
     inst = _instrument(args)
     assert inst.variant == "2400" and inst.reply_terminator == b"\r\n"
     assert b"MODEL 2400" in inst.handle("*IDN?")
+
+
+@pytest.mark.parametrize(
+    ("variant", "commands", "query", "held"),
+    [
+        # auto range: the lowest range that holds the level (105 % of its name) gives the step
+        ("2410", ":SOUR:VOLT 0.1234567", ":SOUR:VOLT?", 0.123455),  # 200 mV range, 5 uV
+        ("2410", ":SOUR:VOLT 1.2345678", ":SOUR:VOLT?", 1.23455),  # 2 V range, 50 uV
+        ("2410", ":SOUR:VOLT 20.1234", ":SOUR:VOLT?", 20.1235),  # 20 V range up to 21 V, 500 uV
+        ("2410", ":SOUR:VOLT -150.01", ":SOUR:VOLT?", -150.0),  # 1000 V range, 50 mV
+        ("2410", ":SOUR:VOLT 150.03", ":SOUR:VOLT?", 150.05),
+        ("2400", ":SOUR:VOLT 150.0076", ":SOUR:VOLT?", 150.01),  # 200 V range, 5 mV
+        # a fixed range keeps its own (coarser) step for a small level
+        ("2410", ":SOUR:VOLT:RANG 1000;:SOUR:VOLT 1.234", ":SOUR:VOLT?", 1.25),
+        ("2410", ":SOUR:FUNC CURR;:SOUR:CURR 1.23456e-6", ":SOUR:CURR?", 1.2345e-6),  # 10 uA range, 500 pA
+        ("2400", ":SOUR:FUNC CURR;:SOUR:CURR 0.0123456", ":SOUR:CURR?", 0.012345),  # 100 mA range, 5 uA
+        ("2410", ":SENS:CURR:PROT 1.23456e-5", ":SENS:CURR:PROT?", 1.2345e-5),  # 100 uA range, 5 nA
+    ],
+)
+def test_source_levels_are_held_at_the_programming_resolution(clock, variant, commands, query, held):
+    smu = Keithley2410(clock=clock, seed=1, variant=variant)
+    assert q(smu, commands) is None
+    assert q(smu, ":SYST:ERR?") == '0,"No error"'
+    assert float(q(smu, query)) == pytest.approx(held, rel=1e-12)

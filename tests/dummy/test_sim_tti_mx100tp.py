@@ -30,16 +30,16 @@ def test_identity_terminators_and_pon_over_tcp(serve, connect):
     assert client.ask("*ESR?", term=b"\n") == b"128\r\n"
     assert client.ask("*esr?", term=b"\r\n") == b"0\r\n"  # CR LF and lower case accepted
     client.send("V2 5;I2 0.25\n")
-    assert client.ask("V2?;I2?", term=b"\n") == b"V2 5.00\r\n"  # one reply line per query
-    assert client.read() == b"I2 0.250\r\n"
+    assert client.ask("V2?;I2?", term=b"\n") == b"V2 5.000\r\n"  # one reply line per query
+    assert client.read() == b"I2 0.2500\r\n"
     assert client.ask("*OPC?", term=b"\n") == b"1\r\n"
 
 
 def test_set_value_and_protection_formats(tti):
-    assert q(tti, "V1 12.3456;V1?") == "V1 12.35"
-    assert q(tti, "V1V 3.3;V1?") == "V1 3.30"  # set with verify
-    assert q(tti, "I3 0.1;I3?") == "I3 0.100"
-    assert q(tti, "I2 4e-3;I2?") == "I2 0.004"  # NRF with exponent
+    assert q(tti, "V1 12.3456;V1?") == "V1 12.346"  # held at 1 mV
+    assert q(tti, "V1V 3.3;V1?") == "V1 3.300"  # set with verify
+    assert q(tti, "I3 0.1;I3?") == "I3 0.1000"
+    assert q(tti, "I2 4e-3;I2?") == "I2 0.0040"  # NRF with exponent
     assert q(tti, "OVP1?;OCP1?") == "VP1 77.00\r\nCP1 6.600"  # defaults: 1.1 x the range
     assert q(tti, "OVP1 13.5;OCP1 2.5;OVP1?;OCP1?") == "VP1 13.50\r\nCP1 2.500"
     assert q(tti, "*TST?") == "0"
@@ -144,7 +144,7 @@ def test_opall_leaves_a_tripped_output_off(tti):
 def test_rst_keeps_the_loads(tti):
     tti.set_param("load", 7.0, channel=3)
     q(tti, "V3 3;OP3 1;*RST")
-    assert q(tti, "V3?;I3?;OP3?") == "V3 0.00\r\nI3 1.000\r\n0"
+    assert q(tti, "V3?;I3?;OP3?") == "V3 0.000\r\nI3 1.0000\r\n0"
     assert tti.chan(3).load == 7.0
 
 
@@ -163,3 +163,24 @@ def test_cpx400dp_has_two_outputs_and_its_own_range(clock):
 def test_cli_refuses_four_channels(capsys):
     assert main(["tti-mx100tp", "--tcp", "127.0.0.1:0", "--channels", "4"]) == 2
     assert "--channels: 4 out of range for tti-mx100tp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("channels", "variant", "requests", "replies"),
+    [
+        # MX100TP / QL355TP hold 1 mV and 0.1 mA; the reply carries every held digit
+        (3, None, "V1 5.0004;I1 0.12345;V1?;I1?", "V1 5.000\r\nI1 0.1234"),
+        (3, None, "V1 5.0006;I1 0.12346;V1?;I1?", "V1 5.001\r\nI1 0.1235"),
+        (3, "QL355TP", "V2 12.3456;I2 1.23456;V2?;I2?", "V2 12.346\r\nI2 1.2346"),
+        # the CPX400DP holds 10 mV and 1 mA
+        (2, None, "V1 5.004;I1 0.1234;V1?;I1?", "V1 5.00\r\nI1 0.123"),
+        (2, None, "V2 5.006;I2 0.1236;V2?;I2?", "V2 5.01\r\nI2 0.124"),
+    ],
+)
+def test_set_values_are_held_at_the_model_resolution(clock, channels, variant, requests, replies):
+    tti = TtiMx100tp(clock=clock, seed=1, channels=channels, variant=variant)
+    assert q(tti, requests) == replies
+    o = tti.channels[int(requests[1]) - 1]
+    vstep, istep = (1e-2, 1e-3) if channels == 2 else (1e-3, 1e-4)
+    for value, step in ((o.vset, vstep), (o.iset, istep)):
+        assert abs(value / step - round(value / step)) < 1e-9  # the held value itself is on the grid

@@ -28,17 +28,17 @@ def test_step_sizes_and_increments(tti):
     assert q(tti, "DELTAV1?;DELTAI1?") == "DV1 0.10\r\nDI1 0.010"
     assert q(tti, "DELTAV2 0.25;DELTAI2 0.005;DELTAV2?;DELTAI2?") == "DV2 0.25\r\nDI2 0.005"
     q(tti, "V2 1;INCV2;INCV2V;V2?")
-    assert q(tti, "V2?") == "V2 1.50"
-    assert q(tti, "DECV2;V2?") == "V2 1.25"
-    assert q(tti, "DECV2V;V2?") == "V2 1.00"
-    assert q(tti, "I2 0.1;INCI2;INCI2;DECI2;I2?") == "I2 0.105"
+    assert q(tti, "V2?") == "V2 1.500"
+    assert q(tti, "DECV2;V2?") == "V2 1.250"
+    assert q(tti, "DECV2V;V2?") == "V2 1.000"
+    assert q(tti, "I2 0.1;INCI2;INCI2;DECI2;I2?") == "I2 0.1050"
     assert errors(tti) == (0, 0)
 
 
 def test_increment_beyond_the_range_is_refused(tti):
     q(tti, "V1 69.95;INCV1")
     assert errors(tti) == (16, 100)
-    assert q(tti, "V1?") == "V1 69.95"
+    assert q(tti, "V1?") == "V1 69.950"
     q(tti, "I1 0.005;DECI1")
     assert errors(tti) == (16, 100)
     assert q(tti, "DELTAV1 71") is None
@@ -87,7 +87,7 @@ def test_out_of_range_values_are_execution_errors(tti, bad, eer):
 def test_malformed_commands_are_command_errors(tti, bad):
     assert q(tti, bad + ";V1 5") is None  # the rest of the line is dropped
     assert errors(tti) == (32, 0)
-    assert q(tti, "V1?") == "V1 0.00"
+    assert q(tti, "V1?") == "V1 0.000"
 
 
 def test_status_byte_and_enable_registers(tti):
@@ -112,9 +112,9 @@ def test_opc_sets_the_operation_complete_bit(tti):
 
 def test_save_and_recall_setups(tti):
     q(tti, "V3 12;I3 2;OVP3 20;OCP3 3;SAV3 7;*RST")
-    assert q(tti, "V3?;I3?;OVP3?;OCP3?") == "V3 0.00\r\nI3 1.000\r\nVP3 77.00\r\nCP3 6.600"
+    assert q(tti, "V3?;I3?;OVP3?;OCP3?") == "V3 0.000\r\nI3 1.0000\r\nVP3 77.00\r\nCP3 6.600"
     q(tti, "RCL3 7")
-    assert q(tti, "V3?;I3?;OVP3?;OCP3?") == "V3 12.00\r\nI3 2.000\r\nVP3 20.00\r\nCP3 3.000"
+    assert q(tti, "V3?;I3?;OVP3?;OCP3?") == "V3 12.000\r\nI3 2.0000\r\nVP3 20.00\r\nCP3 3.000"
     q(tti, "RCL1 7")  # stores are per output
     assert errors(tti) == (16, 101)
 
@@ -122,11 +122,11 @@ def test_save_and_recall_setups(tti):
 def test_config_voltage_tracking(tti):
     assert q(tti, "CONFIG?") == "2"
     q(tti, "V2 3;CONFIG 0")
-    assert q(tti, "CONFIG?;V2?") == "0\r\nV2 0.00"  # output 2 takes output 1's voltage
+    assert q(tti, "CONFIG?;V2?") == "0\r\nV2 0.000"  # output 2 takes output 1's voltage
     q(tti, "V1 7.5")
-    assert q(tti, "V1?;V2?") == "V1 7.50\r\nV2 7.50"
+    assert q(tti, "V1?;V2?") == "V1 7.500\r\nV2 7.500"
     q(tti, "CONFIG 2;V1 1")
-    assert q(tti, "V1?;V2?") == "V1 1.00\r\nV2 7.50"
+    assert q(tti, "V1?;V2?") == "V1 1.000\r\nV2 7.500"
 
 
 def test_voltage_range_mx100tp_only(tti, clock):

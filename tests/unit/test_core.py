@@ -1,5 +1,6 @@
 """The device policy core on its own: no broker, no threads, a scripted instrument."""
 
+import itertools
 import json
 from dataclasses import replace
 
@@ -8,25 +9,39 @@ import pytest
 from slowctl.config import DeviceConfig
 from slowctl.device.capabilities import Capabilities, CommandError
 from slowctl.device.commands import Command, Request
-from slowctl.device.core import OUTPUT_LOST, SETPOINT, TRIP, DeviceCore
+from slowctl.device.core import OUTPUT_LOST, SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED, DeviceCore
 from slowctl.device.memory import UNREADABLE, MemoryFile
 from slowctl.drivers import DRIVERS
+from slowctl.drivers.base import SupplyDriver
+from slowctl.drivers.link import LinkError
 from slowctl.drivers.readings import ChannelState, SupplyChannel
 
+SETPOINT, TRIP = SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED
 
-class FakeSupply:
-    """Holds what it is sent, rounded to `grid` like an instrument that rounds (the bug we guard against)."""
 
-    def __init__(self, channels, grid=None, **initial):
+class FakeSupply(SupplyDriver):
+    """Holds what it is sent, rounded to `grid` like an instrument that rounds (the bug we guard against).
+    `ramp_down`: `off` leaves the output ramping down (on, RAMP_DOWN) until `settle()`, as a CAEN does."""
+
+    model = "fake"
+
+    def __init__(self, channels, grid=None, ramp_down=False, **initial):  # no link: nothing on a wire
         base = dict(
             on=False, vset=0.0, vmon=0.0, iset=1e-5, imon=0.0, state=ChannelState.OFF, rampup=20.0, rampdown=40.0
         )
         base.update(initial)
         self.held = {ch: SupplyChannel(**base) for ch in channels}
-        self.grid = grid
+        self.grid, self.ramp_down = grid, ramp_down
         self.calls = []
+        self.fail_read = None  # an exception for the next read
+
+    def connect(self):
+        return "fake"
 
     def read(self, channels, full):
+        if self.fail_read:
+            exc, self.fail_read = self.fail_read, None
+            raise exc
         return {ch: replace(self.held[ch], alarms=list(self.held[ch].alarms)) for ch in channels}
 
     def _hold(self, ch, key, value):
@@ -47,16 +62,27 @@ class FakeSupply:
 
     def switch(self, ch, on):
         self.calls.append(("switch", ch, on))
+        if not on and self.ramp_down and self.held[ch].on:
+            self.held[ch].state = ChannelState.RAMP_DOWN
+            return
         self.held[ch].on = on
         self.held[ch].state = ChannelState.ON if on else ChannelState.OFF
+
+    def settle(self, ch):
+        if self.held[ch].state is ChannelState.RAMP_DOWN:
+            self.held[ch].on, self.held[ch].state = False, ChannelState.OFF
+
+    def trip(self, ch):
+        self.held[ch].on, self.held[ch].state, self.held[ch].alarms = False, ChannelState.TRIPPED, ["TRIP"]
 
     def clear(self, ch):
         self.calls.append(("clear", ch, None))
         if self.held[ch].state is ChannelState.TRIPPED:
-            self.held[ch].state = ChannelState.OFF
+            self.held[ch].state, self.held[ch].alarms = ChannelState.OFF, []
 
     def configure_channel(self, ch, up, down, off_mode):
         self.calls.append(("configure", ch, (up, down, off_mode)))
+        self.set_ramp(ch, up, down)
 
 
 def hv_config(**channel):
@@ -64,9 +90,41 @@ def hv_config(**channel):
     return DeviceConfig(model="caen-n1470", address="socket://x:1", channels={0: ch, 1: {**ch, "name": "other"}})
 
 
-def make_core(cfg=None, path=None, clock=lambda: 100.0):
+def soft_config(**channel):
+    """An HMP4040 channel ramped by the framework: 10 V/s, 1 V steps."""
+    ch = {"name": "bias", "vmax": 30, "imax": 1.0, "ramp_max": 20, "rampup": 10, "rampdown": 10, **channel}
+    return DeviceConfig(model="hmp4040", address="socket://x:1", channels={0: ch})
+
+
+class Clock:
+    """Monotonic time the test moves; each look also moves it a little, as real reads take time."""
+
+    def __init__(self):
+        self.now, self._tick = 100.0, itertools.count()
+
+    def __call__(self):
+        return self.now + next(self._tick) * 1e-6
+
+    def advance(self, seconds):
+        self.now += seconds
+
+
+def make_core(cfg=None, path=None, clock=None):
     cfg = cfg or hv_config()
-    return DeviceCore("hv", cfg, Capabilities.build(cfg), MemoryFile(path), clock)
+    return DeviceCore("hv", cfg, Capabilities.build(cfg), MemoryFile(path), clock or Clock())
+
+
+def look(core, drv, channels=(0, 1), full=True):
+    """A poll as the adapter makes it."""
+    return core.observe(drv.read(list(channels), full), core.clock())
+
+
+def ramp_to_end(core, drv, clock, seconds):
+    events = []
+    for _ in range(int(seconds / 0.2) + 2):
+        clock.advance(0.2)
+        events += core.step_ramps(drv)
+    return events
 
 
 def cmd(action, channel=0, value=None):
@@ -94,7 +152,7 @@ def test_instrument_holding_something_else_is_not_ok():
     core.connected(drv, "fake", first=True)
     out = core.execute(drv, cmd("vset", 0, 12.3), "test")
     assert not out.ok and out.applied == pytest.approx(12.0)
-    assert "vset 12.3 V was sent but the instrument holds 12 V" in out.error and "applied" in out.error
+    assert out.error == "vset 12.3 V was sent but the instrument holds 12 V"
     assert out.events[-1].kind == "command_failed" and out.events[-1].severity == "major"
 
 
@@ -134,7 +192,8 @@ def test_sub_resolution_message_names_the_step():
 
 
 def test_on_is_refused_while_the_instrument_holds_a_setting_beyond_the_limits():
-    core, drv = make_core(), FakeSupply([0, 1], iset=4e-3, rampup=100.0)
+    # no rates configured: the instrument keeps its own, which exceed ramp_max
+    core, drv = make_core(hv_config(rampup=None, rampdown=None)), FakeSupply([0, 1], iset=4e-3, rampup=100.0)
     events = core.connected(drv, "fake", first=True)
     assert "limit_violation" in kinds(events)
     out = core.execute(drv, cmd("on"), "test")
@@ -206,10 +265,10 @@ def test_front_panel_setpoint_change_is_reported():
     core, drv = make_core(), FakeSupply([0, 1])
     core.connected(drv, "fake", first=True)
     drv.held[0].vset = 42.0  # front panel
-    events = core.observe(drv.read([0, 1], full=True), 200.0)
+    events = look(core, drv)
     assert kinds(events) == ["setpoint_changed"] and events[0].channel == 0 and events[0].after == 42.0
     assert SETPOINT in core.readings[0].alarms
-    assert core.observe(drv.read([0, 1], full=True), 201.0) == [], "reported once"
+    assert look(core, drv) == [], "reported once"
 
 
 def test_own_commands_are_not_external_changes():
@@ -221,17 +280,17 @@ def test_own_commands_are_not_external_changes():
     assert "output_changed" not in kinds(out.events) and "state_changed" in kinds(out.events)
     drv.held[0].on, drv.held[0].state = False, ChannelState.OFF  # hardware ramp down after `off`
     core.execute(drv, cmd("off", 0), "test")
-    assert "output_changed" not in kinds(core.observe(drv.read([0], full=True), 300.0))
+    assert "output_changed" not in kinds(look(core, drv, [0]))
 
 
 def test_trip_latch_and_a_trip_that_clears_itself():
     core, drv = make_core(), FakeSupply([0, 1])
     core.connected(drv, "fake", first=True)
     drv.held[0].state, drv.held[0].alarms = ChannelState.TRIPPED, ["TRIP"]
-    events = core.observe(drv.read([0], full=False), 200.0)
+    events = look(core, drv, [0], full=False)
     assert "trip" in kinds(events)
     drv.held[0].state, drv.held[0].alarms = ChannelState.OFF, []
-    events = core.observe(drv.read([0], full=False), 201.0)
+    events = look(core, drv, [0], full=False)
     assert "trip_gone" in kinds(events)
     assert core.readings[0].state is ChannelState.TRIPPED and TRIP in core.readings[0].alarms
     out = core.execute(drv, cmd("on", 0), "test")
@@ -242,9 +301,9 @@ def test_limit_violation_seen_and_gone():
     core, drv = make_core(), FakeSupply([0, 1])
     core.connected(drv, "fake", first=True)
     drv.held[0].iset = 1e-3
-    assert "limit_violation" in kinds(core.observe(drv.read([0], full=True), 200.0))
+    assert "limit_violation" in kinds(look(core, drv, [0]))
     drv.held[0].iset = 1e-5
-    assert "limit_ok" in kinds(core.observe(drv.read([0], full=True), 201.0))
+    assert "limit_ok" in kinds(look(core, drv, [0]))
 
 
 # --- the latch survives a restart ------------------------------------------------------------------
@@ -255,7 +314,7 @@ def test_latched_alarms_survive_a_restart(tmp_path):
     core, drv = make_core(path=path), FakeSupply([0, 1])
     core.connected(drv, "fake", first=True)
     drv.held[1].state = ChannelState.TRIPPED
-    core.observe(drv.read([1], full=False), 200.0)
+    look(core, drv, [1], full=False)
     drv.held[1].state = ChannelState.OFF  # the instrument forgets (a register cleared by reading it)
     assert json.loads(path.read_text())["latched"] == {"1": [TRIP]}
     again = make_core(path=path)
@@ -311,3 +370,187 @@ def test_capabilities_payload_and_docs_come_from_the_declaration(stack_config):
 
 def test_every_model_is_described(stack_config):
     assert {d.model for d in stack_config.devices.values()} == set(DRIVERS)
+
+
+# --- findings of the review: each reproduced first, then fixed -------------------------------------
+
+
+def soft_core(clock, path=None):
+    core = make_core(soft_config(), path=path, clock=clock)
+    drv = FakeSupply([0], iset=0.5)
+    core.connected(drv, "fake", first=True)
+    return core, drv
+
+
+def test_software_ramp_restarts_from_where_the_instrument_is():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    assert core.execute(drv, cmd("vset", 0, 20.0), "t").ok
+    assert core.execute(drv, cmd("on"), "t").ok
+    for _ in range(5):  # 1 s at 10 V/s
+        clock.advance(0.2)
+        core.step_ramps(drv)
+    assert 8 <= drv.held[0].vset <= 12
+    events = core.link_lost("timeout")
+    assert "RAMP" not in str(drv.calls[-1]) and any("stopped" in e.message for e in events)
+    core.connected(drv, "fake", first=False)
+    assert "RAMP_ABORTED" in core.readings[0].alarms
+    assert core.execute(drv, cmd("off"), "t").ok
+    clock.advance(0.2)
+    core.step_ramps(drv)
+    sent = [v for k, _, v in drv.calls if k == "vset"][-1]
+    assert sent < 12, f"the off-ramp must start at the instrument's ~10 V, not the old 20 V target (sent {sent})"
+
+
+def test_iset_during_a_software_ramp_keeps_the_ramp():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    core.execute(drv, cmd("vset", 0, 20.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    clock.advance(0.4)
+    core.step_ramps(drv)
+    assert core.execute(drv, cmd("iset", 0, 0.25), "t").ok
+    assert 0 in core.ramps, "the ramp goes on at the new current limit"
+    ramp_to_end(core, drv, clock, 3)
+    assert drv.held[0].vset == 20.0 and core.readings[0].state is ChannelState.ON
+
+
+def test_front_panel_vset_on_a_software_ramped_channel_is_reported_and_shown():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    core.execute(drv, cmd("vset", 0, 5.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    ramp_to_end(core, drv, clock, 1)
+    drv.held[0].vset = 25.0  # front panel
+    events = look(core, drv, [0])
+    assert kinds(events) == ["setpoint_changed"] and events[0].before == 5.0 and events[0].after == 25.0
+    assert core.readings[0].vset == 25.0, "the status shows what the instrument holds"
+    assert look(core, drv, [0]) == []
+
+
+def test_a_software_ramp_step_does_not_hide_an_output_that_went_off():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    core.execute(drv, cmd("vset", 0, 20.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    clock.advance(0.4)
+    core.step_ramps(drv)
+    drv.held[0].on, drv.held[0].state = False, ChannelState.OFF  # an interlock of the instrument
+    clock.advance(0.2)
+    events = core.step_ramps(drv)
+    assert "output_changed" in kinds(events) and OUTPUT_LOST in core.latched(0)
+    assert 0 not in core.ramps, "no more steps for an output that is off"
+
+
+def test_only_clear_ends_a_latched_trip():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.trip(0)
+    look(core, drv)
+    drv.held[0].state, drv.held[0].alarms = ChannelState.OFF, []  # reset at the front panel ...
+    drv.switch(0, True)  # ... and switched on there
+    events = look(core, drv)
+    assert "output_changed" in kinds(events) and TRIP in core.latched(0)
+    drv.switch(0, False)
+    out = core.execute(drv, cmd("on"), "t")
+    assert not out.ok and "tripped" in out.error
+
+
+def test_raising_the_voltage_is_refused_while_a_held_setting_is_beyond_the_limits():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    assert core.execute(drv, cmd("vset", 0, 100.0), "t").ok
+    assert core.execute(drv, cmd("on"), "t").ok
+    drv.held[0].rampup = 500.0  # front panel
+    look(core, drv)
+    out = core.execute(drv, cmd("vset", 0, 600.0), "t")
+    assert not out.ok and "rampup" in out.error and ("vset", 0, 600.0) not in drv.calls
+    assert core.execute(drv, cmd("vset", 0, 50.0), "t").ok, "lowering stays possible"
+
+
+def test_an_ignored_off_is_not_ok():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    core.execute(drv, cmd("on"), "t")
+    drv.switch = lambda ch, on: None  # the instrument ignores it (local mode, a fault)
+    out = core.execute(drv, cmd("off"), "t")
+    assert not out.ok and "off was sent but the instrument shows the output on" in out.error
+
+
+def test_own_off_with_a_hardware_ramp_down_is_no_output_change():
+    core, drv = make_core(), FakeSupply([0, 1], ramp_down=True)
+    core.connected(drv, "fake", first=True)
+    core.execute(drv, cmd("vset", 0, 100.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    out = core.execute(drv, cmd("off"), "t")
+    assert out.ok and out.applied == "RAMP_DOWN"
+    drv.settle(0)
+    events = look(core, drv)
+    assert "output_changed" not in kinds(events) and core.latched(0) == set()
+
+
+def test_clear_while_the_instrument_still_shows_the_trip_keeps_the_latch():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.trip(0)
+    look(core, drv)
+    drv.clear = lambda ch: None  # the cause is still there
+    out = core.execute(drv, cmd("clear"), "t")
+    assert not out.ok and "still shows the trip" in out.error and TRIP in core.latched(0)
+    drv.held[0].state, drv.held[0].alarms = ChannelState.OFF, []  # gone by itself later
+    look(core, drv)
+    assert not core.execute(drv, cmd("on"), "t").ok, "a second clear is needed"
+
+
+def test_an_unwritable_state_file_is_said_and_loses_no_event(tmp_path, monkeypatch):
+    core, drv = make_core(path=tmp_path / "hv.json"), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(core.memory_file, "save", full)
+    drv.trip(0)
+    events = look(core, drv)
+    assert "trip" in kinds(events)
+    problem = next(e for e in events if e.kind == "latch_state")
+    assert "No space left on device" in problem.message and "lost on a restart" in problem.message
+
+
+def test_a_link_lost_between_a_command_and_its_read_back_is_no_false_alarm():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.fail_read = None
+    original = drv.set_voltage
+
+    def set_then_fail(ch, v):
+        original(ch, v)
+        drv.fail_read = LinkError("timeout")
+
+    drv.set_voltage = set_then_fail
+    out = core.execute(drv, cmd("vset", 0, 100.0), "t")
+    assert not out.ok and out.link_error is not None and "link failed" in out.error
+    core.link_lost("timeout")
+    events = core.connected(drv, "fake", first=False)
+    assert "setpoint_changed" not in kinds(events) and SETPOINT not in core.latched(0)
+
+
+def test_startup_settings_only_at_service_start():
+    core, drv = make_core(hv_config(startup={"iset": 20e-6})), FakeSupply([0, 1], iset=50e-6)
+    core.connected(drv, "fake", first=True)
+    assert drv.held[0].iset == pytest.approx(20e-6)
+    assert core.execute(drv, cmd("iset", 0, 80e-6), "t").ok  # an operator's choice
+    core.link_lost("blip")
+    core.connected(drv, "fake", first=False)
+    assert drv.held[0].iset == pytest.approx(80e-6), "a reconnect must not undo what an operator set"
+
+
+def test_rates_are_reapplied_only_while_off_and_front_panel_rates_are_reported():
+    core, drv = make_core(), FakeSupply([0, 1], rampup=5.0)
+    drv.held[1].on, drv.held[1].state = True, ChannelState.ON
+    events = core.connected(drv, "fake", first=True)
+    assert drv.held[0].rampup == 20.0 and drv.held[1].rampup == 5.0
+    assert "setting_skipped" in kinds(events)
+    drv.held[0].rampdown = 7.0  # front panel
+    changed = [e for e in look(core, drv) if e.kind == "setpoint_changed"]
+    assert changed and changed[0].channel == 0 and "rampdown" in changed[0].message

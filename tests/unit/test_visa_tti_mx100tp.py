@@ -46,8 +46,9 @@ def test_numbers_go_as_plain_decimals(tti):
     tti.connect()
     tti.set_current(0, 3e-4)  # "I1 0.0003": the instrument model would refuse "3e-04"
     tti.set_voltage(0, 12.346)
-    # the pyvisa-sim model reads set values back with 3 / 2 decimals, coarser than the 0.1 mA / 1 mV steps
-    assert tti.link.query("I1?") == "I1 0.000" and tti.vset[0] == 12.35
+    # the model reads set values back at the MX100TP's 0.1 mA / 1 mV: what was set, digit for digit
+    assert tti.link.query("I1?") == "I1 0.0003" and tti.link.query("V1?") == "V1 12.346"
+    assert (tti.iset[0], tti.vset[0]) == (3e-4, 12.346)
     with pytest.raises(InstrumentError, match="vset 12.3457 V is finer than the instrument's 0.001 V step"):
         tti.set_voltage(0, 12.3456789)
 

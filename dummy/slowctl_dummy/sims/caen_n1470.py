@@ -34,6 +34,7 @@ Channel parameters, value / MIN / MAX / decimals (MON; the first column is also 
     MAXV  %04.0f V    MVMIN 0000    MVMAX 8100    MVDEC 0
     RUP   %03.0f V/s  RUPMIN 001    RUPMAX 500    RUPDEC 0   (RDW, RDWMIN, RDWMAX, RDWDEC alike)
     TRIP  %06.1f s    TRIPMIN 0000.0  TRIPMAX 1000.0  TRIPDEC 1
+    (a SET value is held at its parameter's decimals: VSET 100.04 holds 100.0 V, RUP 20.4 holds 20 V/s)
     PDWN  RAMP | KILL           IMRANGE  HIGH | LOW (IMON range)       ON, OFF  SET only, no value
     VMON  %06.1f V (unsigned; sign from POL)     POL  + | -  (MON only)
     IMON  %07.2f uA (IMRANGE HIGH) | %08.3f uA (LOW)   IMDEC 2 | 3      STAT  %05d bit word
@@ -198,11 +199,14 @@ def _number(val: str | None, lo: float, hi: float) -> float:
     return v
 
 
-def setting(attr: str, fmt: str, lo: float, hi: float | Callable[[HvChannel], float]) -> ChPar:
+def setting(
+    attr: str, fmt: str, lo: float, hi: float | Callable[[HvChannel], float], dec: int | None = None
+) -> ChPar:
+    """A numeric setting; with `dec` held at that many decimals (the parameter's DEC: its resolution)."""
     return ChPar(
         mon=lambda inst, ch: fmt % getattr(ch, attr),
         check=lambda ch, val: _number(val, lo, hi(ch) if callable(hi) else hi),
-        apply=lambda ch, v: setattr(ch, attr, v),
+        apply=lambda ch, v: setattr(ch, attr, v if dec is None else round(v, dec)),
     )
 
 
@@ -223,7 +227,8 @@ def ranged(
     """A numeric setting and its MIN, MAX and DEC companions, all in the setting's format."""
     fmt = f"%0{width}.{dec}f"
     mn, mx, dc = names
-    return {par: setting(attr, fmt, lo, limit or hi), mn: const(fmt % lo), mx: const(fmt % hi), dc: const(str(dec))}
+    value = setting(attr, fmt, lo, limit or hi, dec)
+    return {par: value, mn: const(fmt % lo), mx: const(fmt % hi), dc: const(str(dec))}
 
 
 def choice(attr: str, words: tuple[str, ...]) -> ChPar:
@@ -282,6 +287,13 @@ _REQUEST = re.compile(r"\$BD:(\d{1,2}),CMD:([A-Z]+)(?:,CH:([^,]*))?(?:,PAR:([^,]
 
 class CaenN1470(Instrument):
     model = "caen-n1470"
+    # board state, set in __init__; declared here for the parameter tables above, which use it
+    serial: str
+    firmware: str
+    termination: bool
+    local: bool
+    ilk_mode: str
+    alarm: int
     request_terminator = b"\r\n"
     reply_terminator = b"\r\n"
     first_channel = 0

@@ -30,6 +30,9 @@ Commands and reply formats (SCPI short/long forms in any case, ``[..]`` optional
     SYSTem:REMote, SYSTem:LOCal, SYSTem:MIXed, SYSTem:RWLock, SYSTem:BEEPer[:IMMediate]
                        (accepted, no effect: the front panel is not simulated)
 
+Setting resolution (HMP4040 data sheet): a set voltage is held at 1 mV, a current limit at 0.1 mA up to
+1 A and at 1 mA above (``CURR 2.34567`` holds 2.346 A, read back ``2.3460``); finer values are rounded.
+
 Defaults (``*RST``): 0 V, 1 A, voltage step 1 V, current step 0.1 A, fuse off,
 delay 0 ms, no fuse links, OVP 32.5 V, channel 1 selected, all outputs off.
 Unconfirmed, from public drivers rather than the manual: the ``APPLy?`` and
@@ -59,6 +62,20 @@ from ..scpi import ScpiError, ScpiInstrument, boolean, integer, number, scpi
 
 MODELS = {2: "HMP2020", 3: "HMP2030", 4: "HMP4040"}
 VMAX, IMAX, OVPMAX, DELMAX = 32.050, 10.0, 33.0, 250.0  # V, A, V, ms
+# setting resolution (HMP4040 data sheet): 1 mV; current 0.1 mA up to 1 A, 1 mA above
+VSTEP = 1e-3
+ISTEPS = ((1.0, 1e-4), (math.inf, 1e-3))  # (highest current, step) A
+
+
+def held_voltage(volts: float) -> float:
+    """The voltage the channel holds: the nearest whole number of 1 mV steps."""
+    return float(f"{round(volts / VSTEP) * VSTEP:.3f}")
+
+
+def held_current(amps: float) -> float:
+    """The current limit the channel holds: 0.1 mA steps up to 1 A, 1 mA steps above."""
+    step = next(step for top, step in ISTEPS if amps <= top)
+    return float(f"{round(amps / step) * step:.4f}")
 
 
 def _limit_q(arg: str | None, value: float, lo: float, hi: float) -> float:
@@ -198,7 +215,7 @@ class Hmp4040(ScpiInstrument):
 
     @scpi("[SOURce:]VOLTage[:LEVel][:IMMediate][:AMPLitude]")
     def _volt(self, arg: str | None) -> None:
-        self.ch.vset = self._stepped(arg, self.ch.vset, self.ch.vstep, VMAX)
+        self.ch.vset = held_voltage(self._stepped(arg, self.ch.vset, self.ch.vstep, VMAX))
 
     @scpi("[SOURce:]VOLTage[:LEVel][:IMMediate][:AMPLitude]?")
     def _volt_q(self, arg: str | None) -> str:
@@ -214,7 +231,7 @@ class Hmp4040(ScpiInstrument):
 
     @scpi("[SOURce:]CURRent[:LEVel][:IMMediate][:AMPLitude]")
     def _curr(self, arg: str | None) -> None:
-        self.ch.iset = self._stepped(arg, self.ch.iset, self.ch.istep, IMAX)
+        self.ch.iset = held_current(self._stepped(arg, self.ch.iset, self.ch.istep, IMAX))
 
     @scpi("[SOURce:]CURRent[:LEVel][:IMMediate][:AMPLitude]?")
     def _curr_q(self, arg: str | None) -> str:
@@ -234,7 +251,7 @@ class Hmp4040(ScpiInstrument):
         if len(parts) != 2 or not all(parts):
             raise ScpiError(-109, "Missing parameter")
         v, i = number(parts[0], 0.0, VMAX), number(parts[1], 0.0, IMAX)  # both valid before either changes
-        self.ch.vset, self.ch.iset = v, i
+        self.ch.vset, self.ch.iset = held_voltage(v), held_current(i)
 
     @scpi("APPLy?")
     def _apply_q(self, arg: str | None) -> str:

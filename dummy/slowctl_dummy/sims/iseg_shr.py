@@ -27,6 +27,9 @@ optional exponent, an empty exponent and an optional unit suffix)::
     currents  %.4fE-6A   in uA with the sign of the polarity   -1.2345E-6A
     ramps     %.5fE3V/s                                         0.05000E3V/s
     trip time %dms                                              100ms
+
+The set voltage is held at 10 mV, a ramp speed at 10 mV/s (1 mV/s below 1 V/s): the steps these
+replies can confirm; a finer value is rounded to them (unconfirmed, as the formats).
     status    decimal bit word                                  9
 
 Commands (SCPI short/long forms in any case, ``[..]`` optional; ``(@l)`` a channel list)::
@@ -112,7 +115,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..base import MAX_STEP, Param
-from ..scpi import ScpiError, ScpiInstrument, boolean, integer, number, scpi
+from ..scpi import Handler, ScpiError, ScpiInstrument, boolean, integer, number, scpi
 
 POS, ON, RAMP, EMCY, CC, CV, VBOUNDS, INHIBIT, TRIP, ILIM, VLIM = (
     1 << b for b in (0, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15)
@@ -124,6 +127,19 @@ MOD_HV_ON, MOD_NO_RAMP, MOD_SAFETY_GOOD, MOD_EVENT, MOD_GOOD, MOD_SUPPLY_GOOD, M
 )
 SUPPLIES = {"P24V": 24.0, "N24V": -24.0, "P5V": 5.0, "P3V": 3.3, "P12V": 12.0, "N12V": -12.0}
 RAMP_MIN = 1e-3  # V/s; the highest speed is 20 % of Vnom per second
+# setting steps: what the %.5fE3 replies can show (10 mV, 10 mV/s), 1 mV/s for a ramp below 1 V/s (its
+# E-3 reply shows more); unconfirmed, the driver declares the same (docs/instruments/iseg-shr.md)
+VSET_STEP = 0.01  # V
+RAMP_STEPS = ((1.0, 1e-3), (math.inf, 1e-2))  # (highest rate, step) V/s
+
+
+def held(value: float, step: float) -> float:
+    """The value the module holds: the nearest whole number of setting steps."""
+    return float(f"{round(value / step) * step:.12g}")
+
+
+def held_rate(rate: float) -> float:
+    return held(rate, next(step for top, step in RAMP_STEPS if rate <= top))
 WORD = 2**31 - 1  # largest register word accepted
 
 
@@ -256,7 +272,7 @@ _SETTING = re.compile(r"(.*?)\s*,\s*(\(@.*)")
 _UNIT = re.compile(r"(?i)\s*(V/S|V|A|MS)$")
 
 
-def _supply(rail: str) -> Callable[[IsegShr, str | None], str]:
+def _supply(rail: str) -> Handler:
     """The query of one module supply rail: nominal value with a little noise."""
 
     @scpi(f"READ:MODule:SUPply:{rail}?")
@@ -412,9 +428,11 @@ class IsegShr(ScpiInstrument):
     def _query(self, arg: str | None, fmt: Callable[[IsegChannel], str]) -> str:
         return ",".join(fmt(ch) for ch in self._list(arg))
 
-    def _set_all(self, arg: str | None, attr: str, lo: float, hi: float) -> None:
+    def _set_all(
+        self, arg: str | None, attr: str, lo: float, hi: float, grid: Callable[[float], float] = float
+    ) -> None:
         value, chans = self._setting(arg)
-        x = self._number(value, lo, hi)
+        x = grid(self._number(value, lo, hi))
         for ch in chans:
             setattr(ch, attr, x)
 
@@ -465,7 +483,7 @@ class IsegShr(ScpiInstrument):
                 raise ScpiError(-222, "Data out of range")  # sign against the polarity
             values.append(abs(v))
         for ch, v in zip(chans, values):
-            ch.vset = v
+            ch.vset = held(v, VSET_STEP)
 
     def _switch(self, ch: IsegChannel, word: str) -> None:
         if word == "ON":
@@ -495,17 +513,17 @@ class IsegShr(ScpiInstrument):
     @scpi("CONFigure:RAMP[:VOLTage]")
     def _ramp(self, arg: str | None) -> None:
         value, chans = self._setting(arg)
-        r = self._number(value, RAMP_MIN, 0.2 * self.vnom)
+        r = held_rate(self._number(value, RAMP_MIN, 0.2 * self.vnom))
         for ch in chans:
             ch.rup = ch.rdown = r
 
     @scpi("CONFigure:RAMP[:VOLTage]:UP")
     def _rup(self, arg: str | None) -> None:
-        self._set_all(arg, "rup", RAMP_MIN, 0.2 * self.vnom)
+        self._set_all(arg, "rup", RAMP_MIN, 0.2 * self.vnom, held_rate)
 
     @scpi("CONFigure:RAMP[:VOLTage]:DOwn")
     def _rdown(self, arg: str | None) -> None:
-        self._set_all(arg, "rdown", RAMP_MIN, 0.2 * self.vnom)
+        self._set_all(arg, "rdown", RAMP_MIN, 0.2 * self.vnom, held_rate)
 
     @scpi("CONFigure:TRIP:ACTion")
     def _trip_action(self, arg: str | None) -> None:

@@ -28,6 +28,12 @@ Requests and replies (``in_`` replies: ``%.2f`` temperatures, integers for modes
     in_hil_01            100       max heating power, %             out_hil_01 10..100
     in_par_06 .. 08      5.0 / 60 / 10   internal controller Xp (K), Tn (s), Tv (s)  out_par_06 .. 08
 
+Setpoint resolution (constructor ``setpoint_resolution``, ``--option setpoint_resolution=0.1``): 0.01 degC
+(default, FP50 / CF series) or 0.1 degC (models with a one-decimal display).  The temperature settings
+(``sp_00`` .. ``sp_04``) are held rounded to it and their ``in_`` replies carry its decimals
+(``20.00`` or ``20.0``); measured temperatures keep ``%.2f``.  Which models hold 0.1 is unconfirmed: the
+driver has the same option.
+
 ``out_`` commands never reply: a client reads the value back with ``in_``.
 A request the chiller cannot use gets no reply either; the next ``status``
 reports why, once, then the status shows the operating state again:
@@ -128,6 +134,7 @@ SETTINGS: dict[str, Setting] = {
     "par_08": Setting(10, 0, 999, "{:.0f}", True),  # Tv, derivative time, s
 }
 WARN_LIMITS = ("sp_04", "sp_03")  # a setpoint outside them is taken, with warning -13
+TEMPERATURES = frozenset({"sp_00", "sp_01", "sp_02", "sp_03", "sp_04"})  # held at setpoint_resolution
 
 
 class Julabo(Instrument):
@@ -149,6 +156,7 @@ class Julabo(Instrument):
         eol: str | bytes = "cr",
         version: str = "JULABO FP50-HE VERSION 4.0",
         safe_temp: float = 220.0,
+        setpoint_resolution: float = 0.01,
         channels: int | None = None,
         seed: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -157,8 +165,12 @@ class Julabo(Instrument):
         terminator = EOLS.get(eol.lower() if isinstance(eol, str) else eol)
         if terminator is None:
             raise ValueError(f"eol: expected cr or lf, got {eol!r}")
-        self.request_terminator = terminator  # type: ignore[misc]  # the server reads it per instance
+        self.request_terminator = terminator  # the server reads it per instance
         self.version = version
+        if setpoint_resolution not in (0.01, 0.1):
+            raise ValueError(f"setpoint_resolution: expected 0.01 or 0.1, got {setpoint_resolution!r}")
+        self.setpoint_resolution = setpoint_resolution
+        self.sp_format = "{:.2f}" if setpoint_resolution == 0.01 else "{:.1f}"
         self.safe_temp = safe_temp  # excess temperature protector dial (in_pv_04)
         self.tau, self.tau_ambient, self.ambient = 60.0, 600.0, 22.0
         self.sp_min, self.sp_max = -50.0, 200.0
@@ -178,8 +190,13 @@ class Julabo(Instrument):
             "in_pv_04": lambda: f"{self.safe_temp:.2f}",
             "in_sp_06": lambda: "0",  # temperature unit: degC
             "in_mode_05": lambda: str(int(self.running)),
-            **{f"in_{name}": (lambda n=name: SETTINGS[n].fmt.format(self.values[n])) for name in SETTINGS},
+            **{f"in_{name}": self._reply(name) for name in SETTINGS},
         }
+
+    def _reply(self, name: str) -> Callable[[], str]:
+        """The `in_<name>` query: temperatures with the decimals of the setpoint resolution."""
+        fmt = self.sp_format if name in TEMPERATURES else SETTINGS[name].fmt
+        return lambda: fmt.format(self.values[name])
 
     @property
     def setpoint(self) -> float:
@@ -264,6 +281,9 @@ class Julabo(Instrument):
         value = self._checked(arg, bound[0], bound[1], s.integer)
         if value is None:
             return
+        if name in TEMPERATURES:  # held at the chiller's setpoint resolution
+            step = self.setpoint_resolution
+            value = float(f"{round(value / step) * step:.{2 if step == 0.01 else 1}f}")
         self.values[name] = value
         self.remote = True
         lo, hi = (self.values[n] for n in WARN_LIMITS)

@@ -58,6 +58,13 @@ measured nor sourced reads +9.910000E+37 (the 2410 Quick Results Guide, "Data
 string").  RES is V/I when RES is measured.  TIME is the time of the
 measurement in s, STAT bit 3 the compliance flag.
 
+Programming resolution (2400-series manual, specifications): a source level is held on the grid of its
+range (the fixed one, or with auto range the lowest that holds it: 105 % of its name), voltage 5 uV
+(200 mV), 50 uV (2 V), 500 uV (20 V), 5 mV (200 V, 2400), 50 mV (1000 V, 2410); current 50 pA (1 uA) ..
+50 uA (1 A), 500 nA on the 10 mA (2400) / 20 mA (2410) range.  A finer value is rounded to it:
+``:SOUR:VOLT 150.01`` holds 150.00 V on a 2410.  The current compliance is held on the grid of the
+current source range that holds it (assumed; the driver declares the same).
+
 Source-delay-measure: the source delay is the settling period between the
 source action and the measurement (2400 manual, trigger model), so a reading
 describes the output the delay after the request: ``:OUTP ON;:READ?`` returns
@@ -103,6 +110,13 @@ AUTO_DELAY = 0.003  # s, source delay with :SOUR:DEL:AUTO ON (unconfirmed value)
 V_RANGES = {"2410": (0.2, 2.0, 20.0, 1000.0), "2400": (0.2, 2.0, 20.0, 200.0)}
 I_RANGES = {"2410": (1e-6, 1e-5, 1e-4, 1e-3, 2e-2, 1e-1, 1.0), "2400": (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)}
 IMAX = 1.05  # A, highest current source level and compliance
+# source programming resolution per range (2400-series manual, specifications appendix): a level is held on
+# its range's grid (auto range: the lowest range that holds it); the compliance on that of the current
+# source range that holds it (assumed, as the driver does)
+STEPS = {
+    "VOLT": {0.2: 5e-6, 2.0: 50e-6, 20.0: 500e-6, 200.0: 5e-3, 1000.0: 50e-3},
+    "CURR": {1e-6: 50e-12, 1e-5: 500e-12, 1e-4: 5e-9, 1e-3: 50e-9, 1e-2: 500e-9, 2e-2: 500e-9, 1e-1: 5e-6, 1.0: 50e-6},
+}
 VLOW = 21.0  # V, the envelope corner: above it the current is limited to ENVELOPE
 
 
@@ -142,6 +156,11 @@ def _function(word: str | None) -> str:
 def _range(ranges: tuple[float, ...], value: float) -> float:
     """The lowest range that holds value (the top one when none does)."""
     return next((r for r in ranges if abs(value) <= r * 1.05), ranges[-1])
+
+
+def _held(value: float, step: float) -> float:
+    """The programmed value: the nearest whole number of steps, without binary noise."""
+    return float(f"{round(value / step) * step:.12g}")
 
 
 def _fmt(value: float) -> str:
@@ -201,7 +220,7 @@ class Keithley2410(ScpiInstrument):
         self.function = "VOLT"
         self.vset = 0.0  # V, signed
         self.iset = 0.0  # A, signed
-        self.level_range = {"VOLT": None, "CURR": None}  # fixed source range; None: auto
+        self.level_range: dict[str, float | None] = {"VOLT": None, "CURR": None}  # fixed source range; None: auto
         self.compliance = 105e-6  # A
         self.vcompliance = 21.0  # V
         self.meas_range: float | None = None  # fixed current measurement range; None: auto
@@ -345,6 +364,11 @@ class Keithley2410(ScpiInstrument):
         hi = top if fixed is None or fixed == self._ranges(function)[-1] else fixed * 1.05
         return number(arg, -hi, hi)
 
+    def _programmed(self, function: str, level: float) -> float:
+        """A source level as held: on the grid of the fixed range, or of the lowest range that holds it."""
+        r = self.level_range[function] or _range(self._ranges(function), level)
+        return _held(level, STEPS[function][r])
+
     def _ranges(self, function: str) -> tuple[float, ...]:
         return V_RANGES[self.variant] if function == "VOLT" else I_RANGES[self.variant]
 
@@ -353,7 +377,7 @@ class Keithley2410(ScpiInstrument):
         v = self._level("VOLT", arg)
         if self.compliance > self._envelope(v) + 1e-12:
             raise ScpiError(-221, "Settings conflict")
-        self.vset = v
+        self.vset = self._programmed("VOLT", v)
 
     @scpi("[SOURce[1]:]VOLTage[:LEVel][:IMMediate][:AMPLitude]?")
     def _volt_q(self, arg: str | None) -> str:
@@ -364,7 +388,7 @@ class Keithley2410(ScpiInstrument):
         i = self._level("CURR", arg)
         if abs(i) > ENVELOPE[self.variant] + 1e-12 and self.vcompliance > VLOW:
             raise ScpiError(-221, "Settings conflict")
-        self.iset = i
+        self.iset = self._programmed("CURR", i)
 
     @scpi("[SOURce[1]:]CURRent[:LEVel][:IMMediate][:AMPLitude]?")
     def _curr_q(self, arg: str | None) -> str:
@@ -448,7 +472,7 @@ class Keithley2410(ScpiInstrument):
         i = number(arg, 1e-9, IMAX)
         if i > self._envelope(self.vset) + 1e-12:
             raise ScpiError(-221, "Settings conflict")
-        self.compliance = i
+        self.compliance = _held(i, STEPS["CURR"][_range(self._ranges("CURR"), i)])
 
     @scpi("[SENSe[1]:]CURRent[:DC]:PROTection[:LEVel]?")
     def _prot_q(self, arg: str | None) -> str:

@@ -17,8 +17,9 @@ Commands and reply formats::
     EER?  -> 0   execution error register (last error number), cleared by reading
     QER?  -> 0   query error register, cleared by reading (never set by this simulator)
     *OPC? -> 1;  *WAI, *TST? -> 0, LOCAL (accepted, no effect)
-    V<n> <V>, V<n>V <V>   set voltage               V<n>?  -> V1 5.00     (%.2f)
-    I<n> <A>              set current limit          I<n>?  -> I1 0.500    (%.3f)
+    V<n> <V>, V<n>V <V>   set voltage               V<n>?  -> V1 5.000    (decimals of the setting step)
+    I<n> <A>              set current limit          I<n>?  -> I1 0.5000   (MX100TP, QL: 1 mV / 0.1 mA;
+                                                                        CPX400DP 10 mV / 1 mA: V1 5.00, I1 0.500)
     V<n>O? -> 5.002V      output voltage (%.3f V)    I<n>O? -> 0.100A      (%.3f A)
     OP<n> 0|1             output off / on            OP<n>? -> 1 | 0
     OPALL 0|1             every output off / on (tripped outputs stay off)
@@ -59,6 +60,10 @@ execution error 101 for an empty store, the status byte bit positions of the lim
 
 Ranges (per model, every output alike): MX100TP 70 V / 6 A, CPX400DP 60 V / 20 A,
 QL355TP and QL355P 35 V / 5 A.  Defaults: 0 V, 1 A, OVP 1.1*Vmax, OCP 1.1*Imax.
+Setting resolution: MX100TP, QL355TP, QL355P 1 mV / 0.1 mA, CPX400DP 10 mV / 1 mA (Aim-TTi data sheets);
+a finer set value is held rounded to it (``V1 5.0004`` holds 5.000 V).  The manuals give the ``V<n>?`` /
+``I<n>?`` number as ``<NR2>`` without a digit count: the simulator answers with the decimals of the
+setting step, so that the reply confirms what is held (unconfirmed: docs/instruments/tti-mx100tp.md).
 
 Physics: an output that is on drives its resistive ``load`` (ohm, scenario
 parameter, default 100): V = Vset and I = V/R, or constant current (I = Iset,
@@ -79,6 +84,9 @@ from ..base import Instrument, Param
 
 MODELS = {1: "QL355P", 2: "CPX400DP", 3: "MX100TP"}
 RANGES = {"MX100TP": (70.0, 6.0), "CPX400DP": (60.0, 20.0), "QL355TP": (35.0, 5.0), "QL355P": (35.0, 5.0)}
+# setting resolution (V, A) per model: the data sheets' 1 mV / 0.1 mA (CPX400DP 10 mV / 1 mA). A set value is
+# held on this grid (rounded to it) and V<n>? / I<n>? answer with its decimals: V1 5.000 / I1 0.5000
+STEPS = {"MX100TP": (1e-3, 1e-4), "CPX400DP": (1e-2, 1e-3), "QL355TP": (1e-3, 1e-4), "QL355P": (1e-3, 1e-4)}
 CV, CC, OVP, OCP = 0x01, 0x02, 0x04, 0x08  # LSR bits
 VRANGES = {"MX100TP": 3}  # VRANGE<n> range numbers per model; others have no VRANGE command
 STORES = range(10)  # SAV<n> / RCL<n> set-up stores
@@ -137,6 +145,11 @@ def nrf(arg: str) -> float:
     return value
 
 
+def _on_grid(value: float, step: float) -> float:
+    """The value the instrument holds: the nearest whole number of setting steps (also tidies INCV sums)."""
+    return float(f"{round(value / step) * step:.12g}")
+
+
 class TtiMx100tp(Instrument):
     model = "tti-mx100tp"
     request_terminator = b"\n"
@@ -160,6 +173,8 @@ class TtiMx100tp(Instrument):
             raise ValueError(f"variant: unknown {variant!r} (expected one of {', '.join(RANGES)})")
         self.serial = serial
         self.vmax, self.imax = RANGES[self.variant]
+        self.vstep, self.istep = STEPS[self.variant]
+        self.vdigits, self.idigits = (round(-math.log10(step)) for step in STEPS[self.variant])
         self.channels = [Output(self.vmax, self.imax) for _ in range(self.n_channels)]
         self.esr = 0x80  # PON
         self.eer = 0
@@ -169,66 +184,61 @@ class TtiMx100tp(Instrument):
         self.locked = False  # IFLOCK held
         self.stores: dict[tuple[int, int], tuple[float, float, float, float]] = {}  # (output, store) -> set-up
         # (header pattern, handler, takes a value); a group in the pattern is the output number
-        self.commands: list[tuple[re.Pattern[str], Callable[..., str | None], bool]] = [
-            (re.compile(pattern), handler, value)
-            for pattern, handler, value in (
-                (r"\*IDN\?", self._idn, False),
-                (r"\*RST", self._rst, False),
-                (r"\*CLS", self._cls, False),
-                (r"\*ESR\?", self._esr, False),
-                (r"\*OPC\?", lambda: "1", False),
-                (r"\*TST\?", lambda: "0", False),
-                (r"\*WAI|LOCAL", lambda: None, False),
-                (r"EER\?", self._eer, False),
-                (r"QER\?", self._qer, False),
-                (r"V(\d)V?", self._set_v, True),
-                (r"V(\d)\?", lambda o: f"V{self._n(o)} {o.vset:.2f}", False),
-                (r"V(\d)O\?", self._vout, False),
-                (r"I(\d)", self._set_i, True),
-                (r"I(\d)\?", lambda o: f"I{self._n(o)} {o.iset:.3f}", False),
-                (r"I(\d)O\?", self._iout, False),
-                (r"OP(\d)", self._op, True),
-                (r"OP(\d)\?", lambda o: str(int(o.on)), False),
-                (r"OPALL", self._opall, True),
-                (r"OVP(\d)", self._set_ovp, True),
-                (r"OVP(\d)\?", lambda o: f"VP{self._n(o)} {o.ovp:.2f}", False),
-                (r"OCP(\d)", self._set_ocp, True),
-                (r"OCP(\d)\?", lambda o: f"CP{self._n(o)} {o.ocp:.3f}", False),
-                (r"TRIPRST", self._triprst, False),
-                (r"LSR(\d)\?", self._lsr, False),
-                (r"LSE(\d)", lambda o, v: setattr(o, "lse", self._byte(v)), True),
-                (r"LSE(\d)\?", lambda o: str(o.lse), False),
-                (r"\*ESE", lambda v: setattr(self, "ese", self._byte(v)), True),
-                (r"\*ESE\?", lambda: str(self.ese), False),
-                (r"\*SRE", lambda v: setattr(self, "sre", self._byte(v)), True),
-                (r"\*SRE\?", lambda: str(self.sre), False),
-                (r"\*PRE", lambda v: setattr(self, "pre", self._byte(v)), True),
-                (r"\*PRE\?", lambda: str(self.pre), False),
-                (r"\*STB\?", lambda: str(self._stb()), False),
-                (r"\*IST\?", lambda: str(int(bool(self._stb() & self.pre))), False),
-                (r"\*OPC", self._opc, False),
-                (r"DELTAV(\d)", lambda o, v: setattr(o, "deltav", self._within(v, 0.0, self.vmax)), True),
-                (r"DELTAV(\d)\?", lambda o: f"DV{self._n(o)} {o.deltav:.2f}", False),
-                (r"DELTAI(\d)", lambda o, v: setattr(o, "deltai", self._within(v, 0.0, self.imax)), True),
-                (r"DELTAI(\d)\?", lambda o: f"DI{self._n(o)} {o.deltai:.3f}", False),
-                (r"INCV(\d)V?", lambda o: self._set_v(o, o.vset + o.deltav), False),
-                (r"DECV(\d)V?", lambda o: self._set_v(o, o.vset - o.deltav), False),
-                (r"INCI(\d)", lambda o: self._set_i(o, o.iset + o.deltai), False),
-                (r"DECI(\d)", lambda o: self._set_i(o, o.iset - o.deltai), False),
-                (r"SAV(\d)", self._sav, True),
-                (r"RCL(\d)", self._rcl, True),
-                (r"CONFIG", self._set_config, True),
-                (r"CONFIG\?", lambda: str(self.config), False),
-                (r"IFLOCK", self._iflock, False),
-                (r"IFLOCK\?", lambda: str(int(self.locked)), False),
-                (r"IFUNLOCK", self._ifunlock, False),
-                *(
-                    [(r"VRANGE(\d)", self._set_vrange, True), (r"VRANGE(\d)\?", lambda o: str(o.vrange), False)]
-                    if self.variant in VRANGES
-                    else []
-                ),
-            )
+        table: list[tuple[str, Callable[..., str | None], bool]] = [
+            (r"\*IDN\?", self._idn, False),
+            (r"\*RST", self._rst, False),
+            (r"\*CLS", self._cls, False),
+            (r"\*ESR\?", self._esr, False),
+            (r"\*OPC\?", lambda: "1", False),
+            (r"\*TST\?", lambda: "0", False),
+            (r"\*WAI|LOCAL", lambda: None, False),
+            (r"EER\?", self._eer, False),
+            (r"QER\?", self._qer, False),
+            (r"V(\d)V?", self._set_v, True),
+            (r"V(\d)\?", lambda o: f"V{self._n(o)} {o.vset:.{self.vdigits}f}", False),
+            (r"V(\d)O\?", self._vout, False),
+            (r"I(\d)", self._set_i, True),
+            (r"I(\d)\?", lambda o: f"I{self._n(o)} {o.iset:.{self.idigits}f}", False),
+            (r"I(\d)O\?", self._iout, False),
+            (r"OP(\d)", self._op, True),
+            (r"OP(\d)\?", lambda o: str(int(o.on)), False),
+            (r"OPALL", self._opall, True),
+            (r"OVP(\d)", self._set_ovp, True),
+            (r"OVP(\d)\?", lambda o: f"VP{self._n(o)} {o.ovp:.2f}", False),
+            (r"OCP(\d)", self._set_ocp, True),
+            (r"OCP(\d)\?", lambda o: f"CP{self._n(o)} {o.ocp:.3f}", False),
+            (r"TRIPRST", self._triprst, False),
+            (r"LSR(\d)\?", self._lsr, False),
+            (r"LSE(\d)", lambda o, v: setattr(o, "lse", self._byte(v)), True),
+            (r"LSE(\d)\?", lambda o: str(o.lse), False),
+            (r"\*ESE", lambda v: setattr(self, "ese", self._byte(v)), True),
+            (r"\*ESE\?", lambda: str(self.ese), False),
+            (r"\*SRE", lambda v: setattr(self, "sre", self._byte(v)), True),
+            (r"\*SRE\?", lambda: str(self.sre), False),
+            (r"\*PRE", lambda v: setattr(self, "pre", self._byte(v)), True),
+            (r"\*PRE\?", lambda: str(self.pre), False),
+            (r"\*STB\?", lambda: str(self._stb()), False),
+            (r"\*IST\?", lambda: str(int(bool(self._stb() & self.pre))), False),
+            (r"\*OPC", self._opc, False),
+            (r"DELTAV(\d)", lambda o, v: setattr(o, "deltav", self._within(v, 0.0, self.vmax)), True),
+            (r"DELTAV(\d)\?", lambda o: f"DV{self._n(o)} {o.deltav:.2f}", False),
+            (r"DELTAI(\d)", lambda o, v: setattr(o, "deltai", self._within(v, 0.0, self.imax)), True),
+            (r"DELTAI(\d)\?", lambda o: f"DI{self._n(o)} {o.deltai:.3f}", False),
+            (r"INCV(\d)V?", lambda o: self._set_v(o, o.vset + o.deltav), False),
+            (r"DECV(\d)V?", lambda o: self._set_v(o, o.vset - o.deltav), False),
+            (r"INCI(\d)", lambda o: self._set_i(o, o.iset + o.deltai), False),
+            (r"DECI(\d)", lambda o: self._set_i(o, o.iset - o.deltai), False),
+            (r"SAV(\d)", self._sav, True),
+            (r"RCL(\d)", self._rcl, True),
+            (r"CONFIG", self._set_config, True),
+            (r"CONFIG\?", lambda: str(self.config), False),
+            (r"IFLOCK", self._iflock, False),
+            (r"IFLOCK\?", lambda: str(int(self.locked)), False),
+            (r"IFUNLOCK", self._ifunlock, False),
         ]
+        if self.variant in VRANGES:
+            table += [(r"VRANGE(\d)", self._set_vrange, True), (r"VRANGE(\d)\?", lambda o: str(o.vrange), False)]
+        self.commands = [(re.compile(pattern), handler, value) for pattern, handler, value in table]
 
     # --- physics ------------------------------------------------------------------
     def step(self, dt: float) -> None:
@@ -324,12 +334,12 @@ class TtiMx100tp(Instrument):
         return value
 
     def _set_v(self, o: Output, value: float) -> None:
-        o.vset = self._within(round(value, 6), 0.0, self.vmax)  # round: INCV / DECV sums of float steps
+        o.vset = self._within(_on_grid(value, self.vstep), 0.0, self.vmax)  # held at the setting resolution
         if self.config == 0 and self._n(o) == 1 and self.n_channels > 1:
             self.channels[1].vset = o.vset  # voltage tracking
 
     def _set_i(self, o: Output, value: float) -> None:
-        o.iset = self._within(round(value, 6), 0.0, self.imax)
+        o.iset = self._within(_on_grid(value, self.istep), 0.0, self.imax)
 
     def _set_ovp(self, o: Output, value: float) -> None:
         o.ovp = self._within(value, 1.0, round(self.vmax * 1.1, 2))

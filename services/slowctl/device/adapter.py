@@ -100,6 +100,7 @@ class DeviceService:
         self._backlog: deque[Event] = deque(maxlen=EVENT_BACKLOG)
         self._closing = False
         self._connected_once = False
+        self._last_status: str | None = None
         self.state = DeviceState.DISCONNECTED
         self.error: str | None = "not connected yet"
         self.identity: str | None = None
@@ -140,8 +141,8 @@ class DeviceService:
                 break
             self._reply(cmd.request, False, "service is shutting down; command not executed")
         with self._core_lock:
-            self.core.persist()
-        self._emit([Event(self.id, "service_stop", "service stopped; outputs left as they are")])
+            self._emit(self.core.persist())
+            self._emit([Event(self.id, "service_stop", "service stopped; outputs left as they are")])
         self.mqtt.stop(last_words=[(self.topics.availability, "offline")])
         driver = self._driver
         if driver is not None:
@@ -152,7 +153,9 @@ class DeviceService:
         """Birth: runs on every (re)connect to the broker."""
         self.mqtt.publish(self.topics.availability, "online", qos=1, retain=True)
         self.mqtt.publish(self.topics.capabilities, json.dumps(self.caps.describe()), qos=1, retain=True)
-        self._publish_status()
+        # the last status as it was: paho's network thread must not wait for a command holding the core
+        if self._last_status is not None:
+            self.mqtt.publish(self.topics.status, self._last_status, qos=1, retain=True)
         self._publish_health()
         self._emit([])  # what happened while the broker was away
 
@@ -164,7 +167,7 @@ class DeviceService:
             driver = self.driver_cls(link, self.options, self.channels)
             identity = driver.connect()
             with link.lock.exclusive(), self._core_lock:
-                events = self.core.connected(driver, identity, first=not self._connected_once)
+                self._emit(self.core.connected(driver, identity, first=not self._connected_once))
         except (LinkError, InstrumentError) as exc:
             if link is not None:
                 link.close()
@@ -178,7 +181,6 @@ class DeviceService:
             self._driver = driver
         log.info("instrument connected: %s", identity)
         self.state, self.error = DeviceState.OK, None
-        self._emit(events)
         self._publish_status()
         return True
 
@@ -188,12 +190,11 @@ class DeviceService:
                 return
             self._driver = None
         with self._core_lock:
-            events = self.core.link_lost(str(exc))
+            self._emit(self.core.link_lost(str(exc)))
         with driver.link.lock.exclusive():  # never close under a transaction of the other thread
             driver.link.close()
         self.health.consecutive_errors += 1
         self.health.errors += 1
-        self._emit(events)
         self._set_state(DeviceState.DISCONNECTED, f"instrument link lost: {exc}")
 
     def _set_state(self, state: DeviceState, error: str | None) -> None:
@@ -256,14 +257,12 @@ class DeviceService:
         self.health.poll_cycles += 1
         self.health.last_poll_duration = time.monotonic() - started
         self.health.consecutive_errors = 0
-        with self._core_lock:
-            events = self.core.observe(readings, started)
         self.state, self.error = DeviceState.OK, None
-        self._emit(events)
-        self._publish_status()
-        self._publish_health()
         with self._core_lock:
-            self.core.persist()
+            self._emit(self.core.observe(readings, started))
+            self._publish_status()
+            self._emit(self.core.persist())
+        self._publish_health()
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:
@@ -356,7 +355,9 @@ class DeviceService:
 
     def _command_loop(self) -> None:
         while not self.stop_event.is_set():
-            wait = self.core.next_ramp_step() - time.monotonic()
+            with self._core_lock:
+                wait = self.core.next_ramp_step() - time.monotonic()
+                ramping = bool(self.core.ramps)
             try:
                 cmd: Command | None = self.queue.get(timeout=min(0.5, max(0.0, wait)))
             except queue.Empty:
@@ -369,7 +370,7 @@ class DeviceService:
                     self._reply(
                         cmd.request, False, "internal error while executing the command; check the device status"
                     )
-            if self.core.ramps:
+            if ramping:
                 try:
                     self._step_ramps()
                 except Exception as exc:
@@ -384,29 +385,18 @@ class DeviceService:
         if stale or driver is None:
             self._refuse(req, stale or f"instrument not connected ({self.error})")
             return
-        try:
-            with driver.link.lock.exclusive(), self._core_lock:
-                outcome: Outcome = self.core.execute(driver, cmd, _cause(req))
-        except LinkError as exc:
-            self._link_lost(driver, exc)
-            self._emit(
-                [
-                    Event(
-                        self.id,
-                        "command_failed",
-                        f"{cmd.action} on channel {cmd.channel}: instrument link failed: {exc}",
-                        cmd.channel,
-                        cause=_cause(req),
-                    )
-                ]
-            )
-            self._reply(req, False, f"instrument link failed: {exc}")
-            return
-        self._publish_status()
-        self._reply(req, outcome.ok, outcome.error, outcome.applied)
-        self._emit(outcome.events)  # after the reply: the sender waits for that, not for the record
+        with driver.link.lock.exclusive(), self._core_lock:
+            outcome: Outcome = self.core.execute(driver, cmd, _cause(req))
+            if outcome.link_error is None:
+                self._publish_status()
+                self._reply(req, outcome.ok, outcome.error, outcome.applied)
+                self._emit(outcome.events)  # after the reply: the sender waits for that, not for the record
+                self._emit(self.core.persist())
+                return
         with self._core_lock:
-            self.core.persist()
+            self._emit(outcome.events)
+        self._link_lost(driver, outcome.link_error)
+        self._reply(req, False, outcome.error)
 
     def _stale(self, req: Request) -> str | None:
         """Why a queued command is too old to run now, or None."""
@@ -428,20 +418,19 @@ class DeviceService:
             with self._core_lock:
                 self._emit(self.core.abort_ramps("the instrument is not connected"))
             return
-        if self.core.next_ramp_step() > time.monotonic():
-            return
         try:
             with driver.link.lock.exclusive(), self._core_lock:
-                events = self.core.step_ramps(driver)
+                if self.core.next_ramp_step() > time.monotonic():
+                    return
+                self._emit(self.core.step_ramps(driver))
+                self._publish_status()
         except LinkError as exc:
             self._link_lost(driver, exc)
-            return
-        self._emit(events)
-        self._publish_status()
 
     # --- publishing -------------------------------------------------------------------------
     def _emit(self, events: list[Event]) -> None:
-        """Events go out once each, in order; while the broker is away they wait (bounded)."""
+        """Events go out once each; the core's in order (emitted under the core lock); while the broker is
+        away they wait (bounded)."""
         for e in events:
             log.log(logging.WARNING if e.severity == "major" else logging.INFO, "event %s: %s", e.kind, e.message)
         self._backlog.extend(events)
@@ -456,8 +445,6 @@ class DeviceService:
             self.mqtt.publish(self.topics.metrics, event_line(e), qos=1)
 
     def _publish_status(self) -> None:
-        if not self.mqtt.connected.is_set():
-            return  # nothing piles up in paho while the broker is away; _announce re-publishes
         with self._core_lock:
             self.seq += 1
             ts = int(time.time() * 1000)
@@ -473,7 +460,10 @@ class DeviceService:
                 "identity": self.identity,
                 "channels": [channel_dict(ch, self.names[ch], readings.get(ch)) for ch in self.channels],
             }
-            self.mqtt.publish(self.topics.status, json.dumps(status), qos=1, retain=True)
+            self._last_status = json.dumps(status)
+            if not self.mqtt.connected.is_set():
+                return  # nothing piles up in paho while the broker is away; _announce publishes the last
+            self.mqtt.publish(self.topics.status, self._last_status, qos=1, retain=True)
             if readings:
                 self.mqtt.publish(
                     self.topics.metrics, metrics_lines(self.id, self.names, readings, ts, self.kind), qos=1

@@ -3,7 +3,7 @@
 Built from the device config and its driver's declarations (capabilities.py). It decides commands on a
 fresh read, runs software ramps, latches trips and unexpected changes, checks limits and held settings,
 remembers ramp rates, and detects what changed without a command. Every method returns what happened
-(events, an outcome); the MQTT adapter (service.py) publishes it. The adapter serialises all calls and
+(events, an outcome); the MQTT adapter (adapter.py) publishes it. The adapter serialises all calls and
 holds the instrument link while a method talks to the driver.
 """
 
@@ -14,34 +14,40 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from slowctl.config import ChannelConfig, DeviceConfig
+from slowctl.config import DeviceConfig
 from slowctl.device.capabilities import Capabilities, Capability
 from slowctl.device.commands import Command
 from slowctl.device.events import Event
 from slowctl.device.memory import UNREADABLE, Memory, MemoryFile
 from slowctl.device.ramp import SoftRamp
 from slowctl.drivers import Driver, SupplyDriver
-from slowctl.drivers.link import InstrumentError
+from slowctl.drivers.link import InstrumentError, LinkError
 from slowctl.drivers.readings import ChannelState, ChillerChannel, Reading, SupplyChannel
 
 RAMP_TICK = 0.2  # s between software-ramp steps
-TRIP = "TRIP_LATCHED"
+TRIP_LATCHED = "TRIP_LATCHED"
 OUTPUT_LOST = "OUTPUT_LOST"
-OUTPUT_ON = "OUTPUT_ON_EXTERNALLY"
-SETPOINT = "SETPOINT_CHANGED_EXTERNALLY"
-# latched alarms that forbid `on` until an operator clears them
-BLOCKING = frozenset({TRIP, OUTPUT_LOST, UNREADABLE})
-HELD = {"supply": ("vset", "iset"), "chiller": ("tset",)}  # settings watched for changes without a command
+OUTPUT_ON_EXTERNALLY = "OUTPUT_ON_EXTERNALLY"
+SETPOINT_CHANGED_EXTERNALLY = "SETPOINT_CHANGED_EXTERNALLY"
+# latched alarms that forbid `on` (and raising a voltage) until an operator clears them
+BLOCKING = frozenset({TRIP_LATCHED, OUTPUT_LOST, UNREADABLE})
+RATES = ("rampup", "rampdown")
+Expect = frozenset[str]  # what a read may show changed by our own doing: "on" and setting names
+ALL: Expect = frozenset({"on", "vset", "iset", "rampup", "rampdown", "tset"})
+NOTHING: Expect = frozenset()
+
+Controlled = SupplyChannel | ChillerChannel  # channels with an output and settings
 
 
 @dataclass
 class Outcome:
-    """A command's result: one reply, and the events it caused."""
+    """A command's result: one reply, and the events it caused. `link_error`: the link failed on the way."""
 
     ok: bool
     error: str | None = None
     applied: Any = None
     events: list[Event] = field(default_factory=list)
+    link_error: LinkError | None = None
 
 
 def _fmt(value: Any, unit: str) -> str:
@@ -53,19 +59,26 @@ class DeviceCore:
         self, device: str, cfg: DeviceConfig, caps: Capabilities, memory: MemoryFile, clock: Callable[[], float]
     ) -> None:
         self.id, self.cfg, self.caps, self.memory_file = device, cfg, caps, memory
-        self.clock = clock  # monotonic seconds (ramps); events carry wall time
+        self.clock = clock  # monotonic seconds (ramps, ordering of reads); events carry wall time
         self.channels = sorted(cfg.channels)
         self.rates: dict[int, tuple[float | None, float | None]] = {
             ch: (c.rampup, c.rampdown or c.rampup) for ch, c in cfg.channels.items()
+        }
+        # the settings watched for changes without a command: those an action sets and reads back
+        self.watched = {
+            ch: [cap.action.reading for cap in caps_.values() if cap.action.reading]
+            for ch, caps_ in caps.channels.items()
         }
         self.readings: dict[int, Reading] = {}  # as published: the instrument's view with policy overlays
         self.raw: dict[int, Reading] = {}  # the instrument's view, for change detection
         self.read_at: dict[int, float] = {}
         self.expect_on: dict[int, bool] = {}  # what the last command (or the first look) left each output at
+        self.pending: dict[int, Expect] = {}  # sent, not yet read back (a link lost in between)
         self.targets: dict[int, float] = {}  # user vset of software-ramped channels
         self.ramps: dict[int, SoftRamp] = {}
         self.ramp_aborted: set[int] = set()
         self.violations: dict[int, set[str]] = {}
+        self.problems: list[Event] = []  # e.g. the state file cannot be written; go out with the next result
         self.memory: Memory = memory.load(self.channels)
         self.outputs_dirty = False
         self.start_events: list[Event] = []
@@ -85,104 +98,128 @@ class DeviceCore:
     def _latch(self, ch: int, alarm: str) -> None:
         if alarm not in self.latched(ch):
             self.latched(ch).add(alarm)
-            self.memory_file.save(self.memory)
+            self._save(durable=True)
+
+    def _save(self, durable: bool) -> None:
+        try:
+            self.memory_file.save(self.memory, durable=durable)
+        except OSError as exc:  # the latch holds in memory; say that it would not survive a restart
+            self.problems.append(
+                self.event(
+                    "latch_state",
+                    f"cannot write the state file {self.memory_file.path}: {exc.strerror or exc}; "
+                    "latched alarms would be lost on a restart",
+                )
+            )
+
+    def _drain(self, events: list[Event]) -> list[Event]:
+        out, self.problems = events + self.problems, []
+        return out
 
     def _remember_outputs(self, ch: int, r: Reading) -> None:
-        seen = {"on": r.on} if isinstance(r, (SupplyChannel, ChillerChannel)) else {}
-        for key in HELD.get(self.caps.kind, ()):
-            seen[key] = self.targets.get(ch, getattr(r, key)) if key == "vset" else getattr(r, key)
-        if seen and self.memory.outputs.get(ch) != seen:
+        if not isinstance(r, (SupplyChannel, ChillerChannel)):
+            return
+        seen: dict[str, Any] = {"on": r.on}
+        for key in self.watched[ch]:
+            seen[key] = getattr(r, key)
+        if self.memory.outputs.get(ch) != seen:
             self.memory.outputs[ch] = seen
             self.outputs_dirty = True  # written by persist(), off the command's path
 
-    def persist(self) -> None:
+    def persist(self) -> list[Event]:
         """Write the outputs last seen, if they changed (latches are written at once, durably)."""
         if self.outputs_dirty:
             self.outputs_dirty = False
-            self.memory_file.save(self.memory, durable=False)
+            self._save(durable=False)
+        return self._drain([])
 
     # --- connection ----------------------------------------------------------------------
     def connected(self, driver: Driver, identity: str, first: bool) -> list[Event]:
-        """Start-up settings that never switch an output: remembered ramp rates, power-down mode, and the
-        channels' `startup` settings while their output is off. Call with the link held."""
-        events = [
-            self.event(
-                "instrument_connected" if first else "instrument_back",
-                f"instrument {'connected' if first else 'back'}: {identity}",
-            )
-        ]
-        if isinstance(driver, SupplyDriver):
-            for ch in self.channels:
-                up, down = self.rates[ch] if ch not in self.caps.soft_ramp else (None, None)
-                driver.configure_channel(ch, up, down, self.cfg.channels[ch].off_mode)
-        now = self.clock()
-        current = driver.read(self.channels, full=True)
-        events += self.observe(current, now, cause="seen on connecting")
+        """Look at the instrument as it is, then apply what never switches an output: the power-down mode,
+        remembered ramp rates and (at service start only) the channels' `startup` settings, each only where
+        the output is off. Call with the link held."""
+        kind = "instrument_connected" if first else "instrument_back"
+        events = [self.event(kind, f"instrument {'connected' if first else 'back'}: {identity}")]
+        events += self.observe(driver.read(self.channels, full=True), self.clock(), cause="seen on connecting")
+        applied: dict[int, dict[str, float]] = {}
         for ch in self.channels:
-            events += self._apply_startup(driver, ch, current.get(ch))
-        return events
+            r = self.raw.get(ch)
+            if not isinstance(r, (SupplyChannel, ChillerChannel)):
+                continue
+            wanted = self._wanted_at_connect(ch, first)
+            differ = {k: v for k, v in wanted.items() if not self._same(ch, k, getattr(r, k), v)}
+            if isinstance(driver, SupplyDriver):  # the power-down mode always; rates only while off
+                up, down = (None, None) if r.on else (differ.get("rampup"), differ.get("rampdown"))
+                driver.configure_channel(ch, up, down, self.cfg.channels[ch].off_mode)
+            if not differ:
+                continue
+            if r.on:
+                names = ", ".join(f"{k} {_fmt(v, '')}" for k, v in differ.items())
+                events.append(
+                    self.event("setting_skipped", f"{self.where(ch)}: {names} not applied: the output is on", ch)
+                )
+                continue
+            for key, value in differ.items():
+                if key not in RATES:
+                    self.caps.channels[ch][key].action.apply(driver, ch, value)
+                if key == "vset" and ch in self.caps.soft_ramp:
+                    self.targets[ch] = value  # the framework's target is what was set
+            applied[ch] = differ
+        if applied:
+            after = driver.read(sorted(applied), full=True)
+            events += self.observe(after, self.clock(), cause="start-up", expect={ch: ALL for ch in applied})
+            for ch, differ in applied.items():
+                events += [self._setting_event(ch, key, value, after[ch]) for key, value in differ.items()]
+        return self._drain(events)
 
-    def _apply_startup(self, driver: Driver, ch: int, r: Reading | None) -> list[Event]:
-        settings = self.cfg.channels[ch].startup
-        if settings is None or r is None or not isinstance(r, (SupplyChannel, ChillerChannel)):
-            return []
-        wanted = {k: v for k, v in settings.model_dump().items() if v is not None}
-        caps = self.caps.channels[ch]
-        differ = {k: v for k, v in wanted.items() if not caps[k].same(getattr(r, k), v)}
-        if not differ:
-            return []
-        if r.on:
-            return [
-                self.event(
-                    "setting_skipped",
-                    f"{self.where(ch)}: start-up settings {', '.join(differ)} not applied: the output is on",
-                    ch,
-                    cause="start-up",
-                )
-            ]
-        events = []
-        for key, value in differ.items():
-            caps[key].action.apply(driver, ch, value)
-            if key == "vset" and ch in self.caps.soft_ramp:
-                self.targets[ch] = value
-            events.append(
-                self.event(
-                    "setting_applied",
-                    f"{self.where(ch)}: {key} {_fmt(value, caps[key].action.unit)} applied at start-up (output off)",
-                    ch,
-                    before=getattr(r, key),
-                    after=value,
-                    cause="start-up",
-                )
+    def _wanted_at_connect(self, ch: int, first: bool) -> dict[str, float]:
+        wanted: dict[str, float] = {}
+        if ch not in self.caps.soft_ramp:  # the framework's rates are not the instrument's
+            up, down = self.rates[ch]
+            wanted |= {k: v for k, v in (("rampup", up), ("rampdown", down)) if v is not None and k in self.watched[ch]}
+        startup = self.cfg.channels[ch].startup
+        if first and startup is not None:  # a reconnect must not undo what an operator set since
+            wanted |= {k: v for k, v in startup.model_dump().items() if v is not None}
+        return wanted
+
+    def _setting_event(self, ch: int, key: str, value: float, r: Reading) -> Event:
+        held, unit = getattr(r, key), self.caps.channels[ch][key].action.unit
+        if self._same(ch, key, value, held):
+            return self.event(
+                "setting_applied",
+                f"{self.where(ch)}: {key} {_fmt(value, unit)} applied while the output is off",
+                ch,
+                after=held,
+                cause="start-up",
             )
-        self.observe(driver.read([ch], full=True), self.clock(), cause="start-up", expected=True)
-        return events
+        return self.event(
+            "setting_applied",
+            f"{self.where(ch)}: {key} {_fmt(value, unit)} sent, but the instrument holds {_fmt(held, unit)}",
+            ch,
+            severity="major",
+            after=held,
+            cause="start-up",
+        )
 
     def link_lost(self, reason: str) -> list[Event]:
         events = [self.event("instrument_lost", f"instrument link lost: {reason}")]
-        aborted, self.ramps = self.ramps, {}  # a new link must not continue an old ramp
-        if aborted:
-            self.ramp_aborted |= set(aborted)
-            events.append(
-                self.event(
-                    "state_changed",
-                    f"software ramp of channel(s) {sorted(aborted)} aborted: "
-                    "the output stays where the last step left it",
-                    severity="major",
-                )
-            )
-        return events
+        return self._drain(events + self.abort_ramps("the instrument link was lost"))
 
     # --- readings --------------------------------------------------------------------------
     def observe(
-        self, readings: Mapping[int, Reading], started: float, cause: str = "instrument", expected: bool = False
+        self,
+        readings: Mapping[int, Reading],
+        started: float,
+        cause: str = "instrument",
+        expect: Mapping[int, Expect] | None = None,
     ) -> list[Event]:
-        """Take a read of the instrument: overlays, latches, limits and what changed. `expected`: the read
-        follows our own command, so changed settings and outputs are its effect, not an external change."""
+        """Take a read of the instrument: overlays, latches, limits and what changed. `expect` names, per
+        channel, what our own doing may have changed (a command's read-back, a ramp step)."""
         events: list[Event] = []
         for ch, r in readings.items():
             if self.read_at.get(ch, -math.inf) > started:
-                continue  # a command's read-back is newer than this poll
+                continue  # a command's read-back is newer than this read
+            expected = (expect or {}).get(ch, NOTHING) | self.pending.pop(ch, NOTHING)
             events += self._changes(ch, self.raw.get(ch), r, cause, expected)
             self.raw[ch] = _copy(r)
             self._overlay(ch, r)
@@ -190,24 +227,22 @@ class DeviceCore:
             self.readings[ch] = r
             self.read_at[ch] = started
             self._remember_outputs(ch, r)
-        return events
+        return self._drain(events)
 
-    def _changes(self, ch: int, before: Reading | None, r: Reading, cause: str, expected: bool) -> list[Event]:
+    def _changes(self, ch: int, before: Reading | None, r: Reading, cause: str, expected: Expect) -> list[Event]:
         if not isinstance(r, (SupplyChannel, ChillerChannel)):
             return []
         events: list[Event] = []
-        if before is None or not isinstance(before, (SupplyChannel, ChillerChannel)):
+        if not isinstance(before, (SupplyChannel, ChillerChannel)):
             # first look since start: compare with what the last run saw
             seen = self.memory.outputs.get(ch) or {}
             self.expect_on.setdefault(ch, r.on)
-            if seen.get("on") is not None and bool(seen["on"]) != r.on and not expected:
+            if ch in self.caps.soft_ramp and "vset" in seen:
+                self.targets.setdefault(ch, seen["vset"])
+            if seen.get("on") is not None and bool(seen["on"]) != r.on and "on" not in expected:
                 events += self._output_change(ch, bool(seen["on"]), r, "while the service was not running")
-            for key in HELD.get(self.caps.kind, ()):
-                soft = key == "vset" and ch in self.caps.soft_ramp  # the framework's target, not the instrument's
-                if key in seen and not soft and not expected and not self._same(ch, key, seen[key], getattr(r, key)):
-                    events += self._setpoint_change(
-                        ch, key, seen[key], getattr(r, key), "while the service was not running"
-                    )
+            previous = {k: v for k, v in seen.items() if k != "on"}
+            events += self._setpoint_changes(ch, previous, r, "while the service was not running", expected)
             return events + self._trip(ch, None, r)
         if r.state is not before.state:
             events.append(
@@ -222,28 +257,49 @@ class DeviceCore:
             )
         events += self._trip(ch, before, r)
         if r.on != before.on:
-            if expected:
-                self.expect_on[ch] = r.on
-            elif r.state is not ChannelState.TRIPPED and r.on != self.expect_on.get(ch, before.on):
+            tripped = r.state is ChannelState.TRIPPED
+            if "on" not in expected and not tripped and r.on != self.expect_on.get(ch, before.on):
                 events += self._output_change(ch, before.on, r, cause)
             self.expect_on[ch] = r.on
-        for key in HELD.get(self.caps.kind, ()):
-            if key == "vset" and ch in self.caps.soft_ramp:
-                continue  # the framework steps it; the target is what counts
-            old, new = getattr(before, key), getattr(r, key)
-            if not expected and not self._same(ch, key, old, new):
-                events += self._setpoint_change(ch, key, old, new, cause)
+        return events + self._setpoint_changes(
+            ch, {k: getattr(before, k) for k in self.watched[ch]}, r, cause, expected
+        )
+
+    def _setpoint_changes(
+        self, ch: int, before: dict[str, Any], r: Controlled, cause: str, expected: Expect
+    ) -> list[Event]:
+        """Settings that differ from what they were, or (software-ramped vset) from the framework's target."""
+        events = []
+        soft = ch in self.caps.soft_ramp
+        for key in self.watched[ch]:
+            if key in expected or key not in before or (soft and key in RATES):
+                continue  # the framework's rates live in the framework
+            old = before[key]
+            if soft and key == "vset":
+                if ch in self.ramps or ch in self.ramp_aborted or ch not in self.targets:
+                    continue  # stepping, or stopped part-way: the instrument is not at the target yet
+                old = self.targets[ch]
+            new = getattr(r, key)
+            if old is None or new is None or self._same(ch, key, old, new):
+                continue
+            if soft and key == "vset":
+                self.targets[ch] = new  # the instrument holds it: show that, not our old target
+            events += self._setpoint_change(ch, key, old, new, cause)
         return events
 
     def _same(self, ch: int, key: str, a: float, b: float) -> bool:
         cap = self.caps.channels[ch].get(key)
         return cap.same(a, b) if cap else a == b
 
-    def _output_change(self, ch: int, was_on: bool, r: SupplyChannel | ChillerChannel, cause: str) -> list[Event]:
-        alarm = OUTPUT_ON if r.on else OUTPUT_LOST
+    def _output_change(self, ch: int, was_on: bool, r: Controlled, cause: str) -> list[Event]:
+        alarm = OUTPUT_ON_EXTERNALLY if r.on else OUTPUT_LOST
         self._latch(ch, alarm)
         what = "switched on" if r.on else "went off"
-        return [
+        if not r.on:
+            events = self.abort_ramps("the output went off", [ch])
+        else:
+            events = []
+        return events + [
             self.event(
                 "output_changed",
                 f"{self.where(ch)} {what} without a command ({cause}); {alarm} latched until clear",
@@ -255,13 +311,13 @@ class DeviceCore:
         ]
 
     def _setpoint_change(self, ch: int, key: str, old: float, new: float, cause: str) -> list[Event]:
-        self._latch(ch, SETPOINT)
+        self._latch(ch, SETPOINT_CHANGED_EXTERNALLY)
         unit = self.caps.channels[ch][key].action.unit if key in self.caps.channels[ch] else ""
         return [
             self.event(
                 "setpoint_changed",
-                f"{self.where(ch)}: {key} changed from {_fmt(old, unit)} to "
-                f"{_fmt(new, unit)} without a command ({cause}); {SETPOINT} latched until clear",
+                f"{self.where(ch)}: {key} changed from {_fmt(old, unit)} to {_fmt(new, unit)} without a command "
+                f"({cause}); {SETPOINT_CHANGED_EXTERNALLY} latched until clear",
                 ch,
                 before=old,
                 after=new,
@@ -274,11 +330,12 @@ class DeviceCore:
             return []
         was = isinstance(before, SupplyChannel) and before.state is ChannelState.TRIPPED
         if r.state is ChannelState.TRIPPED and not was:
-            new = TRIP not in self.latched(ch)
-            self._latch(ch, TRIP)
+            new = TRIP_LATCHED not in self.latched(ch)
+            self._latch(ch, TRIP_LATCHED)
             self.expect_on[ch] = False
+            events = self.abort_ramps("the channel tripped", [ch])
             if new:
-                return [
+                events.append(
                     self.event(
                         "trip",
                         f"{self.where(ch)} tripped ({', '.join(r.alarms) or 'no flags'}); "
@@ -286,8 +343,9 @@ class DeviceCore:
                         ch,
                         after=r.alarms,
                     )
-                ]
-        elif was and r.state is not ChannelState.TRIPPED and TRIP in self.latched(ch):
+                )
+            return events
+        if was and r.state is not ChannelState.TRIPPED and TRIP_LATCHED in self.latched(ch):
             return [
                 self.event(
                     "trip_gone",
@@ -308,13 +366,10 @@ class DeviceCore:
             if ramp is not None and r.state is not ChannelState.TRIPPED:
                 r.state = ramp.state
             r.rampup, r.rampdown = self.rates[ch]
-        latched: set[str] = self.latched(ch)
-        if isinstance(r, SupplyChannel) and TRIP in latched:
-            if r.on and r.state is not ChannelState.TRIPPED:
-                latched.discard(TRIP)  # running again (switched on at the front panel): OUTPUT_ON says so
-                self.memory_file.save(self.memory)
-            elif r.state is not ChannelState.TRIPPED:
-                r.state = ChannelState.TRIPPED
+        latched = self.latched(ch)
+        # only `clear` ends a latched trip: an output off stays TRIPPED even where the instrument forgets
+        if isinstance(r, SupplyChannel) and TRIP_LATCHED in latched and not r.on:
+            r.state = ChannelState.TRIPPED
         if isinstance(r, (SupplyChannel, ChillerChannel)):
             r.alarms.extend(sorted(a for a in latched if a not in r.alarms))
 
@@ -334,115 +389,125 @@ class DeviceCore:
         ]
         return events
 
-    def beyond_limits(self, ch: int, r: SupplyChannel | ChillerChannel) -> dict[str, str]:
-        """Settings the instrument holds beyond the configured limits, each with what to send instead."""
-        c: ChannelConfig = self.cfg.channels[ch]
-        out: dict[str, str] = {}
-
-        def over(name: str, value: float | None, limit: float | None, key: str, action: str, unit: str) -> None:
-            if value is not None and limit is not None and value > limit * (1 + 1e-6) + 1e-12:
-                out[name] = (
-                    f"the instrument holds {key.replace('max', 'set') if key != 'ramp_max' else action} "
-                    f"{_fmt(value, unit)} above {key}={limit:g} {unit}: send {action} <= {limit:g} "
-                    f"{unit} first"
+    def beyond_limits(self, ch: int, r: Controlled) -> dict[str, str]:
+        """Settings the instrument holds beyond the configured limits (from the actions' declared limit
+        keys), each with what to send instead, by alarm name."""
+        c, out = self.cfg.channels[ch], {}
+        for cap in self.caps.channels[ch].values():
+            a = cap.action
+            if not a.reading or (a.name in RATES and ch in self.caps.soft_ramp):
+                continue  # software-ramp rates are the framework's, validated when commanded
+            value = getattr(r, a.reading)
+            if value is None:
+                continue
+            if a.name == "tset":
+                if c.tmin is not None and c.tmax is not None and not c.tmin <= value <= c.tmax:
+                    out["TSET_OUTSIDE_LIMITS"] = (
+                        f"the instrument holds tset {value:g} °C outside tmin={c.tmin:g}..tmax={c.tmax:g} °C: "
+                        "send tset within them first"
+                    )
+                continue
+            limit = getattr(c, a.limit) if a.limit else None
+            if limit is not None and value > limit * (1 + 1e-6) + 1e-12:
+                out[f"{a.reading.upper()}_ABOVE_{a.limit.upper()}"] = (  # type: ignore[union-attr]
+                    f"the instrument holds {a.name} {_fmt(value, a.unit)} above {a.limit}={limit:g} {a.unit}: "
+                    f"send {a.name} <= {limit:g} {a.unit} first"
                 )
-
-        if isinstance(r, SupplyChannel):
-            over("VSET_ABOVE_VMAX", r.vset, c.vmax, "vmax", "vset", "V")
-            over("ISET_ABOVE_IMAX", r.iset, c.imax, "imax", "iset", "A")
-            if ch not in self.caps.soft_ramp:
-                over("RAMPUP_ABOVE_RAMP_MAX", r.rampup, c.ramp_max, "ramp_max", "rampup", "V/s")
-                over("RAMPDOWN_ABOVE_RAMP_MAX", r.rampdown, c.ramp_max, "ramp_max", "rampdown", "V/s")
-        elif c.tmin is not None and c.tmax is not None and not c.tmin <= r.tset <= c.tmax:
-            out["TSET_OUTSIDE_LIMITS"] = (
-                f"the instrument holds tset {r.tset:g} °C outside tmin={c.tmin:g}.."
-                f"tmax={c.tmax:g} °C: send tset within them first"
-            )
         return out
 
     # --- commands ------------------------------------------------------------------------
     def execute(self, driver: Driver, cmd: Command, cause: str) -> Outcome:
-        """Decide on a fresh read, apply, read back and compare. Call with the link held; link errors
-        propagate (the adapter handles a lost link)."""
+        """Decide on a fresh read, apply, read back and compare. Call with the link held."""
+        events: list[Event] = []
+        try:
+            return self._execute(driver, cmd, cause, events)
+        except LinkError as exc:
+            error = f"instrument link failed: {exc}"
+            msg = f"{cmd.action} on {self.where(cmd.channel)}: {error}"
+            events.append(self.event("command_failed", msg, cmd.channel, after=cmd.value, cause=cause))
+            return Outcome(False, error, events=self._drain(events), link_error=exc)
+
+    def _execute(self, driver: Driver, cmd: Command, cause: str, events: list[Event]) -> Outcome:
         ch, cap = cmd.channel, self.caps.channels[cmd.channel][cmd.action]
-        started = self.clock()
         # `on` decides on the held settings too: read them, not the cache of the last full poll
-        fresh = driver.read([ch], full=cmd.action == "on")
-        events = self.observe(dict(fresh), started, cause="seen before a command")
+        events += self.observe(driver.read([ch], full=cmd.action == "on"), self.clock(), "seen before a command")
         current = self.readings.get(ch)
         refusal = self.refusal(cmd, current)
         if refusal:
-            events.append(
-                self.event(
-                    "command_refused",
-                    f"{cmd.action} refused on {self.where(ch)}: {refusal}",
-                    ch,
-                    after=cmd.value,
-                    cause=cause,
-                )
-            )
-            return Outcome(False, refusal, events=events)
+            msg = f"{cmd.action} refused on {self.where(ch)}: {refusal}"
+            events.append(self.event("command_refused", msg, ch, after=cmd.value, cause=cause))
+            return Outcome(False, refusal, events=self._drain(events))
         before = self._value_of(cap, current)
+        self.pending[ch] = ALL  # until it is read back, a change on this channel may be ours
         try:
-            self._apply(driver, cmd, current)
+            events += self._apply(driver, cmd, current)
         except InstrumentError as exc:
             error = f"instrument refused: {exc}"
-            events.append(
-                self.event(
-                    "command_failed", f"{cmd.action} on {self.where(ch)}: {error}", ch, after=cmd.value, cause=cause
-                )
-            )
-            return Outcome(False, error, events=events)
-        if cmd.action == "clear":
-            cleared = sorted(self.latched(ch))
-            if cleared:
-                self.memory.latched[ch] = set()
-                self.memory_file.save(self.memory)
-                events.append(
-                    self.event(
-                        "alarms_cleared",
-                        f"{self.where(ch)}: {', '.join(cleared)} cleared",
-                        ch,
-                        before=cleared,
-                        after=[],
-                        cause=cause,
-                    )
-                )
+            events.append(self.event("command_failed", f"{cmd.action} on {self.where(ch)}: {error}", ch, cause=cause))
+            return Outcome(False, error, events=self._drain(events))
         if cmd.action in ("on", "off"):
             self.expect_on[ch] = cmd.action == "on"
-        self.ramp_aborted.discard(ch)
-        readback = driver.read([ch], full=True)
-        events += self.observe(dict(readback), self.clock(), cause=cause, expected=True)
-        applied = self._value_of(cap, self.readings.get(ch))
-        mismatch = self._mismatch(cap, cmd, applied)
+        try:
+            readback = driver.read([ch], full=True)
+        except InstrumentError as exc:
+            error = f"sent, but reading the channel back failed ({exc}): check the channel"
+            events.append(self.event("command_failed", f"{cmd.action} on {self.where(ch)}: {error}", ch, cause=cause))
+            return Outcome(False, error, events=self._drain(events))
+        events += self.observe(readback, self.clock(), cause=cause, expect={ch: ALL})
+        if cmd.action == "clear":
+            events += self._acknowledge(ch, cause)
+        r = self.readings.get(ch)
+        applied = self._value_of(cap, r)
+        mismatch = self._mismatch(cap, cmd, applied, r)
         what = cmd.action + (f" {_fmt(cmd.value, cap.action.unit)}" if cmd.value is not None else "")
+        held = _fmt(applied, cap.action.unit)
         events.append(
             self.event(
                 "command_failed" if mismatch else "command_applied",
-                f"{what} on {self.where(ch)}: "
-                + (mismatch or f"applied, the instrument holds {_fmt(applied, cap.action.unit)}"),
+                f"{what} on {self.where(ch)}: {mismatch or f'applied, the instrument holds {held}'}",
                 ch,
                 before=before,
                 after=applied,
                 cause=cause,
             )
         )
-        return Outcome(mismatch is None, mismatch, applied, events)
+        return Outcome(mismatch is None, mismatch, applied, self._drain(events))
+
+    def _acknowledge(self, ch: int, cause: str) -> list[Event]:
+        """`clear`: the operator acknowledges the latched alarms; a trip the instrument still shows stays."""
+        raw = self.raw.get(ch)
+        still_tripped = isinstance(raw, SupplyChannel) and raw.state is ChannelState.TRIPPED
+        cleared = sorted(a for a in self.latched(ch) if not (a == TRIP_LATCHED and still_tripped))
+        if not cleared or raw is None:
+            return []
+        self.memory.latched[ch] = self.latched(ch) - set(cleared)
+        self._save(durable=True)
+        shown = _copy(raw)  # the published view again, without what was cleared
+        self._overlay(ch, shown)
+        if isinstance(shown, (SupplyChannel, ChillerChannel)):
+            shown.alarms.extend(self.beyond_limits(ch, shown))
+        self.readings[ch] = shown
+        msg = f"{self.where(ch)}: {', '.join(cleared)} cleared"
+        return [self.event("alarms_cleared", msg, ch, before=cleared, after=sorted(self.latched(ch)), cause=cause)]
 
     def refusal(self, cmd: Command, r: Reading | None) -> str | None:
-        """Why a valid command must not run on the channel as it is now, or None."""
-        if cmd.action != "on" or r is None:
+        """Why a valid command must not run on the channel as it is now, or None. `on`, and a vset that
+        raises the voltage of an output that is on, need a channel without blocking alarms and settings
+        within the configured limits."""
+        if not isinstance(r, (SupplyChannel, ChillerChannel)):
             return None
         ch = cmd.channel
-        if getattr(r, "state", None) is ChannelState.TRIPPED or TRIP in self.latched(ch):
+        raising = cmd.action == "vset" and isinstance(r, SupplyChannel) and r.on and (cmd.value or 0) > r.vset
+        if cmd.action != "on" and not raising:
+            return None
+        if cmd.action == "on" and (r.state is ChannelState.TRIPPED or TRIP_LATCHED in self.latched(ch)):
             return f"channel {ch} is tripped: send clear first"
         blocking = sorted(self.latched(ch) & BLOCKING)
         if blocking:
             return f"{self.where(ch)} has latched alarm(s) {', '.join(blocking)}: check the channel, then send clear"
-        if isinstance(r, (SupplyChannel, ChillerChannel)):
-            beyond = self.beyond_limits(ch, r)
-            if beyond:
-                return f"{self.where(ch)}: " + "; ".join(beyond[k] for k in sorted(beyond))
+        beyond = self.beyond_limits(ch, r)
+        if beyond:
+            return f"{self.where(ch)}: " + "; ".join(beyond[k] for k in sorted(beyond))
         return None
 
     def _value_of(self, cap: Capability, r: Reading | None) -> Any:
@@ -452,37 +517,42 @@ class DeviceCore:
             return getattr(r, cap.action.reading, None)
         return getattr(r, "state", ChannelState.OFF).value
 
-    def _mismatch(self, cap: Capability, cmd: Command, applied: Any) -> str | None:
+    def _mismatch(self, cap: Capability, cmd: Command, applied: Any, r: Reading | None) -> str | None:
         """Why the read-back says the command did not take, or None."""
-        unit = cap.action.unit
+        unit, ch = cap.action.unit, cmd.channel
         if cmd.value is not None and cap.action.reading:
-            if cmd.action == "vset" and cmd.channel in self.caps.soft_ramp:
-                return None  # the target is ours; the instrument gets there step by step
+            if cmd.action in ("vset", *RATES) and ch in self.caps.soft_ramp:
+                return None  # the target and rates are the framework's; the instrument gets there step by step
             if applied is None or not cap.same(cmd.value, applied):
-                return (
-                    f"{cmd.action} {cmd.value:g} {unit} was sent but the instrument holds "
-                    f"{_fmt(applied, unit)}; requested {cmd.value:g} {unit}, applied {_fmt(applied, unit)}"
-                )
-        if cmd.action == "on":
-            r = self.readings.get(cmd.channel)
-            if r is not None and not getattr(r, "on", True) and cmd.channel not in self.ramps and applied != "TRIPPED":
-                return f"on was sent but the instrument shows the output off ({applied})"
+                return f"{cmd.action} {cmd.value:g} {unit} was sent but the instrument holds {_fmt(applied, unit)}"
+        if not isinstance(r, (SupplyChannel, ChillerChannel)):
+            return None
+        if cmd.action == "on" and not r.on and ch not in self.ramps and r.state is not ChannelState.TRIPPED:
+            return f"on was sent but the instrument shows the output off ({applied})"
+        if cmd.action == "off" and r.on and ch not in self.ramps and r.state is not ChannelState.RAMP_DOWN:
+            return f"off was sent but the instrument shows the output on ({applied})"
+        if cmd.action == "clear" and TRIP_LATCHED in self.latched(ch):
+            return "clear was sent but the instrument still shows the trip: find its cause, then clear again"
         return None
 
     # --- applying, software ramps ------------------------------------------------------------
-    def _apply(self, driver: Driver, cmd: Command, current: Reading | None) -> None:
+    def _apply(self, driver: Driver, cmd: Command, current: Reading | None) -> list[Event]:
         """Software-ramped channels are stepped by us; everything else goes to the driver as it is."""
         ch, value, now = cmd.channel, cmd.value, self.clock()
         action = self.caps.channels[ch][cmd.action].action
         if ch not in self.caps.soft_ramp:
             action.apply(driver, ch, value)
-            if cmd.action in ("rampup", "rampdown"):  # a reconnect re-applies what was commanded last
+            if cmd.action in RATES:  # a reconnect re-applies what was commanded last
                 self._remember_rate(ch, cmd.action, value)
-            return
+            return []
         assert isinstance(driver, SupplyDriver) and isinstance(current, SupplyChannel)
+        raw = self.raw.get(ch)
         ramp = self.ramps.get(ch)
         switching_off = ramp is not None and ramp.switch_off_at_end
-        programmed = ramp.programmed if ramp else self.targets.get(ch, current.vset)
+        # a new ramp starts where the instrument is, not where an earlier ramp was going
+        programmed = ramp.programmed if ramp else (raw.vset if isinstance(raw, SupplyChannel) else current.vset)
+        if cmd.action in ("vset", "on", "off"):
+            self.ramp_aborted.discard(ch)  # a new target: the stopped ramp is history
         if cmd.action == "vset":
             assert value is not None
             self.targets[ch] = value
@@ -492,7 +562,7 @@ class DeviceCore:
                 self._ramp(ch, now, programmed).start(value, now)
             else:
                 driver.set_voltage(ch, value)  # output off: the instrument just holds the target
-        elif cmd.action in ("rampup", "rampdown"):
+        elif cmd.action in RATES:
             self._remember_rate(ch, cmd.action, value)
         elif cmd.action == "on":
             target = self.targets.setdefault(ch, current.vset)
@@ -512,9 +582,13 @@ class DeviceCore:
                 self.ramps.pop(ch, None)
                 driver.switch(ch, False)
                 driver.set_voltage(ch, self.targets.get(ch, current.vset))
-        else:
-            self.ramps.pop(ch, None)
+        elif cmd.action == "clear":
+            events = self.abort_ramps("clear was sent", [ch])
             action.apply(driver, ch, value)
+            return events
+        else:  # iset: the ramp goes on at the new current limit
+            action.apply(driver, ch, value)
+        return []
 
     def _remember_rate(self, ch: int, action: str, value: float | None) -> None:
         up, down = self.rates[ch]
@@ -535,21 +609,16 @@ class DeviceCore:
         """Monotonic time of the next software-ramp step (inf: none running)."""
         return min((r.due(RAMP_TICK) for r in self.ramps.values()), default=math.inf)
 
-    def abort_ramps(self, why: str) -> list[Event]:
-        aborted, self.ramps = self.ramps, {}
+    def abort_ramps(self, why: str, channels: list[int] | None = None) -> list[Event]:
+        """Stop software ramps where they are (all, or those of `channels`): the status says RAMP_ABORTED."""
+        aborted = [ch for ch in self.ramps if channels is None or ch in channels]
+        for ch in aborted:
+            del self.ramps[ch]
         self.ramp_aborted |= set(aborted)
-        return (
-            [
-                self.event(
-                    "state_changed",
-                    f"software ramp of channel(s) {sorted(aborted)} stopped: {why}; "
-                    "the output stays where the last step left it",
-                    severity="major",
-                )
-            ]
-            if aborted
-            else []
-        )
+        if not aborted:
+            return []
+        msg = f"software ramp of channel(s) {aborted} stopped: {why}; the output stays where the last step left it"
+        return [self.event("state_changed", msg, aborted[0] if len(aborted) == 1 else None, severity="major")]
 
     def step_ramps(self, driver: Driver) -> list[Event]:
         """One step of every due software ramp. Call with the link held; link errors propagate."""
@@ -557,6 +626,7 @@ class DeviceCore:
         due = [ch for ch, r in self.ramps.items() if r.due(RAMP_TICK) <= now]
         if not due or not isinstance(driver, SupplyDriver):
             return []
+        expect: dict[int, Expect] = {}
         try:
             for ch in due:
                 ramp = self.ramps[ch]
@@ -564,15 +634,18 @@ class DeviceCore:
                 if grid and value != ramp.target:  # intermediate steps on the instrument's grid, never past it
                     value = round(value / grid) * grid
                 driver.set_voltage(ch, value)
+                expect[ch] = frozenset({"vset"})
                 if not ramp.active:
                     if ramp.switch_off_at_end:
                         driver.switch(ch, False)
                         driver.set_voltage(ch, self.targets.get(ch, 0.0))
-                    self.ramps.pop(ch, None)
-                readings: dict[int, Reading] = dict(driver.read(due, full=True))
+                        self.expect_on[ch] = False
+                        expect[ch] = frozenset({"vset", "on"})
+                    del self.ramps[ch]
+            readings = driver.read(due, full=True)
         except InstrumentError as exc:
             return self.abort_ramps(f"the instrument refused a step ({exc})")
-        return self.observe(readings, now, cause="software ramp", expected=True)
+        return self.observe(readings, now, cause="software ramp", expect=expect)
 
 
 def _copy(r: Reading) -> Reading:

@@ -51,7 +51,7 @@ class Hmp4040(SupplyDriver):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._settings: dict[int, tuple[float, float]] = {}
-        self._outputs = self.options.channels  # physical outputs, from *IDN? at connect
+        self._outputs: int = self.options.channels  # physical outputs, from *IDN? at connect
 
     @classmethod
     def channel_count(cls, options: HmpOptions) -> int:  # type: ignore[override]

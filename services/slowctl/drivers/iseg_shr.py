@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from slowctl.drivers.base import ChannelParam, NoOptions, SupplyDriver
+from slowctl.drivers.base import ChannelParam, NoOptions, Steps, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.readings import ChannelState, SupplyChannel
 from slowctl.drivers.scpi import ErrorQueue, error_code
@@ -42,6 +42,8 @@ STATUS_BITS = {
 }
 ALARMS = ("ARC", "INPUT_ERROR", "EMCY", "CC", "I_BOUNDS", "V_BOUNDS", "INHIBIT", "TRIP", "I_LIMIT", "V_LIMIT")
 FAULTS = frozenset({"ARC", "INPUT_ERROR", "INHIBIT"})
+# ramp speed steps (V/s): 1 mV/s below 1 V/s, 10 mV/s from there (docs/instruments/iseg-shr.md, unconfirmed)
+RAMP_STEPS: Steps = ((1.0, 1e-3), (1200.0, 1e-2))
 POSITIVE, ON, EMCY, TRIP, RAMP_UP = 1 << 0, 1 << 3, 1 << 5, 1 << 13, 1 << 19
 
 _NUMBER = re.compile(r"\s*([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d*))?\s*([A-Za-z/%]*)\s*")
@@ -128,7 +130,7 @@ class IsegOptions(NoOptions):
         default=None,
         gt=0,
         le=1,
-        description="V; the module's voltage setting step where it differs from the driver's 1 mV (unconfirmed)",
+        description="V; the module's voltage setting step where it differs from the driver's 10 mV (unconfirmed)",
     )
     iset_resolution: float | None = Field(
         default=None,
@@ -154,11 +156,12 @@ class IsegShr(SupplyDriver):
     link_settings = LinkSettings(write_termination="\r\n", read_termination="\r\n", echo=True)
 
     # steps unconfirmed (docs/instruments/iseg-shr.md); set values are read back with other headers
-    vset = ChannelParam(":VOLT", "V", kind=_magnitude("V"), limits=(0, 6000), resolution=1e-3, query=":READ:VOLT?")
+    # setting steps: what the replies confirm (%.5fE3: 10 mV, 10 mV/s; 1 mV/s below 1 V/s), unconfirmed
+    vset = ChannelParam(":VOLT", "V", kind=_magnitude("V"), limits=(0, 6000), resolution=1e-2, query=":READ:VOLT?")
     iset = ChannelParam(":CURR", "A", kind=_magnitude("A"), limits=(0, 0.02), resolution=1e-9, query=":READ:CURR?")
-    rampup = ChannelParam(":CONF:RAMP:VOLT:UP", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200), resolution=1e-3)
+    rampup = ChannelParam(":CONF:RAMP:VOLT:UP", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200), steps=RAMP_STEPS)
     rampdown = ChannelParam(
-        ":CONF:RAMP:VOLT:DOWN", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200), resolution=1e-3
+        ":CONF:RAMP:VOLT:DOWN", "V/s", kind=_magnitude("V/s"), limits=(0.001, 1200), steps=RAMP_STEPS
     )
     vmon = ChannelParam(":MEAS:VOLT", "V", kind=_magnitude("V"), readonly=True)
     imon = ChannelParam(":MEAS:CURR", "A", kind=_magnitude("A"), readonly=True)
@@ -183,7 +186,7 @@ class IsegShr(SupplyDriver):
         return options.channels
 
     @classmethod
-    def instrument_limits(cls, action: str, options: IsegOptions | None = None) -> tuple[float, float] | None:
+    def instrument_limits(cls, action: str, options: BaseModel | None = None) -> tuple[float, float] | None:
         """The family's range, narrowed to the module's nominal voltage and current when configured."""
         limits = super().instrument_limits(action, options)
         nominal = {"vset": getattr(options, "vnom", None), "iset": getattr(options, "inom", None)}.get(action)

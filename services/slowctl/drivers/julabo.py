@@ -5,6 +5,9 @@ so after each one the driver reads the value back with the matching `in_` comman
 raises InstrumentError when it was not taken (with the chiller's `status` as the reason).
 Defaults are the CF-series line settings (4800 7E1, CR, 250 ms between commands), which are
 slow but safe for every model; docs/instruments/julabo.md shows the FP50 settings too.
+The chiller works to one of three setpoints (sp_00..sp_02), the one `in_mode_01` selects: the
+driver reads and sets that one, the working temperature the chiller shows, whichever is selected
+(read at connect, on full reads and before each setpoint change).
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ from slowctl.drivers.readings import ChannelState, ChillerChannel
 from slowctl.drivers.wire import fixed, flag
 
 STATUS = re.compile(r"\s*(-?\d{1,3})\b\s*(.*)")
+
+
+def setpoint_number(text: str) -> int:
+    """`in_mode_01` -> 0, 1 or 2: the active setpoint (sp_00..sp_02); anything else is a garbled line."""
+    value = int(text.strip())
+    if value not in (0, 1, 2):
+        raise ValueError(text)
+    return value
 
 
 def status_reply(text: str) -> tuple[int, str]:
@@ -69,8 +80,10 @@ class Julabo(ChillerDriver):
         min_interval=0.25,
     )
 
-    # set with out_<command>, read with the query; the setpoint step is the setpoint_resolution option
-    tset = ChannelParam("sp_00", "°C", limits=(-95.0, 400.0), resolution=0.01, query="in_sp_00")
+    # set with out_<command>, read with the query; the setpoint step is the setpoint_resolution option;
+    # `{n}` is the active setpoint (in_mode_01)
+    tset = ChannelParam("sp_0{n}", "°C", limits=(-95.0, 400.0), resolution=0.01, query="in_sp_0{n}")
+    active = ChannelParam("mode_01", kind=setpoint_number, readonly=True, query="in_mode_01")
     temperature = ChannelParam("pv_00", "°C", readonly=True, query="in_pv_00")
     running = ChannelParam("mode_05", kind=flag, query="in_mode_05")
     status = ChannelParam("status", kind=status_reply, readonly=True, query="status")  # (code, text)
@@ -87,6 +100,7 @@ class Julabo(ChillerDriver):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._tset: float | None = None  # cached between full reads
+        self._active = 0  # the setpoint in_mode_01 selects, read at connect, on full reads and before a change
         self._last_out = -float("inf")
 
     # --- protocol ----------------------------------------------------------
@@ -100,14 +114,17 @@ class Julabo(ChillerDriver):
         return self.link.query(request)
 
     def _get(self, param: ChannelParam, channel: int) -> str:
-        return self._ask(param.query_text())
+        return self._ask(param.query_text(n=self._active))
 
     def _set(self, param: ChannelParam, channel: int, value: float) -> None:
         # the step was checked already (instrument_step): its decimals carry the value exactly
         text = fixed(value, self.options.setpoint_resolution) if param.kind is float else str(int(value))
+        if param.name == "tset":
+            self._active = self.active[0]  # the front panel may have selected another setpoint since
+        command = param.command.format(n=self._active)
         self._wait_after_out()
         try:
-            self.link.write(f"out_{param.command} {text}")
+            self.link.write(f"out_{command} {text}")
         finally:
             self._last_out = time.monotonic()
         taken = getattr(self, param.name)[channel]  # the only confirmation a JULABO gives
@@ -118,7 +135,7 @@ class Julabo(ChillerDriver):
         if not ok:
             code, status = self.status[0]
             raise InstrumentError(
-                f"out_{param.command} {text} was not taken: in_{param.command} reads "
+                f"out_{command} {text} was not taken: in_{command} reads "
                 f"{taken:g}" + (f"; status {code} {status}" if code < 0 else "")
             )
 
@@ -138,6 +155,7 @@ class Julabo(ChillerDriver):
             unit = self._ask("in_sp_06").strip()
             if unit != "0":
                 raise InstrumentError(f"the chiller works in °F (in_sp_06 = {unit!r}): set it to °C")
+        self._active = self.active[0]
         self._tset = None
         return version.strip()
 
@@ -146,6 +164,7 @@ class Julabo(ChillerDriver):
 
     def read(self, channels: list[int], full: bool) -> dict[int, ChillerChannel]:
         if full or self._tset is None:
+            self._active = self.active[0]
             self._tset = self.tset[0]
         temperature = self.temperature[0]
         on = self.running[0]

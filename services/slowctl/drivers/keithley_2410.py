@@ -5,6 +5,9 @@ The contract's vset is a magnitude; the configured `polarity` decides the sign s
 alarm POLARITY. No hardware ramp: the framework's software ramp steps the voltage.
 A poll is one line: `:OUTP?;:READ?;:SENS:CURR:PROT:TRIP?` -> `1;-1.500000E+02,-1.200000E-07;0`
 (`:READ?` only while the output is on: with it off the 2410 refuses it with error 803).
+The VOLT element of a reading is a measurement only while voltage is sensed: sourcing voltage without
+measuring it, the 2400 family puts the programmed source value there. A full read asks `:SENS:FUNC?`
+too, and vmon is None (not measured) unless "VOLT" is among the sensed functions.
 """
 
 from __future__ import annotations
@@ -55,6 +58,14 @@ SETUP = (
 )
 
 
+def _functions(text: str) -> frozenset[str]:
+    """`:SENS:FUNC?` -> `"VOLT:DC","CURR:DC"`: the sensed functions, short form (VOLT, CURR, RES)."""
+    names = [part.strip().strip('"').split(":")[0].upper() for part in text.split(",")]
+    if not all(names) and text.strip() not in ("", '""'):
+        raise ValueError(text)
+    return frozenset(name[:4] for name in names if name)
+
+
 def _magnitude(text: str) -> float:
     return abs(float(text))
 
@@ -95,6 +106,7 @@ class Keithley2410(SupplyDriver):
     output = ChannelParam(":OUTP", kind=flag, readonly=True)
     reading = ChannelParam(":READ", kind=_reading, readonly=True)  # (V, A), signed
     tripped = ChannelParam(":SENS:CURR:PROT:TRIP", kind=flag, readonly=True)  # in compliance
+    sensed = ChannelParam(":SENS:FUNC", kind=_functions, readonly=True)  # measured functions: VOLT, CURR
 
     ERRORS = ErrorQueue(":SYST:ERR?", clear="*CLS")  # *CLS first: no stale error is blamed on a setting
 
@@ -104,13 +116,14 @@ class Keithley2410(SupplyDriver):
         super().__init__(*args, **kwargs)
         self._settings: tuple[float, float] | None = None  # signed Vset, compliance
         self._on = False  # the output, as last read: decides whether a poll asks :READ?
+        self._volt_sensed = False  # VOLT among :SENS:FUNC? (full reads): else the VOLT element is no measurement
 
     @classmethod
     def check_config(cls, options: dict[str, Any], channels: dict) -> list[str]:
         errors = super().check_config(options, channels)
         opts = cls._options_or_none(options)
-        if opts is None:
-            return errors
+        if not isinstance(opts, KeithleyOptions):
+            return errors  # invalid options: reported by the base check
         for ch, cfg in channels.items():
             if cfg.rampup is None:
                 errors.append(
@@ -120,9 +133,9 @@ class Keithley2410(SupplyDriver):
         return errors
 
     @classmethod
-    def instrument_limits(cls, action: str, options: KeithleyOptions | None = None) -> tuple[float, float] | None:
+    def instrument_limits(cls, action: str, options: BaseModel | None = None) -> tuple[float, float] | None:
         """The variant's range: a 2400 stops at 210 V where a 2410 goes to 1100 V."""
-        if action == "vset" and options is not None:
+        if action == "vset" and isinstance(options, KeithleyOptions):
             return (0.0, VARIANTS[options.variant][0])
         return super().instrument_limits(action, options)
 
@@ -198,7 +211,7 @@ class Keithley2410(SupplyDriver):
 
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]:
         k = Keithley2410
-        settings = [k.vsource, k.iset] if full or self._settings is None else []
+        settings = [k.vsource, k.iset, k.sensed] if full or self._settings is None else []
         monitor = [k.reading, k.tripped]
         if self.options.joined_queries:
             params = [*settings, k.output, *(monitor if self._on else [])]
@@ -213,9 +226,12 @@ class Keithley2410(SupplyDriver):
             values.update(self._values(*monitor))
         if settings:
             self._settings = (values["vsource"], values["iset"])
+            self._volt_sensed = "VOLT" in values["sensed"]
         assert self._settings is not None
         self._on = on
         vmon, imon = values["reading"] if on else (0.0, 0.0)
+        if not self._volt_sensed:
+            vmon = None  # the VOLT element holds the programmed source value: not a measurement
         in_compliance = on and values["tripped"]
         vset, iset = self._settings
         alarms = ["COMPLIANCE"] if in_compliance else []

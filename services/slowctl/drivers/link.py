@@ -196,18 +196,23 @@ class VisaLink(_PacedLink):
 
     def __init__(self, address: str, settings: LinkSettings) -> None:
         import pyvisa
+        from pyvisa.resources import MessageBasedResource, SerialInstrument
 
         super().__init__(settings)
         try:
             self._rm = pyvisa.ResourceManager(settings.visa_library)
-            self._res = self._rm.open_resource(
+            resource = self._rm.open_resource(
                 address,
                 write_termination=settings.write_termination,
                 read_termination=settings.read_termination,
                 timeout=int(settings.timeout * 1000),
             )
-            if address.upper().startswith("ASRL") and hasattr(self._res, "baud_rate"):
-                self._res.baud_rate = settings.baudrate
+            if not isinstance(resource, MessageBasedResource):  # e.g. a USB RAW or a register-based resource
+                resource.close()
+                raise TypeError("not a message-based resource: the link sends text lines")
+            self._res = resource
+            if address.upper().startswith("ASRL") and isinstance(resource, SerialInstrument):
+                resource.baud_rate = settings.baudrate
         except Exception as exc:  # pyvisa raises many types; all mean "cannot open"
             raise LinkError(f"cannot open {address}: {exc}") from None
 

@@ -118,8 +118,8 @@ class TtiMx100tp(SupplyDriver):
         self._errors = EventRegisters(EER_TEXT, esr=self.options.error_check == "esr")
 
     @classmethod
-    def channel_count(cls, options: TtiOptions) -> int:  # type: ignore[override]
-        return options.outputs
+    def channel_count(cls, options: BaseModel) -> int:
+        return options.outputs if isinstance(options, TtiOptions) else cls.max_channels
 
     @classmethod
     def instrument_step(cls, action: str, options: BaseModel | None = None, value: float | None = None) -> float | None:
@@ -136,6 +136,7 @@ class TtiMx100tp(SupplyDriver):
             opts = cls.parse_options(options)
         except ValidationError:
             return errors  # already reported
+        assert isinstance(opts, TtiOptions)  # parse_options validates with cls.Options
         if opts.variant:
             _, vmax, imax = VARIANTS[opts.variant]
             for ch, cfg in channels.items():
