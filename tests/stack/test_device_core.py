@@ -78,9 +78,10 @@ def test_power_cycled_instrument_is_reported_latched_and_survives_a_service_rest
     os.kill(s.pids()["service-hv"], signal.SIGTERM)
     wait_until(lambda: any(e["kind"] == "service_stop" for e in events(op, "hv")), 10, what="service_stop")
     wait_until(
-        lambda: sum(e["kind"] == "service_start" for e in events(op, "hv")) >= 1, 20, what="the restarted service"
+        lambda: "instrument_connected" in [e["kind"] for e in events(op, "hv")], 20, what="the restarted service"
     )
-    channel(op, "hv", 2, lambda c: "OUTPUT_LOST" in c.get("alarms", []), timeout=10)
+    ch = channel(op, "hv", 2, lambda c: "OUTPUT_LOST" in c.get("alarms", []), timeout=10)
+    assert not ch["on"]
     reply = send(op, "slowctl/hv/cmd/on/2", "")
     assert not reply["ok"] and "OUTPUT_LOST" in reply["error"] and "clear" in reply["error"]
     assert send(op, "slowctl/hv/cmd/clear/2", "")["ok"]

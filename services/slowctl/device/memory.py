@@ -63,6 +63,12 @@ class MemoryFile:
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, self.path)
+        if durable:  # the rename itself must reach the disk too
+            fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def _strings(value: Any) -> list[str]:
