@@ -199,9 +199,7 @@ def _number(val: str | None, lo: float, hi: float) -> float:
     return v
 
 
-def setting(
-    attr: str, fmt: str, lo: float, hi: float | Callable[[HvChannel], float], dec: int | None = None
-) -> ChPar:
+def setting(attr: str, fmt: str, lo: float, hi: float | Callable[[HvChannel], float], dec: int | None = None) -> ChPar:
     """A numeric setting; with `dec` held at that many decimals (the parameter's DEC: its resolution)."""
     return ChPar(
         mon=lambda inst, ch: fmt % getattr(ch, attr),

@@ -140,6 +140,8 @@ def held(value: float, step: float) -> float:
 
 def held_rate(rate: float) -> float:
     return held(rate, next(step for top, step in RAMP_STEPS if rate <= top))
+
+
 WORD = 2**31 - 1  # largest register word accepted
 
 

@@ -60,7 +60,7 @@ class TtiOptions(NoOptions):
     error_check: Literal["esr", "eer"] = Field(
         default="esr", description="after a setting read *ESR? (+ EER? on an execution error) or EER? only"
     )
-    setpoint_header: bool = Field(default=True, description="V1? replies 'V1 5.00' (true) or '5.00' (unconfirmed)")
+    setpoint_header: bool = Field(default=True, description="V1? replies 'V1 5.000' (true) or '5.000' (unconfirmed)")
     trip_bits: dict[str, Bit] = Field(
         default_factory=lambda: {"OVP": 2, "OCP": 3}, description="LSR<n>? bit per trip alarm (unconfirmed per model)"
     )
@@ -96,8 +96,8 @@ class TtiMx100tp(SupplyDriver):
     )
 
     # `{n}` is the output number (channel + 1); the finest steps of the family (STEPS: per model)
-    vset = ChannelParam("V{n}", "V", limits=(0.0, 70.0), resolution=1e-3)  # V1? -> V1 5.00
-    iset = ChannelParam("I{n}", "A", limits=(0.0, 20.0), resolution=1e-4)  # I1? -> I1 0.500
+    vset = ChannelParam("V{n}", "V", limits=(0.0, 70.0), resolution=1e-3)  # V1? -> V1 5.000
+    iset = ChannelParam("I{n}", "A", limits=(0.0, 20.0), resolution=1e-4)  # I1? -> I1 0.5000
     vmon = ChannelParam("V{n}O", "V", kind=_with_unit("V"), readonly=True)  # V1O? -> 5.002V
     imon = ChannelParam("I{n}O", "A", kind=_with_unit("A"), readonly=True)  # I1O? -> 0.100A
     ovp = ChannelParam("OVP{n}", "V", limits=(0.0, 80.0), resolution=0.01)  # set only: OVP1? answers "VP1 13.50"
