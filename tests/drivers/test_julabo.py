@@ -61,7 +61,7 @@ def test_connect_and_read_with_the_default_pauses(server, make_driver, bath):
     assert drv.connect() == "JULABO FP50-HE VERSION 4.0"
     assert drv.link.queries == ["version", "status", "in_mode_01"]
     drv.link.reset()
-    drv.execute("tset", 0, 15.0)  # the active setpoint, out_sp_00, then in_sp_00 250 ms later
+    drv.set_temperature(0, 15.0)  # the active setpoint, out_sp_00, then in_sp_00 250 ms later
     elapsed = time.monotonic() - start
     assert drv.link.log == [("query", "in_mode_01"), ("write", "out_sp_00 15.00"), ("query", "in_sp_00")]
     assert elapsed >= 5 * 0.25 * 0.95  # five pauses of 250 ms between six requests
@@ -72,7 +72,7 @@ def test_fp50_settings_against_an_lf_chiller(clock, serve, make_driver):
     bath = JulaboSim(clock=clock, seed=1, eol=b"\n")
     drv = make_driver(JulaboDriver, tcp(serve(bath)), [0], {"out_interval": 0.0}, **FP50)
     assert drv.connect().startswith("JULABO")
-    drv.execute("on", 0, None)
+    drv.switch(0, True)
     r = drv.read([0], full=True)[0]
     assert r.on and r.state is ChannelState.ON and (r.status_code, r.status) == (3, "REMOTE START")
 
@@ -132,15 +132,15 @@ def test_setpoint_is_cached_between_full_reads(julabo, bath):
 
 def test_tset_on_off_and_the_bath_follows(julabo, bath, clock):
     drv = julabo()
-    drv.execute("tset", 0, -10.0)
+    drv.set_temperature(0, -10.0)
     assert drv.link.log == [("query", "in_mode_01"), ("write", "out_sp_00 -10.00"), ("query", "in_sp_00")]
-    drv.execute("on", 0, None)
+    drv.switch(0, True)
     assert drv.link.log[-2:] == [("write", "out_mode_05 1"), ("query", "in_mode_05")]
     r = drv.read([0], full=True)[0]
     assert (r.on, r.tset, r.state, r.status_code, r.status) == (True, -10.0, ChannelState.ON, 3, "REMOTE START")
     clock.advance(60)
     assert drv.read([0], full=False)[0].temperature == pytest.approx(-10 + 32 * math.exp(-1), abs=0.05)
-    drv.execute("off", 0, None)
+    drv.switch(0, False)
     r = drv.read([0], full=False)[0]
     assert (r.on, r.state, r.status) == (False, ChannelState.OFF, "REMOTE STOP") and not bath.running
 
@@ -171,14 +171,14 @@ def test_beyond_instrument_range_raises_before_sending(julabo, bath):
     drv = julabo()
     for value in (400.01, -95.5, math.nan, math.inf):
         with pytest.raises(InstrumentError, match="outside the instrument range|finite"):
-            drv.execute("tset", 0, value)
+            drv.set_temperature(0, value)
     assert drv.link.sent == 0
     assert bath.setpoint == 20.0
 
 
 def test_alarm_is_error_and_start_is_refused(julabo, bath, clock):
     drv = julabo()
-    drv.execute("on", 0, None)
+    drv.switch(0, True)
     bath.schedule(parse_scenario({"events": [{"at": 5, "set": {"alarm": -14}}]}, bath))
     clock.advance(5)
     r = drv.read([0], full=False)[0]
@@ -193,9 +193,9 @@ def test_alarm_is_error_and_start_is_refused(julabo, bath, clock):
         InstrumentError,
         match="out_mode_05 1 was not taken: in_mode_05 reads 0; status -14 EXCESS TEMPERATURE PROTECTOR ALARM",
     ):
-        drv.execute("on", 0, None)
+        drv.switch(0, True)
     bath.set_param("alarm", 0.0)
-    drv.execute("on", 0, None)
+    drv.switch(0, True)
     assert drv.read([0], full=False)[0].state is ChannelState.ON
     bath.set_param("alarm", -13.0)  # a warning: still running, still an error
     r = drv.read([0], full=False)[0]
@@ -243,7 +243,7 @@ def test_silence_is_a_link_error_then_recovery(julabo, bath, clock):
     bath.schedule(parse_scenario({"events": [{"at": 10, "silence": 5}]}, bath))
     clock.advance(11)
     assert "timeout" in link_error_message(lambda: drv.read([0], full=False))
-    assert "timeout" in link_error_message(lambda: drv.execute("tset", 0, 5.0))
+    assert "timeout" in link_error_message(lambda: drv.set_temperature(0, 5.0))
     clock.advance(5)
     assert drv.read([0], full=True)[0].tset == 20.0  # lost with the silence, not taken
 
@@ -254,7 +254,7 @@ def test_garbage_is_a_link_error(julabo, bath, clock):
     clock.advance(11)
     for _ in range(5):
         link_error_message(lambda: drv.read([0], full=True))
-    link_error_message(lambda: drv.execute("on", 0, None))
+    link_error_message(lambda: drv.switch(0, True))
     link_error_message(lambda: drv.connect())
     clock.advance(5)
     assert drv.read([0], full=True)[0].on  # executed, only the read-back was garbled
@@ -269,7 +269,7 @@ def test_stopped_simulator_then_a_new_driver_connects(bath, server, serve, julab
         open_link(tcp(server), settings_for(JulaboDriver, tcp(server)))
     assert serve(bath, port=port).port == port
     drv2 = julabo(timeout=SHORT_TIMEOUT)
-    drv2.execute("tset", 0, 5.0)
+    drv2.set_temperature(0, 5.0)
     assert drv2.read([0], full=True)[0].tset == 5.0
 
 
@@ -281,7 +281,7 @@ def test_over_the_pty(bath, serve, make_driver):
     drv = make_driver(JulaboDriver, server.pty_path, [0], {"out_interval": 0.0}, **FAST)
     assert isinstance(drv.link.inner, SerialLink)
     assert drv.connect().startswith("JULABO")
-    drv.execute("tset", 0, 30.5)
+    drv.set_temperature(0, 30.5)
     assert drv.read([0], full=True)[0].tset == 30.5 == bath.setpoint
 
 

@@ -150,7 +150,7 @@ def test_switch_on_and_off(tti, lv):
     assert drv.link.log[-3:] == [("write", "OP2 1"), ("query", "*ESR?"), ("query", "OP2?")]
     r = drv.read(CHANNELS, full=False)
     assert r[1].on and r[1].state is ChannelState.ON and r[1].vmon == pytest.approx(5.0, abs=0.003)
-    drv.execute("off", 1, None)
+    drv.switch(1, False)
     assert not lv.chan(2).on
     r = drv.read(CHANNELS, full=False)
     assert not r[1].on and r[1].state is ChannelState.OFF and r[1].vmon == 0.0
@@ -159,9 +159,9 @@ def test_switch_on_and_off(tti, lv):
 def test_constant_current_is_compliance(tti, lv):
     drv = tti()
     lv.set_param("load", 2.0, channel=1)
-    drv.execute("vset", 0, 5.0)
-    drv.execute("iset", 0, 1.0)
-    drv.execute("on", 0, None)
+    drv.set_voltage(0, 5.0)
+    drv.set_current(0, 1.0)
+    drv.switch(0, True)
     r = drv.read([0], full=True)[0]
     assert r.state is ChannelState.COMPLIANCE and r.alarms == ["CC"] and r.on
     assert r.imon == pytest.approx(1.0, abs=0.002) and r.vmon == pytest.approx(2.0, abs=0.003)
@@ -186,7 +186,7 @@ def test_over_current_trip_then_clear(tti, lv, clock):
     with pytest.raises(InstrumentError, match="output 1 did not switch on .*tripped"):
         drv.switch(0, True)
     lv.set_param("load", 100.0, channel=1)
-    drv.execute("clear", 0, None)
+    drv.clear(0)
     assert ("write", "TRIPRST") in drv.link.log
     r = drv.read([0], full=False)[0]
     assert r.state is ChannelState.OFF and r.alarms == [] and not r.on

@@ -231,10 +231,6 @@ class Driver(ABC):
         except ValidationError:
             return None  # reported by check_config
 
-    def execute(self, action: str, channel: int, value: float | None) -> None:
-        """Carry out one validated action (one of `actions()`)."""
-        raise InstrumentError(f"{self.model} does not support {action!r}")
-
     # --- protocol plumbing, per driver family -------------------------------
     def _get(self, param: ChannelParam, channel: int) -> str:
         raise NotImplementedError
@@ -323,22 +319,6 @@ class SupplyDriver(Driver):
     @abstractmethod
     def read(self, channels: list[int], full: bool) -> dict[int, SupplyChannel]: ...
 
-    def execute(self, action: str, channel: int, value: float | None) -> None:
-        if action == "vset":
-            self.set_voltage(channel, value)  # type: ignore[arg-type]
-        elif action == "iset":
-            self.set_current(channel, value)  # type: ignore[arg-type]
-        elif action == "rampup":
-            self.set_ramp(channel, up=value)
-        elif action == "rampdown":
-            self.set_ramp(channel, down=value)
-        elif action in ("on", "off"):
-            self.switch(channel, action == "on")
-        elif action == "clear":
-            self.clear(channel)
-        else:
-            super().execute(action, channel, value)
-
 
 class SensorDriver(Driver):
     """Read-only sensors: no actions."""
@@ -371,11 +351,3 @@ class ChillerDriver(Driver):
 
     @abstractmethod
     def switch(self, channel: int, on: bool) -> None: ...
-
-    def execute(self, action: str, channel: int, value: float | None) -> None:
-        if action == "tset":
-            self.set_temperature(channel, value)  # type: ignore[arg-type]
-        elif action in ("on", "off"):
-            self.switch(channel, action == "on")
-        else:
-            super().execute(action, channel, value)
