@@ -76,6 +76,8 @@ def archive(tmp_path_factory, influxd_binary) -> Archive:
         viewer.subscribe("slowctl/+/metrics", "slowctl/+/availability", "slowctl/+/health", "slowctl/+/status")
         operator = stack.probe("operator")
         operator.subscribe("slowctl/+/reply")
+        for dev in ("hv", "lv", "chiller"):  # online is the service; commands need the instrument connected
+            viewer.wait_json(f"slowctl/{dev}/status", lambda d: d["state"] == "ok", timeout=15)
         for topic, value in [
             ("slowctl/hv/cmd/vset/0", "50"),
             ("slowctl/hv/cmd/on/0", ""),
