@@ -261,7 +261,7 @@ class DeviceService:
         with self._core_lock:
             self._emit(self.core.observe(readings, started))
             self._publish_status()
-            self._emit(self.core.persist())
+            self._emit(self.core.persist())  # here, not after each command: the next one need not wait
         self._publish_health()
 
     # --- commands -------------------------------------------------------------------------
@@ -391,7 +391,6 @@ class DeviceService:
                 self._publish_status()
                 self._reply(req, outcome.ok, outcome.error, outcome.applied)
                 self._emit(outcome.events)  # after the reply: the sender waits for that, not for the record
-                self._emit(self.core.persist())
                 return
         with self._core_lock:
             self._emit(outcome.events)

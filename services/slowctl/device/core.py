@@ -124,7 +124,7 @@ class DeviceCore:
             seen[key] = getattr(r, key)
         if self.memory.outputs.get(ch) != seen:
             self.memory.outputs[ch] = seen
-            self.outputs_dirty = True  # written by persist(), off the command's path
+            self.outputs_dirty = True  # written by persist() once per poll, off the command's path
 
     def persist(self) -> list[Event]:
         """Write the outputs last seen, if they changed (latches are written at once, durably)."""
