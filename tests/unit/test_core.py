@@ -13,7 +13,7 @@ from slowctl.device.core import OUTPUT_LOST, SETPOINT_CHANGED_EXTERNALLY, TRIP_L
 from slowctl.device.memory import UNREADABLE, MemoryFile
 from slowctl.drivers import DRIVERS
 from slowctl.drivers.base import SupplyDriver
-from slowctl.drivers.link import LinkError
+from slowctl.drivers.link import InstrumentError, LinkError
 from slowctl.drivers.readings import ChannelState, SupplyChannel
 
 SETPOINT, TRIP = SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED
@@ -25,13 +25,14 @@ class FakeSupply(SupplyDriver):
 
     model = "fake"
 
-    def __init__(self, channels, grid=None, ramp_down=False, **initial):  # no link: nothing on a wire
+    def __init__(self, channels, grid=None, ramp_down=False, cached=False, **initial):  # no link, no wire
         base = dict(
             on=False, vset=0.0, vmon=0.0, iset=1e-5, imon=0.0, state=ChannelState.OFF, rampup=20.0, rampdown=40.0
         )
         base.update(initial)
         self.held = {ch: SupplyChannel(**base) for ch in channels}
-        self.grid, self.ramp_down = grid, ramp_down
+        self.grid, self.ramp_down, self.cached = grid, ramp_down, cached
+        self.settings = {}  # `cached`: settings as last read in full, as drivers cache them between full polls
         self.calls = []
         self.fail_read = None  # an exception for the next read
 
@@ -42,7 +43,14 @@ class FakeSupply(SupplyDriver):
         if self.fail_read:
             exc, self.fail_read = self.fail_read, None
             raise exc
-        return {ch: replace(self.held[ch], alarms=list(self.held[ch].alarms)) for ch in channels}
+        out = {ch: replace(self.held[ch], alarms=list(self.held[ch].alarms)) for ch in channels}
+        for ch, r in out.items():
+            if self.cached and (full or ch not in self.settings):
+                self.settings[ch] = {k: getattr(r, k) for k in ("vset", "iset", "rampup", "rampdown")}
+            if self.cached:
+                for k, v in self.settings[ch].items():
+                    setattr(r, k, v)
+        return out
 
     def _hold(self, ch, key, value):
         self.calls.append((key, ch, value))
@@ -554,3 +562,139 @@ def test_rates_are_reapplied_only_while_off_and_front_panel_rates_are_reported()
     drv.held[0].rampdown = 7.0  # front panel
     changed = [e for e in look(core, drv) if e.kind == "setpoint_changed"]
     assert changed and changed[0].channel == 0 and "rampdown" in changed[0].message
+
+
+# --- findings of the second review ----------------------------------------------------------------
+
+
+def test_a_power_cycle_during_a_command_is_still_reported():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    core.execute(drv, cmd("vset", 0, 100.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    original = drv.set_voltage
+
+    def set_then_lose(ch, v):
+        original(ch, v)
+        drv.fail_read = LinkError("timeout")
+
+    drv.set_voltage = set_then_lose
+    assert core.execute(drv, cmd("vset", 0, 120.0), "t").link_error is not None
+    core.link_lost("timeout")
+    fresh = FakeSupply([0, 1])  # came back off at 0 V: a power cycle, not our vset
+    events = core.connected(fresh, "fake", first=False)
+    assert "output_changed" in kinds(events) and OUTPUT_LOST in core.latched(0)
+
+
+def test_a_raise_is_decided_on_fresh_settings_and_a_read_back_reports_other_changes():
+    core, drv = make_core(), FakeSupply([0, 1], cached=True)
+    core.connected(drv, "fake", first=True)
+    core.execute(drv, cmd("vset", 0, 100.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    drv.held[0].iset = 1e-3  # front panel, not yet seen by a full poll
+    out = core.execute(drv, cmd("vset", 0, 300.0), "t")
+    assert not out.ok and "iset" in out.error and ("vset", 0, 300.0) not in drv.calls
+    assert "setpoint_changed" in kinds(out.events)
+
+
+def test_a_read_back_does_not_swallow_another_setting_changed_at_the_front_panel():
+    core, drv = make_core(), FakeSupply([0, 1], cached=True)
+    core.connected(drv, "fake", first=True)
+    drv.held[0].iset = 5e-5  # front panel
+    out = core.execute(drv, cmd("vset", 0, 10.0), "t")  # off: not a raise, decided on the cache
+    assert out.ok and "setpoint_changed" in kinds(out.events) and SETPOINT in core.latched(0)
+
+
+def test_a_refused_startup_setting_does_not_keep_the_service_from_connecting():
+    core, drv = make_core(hv_config(startup={"iset": 20e-6})), FakeSupply([0, 1], iset=50e-6)
+
+    def refuse(ch, a):
+        raise InstrumentError("ISET: value out of range (VAL:ERR)")
+
+    drv.set_current = refuse
+    events = core.connected(drv, "fake", first=True)
+    refused = [e for e in events if e.kind == "setting_applied" and e.severity == "major"]
+    assert len(refused) == 2 and "VAL:ERR" in refused[0].message
+
+
+def test_events_seen_at_connect_survive_a_failure_later_in_connecting():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    core.execute(drv, cmd("on"), "t")
+    core.link_lost("x")
+    fresh = FakeSupply([0, 1])
+
+    def broken(*_):
+        raise LinkError("timeout")
+
+    fresh.configure_channel = broken
+    with pytest.raises(LinkError):
+        core.connected(fresh, "fake", first=False)
+    later = core.link_lost("timeout")
+    assert "output_changed" in kinds(later), "what connecting saw goes out with the next result"
+
+
+def test_on_resumes_a_software_ramp_that_stopped_part_way():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    core.execute(drv, cmd("vset", 0, 20.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    clock.advance(0.6)
+    core.step_ramps(drv)
+    core.abort_ramps("test")
+    held = drv.held[0].vset
+    assert core.execute(drv, cmd("on"), "t").ok and 0 in core.ramps
+    assert "RAMP_ABORTED" not in core.readings[0].alarms
+    ramp_to_end(core, drv, clock, 3)
+    assert held < drv.held[0].vset == 20.0 and look(core, drv, [0]) == []
+
+
+def test_a_refused_switch_on_a_software_ramped_channel_leaves_the_target():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    core.execute(drv, cmd("vset", 0, 20.0), "t")
+
+    def refuse(ch, on):
+        raise InstrumentError("output locked")
+
+    drv.switch = refuse
+    assert not core.execute(drv, cmd("on"), "t").ok
+    assert drv.held[0].vset == 20.0 and look(core, drv, [0]) == []
+
+
+def test_a_failed_read_before_a_command_is_a_reply_not_a_crash():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    drv.fail_read = InstrumentError("bad reply")
+    out = core.execute(drv, cmd("vset", 0, 10.0), "t")
+    assert not out.ok and "reading the channel before the command failed" in out.error
+    assert out.events[-1].kind == "command_failed" and ("vset", 0, 10.0) not in drv.calls
+
+
+def test_restart_in_the_middle_of_a_software_ramp(tmp_path):
+    clock, path = Clock(), tmp_path / "lv.json"
+    core, drv = soft_core(clock, path)
+    core.execute(drv, cmd("vset", 0, 20.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    clock.advance(0.6)
+    core.step_ramps(drv)
+    core.persist()
+    again = make_core(soft_config(), path=path, clock=clock)
+    events = again.connected(drv, "fake", first=True)
+    assert "setpoint_changed" not in kinds(events) and "output_changed" not in kinds(events)
+    assert any("cut short" in e.message for e in events) and "RAMP_ABORTED" in again.readings[0].alarms
+    assert again.readings[0].vset == drv.held[0].vset, "the status shows where the instrument is"
+
+
+def test_restart_during_a_hardware_ramp_down_is_no_false_alarm(tmp_path):
+    path = tmp_path / "hv.json"
+    core, drv = make_core(path=path), FakeSupply([0, 1], ramp_down=True)
+    core.connected(drv, "fake", first=True)
+    core.execute(drv, cmd("vset", 0, 100.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    core.execute(drv, cmd("off"), "t")
+    core.persist()
+    again = make_core(path=path)
+    assert "output_changed" not in kinds(again.connected(drv, "fake", first=True))
+    drv.settle(0)
+    assert "output_changed" not in kinds(look(again, drv)) and again.latched(0) == set()

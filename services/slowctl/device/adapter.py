@@ -156,8 +156,7 @@ class DeviceService:
         # the last status as it was: paho's network thread must not wait for a command holding the core
         if self._last_status is not None:
             self.mqtt.publish(self.topics.status, self._last_status, qos=1, retain=True)
-        self._publish_health()
-        self._emit([])  # what happened while the broker was away
+        self._publish_health()  # events kept while the broker was away go out from the poll loop, in order
 
     # --- instrument link ----------------------------------------------------------
     def _connect(self) -> bool:
@@ -211,6 +210,8 @@ class DeviceService:
         next_poll = time.monotonic()
         while not self.stop_event.is_set():
             self.heartbeat.beat(self.mqtt.connected.is_set())
+            with self._core_lock:
+                self._emit([])  # what waited for the broker
             try:
                 backoff, next_poll = self._poll_step(backoff, next_poll)
             except Exception as exc:  # a bug must not end the service: treat it as a lost link
@@ -436,12 +437,11 @@ class DeviceService:
         if not self.mqtt.connected.is_set():
             return
         while self._backlog:
-            try:
-                e = self._backlog.popleft()
-            except IndexError:
-                break
-            self.mqtt.publish(self.topics.event, e.payload(), qos=1)
+            e = self._backlog[0]
+            if self.mqtt.publish(self.topics.event, e.payload(), qos=1).rc != paho.MQTT_ERR_SUCCESS:
+                return  # paho's queue is full or the connection just went: it stays for the next turn
             self.mqtt.publish(self.topics.metrics, event_line(e), qos=1)
+            self._backlog.popleft()
 
     def _publish_status(self) -> None:
         with self._core_lock:

@@ -73,7 +73,8 @@ class DeviceCore:
         self.raw: dict[int, Reading] = {}  # the instrument's view, for change detection
         self.read_at: dict[int, float] = {}
         self.expect_on: dict[int, bool] = {}  # what the last command (or the first look) left each output at
-        self.pending: dict[int, Expect] = {}  # sent, not yet read back (a link lost in between)
+        # sent and not yet read back (a link lost in between): what the next look may show as our doing
+        self.pending: dict[int, dict[str, Any]] = {}
         self.targets: dict[int, float] = {}  # user vset of software-ramped channels
         self.ramps: dict[int, SoftRamp] = {}
         self.ramp_aborted: set[int] = set()
@@ -98,11 +99,11 @@ class DeviceCore:
     def _latch(self, ch: int, alarm: str) -> None:
         if alarm not in self.latched(ch):
             self.latched(ch).add(alarm)
-            self._save(durable=True)
+            self._save()
 
-    def _save(self, durable: bool) -> None:
+    def _save(self) -> None:
         try:
-            self.memory_file.save(self.memory, durable=durable)
+            self.memory_file.save(self.memory)
         except OSError as exc:  # the latch holds in memory; say that it would not survive a restart
             self.problems.append(
                 self.event(
@@ -116,12 +117,16 @@ class DeviceCore:
         out, self.problems = events + self.problems, []
         return out
 
-    def _remember_outputs(self, ch: int, r: Reading) -> None:
-        if not isinstance(r, (SupplyChannel, ChillerChannel)):
+    def _remember_outputs(self, ch: int) -> None:
+        """What the next run compares with: the commanded output, the instrument's own settings, and where
+        the framework ramps, its target and whether a ramp was under way."""
+        raw = self.raw.get(ch)
+        if not isinstance(raw, (SupplyChannel, ChillerChannel)):
             return
-        seen: dict[str, Any] = {"on": r.on}
-        for key in self.watched[ch]:
-            seen[key] = getattr(r, key)
+        seen: dict[str, Any] = {"on": self.expect_on.get(ch, raw.on)}
+        seen |= {key: getattr(raw, key) for key in self.watched[ch]}
+        if ch in self.caps.soft_ramp:
+            seen |= {"target": self.targets.get(ch), "ramping": ch in self.ramps}
         if self.memory.outputs.get(ch) != seen:
             self.memory.outputs[ch] = seen
             self.outputs_dirty = True  # written by persist() once per poll, off the command's path
@@ -130,7 +135,7 @@ class DeviceCore:
         """Write the outputs last seen, if they changed (latches are written at once, durably)."""
         if self.outputs_dirty:
             self.outputs_dirty = False
-            self._save(durable=False)
+            self._save()
         return self._drain([])
 
     # --- connection ----------------------------------------------------------------------
@@ -141,6 +146,15 @@ class DeviceCore:
         kind = "instrument_connected" if first else "instrument_back"
         events = [self.event(kind, f"instrument {'connected' if first else 'back'}: {identity}")]
         events += self.observe(driver.read(self.channels, full=True), self.clock(), cause="seen on connecting")
+        try:
+            events += self._settings_at_connect(driver, first)
+        except (LinkError, InstrumentError):
+            self.problems[:0] = events  # what was seen still goes out, with the next result
+            raise
+        return self._drain(events)
+
+    def _settings_at_connect(self, driver: Driver, first: bool) -> list[Event]:
+        events: list[Event] = []
         applied: dict[int, dict[str, float]] = {}
         for ch in self.channels:
             r = self.raw.get(ch)
@@ -159,18 +173,25 @@ class DeviceCore:
                     self.event("setting_skipped", f"{self.where(ch)}: {names} not applied: the output is on", ch)
                 )
                 continue
-            for key, value in differ.items():
-                if key not in RATES:
-                    self.caps.channels[ch][key].action.apply(driver, ch, value)
+            for key, value in list(differ.items()):
+                try:
+                    if key not in RATES:
+                        self.caps.channels[ch][key].action.apply(driver, ch, value)
+                except InstrumentError as exc:  # one refused setting must not keep the service from connecting
+                    del differ[key]
+                    msg = f"{self.where(ch)}: {key} {_fmt(value, '')} refused by the instrument: {exc}"
+                    events.append(self.event("setting_applied", msg, ch, severity="major", cause="start-up"))
+                    continue
                 if key == "vset" and ch in self.caps.soft_ramp:
                     self.targets[ch] = value  # the framework's target is what was set
             applied[ch] = differ
         if applied:
             after = driver.read(sorted(applied), full=True)
-            events += self.observe(after, self.clock(), cause="start-up", expect={ch: ALL for ch in applied})
+            expect = {ch: frozenset(differ) for ch, differ in applied.items()}
+            events += self.observe(after, self.clock(), cause="start-up", expect=expect)
             for ch, differ in applied.items():
                 events += [self._setting_event(ch, key, value, after[ch]) for key, value in differ.items()]
-        return self._drain(events)
+        return events
 
     def _wanted_at_connect(self, ch: int, first: bool) -> dict[str, float]:
         wanted: dict[str, float] = {}
@@ -219,15 +240,26 @@ class DeviceCore:
         for ch, r in readings.items():
             if self.read_at.get(ch, -math.inf) > started:
                 continue  # a command's read-back is newer than this read
-            expected = (expect or {}).get(ch, NOTHING) | self.pending.pop(ch, NOTHING)
+            expected = (expect or {}).get(ch, NOTHING) | self._as_sent(ch, r)
             events += self._changes(ch, self.raw.get(ch), r, cause, expected)
             self.raw[ch] = _copy(r)
             self._overlay(ch, r)
             events += self._limits(ch, r)
             self.readings[ch] = r
             self.read_at[ch] = started
-            self._remember_outputs(ch, r)
+            self._remember_outputs(ch)
         return self._drain(events)
+
+    def _as_sent(self, ch: int, r: Reading) -> Expect:
+        """Of a command that was sent but never read back, what this look shows as it was sent."""
+        sent = self.pending.pop(ch, {})
+        return frozenset(k for k, v in sent.items() if k in ("on", *self.watched[ch]) and self._is(ch, k, r, v))
+
+    def _is(self, ch: int, key: str, r: Reading, value: Any) -> bool:
+        held = getattr(r, key, None)
+        if key == "on" or held is None or value is None:
+            return held == value
+        return self._same(ch, key, held, value)
 
     def _changes(self, ch: int, before: Reading | None, r: Reading, cause: str, expected: Expect) -> list[Event]:
         if not isinstance(r, (SupplyChannel, ChillerChannel)):
@@ -236,12 +268,20 @@ class DeviceCore:
         if not isinstance(before, (SupplyChannel, ChillerChannel)):
             # first look since start: compare with what the last run saw
             seen = self.memory.outputs.get(ch) or {}
-            self.expect_on.setdefault(ch, r.on)
-            if ch in self.caps.soft_ramp and "vset" in seen:
-                self.targets.setdefault(ch, seen["vset"])
-            if seen.get("on") is not None and bool(seen["on"]) != r.on and "on" not in expected:
+            moving = r.state in (ChannelState.RAMP_UP, ChannelState.RAMP_DOWN)  # a hardware ramp under way
+            self.expect_on.setdefault(ch, bool(seen["on"]) if moving and "on" in seen else r.on)
+            if ch in self.caps.soft_ramp and seen.get("target") is not None:
+                self.targets.setdefault(ch, seen["target"])
+            if seen.get("ramping"):  # the service stopped in the middle of a software ramp
+                self.ramp_aborted.add(ch)
+                msg = (
+                    f"{self.where(ch)}: the software ramp was cut short when the service stopped; the output "
+                    f"is {'on' if r.on else 'off'} at vset {_fmt(getattr(r, 'vset', None), 'V')}"
+                )
+                return [self.event("state_changed", msg, ch, severity="major"), *self._trip(ch, None, r)]
+            if "on" in seen and bool(seen["on"]) != r.on and not moving and "on" not in expected:
                 events += self._output_change(ch, bool(seen["on"]), r, "while the service was not running")
-            previous = {k: v for k, v in seen.items() if k != "on"}
+            previous = {k: v for k, v in seen.items() if k in self.watched[ch]}
             events += self._setpoint_changes(ch, previous, r, "while the service was not running", expected)
             return events + self._trip(ch, None, r)
         if r.state is not before.state:
@@ -276,9 +316,10 @@ class DeviceCore:
                 continue  # the framework's rates live in the framework
             old = before[key]
             if soft and key == "vset":
-                if ch in self.ramps or ch in self.ramp_aborted or ch not in self.targets:
-                    continue  # stepping, or stopped part-way: the instrument is not at the target yet
-                old = self.targets[ch]
+                if ch in self.ramps:
+                    continue  # stepping: the instrument is not at the target yet
+                if ch not in self.ramp_aborted and ch in self.targets:
+                    old = self.targets[ch]  # at rest the instrument holds the target; stopped part-way, the last value
             new = getattr(r, key)
             if old is None or new is None or self._same(ch, key, old, new):
                 continue
@@ -422,49 +463,62 @@ class DeviceCore:
         try:
             return self._execute(driver, cmd, cause, events)
         except LinkError as exc:
-            error = f"instrument link failed: {exc}"
-            msg = f"{cmd.action} on {self.where(cmd.channel)}: {error}"
-            events.append(self.event("command_failed", msg, cmd.channel, after=cmd.value, cause=cause))
-            return Outcome(False, error, events=self._drain(events), link_error=exc)
+            outcome = self._failed(cmd, f"instrument link failed: {exc}", events, cause)
+            outcome.link_error = exc
+            return outcome
 
     def _execute(self, driver: Driver, cmd: Command, cause: str, events: list[Event]) -> Outcome:
         ch, cap = cmd.channel, self.caps.channels[cmd.channel][cmd.action]
-        # `on` decides on the held settings too: read them, not the cache of the last full poll
-        events += self.observe(driver.read([ch], full=cmd.action == "on"), self.clock(), "seen before a command")
-        current = self.readings.get(ch)
+        try:
+            # `on` decides on the held settings too: read them, not the cache of the last full poll
+            events += self._look_before(driver, cmd, full=cmd.action == "on")
+            current = self.readings.get(ch)
+            if self._raises_voltage(cmd, current):  # ... and so does a vset that raises an output's voltage
+                events += self._look_before(driver, cmd, full=True)
+                current = self.readings.get(ch)
+        except InstrumentError as exc:
+            return self._failed(
+                cmd, f"reading the channel before the command failed ({exc}); not executed", events, cause
+            )
         refusal = self.refusal(cmd, current)
         if refusal:
             msg = f"{cmd.action} refused on {self.where(ch)}: {refusal}"
             events.append(self.event("command_refused", msg, ch, after=cmd.value, cause=cause))
             return Outcome(False, refusal, events=self._drain(events))
         before = self._value_of(cap, current)
-        self.pending[ch] = ALL  # until it is read back, a change on this channel may be ours
+        own = self._own_keys(cmd)
+        # until it is read back, a change to what was sent may be ours (a link lost in between)
+        self.pending[ch] = {
+            k: (cmd.action == "on" if k == "on" else cmd.value)
+            for k in own
+            if k != "vset" or ch not in self.caps.soft_ramp
+        }
         try:
             events += self._apply(driver, cmd, current)
         except InstrumentError as exc:
-            error = f"instrument refused: {exc}"
-            events.append(self.event("command_failed", f"{cmd.action} on {self.where(ch)}: {error}", ch, cause=cause))
-            return Outcome(False, error, events=self._drain(events))
+            return self._failed(cmd, f"instrument refused: {exc}", events, cause)
         if cmd.action in ("on", "off"):
             self.expect_on[ch] = cmd.action == "on"
         try:
             readback = driver.read([ch], full=True)
         except InstrumentError as exc:
-            error = f"sent, but reading the channel back failed ({exc}): check the channel"
-            events.append(self.event("command_failed", f"{cmd.action} on {self.where(ch)}: {error}", ch, cause=cause))
-            return Outcome(False, error, events=self._drain(events))
-        events += self.observe(readback, self.clock(), cause=cause, expect={ch: ALL})
+            return self._failed(
+                cmd, f"sent, but reading the channel back failed ({exc}): check the channel", events, cause
+            )
+        # only what the command changes is ours: anything else that changed since is reported
+        events += self.observe(readback, self.clock(), cause=cause, expect={ch: own})
         if cmd.action == "clear":
             events += self._acknowledge(ch, cause)
         r = self.readings.get(ch)
         applied = self._value_of(cap, r)
         mismatch = self._mismatch(cap, cmd, applied, r)
+        if mismatch and cmd.action in ("on", "off") and isinstance(r, (SupplyChannel, ChillerChannel)):
+            self.expect_on[ch] = r.on  # it did not take: what the instrument shows is the baseline
         what = cmd.action + (f" {_fmt(cmd.value, cap.action.unit)}" if cmd.value is not None else "")
-        held = _fmt(applied, cap.action.unit)
         events.append(
             self.event(
                 "command_failed" if mismatch else "command_applied",
-                f"{what} on {self.where(ch)}: {mismatch or f'applied, the instrument holds {held}'}",
+                f"{what} on {self.where(ch)}: {mismatch or self._applied_text(cap, cmd, applied, r)}",
                 ch,
                 before=before,
                 after=applied,
@@ -472,6 +526,37 @@ class DeviceCore:
             )
         )
         return Outcome(mismatch is None, mismatch, applied, self._drain(events))
+
+    def _look_before(self, driver: Driver, cmd: Command, full: bool) -> list[Event]:
+        return self.observe(driver.read([cmd.channel], full=full), self.clock(), "seen before a command")
+
+    def _raises_voltage(self, cmd: Command, r: Reading | None) -> bool:
+        return cmd.action == "vset" and isinstance(r, SupplyChannel) and r.on and (cmd.value or 0.0) > r.vset
+
+    def _own_keys(self, cmd: Command) -> Expect:
+        """What a command may change on its channel: its own setting, the output for on/off, and the
+        voltage where the framework ramps (it sets 0 before `on`, steps, and restores the target)."""
+        keys = {cmd.action} if self.caps.channels[cmd.channel][cmd.action].action.reading else set()
+        if cmd.action in ("on", "off"):
+            keys.add("on")
+        if cmd.channel in self.caps.soft_ramp and cmd.action in ("on", "off", "vset"):
+            keys.add("vset")
+        return frozenset(keys)
+
+    def _failed(self, cmd: Command, error: str, events: list[Event], cause: str) -> Outcome:
+        msg = f"{cmd.action} on {self.where(cmd.channel)}: {error}"
+        events.append(self.event("command_failed", msg, cmd.channel, after=cmd.value, cause=cause))
+        return Outcome(False, error, events=self._drain(events))
+
+    def _applied_text(self, cap: Capability, cmd: Command, applied: Any, r: Reading | None) -> str:
+        unit = cap.action.unit
+        raw = self.raw.get(cmd.channel)
+        if cmd.action == "vset" and cmd.channel in self.caps.soft_ramp and isinstance(raw, SupplyChannel):
+            return (
+                f"target {_fmt(applied, unit)}, reached by the software ramp; the instrument holds "
+                f"{_fmt(raw.vset, unit)} now"
+            )
+        return f"applied, the instrument holds {_fmt(applied, unit)}"
 
     def _acknowledge(self, ch: int, cause: str) -> list[Event]:
         """`clear`: the operator acknowledges the latched alarms; a trip the instrument still shows stays."""
@@ -481,7 +566,7 @@ class DeviceCore:
         if not cleared or raw is None:
             return []
         self.memory.latched[ch] = self.latched(ch) - set(cleared)
-        self._save(durable=True)
+        self._save()
         shown = _copy(raw)  # the published view again, without what was cleared
         self._overlay(ch, shown)
         if isinstance(shown, (SupplyChannel, ChillerChannel)):
@@ -497,8 +582,7 @@ class DeviceCore:
         if not isinstance(r, (SupplyChannel, ChillerChannel)):
             return None
         ch = cmd.channel
-        raising = cmd.action == "vset" and isinstance(r, SupplyChannel) and r.on and (cmd.value or 0) > r.vset
-        if cmd.action != "on" and not raising:
+        if cmd.action != "on" and not self._raises_voltage(cmd, r):
             return None
         if cmd.action == "on" and (r.state is ChannelState.TRIPPED or TRIP_LATCHED in self.latched(ch)):
             return f"channel {ch} is tripped: send clear first"
@@ -571,8 +655,14 @@ class DeviceCore:
                 ramp.start(target, now)
             elif not current.on:
                 driver.set_voltage(ch, 0.0)
-                driver.switch(ch, True)
+                try:
+                    driver.switch(ch, True)
+                except InstrumentError:
+                    driver.set_voltage(ch, target)  # the output stays off, holding the target as before
+                    raise
                 self._ramp(ch, now, 0.0).start(target, now)
+            elif not self._same(ch, "vset", programmed, target):  # on, but stopped part-way: go on from there
+                self._ramp(ch, now, programmed).start(target, now)
         elif cmd.action == "off":
             if current.on and self.cfg.channels[ch].off_mode == "ramp":
                 ramp = self._ramp(ch, now, programmed)

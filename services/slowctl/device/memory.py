@@ -45,9 +45,9 @@ class MemoryFile:
             outputs={ch: o for ch, o in outputs.items() if ch in channels},
         )
 
-    def save(self, memory: Memory, durable: bool = True) -> None:
-        """Replace the file atomically; `durable` (latches) also waits until it is on disk, which a
-        change of outputs alone (every setpoint command) need not pay for."""
+    def save(self, memory: Memory) -> None:
+        """Replace the file atomically, and wait until it is on disk: a torn file after a power loss would
+        leave every channel latched."""
         if self.path is None:
             return
         body = {
@@ -59,16 +59,14 @@ class MemoryFile:
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
             json.dump(body, f, indent=1)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        if durable:  # the rename itself must reach the disk too
-            fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fd = os.open(self.path.parent, os.O_RDONLY)  # the rename itself must reach the disk too
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _strings(value: Any) -> list[str]:
