@@ -17,20 +17,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from slowctl.config import ChannelConfig, DeviceConfig
-from slowctl.drivers import DRIVERS, ChillerDriver, Driver, SensorDriver, SupplyDriver
+from slowctl.drivers import DRIVERS, SupplyDriver, kind_of
 from slowctl.drivers.base import off_grid
 
 
 class CommandError(Exception):
     """A refused command; the message is the human-readable reason in the reply."""
-
-
-def kind_of(driver: type[Driver]) -> str:
-    """The device kind an action declares itself for: supply, chiller or sensor."""
-    for base, kind in ((SupplyDriver, "supply"), (ChillerDriver, "chiller"), (SensorDriver, "sensor")):
-        if issubclass(driver, base):
-            return kind
-    raise ValueError(f"{driver.__name__}: not a supply, chiller or sensor driver")
 
 
 Apply = Callable[[Any, int, Any], None]  # (driver, channel, value)

@@ -9,6 +9,15 @@ from slowctl.registry import discover
 # that discover() filters by, and it returns the concrete subclasses alone
 DRIVERS: dict[str, type[Driver]] = discover(sys.modules[__name__], Driver)  # type: ignore[type-abstract]
 
+
+def kind_of(driver: type[Driver]) -> str:
+    """The kind of device a driver drives: supply, chiller or sensor (what actions it can accept)."""
+    for base, kind in ((SupplyDriver, "supply"), (ChillerDriver, "chiller"), (SensorDriver, "sensor")):
+        if issubclass(driver, base):
+            return kind
+    raise ValueError(f"{driver.__name__}: not a supply, chiller or sensor driver")
+
+
 SELV_LIMIT = 60.0  # V (IEC safety extra-low voltage, DC): a supply allowed above it is treated as HV
 
 
@@ -23,4 +32,4 @@ def supply_kind(model: str, vmax: list[float | None]) -> str | None:
     return "hv" if cls.high_voltage or any((v or 0) > SELV_LIMIT for v in vmax) else "lv"
 
 
-__all__ = ["DRIVERS", "SELV_LIMIT", "ChillerDriver", "Driver", "SensorDriver", "SupplyDriver", "supply_kind"]
+__all__ = ["DRIVERS", "SELV_LIMIT", "ChillerDriver", "Driver", "SensorDriver", "SupplyDriver", "kind_of", "supply_kind"]

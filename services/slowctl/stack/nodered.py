@@ -47,8 +47,7 @@ def widgets_dir() -> Path:
 
 
 def device_kind(model: str) -> str:
-    from slowctl.device.capabilities import kind_of
-    from slowctl.drivers import DRIVERS
+    from slowctl.drivers import DRIVERS, kind_of
 
     try:
         return kind_of(DRIVERS[model])

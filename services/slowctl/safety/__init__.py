@@ -1,0 +1,1 @@
+"""Safety: interlock rules and their evaluation (no MQTT, no threads)."""
