@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slowctl.drivers import DRIVERS
 from slowctl.drivers.base import Driver, off_grid
+from slowctl.safety.rules import RULE_KINDS, RULE_NAME, Rule, device_shapes, reference_errors
 
 # no '-': a device's broker password is MQTT_PASSWORD_<ID IN CAPITALS> in the compose .env
 DEVICE_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # always used with fullmatch
@@ -226,6 +227,9 @@ class StackConfig(Strict):
     ui: UiConfig = UiConfig()
     state_dir: str = ".slowctl"
     devices: dict[str, DeviceConfig]
+    interlocks: dict[Annotated[str, Field(pattern=RULE_NAME)], Rule] = Field(
+        default_factory=dict, description="interlock rules by name (docs/safety.md)"
+    )
 
     def resolved_dir(self, base: Path) -> Path:
         p = Path(self.state_dir)
@@ -235,8 +239,16 @@ class StackConfig(Strict):
 def _format_errors(exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "top level"
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        loc = list(err["loc"])
+        if loc[:1] == ["interlocks"] and len(loc) > 2 and loc[2] in RULE_KINDS:
+            del loc[2]  # the rule's `kind` tag is not a key of the file
+        path = ".".join(str(p) for p in loc) or "top level"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            msg = f"kind must be one of {', '.join(RULE_KINDS)}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
         out.append(f"{path}: {msg}")
     return out
 
@@ -316,6 +328,8 @@ def parse_config(data: Any, source: str = "config") -> StackConfig:
             if isinstance(name, str) and name != dev_id and DEVICE_ID.fullmatch(name):
                 # the broker ACL lets a device publish /<its id>/status only
                 errors.append(f"devices.{dev_id}.legacy_name: must equal the device id {dev_id!r}, got {name!r}")
+    if stack is not None and not errors:
+        errors += reference_errors(stack.interlocks, device_shapes(stack.devices))
     if errors or stack is None:
         raise ConfigError(errors, source)
     return stack

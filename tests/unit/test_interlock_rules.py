@@ -1,8 +1,10 @@
 """Interlock rules without a broker: validation against the stack, hysteresis, delays, latching, fail-safe."""
 
 import pytest
+import yaml
 
-from slowctl.safety.rules import DeviceView, Interlocks, RuleError
+from slowctl.config import ConfigError, parse_config
+from slowctl.safety.rules import DeviceView, Interlocks
 
 BENCH = {
     "lv-before-hv": {"kind": "requires", "protects": ["hv.*", "hv2.*"], "requires": ["lv.0"]},
@@ -42,9 +44,19 @@ def view(now=100.0, lv_on=True, bath=15.0, dew=5.0, climate_age=1.0, **over):
     return v
 
 
+def with_rules(rules):
+    """The example bench with these interlock rules, through the config loader as a user's file goes."""
+    from pathlib import Path
+
+    raw = yaml.safe_load((Path(__file__).parents[2] / "config" / "bench.yaml").read_text())
+    raw["interlocks"] = rules
+    return parse_config(raw)
+
+
 @pytest.fixture
-def rules(stack_config):
-    return Interlocks.from_config(BENCH, stack_config)
+def rules():
+    stack = with_rules(BENCH)
+    return Interlocks.for_stack(stack.interlocks, stack.devices)
 
 
 def states(rules, v, now=100.0):
@@ -129,6 +141,10 @@ def test_stale_data_latches_until_cleared(rules):
         ),
         ({"kind": "threshold", "protects": ["hv.0"], "reading": "chiller.0.temperature"}, "needs `above` or `below`"),
         (
+            {"kind": "threshold", "protects": ["hv.0"], "reading": "chiller.0.temperature", "above": 1, "delay": -1},
+            "delay: Input should be greater than or equal to 0",
+        ),
+        (
             {"kind": "threshold", "protects": ["hv.0"], "reading": "chiller.0.temperature", "above": 1, "colour": 2},
             "colour: unknown key",
         ),
@@ -136,17 +152,23 @@ def test_stale_data_latches_until_cleared(rules):
         ({"kind": "stale", "protects": ["hv.0"], "devices": ["nope"]}, "devices.0: 'nope' is not a configured device"),
     ],
 )
-def test_bad_rules_name_the_key(stack_config, rule, expected):
-    with pytest.raises(RuleError) as info:
-        Interlocks.from_config({"r": rule}, stack_config)
+def test_bad_rules_name_the_key(rule, expected):
+    with pytest.raises(ConfigError) as info:
+        with_rules({"r": rule})
     assert any(e.startswith("interlocks.r") and expected in e for e in info.value.errors), info.value.errors
 
 
-def test_a_cycle_of_requirements_is_refused(stack_config):
+def test_a_cycle_of_requirements_is_refused():
     cycle = {
         "a": {"kind": "requires", "protects": ["hv.0"], "requires": ["lv.0"]},
         "b": {"kind": "requires", "protects": ["lv.0"], "requires": ["hv.0"]},
     }
-    with pytest.raises(RuleError) as info:
-        Interlocks.from_config(cycle, stack_config)
+    with pytest.raises(ConfigError) as info:
+        with_rules(cycle)
     assert "cycle" in str(info.value) and "hv.0 -> lv.0 -> hv.0" in str(info.value)
+
+
+def test_a_rule_name_must_be_a_plain_word():
+    with pytest.raises(ConfigError) as info:
+        with_rules({"Bad Name": BENCH["lv-before-hv"]})
+    assert any(e.startswith("interlocks.Bad Name") for e in info.value.errors), info.value.errors

@@ -34,7 +34,7 @@ from slowctl.device.commands import (
     parse_plain,
     validate,
 )
-from slowctl.device.contract import DeviceState, LegacyTopics, Topics
+from slowctl.device.contract import DeviceState, InterlockTopics, LegacyTopics, Topics
 from slowctl.device.core import DeviceCore, Outcome
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
@@ -43,6 +43,7 @@ from slowctl.device.payloads import channel_dict, event_line, legacy_status, met
 from slowctl.drivers import DRIVERS, Driver, supply_kind
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+from slowctl.safety.rules import device_shapes, protected
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,17 @@ class DeviceService:
         self.kind = supply_kind(self.cfg.model, [c.vmax for c in self.cfg.channels.values()])
         self.caps = Capabilities.build(self.cfg, self.options)
         memory = MemoryFile(state_dir / f"{device}.json" if state_dir else None)
-        self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic)
+        shapes = device_shapes(stack.devices)
+        guards: dict[int, list[str]] = {}
+        for name, rule in stack.interlocks.items():
+            for dev, ch in protected(rule, shapes):
+                if dev == device:
+                    guards.setdefault(ch, []).append(name)
+        self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic, guards)
+        self.interlock_topics = InterlockTopics(stack.mqtt.topic_root) if guards else None
+        self._interlock_state: dict[str, Any] | None = None
+        self._interlock_online = False
+        self._interlock_news = threading.Event()
         self.mqtt = MqttSession(
             endpoint,
             f"slowctl-{device}",
@@ -110,6 +121,9 @@ class DeviceService:
     # --- lifecycle (signal handlers belong to the entry point: stop by setting stop_event) --------
     def run(self) -> int:
         self.mqtt.subscribe(self.topics.cmd + "/#", self._on_command)
+        if self.interlock_topics:
+            self.mqtt.subscribe(self.interlock_topics.state, self._on_interlock)
+            self.mqtt.subscribe(self.interlock_topics.availability, self._on_interlock)
         if self.legacy:
             self.mqtt.subscribe(self.legacy.setv, self._on_legacy)
             self.mqtt.subscribe(self.legacy.switch, self._on_legacy)
@@ -211,6 +225,7 @@ class DeviceService:
         while not self.stop_event.is_set():
             self.heartbeat.beat(self.mqtt.connected.is_set())
             with self._core_lock:
+                self._take_interlocks()
                 self._emit([])  # what waited for the broker
             try:
                 backoff, next_poll = self._poll_step(backoff, next_poll)
@@ -264,6 +279,26 @@ class DeviceService:
             self._publish_status()
             self._emit(self.core.persist())  # here, not after each command: the next one need not wait
         self._publish_health()
+
+    # --- interlocks -------------------------------------------------------------------------
+    def _on_interlock(self, msg: paho.MQTTMessage) -> None:
+        """The interlock process's state and availability (paho's thread: parse here, decide in the core)."""
+        assert self.interlock_topics is not None
+        if msg.topic == self.interlock_topics.availability:
+            self._interlock_online = msg.payload == b"online"
+        else:
+            try:
+                state = json.loads(msg.payload)
+            except ValueError:
+                state = None  # unreadable counts as none: every rule stays active
+            self._interlock_state = state if isinstance(state, dict) else None
+        self._interlock_news.set()  # taken in by the worker or the poller: paho's thread never waits on the core
+
+    def _take_interlocks(self) -> None:
+        """Under the core lock: the latest interlock state into the core, before anything is decided."""
+        if self._interlock_news.is_set():
+            self._interlock_news.clear()
+            self._emit(self.core.interlock_update(self._interlock_state, self._interlock_online))
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:
@@ -387,6 +422,7 @@ class DeviceService:
             self._refuse(req, stale or f"instrument not connected ({self.error})")
             return
         with driver.link.lock.exclusive(), self._core_lock:
+            self._take_interlocks()
             outcome: Outcome = self.core.execute(driver, cmd, _cause(req))
             if outcome.link_error is None:
                 self._publish_status()

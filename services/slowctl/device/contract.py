@@ -46,3 +46,13 @@ class LegacyTopics:
         self.status = f"/{name}/status"
         self.setv = f"/{name}/cmd/setv/+"
         self.switch = f"/{name}/cmd/switch/+"
+
+
+class InterlockTopics:
+    """The interlock process's topics: retained state of every rule, availability (last will), events."""
+
+    def __init__(self, root: str) -> None:
+        base = f"{root}/interlock"
+        self.state = f"{base}/state"
+        self.availability = f"{base}/availability"
+        self.event = f"{base}/event"

@@ -56,9 +56,20 @@ def _fmt(value: Any, unit: str) -> str:
 
 class DeviceCore:
     def __init__(
-        self, device: str, cfg: DeviceConfig, caps: Capabilities, memory: MemoryFile, clock: Callable[[], float]
+        self,
+        device: str,
+        cfg: DeviceConfig,
+        caps: Capabilities,
+        memory: MemoryFile,
+        clock: Callable[[], float],
+        guards: Mapping[int, list[str]] | None = None,
     ) -> None:
         self.id, self.cfg, self.caps, self.memory_file = device, cfg, caps, memory
+        # interlock rules protecting each channel; until the interlock process says otherwise, all of them
+        # count as active (fail-safe: a dead or silent interlock process blocks, it never releases)
+        self.guards = {ch: list(names) for ch, names in (guards or {}).items() if names}
+        self.interlocks: dict[str, str] = {}  # active rule -> reason
+        self.interlock_view: dict[str, Any] | None = None
         self.clock = clock  # monotonic seconds (ramps, ordering of reads); events carry wall time
         self.channels = sorted(cfg.channels)
         self.rates: dict[int, tuple[float | None, float | None]] = {
@@ -82,7 +93,7 @@ class DeviceCore:
         self.problems: list[Event] = []  # e.g. the state file cannot be written; go out with the next result
         self.memory: Memory = memory.load(self.channels)
         self.outputs_dirty = False
-        self.start_events: list[Event] = []
+        self.start_events: list[Event] = self.interlock_update(None, online=False)
         if self.memory.problem:
             self.start_events.append(self.event("latch_state", self.memory.problem))
 
@@ -413,6 +424,8 @@ class DeviceCore:
             r.state = ChannelState.TRIPPED
         if isinstance(r, (SupplyChannel, ChillerChannel)):
             r.alarms.extend(sorted(a for a in latched if a not in r.alarms))
+            if self.interlock_reasons(ch):
+                r.alarms.append("INTERLOCKED")  # `on` and raising the voltage are refused: see the events
 
     def _limits(self, ch: int, r: Reading) -> list[Event]:
         if not isinstance(r, (SupplyChannel, ChillerChannel)):
@@ -575,6 +588,39 @@ class DeviceCore:
         msg = f"{self.where(ch)}: {', '.join(cleared)} cleared"
         return [self.event("alarms_cleared", msg, ch, before=cleared, after=sorted(self.latched(ch)), cause=cause)]
 
+    def interlock_update(self, state: Mapping[str, Any] | None, online: bool) -> list[Event]:
+        """The interlock process's retained state (None: none seen) and availability. Every rule protecting
+        a channel of this device is active unless an online interlock process says it is not."""
+        active: dict[str, str] = {}
+        rules = (state or {}).get("rules", {}) if online else {}
+        for name in sorted({n for names in self.guards.values() for n in names}):
+            rule = rules.get(name) if isinstance(rules, dict) else None
+            if not online:
+                active[name] = "the interlock process is not running"
+            elif not isinstance(rule, dict):
+                active[name] = "no state from the interlock process yet"
+            elif rule.get("active") is not False:
+                active[name] = str(rule.get("reason", "active"))
+        events = []
+        for name in sorted(set(active) | set(self.interlocks)):
+            now, before = active.get(name), self.interlocks.get(name)
+            if (now is None) == (before is None):
+                continue
+            channels = ", ".join(str(ch) for ch, names in sorted(self.guards.items()) if name in names)
+            msg = (
+                f"interlock {name} blocks channel(s) {channels}: {now}"
+                if now is not None
+                else f"interlock {name} released channel(s) {channels}"
+            )
+            events.append(self.event("interlock", msg, after=now is not None, cause="interlock"))
+        self.interlocks = active
+        return self._drain(events)
+
+    def interlock_reasons(self, ch: int) -> list[str]:
+        return [
+            f"interlock {name}: {self.interlocks[name]}" for name in self.guards.get(ch, []) if name in self.interlocks
+        ]
+
     def refusal(self, cmd: Command, r: Reading | None) -> str | None:
         """Why a valid command must not run on the channel as it is now, or None. `on`, and a vset that
         raises the voltage of an output that is on, need a channel without blocking alarms and settings
@@ -586,6 +632,9 @@ class DeviceCore:
             return None
         if cmd.action == "on" and (r.state is ChannelState.TRIPPED or TRIP_LATCHED in self.latched(ch)):
             return f"channel {ch} is tripped: send clear first"
+        interlocked = self.interlock_reasons(ch)
+        if interlocked:
+            return "; ".join(interlocked)
         blocking = sorted(self.latched(ch) & BLOCKING)
         if blocking:
             return f"{self.where(ch)} has latched alarm(s) {', '.join(blocking)}: check the channel, then send clear"

@@ -34,6 +34,7 @@ KINDS = {
     "setting_applied": "info",  # start-up settings
     "setting_skipped": "minor",  # start-up settings not applied: the output is on
     "latch_state": "major",  # the latch state file could not be read
+    "interlock": "minor",  # an interlock rule now blocks, or releases, channels of this device
 }
 
 

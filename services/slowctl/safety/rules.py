@@ -14,14 +14,12 @@ Rule kinds (the stack config's `interlocks` section, one entry per rule, by name
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slowctl.config import StackConfig
 from slowctl.drivers import DRIVERS, kind_of
 
 READINGS = {  # numeric fields of each kind of channel that a rule may watch
@@ -78,6 +76,7 @@ class StaleRule(_Rule):
 
 Rule = Annotated[RequiresRule | DewpointRule | ThresholdRule | StaleRule, Field(discriminator="kind")]
 RULE_NAME = r"^[a-z][a-z0-9_-]{0,47}$"
+RULE_KINDS = ("requires", "dewpoint", "threshold", "stale")
 
 
 # --- what the devices publish --------------------------------------------------------------------------
@@ -117,10 +116,37 @@ class _Memory:
     latched: bool = False
 
 
-class RuleError(Exception):
-    def __init__(self, errors: list[str]) -> None:
-        self.errors = errors
-        super().__init__("; ".join(errors))
+def device_shapes(devices: Mapping[str, Any]) -> dict[str, tuple[str, list[int]]]:
+    """{device: (kind, channels)} from the stack config's devices (objects with `model` and `channels`)."""
+    return {dev: (_kind(DRIVERS[d.model]), sorted(d.channels)) for dev, d in devices.items()}
+
+
+def protected(rule: Any, shapes: Mapping[str, tuple[str, list[int]]]) -> list[tuple[str, int]]:
+    """The outputs a rule protects: its patterns resolved against the configured channels."""
+    channels = {dev: chs for dev, (_, chs) in shapes.items()}
+    out: list[tuple[str, int]] = []
+    for pattern in rule.protects:
+        out += [x for x in _channels(pattern, channels) if shapes[x[0]][0] != "environment" and x not in out]
+    return out
+
+
+def reference_errors(rules: Mapping[str, Any], shapes: Mapping[str, tuple[str, list[int]]]) -> list[str]:
+    """What the rules refer to that the stack does not have, and requirements that form a cycle."""
+    channels = {dev: chs for dev, (_, chs) in shapes.items()}
+    kinds = {dev: kind for dev, (kind, _) in shapes.items()}
+    errors: list[str] = []
+    for name, rule in rules.items():
+        where = f"interlocks.{name}"
+        for i, pattern in enumerate(rule.protects):
+            found = _channels(pattern, channels)
+            if not found:
+                errors.append(f"{where}.protects.{i}: {pattern!r} matches no configured channel")
+            bad = [f"{d}.{c}" for d, c in found if kinds[d] == "environment"]
+            if bad:
+                errors.append(f"{where}.protects.{i}: {', '.join(bad)} have no output to protect")
+        errors += _references(where, rule, channels, kinds)
+    protects = {name: protected(rule, shapes) for name, rule in rules.items()}
+    return errors + _requires_cycles(rules, protects, channels)
 
 
 @dataclass
@@ -133,39 +159,11 @@ class Interlocks:
     memory: dict[str, _Memory] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, raw: Mapping[str, Any], stack: StackConfig) -> Interlocks:
-        """Rules from the config's `interlocks` mapping; every problem named by its key path."""
-        kinds = {dev: _kind(DRIVERS[d.model]) for dev, d in stack.devices.items()}
-        channels = {dev: sorted(d.channels) for dev, d in stack.devices.items()}
-        errors: list[str] = []
-        rules: dict[str, Any] = {}
-        adapter: TypeAdapter[Any] = TypeAdapter(Rule)
-        for name, body in raw.items():
-            where = f"interlocks.{name}"
-            if not isinstance(name, str) or not re.match(RULE_NAME, name):
-                errors.append(f"{where}: rule names match [a-z][a-z0-9_-]*")
-                continue
-            try:
-                rules[name] = adapter.validate_python(body)
-            except ValidationError as exc:
-                errors += [f"{where}{_where(e['loc'])}: {_message(e)}" for e in exc.errors()]
-        protects: dict[str, list[tuple[str, int]]] = {}
-        for name, rule in rules.items():
-            where = f"interlocks.{name}"
-            protects[name] = []
-            for i, pattern in enumerate(rule.protects):
-                found = _channels(pattern, channels)
-                if not found:
-                    errors.append(f"{where}.protects.{i}: {pattern!r} matches no configured channel")
-                bad = [f"{d}.{c}" for d, c in found if kinds[d] == "environment"]
-                if bad:
-                    errors.append(f"{where}.protects.{i}: {', '.join(bad)} have no output to protect")
-                protects[name] += [x for x in found if kinds[x[0]] != "environment" and x not in protects[name]]
-            errors += _references(where, rule, channels, kinds)
-        errors += _requires_cycles(rules, protects, channels)
-        if errors:
-            raise RuleError(errors)
-        return cls(rules, protects, kinds)
+    def for_stack(cls, rules: Mapping[str, Any], devices: Mapping[str, Any]) -> Interlocks:
+        """The evaluator of a stack's (validated) rules; `devices` as in the stack config."""
+        shapes = device_shapes(devices)
+        kinds = {dev: kind for dev, (kind, _) in shapes.items()}
+        return cls(dict(rules), {name: protected(rule, shapes) for name, rule in rules.items()}, kinds)
 
     def evaluate(self, view: Mapping[str, DeviceView], now: float) -> list[RuleState]:
         return [self._evaluate(name, rule, view, now) for name, rule in self.rules.items()]
@@ -207,20 +205,6 @@ MISSING = "no data: "
 def _kind(driver: Any) -> str:
     kind = kind_of(driver)
     return "environment" if kind == "sensor" else kind
-
-
-def _where(loc: tuple[Any, ...]) -> str:
-    """The key path of a pydantic error, without the union's tag (the rule's `kind`)."""
-    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("requires", "dewpoint", "threshold", "stale") else []
-    return "." + ".".join(parts) if parts else ""
-
-
-def _message(error: Any) -> str:
-    if error["type"] == "extra_forbidden":
-        return "unknown key"
-    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        return "kind must be one of requires, dewpoint, threshold, stale"
-    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def _channels(pattern: str, channels: Mapping[str, list[int]]) -> list[tuple[str, int]]:
