@@ -14,7 +14,7 @@ umask 077
 
 # MQTT_PASSWORD_<USER IN CAPITALS>=secret -> user "<user in lower case>"; every user that is
 # not a role is a device service and gets its ACL block from acl-device.template
-ROLES=" viewer operator nodered telegraf "
+ROLES=" viewer operator nodered telegraf interlock "
 : > "$RUN/passwd"
 cp "$CONF/acl" "$RUN/acl"
 env | grep '^MQTT_PASSWORD_[A-Z0-9_]*=' | while read -r line; do

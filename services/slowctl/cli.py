@@ -37,6 +37,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_interlock(args: argparse.Namespace) -> int:
+    from slowctl.interlock.service import InterlockService
+    from slowctl.mqtt import Endpoint
+
+    stack = load_config(args.config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s interlock %(levelname)s %(message)s")
+    service = InterlockService(stack, Endpoint.from_config(stack.mqtt))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: service.stop_event.set())
+    return service.run()
+
+
 def cmd_actions(args: argparse.Namespace) -> int:
     from slowctl.device.capabilities import actions_table
 
@@ -233,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hostname", help="host name for URLs and the certificate (default: this machine's)")
     sp.set_defaults(func=cmd_init)
 
+    sp = sub.add_parser("interlock", help="the interlock process: evaluates the config's interlock rules")
+    sp.add_argument("--config", required=True)
+    sp.set_defaults(func=cmd_interlock)
+
     sp = sub.add_parser("actions", help="the command actions as declared (the table in docs/mqtt.md)")
     sp.set_defaults(func=cmd_actions)
 
@@ -318,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command not in ("run", "up"):
+    if args.command not in ("run", "up", "interlock"):
         logging.basicConfig(level=logging.ERROR, format="%(message)s")  # clients report errors themselves
     try:
         return args.func(args)

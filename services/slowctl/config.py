@@ -22,7 +22,7 @@ from slowctl.safety.rules import RULE_KINDS, RULE_NAME, Rule, device_shapes, ref
 DEVICE_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # always used with fullmatch
 # a device id is also a broker user name and a control UI page: the roles' users
 # (mosquitto/acl) and the UI's own pages are taken
-RESERVED_IDS = ("viewer", "operator", "nodered", "telegraf", "environment", "health", "dashboard")
+RESERVED_IDS = ("viewer", "operator", "nodered", "telegraf", "interlock", "environment", "health", "dashboard")
 
 
 class ConfigError(Exception):

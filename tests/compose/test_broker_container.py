@@ -115,7 +115,7 @@ def test_password_file_built_from_env_and_private(broker):
     passwd = broker.root / "run" / "passwd"
     users = [line.split(":", 1)[0] for line in passwd.read_text().splitlines()]
     assert sorted(users) == sorted(
-        ["viewer", "operator", "nodered", "telegraf", *load_config(REPO / "config" / "bench.yaml").devices]
+        ["viewer", "operator", "nodered", "telegraf", "interlock", *load_config(REPO / "config" / "bench.yaml").devices]
     )
     assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.read_text().splitlines())
     assert stat.S_IMODE(passwd.stat().st_mode) == 0o600

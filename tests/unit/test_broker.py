@@ -91,7 +91,7 @@ def all_topics():
 
 
 def test_users_are_the_roles_and_one_per_device(stack_config):
-    assert users_for(stack_config) == ["viewer", "operator", "nodered", "telegraf", *stack_config.devices]
+    assert users_for(stack_config) == ["viewer", "operator", "nodered", "telegraf", "interlock", *stack_config.devices]
 
 
 def test_roles_publish_no_device_topics_not_even_under_their_own_name(rules):
@@ -257,3 +257,24 @@ def test_write_broker_files(tmp_path, stack_config):
     # a second run keeps the passwords
     _, creds2 = write_broker_files(stack_config, tmp_path, tls)
     assert creds2 == creds
+
+
+INTERLOCK = ("slowctl/interlock/state", "slowctl/interlock/availability", "slowctl/interlock/event")
+
+
+def test_only_the_interlock_process_publishes_interlock_state(rules, stack_config):
+    for user in users_for(stack_config):
+        for topic in INTERLOCK:
+            assert can(rules, user, "write", topic) == (user == "interlock"), (user, topic)
+    # it reads every status and may command every device (it only ever sends `off`)
+    assert can(rules, "interlock", "read", "slowctl/hv/status")
+    assert can(rules, "interlock", "write", "slowctl/hv/cmd") and not can(
+        rules, "interlock", "write", "slowctl/hv/status"
+    )
+
+
+@pytest.mark.parametrize("dev", DEVICES)
+def test_a_device_reads_the_interlock_state_it_enforces(rules, dev):
+    assert can(rules, dev, "read", "slowctl/interlock/state")
+    assert can(rules, dev, "read", "slowctl/interlock/availability")
+    assert not can(rules, dev, "write", "slowctl/interlock/state")

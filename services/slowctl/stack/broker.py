@@ -6,6 +6,7 @@ compose stack (mosquitto/docker-entrypoint.sh). Users:
   operator  reads, and sends commands
   nodered   the control UI: an operator of its own
   telegraf  reads (the archive)
+  interlock the interlock process: reads, publishes slowctl/interlock/#, sends commands (`off` only)
   <device>  one per device service, named like the device: publishes only its own topics
             (its ACL block: mosquitto/acl-device.template)
 """
@@ -25,7 +26,7 @@ from slowctl.config import StackConfig
 from slowctl.stack.paths import render, repo_file
 from slowctl.stack.tls import TlsFiles
 
-ROLES = ("viewer", "operator", "nodered", "telegraf")
+ROLES = ("viewer", "operator", "nodered", "telegraf", "interlock")
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's own default
 ACL_ROOT = "slowctl"  # the topic root written in mosquitto/acl
 

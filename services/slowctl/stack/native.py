@@ -127,6 +127,10 @@ class NativeStack:
             )
             for dev_id in self.stack.devices
         ]
+        if self.stack.interlocks:  # first: the device services block protected channels until it has spoken
+            argv = [sys.executable, "-m", "slowctl", "interlock", "--config", str(resolved)]
+            env = {"SLOWCTL_MQTT_USERNAME": "interlock", "SLOWCTL_MQTT_PASSWORD": creds["interlock"]}
+            services.insert(0, ProcessSpec("interlock", argv, env=env, tier=2))
         return broker, sims, services
 
     def _client_host(self) -> str:

@@ -1,0 +1,1 @@
+"""The interlock process: the stack's interlock rules on MQTT (rules: slowctl.safety)."""

@@ -1,0 +1,88 @@
+"""Interlocks through the real broker: LV before HV, the protective off, fail-safe when the interlock dies."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from harness import channel, send, wait_until
+
+pytestmark = pytest.mark.stack
+
+RULES = {"lv-before-hv": {"kind": "requires", "protects": ["hv.0", "hv.1"], "requires": ["lv.2"]}}
+
+
+def with_rules(c):
+    c["interlocks"] = RULES
+    c["mqtt"]["keepalive"] = 2  # the interlock's last will within 3 s
+    c["supervisor"].update(backoff_initial=5)  # time to see the fail-safe before the restart
+
+
+def rule_state(probe):
+    msgs = probe.seen("slowctl/interlock/state")
+    return json.loads(msgs[-1].payload)["rules"]["lv-before-hv"] if msgs else None
+
+
+def test_lv_before_hv(own_stack):
+    s = own_stack(with_rules).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/+/status", "slowctl/interlock/#", "slowctl/hv/event")
+    wait_until(lambda: rule_state(op) is not None and rule_state(op)["active"], 10, what="the interlock state")
+    assert send(op, "slowctl/hv/cmd/vset/0", "40")["ok"]
+    reply = send(op, "slowctl/hv/cmd/on/0", "")
+    assert not reply["ok"] and "interlock lv-before-hv: lv.2 is not on and ok" in reply["error"], reply
+    ch = channel(op, "hv", 0, lambda c: "INTERLOCKED" in c.get("alarms", []))
+    assert not ch["on"]
+
+    assert send(op, "slowctl/lv/cmd/vset/2", "5")["ok"]
+    assert send(op, "slowctl/lv/cmd/on/2", "")["ok"]
+    wait_until(lambda: rule_state(op)["active"] is False, 5, what="the rule to clear")
+    wait_until(lambda: send(op, "slowctl/hv/cmd/on/0", "")["ok"], 5, what="hv on once LV is on")
+    channel(op, "hv", 0, lambda c: c["on"] and "INTERLOCKED" not in c.get("alarms", []), timeout=5)
+
+    # LV lost while HV is on: the interlock switches HV off (ramped: the channel's off_mode)
+    assert send(op, "slowctl/lv/cmd/off/2", "")["ok"]
+    wait_until(
+        lambda: any(json.loads(m.payload).get("id") == "interlock:lv-before-hv" for m in op.seen("slowctl/hv/reply")),
+        5,
+        what="the interlock's off command",
+    )
+    channel(op, "hv", 0, lambda c: c["state"] in ("RAMP_DOWN", "OFF"), timeout=5)
+    kinds = [json.loads(m.payload)["kind"] for m in op.seen("slowctl/interlock/event")]
+    assert "interlock_active" in kinds and "interlock_action" in kinds
+    assert any(json.loads(m.payload)["kind"] == "interlock" for m in op.seen("slowctl/hv/event"))
+
+
+def test_a_dead_interlock_blocks_and_never_releases(own_stack):
+    s = own_stack(with_rules).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/interlock/#")
+    wait_until(lambda: rule_state(op) is not None, 10, what="the interlock state")
+    assert send(op, "slowctl/lv/cmd/vset/2", "5")["ok"]
+    assert send(op, "slowctl/lv/cmd/on/2", "")["ok"]
+    wait_until(lambda: rule_state(op)["active"] is False, 5, what="the rule to clear")
+    pid = next(p for p in __import__("psutil").Process(s.proc.pid).children() if "interlock" in p.cmdline())
+    os.kill(pid.pid, signal.SIGKILL)
+    wait_until(
+        lambda: any(m.payload == b"offline" for m in op.seen("slowctl/interlock/availability")),
+        6,
+        what="the interlock's last will",
+    )
+    wait_until(lambda: not send(op, "slowctl/hv/cmd/on/1", "")["ok"], 5, what="the device to block")
+    reply = send(op, "slowctl/hv/cmd/on/1", "")
+    assert "interlock lv-before-hv: the interlock process is not running" in reply["error"], reply
+    # back (supervisor restart): it evaluates before it says online, and the channel is released
+    wait_until(lambda: send(op, "slowctl/hv/cmd/on/1", "")["ok"], 20, what="the restarted interlock to release")
+
+
+def test_an_operator_cannot_forge_the_interlock_state(own_stack):
+    s = own_stack(with_rules).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/interlock/state")
+    wait_until(lambda: rule_state(op) is not None, 10, what="the interlock state")
+    forged = json.dumps({"rules": {"lv-before-hv": {"active": False, "reason": "forged"}}})
+    op.publish("slowctl/interlock/state", forged, retain=True)
+    op.publish("slowctl/interlock/availability", "online", retain=True)
+    reply = send(op, "slowctl/hv/cmd/on/0", "")
+    assert not reply["ok"] and "lv.2 is not on and ok" in reply["error"], reply
