@@ -86,3 +86,33 @@ def test_an_operator_cannot_forge_the_interlock_state(own_stack):
     op.publish("slowctl/interlock/availability", "online", retain=True)
     reply = send(op, "slowctl/hv/cmd/on/0", "")
     assert not reply["ok"] and "lv.2 is not on and ok" in reply["error"], reply
+
+
+def test_a_latched_rule_holds_until_an_operator_clears_it(own_stack):
+    latched = {"lv-before-hv": {**RULES["lv-before-hv"], "latch": True}}
+    s = own_stack(lambda c: (with_rules(c), c.update(interlocks=latched))).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/interlock/#")
+    wait_until(lambda: rule_state(op) is not None and rule_state(op)["active"], 10, what="the interlock state")
+
+    def clear():
+        before = len(op.seen("slowctl/interlock/reply"))
+        op.publish("slowctl/interlock/cmd", json.dumps({"action": "clear", "rule": "lv-before-hv", "id": "c1"}))
+        wait_until(lambda: len(op.seen("slowctl/interlock/reply")) > before, 5, what="the interlock's reply")
+        return json.loads(op.seen("slowctl/interlock/reply")[-1].payload)
+
+    assert clear() == {
+        "id": "c1",
+        "action": "clear",
+        "rule": "lv-before-hv",
+        "ok": False,
+        "error": "interlock lv-before-hv is not latched",
+    }, "not while its condition holds"
+    assert send(op, "slowctl/lv/cmd/vset/2", "5")["ok"] and send(op, "slowctl/lv/cmd/on/2", "")["ok"]
+    wait_until(lambda: rule_state(op)["latched"], 5, what="the rule to latch")
+    assert rule_state(op)["active"] and not send(op, "slowctl/hv/cmd/on/0", "")["ok"]
+    assert clear()["ok"]
+    wait_until(lambda: rule_state(op)["active"] is False, 5, what="the release")
+    wait_until(lambda: send(op, "slowctl/hv/cmd/on/0", "")["ok"], 5, what="hv on after the clear")
+    per_rule = op.seen("slowctl/interlock/rules/lv-before-hv")
+    assert per_rule and json.loads(per_rule[-1].payload)["active"] is False

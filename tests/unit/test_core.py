@@ -698,3 +698,46 @@ def test_restart_during_a_hardware_ramp_down_is_no_false_alarm(tmp_path):
     assert "output_changed" not in kinds(again.connected(drv, "fake", first=True))
     drv.settle(0)
     assert "output_changed" not in kinds(look(again, drv)) and again.latched(0) == set()
+
+
+# --- interlocks, as the device enforces them ------------------------------------------------------
+
+
+def test_a_protected_channel_is_blocked_until_an_online_interlock_releases_it():
+    cfg = hv_config()
+    core = DeviceCore("hv", cfg, Capabilities.build(cfg), MemoryFile(None), Clock(), guards={0: ["lv-first"]})
+    drv = FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    out = core.execute(drv, cmd("on", 0), "t")
+    assert not out.ok and out.error == "interlock lv-first: the interlock process is not running"
+    assert "INTERLOCKED" in core.readings[0].alarms and core.execute(drv, cmd("on", 1), "t").ok
+    state = {"rules": {"lv-first": {"active": False, "reason": "lv.0 on and ok"}}}
+    core.interlock_update(state, online=False)
+    assert core.interlocks == {"lv-first": "the interlock process is not running"}, "offline: its state is void"
+    events = core.interlock_update(state, online=True)
+    assert kinds(events) == ["interlock"] and "released" in events[0].message
+    assert core.execute(drv, cmd("on", 0), "t").ok
+    assert core.execute(drv, cmd("vset", 0, 10.0), "t").ok
+    blocked = {"rules": {"lv-first": {"active": True, "reason": "lv.0 is not on and ok (state OFF)"}}}
+    core.interlock_update(blocked, online=True)
+    out = core.execute(drv, cmd("vset", 0, 50.0), "t")
+    assert not out.ok and "interlock lv-first: lv.0 is not on" in out.error, "raising an output that is on"
+    assert core.execute(drv, cmd("vset", 0, 5.0), "t").ok, "lowering stays possible"
+    assert core.execute(drv, cmd("off", 0), "t").ok, "so does switching off"
+    core.interlock_update({"rules": {}}, online=True)
+    assert not core.execute(drv, cmd("on", 0), "t").ok, "a rule missing from the state counts as active"
+
+
+def test_a_chiller_setpoint_below_dew_point_plus_margin_is_refused():
+    from slowctl.drivers.readings import ChillerChannel
+
+    cfg = DeviceConfig(model="julabo", address="socket://x:1", channels={0: {"name": "bath", "tmin": -30, "tmax": 40}})
+    core = DeviceCore("chiller", cfg, Capabilities.build(cfg), MemoryFile(None), Clock(), cold_sides={0: ["dew"]})
+    held = ChillerChannel(on=True, tset=15.0, temperature=15.0, state=ChannelState.ON)
+    core.observe({0: held}, core.clock())
+    tset = lambda v: Command("tset", 0, v, Request(action="tset", channel=0, value=v))  # noqa: E731
+    assert "the dew point is not known now" in core.refusal(tset(10.0), held)
+    assert core.refusal(tset(18.0), held) is None, "raising the bath is always allowed"
+    core.interlock_update({"rules": {"dew": {"active": False, "floor": 11.0}}}, online=True)
+    assert core.refusal(tset(10.5), held) == "interlock dew: tset 10.5 °C is below dew point + margin = 11 °C"
+    assert core.refusal(tset(11.0), held) is None

@@ -43,7 +43,7 @@ from slowctl.device.payloads import channel_dict, event_line, legacy_status, met
 from slowctl.drivers import DRIVERS, Driver, supply_kind
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
-from slowctl.safety.rules import device_shapes, protected
+from slowctl.safety.rules import cold_sides, device_shapes, protected
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ class DeviceService:
             for dev, ch in protected(rule, shapes):
                 if dev == device:
                     guards.setdefault(ch, []).append(name)
-        self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic, guards)
-        self.interlock_topics = InterlockTopics(stack.mqtt.topic_root) if guards else None
+        colds = cold_sides(stack.interlocks, device)
+        self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic, guards, colds)
+        self.interlock_topics = InterlockTopics(stack.mqtt.topic_root) if guards or colds else None
         self._interlock_state: dict[str, Any] | None = None
         self._interlock_online = False
         self._interlock_news = threading.Event()

@@ -56,3 +56,6 @@ class InterlockTopics:
         self.state = f"{base}/state"
         self.availability = f"{base}/availability"
         self.event = f"{base}/event"
+        self.rules = f"{base}/rules"  # retained, one topic per rule
+        self.cmd = f"{base}/cmd"  # operators: {"action": "clear", "rule": ...}
+        self.reply = f"{base}/reply"

@@ -63,12 +63,16 @@ class DeviceCore:
         memory: MemoryFile,
         clock: Callable[[], float],
         guards: Mapping[int, list[str]] | None = None,
+        cold_sides: Mapping[int, list[str]] | None = None,
     ) -> None:
         self.id, self.cfg, self.caps, self.memory_file = device, cfg, caps, memory
         # interlock rules protecting each channel; until the interlock process says otherwise, all of them
         # count as active (fail-safe: a dead or silent interlock process blocks, it never releases)
         self.guards = {ch: list(names) for ch, names in (guards or {}).items() if names}
         self.interlocks: dict[str, str] = {}  # active rule -> reason
+        # dewpoint rules whose cold side is a channel here: its setpoint may not go below dew point + margin
+        self.cold_sides = {ch: list(names) for ch, names in (cold_sides or {}).items() if names}
+        self.floors: dict[str, float | None] = {}  # rule -> lowest allowed setpoint (None: not known)
         self.interlock_view: dict[str, Any] | None = None
         self.clock = clock  # monotonic seconds (ramps, ordering of reads); events carry wall time
         self.channels = sorted(cfg.channels)
@@ -601,6 +605,13 @@ class DeviceCore:
                 active[name] = "no state from the interlock process yet"
             elif rule.get("active") is not False:
                 active[name] = str(rule.get("reason", "active"))
+        self.floors = {}
+        for name in {n for names in self.cold_sides.values() for n in names}:
+            rule = rules.get(name) if isinstance(rules, dict) else None
+            floor = rule.get("floor") if isinstance(rule, dict) else None
+            self.floors[name] = (
+                float(floor) if isinstance(floor, (int, float)) and not isinstance(floor, bool) else None
+            )
         events = []
         for name in sorted(set(active) | set(self.interlocks)):
             now, before = active.get(name), self.interlocks.get(name)
@@ -628,6 +639,8 @@ class DeviceCore:
         if not isinstance(r, (SupplyChannel, ChillerChannel)):
             return None
         ch = cmd.channel
+        if cmd.action == "tset" and isinstance(r, ChillerChannel):
+            return self._below_floor(ch, cmd.value, r.tset)
         if cmd.action != "on" and not self._raises_voltage(cmd, r):
             return None
         if cmd.action == "on" and (r.state is ChannelState.TRIPPED or TRIP_LATCHED in self.latched(ch)):
@@ -641,6 +654,19 @@ class DeviceCore:
         beyond = self.beyond_limits(ch, r)
         if beyond:
             return f"{self.where(ch)}: " + "; ".join(beyond[k] for k in sorted(beyond))
+        return None
+
+    def _below_floor(self, ch: int, value: float | None, held: float) -> str | None:
+        """A cold-side setpoint below a dewpoint rule's dew point + margin is refused; while that is not
+        known (interlock process silent, no humidity reading), any lowering is."""
+        for name in self.cold_sides.get(ch, []):
+            floor = self.floors.get(name)
+            if value is None:
+                continue
+            if floor is None and value < held:
+                return f"interlock {name}: the dew point is not known now: lowering tset is refused"
+            if floor is not None and value < floor:
+                return f"interlock {name}: tset {value:g} °C is below dew point + margin = {floor:g} °C"
         return None
 
     def _value_of(self, cap: Capability, r: Reading | None) -> Any:

@@ -57,6 +57,7 @@ class InterlockService:
     def run(self) -> int:
         self.mqtt.subscribe(f"{self.root}/+/status", self._on_message)
         self.mqtt.subscribe(f"{self.root}/+/availability", self._on_message)
+        self.mqtt.subscribe(self.topics.cmd, self._on_command)
         self.mqtt.start()
         try:
             while not self.stop_event.is_set():
@@ -91,6 +92,32 @@ class InterlockService:
                 view.status = status if isinstance(status, dict) else None
                 view.received = time.monotonic()
         self.news.set()
+
+    def _on_command(self, msg: paho.MQTTMessage) -> None:
+        """{"action": "clear", "rule": name, "id": ...}: an operator clears a latched rule (never an output)."""
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            body = None
+        req = body if isinstance(body, dict) else {}
+        if msg.retain:
+            error: str | None = "retained commands are refused: a stale command must never run"
+        elif not isinstance(body, dict) or req.get("action") != "clear" or not isinstance(req.get("rule"), str):
+            error = 'expected {"action": "clear", "rule": "<name>"}'
+        else:
+            with self.evaluating:
+                error = self.rules.clear(req["rule"])
+            if error is None:
+                self._emit_text("interlock_cleared", f"interlock {req['rule']} cleared by an operator", req["rule"])
+                self.news.set()
+        reply = {
+            "id": req.get("id") if isinstance(req.get("id"), (str, int)) else None,
+            "action": "clear",
+            "rule": req.get("rule") if isinstance(req.get("rule"), str) else None,
+            "ok": error is None,
+            "error": error,
+        }
+        self.mqtt.publish(self.topics.reply, json.dumps(reply), qos=1)
 
     def _evaluate(self) -> None:
         with self.evaluating:
@@ -149,17 +176,21 @@ class InterlockService:
             self._emit("interlock_clear", f"interlock {state.name} clear: {state.reason}", state)
 
     def _emit(self, kind: str, message: str, state: RuleState) -> None:
-        log.log(logging.WARNING if kind != "interlock_clear" else logging.INFO, "%s", message)
+        self._emit_text(kind, message, state.name, state.active)
+
+    def _emit_text(self, kind: str, message: str, rule: str, active: bool | None = None) -> None:
+        quiet = kind in ("interlock_clear", "interlock_cleared")
+        log.log(logging.INFO if quiet else logging.WARNING, "%s", message)
         body = {
             "ts": int(time.time() * 1000),
             "device": "interlock",
             "channel": None,
             "kind": kind,
-            "severity": "major" if kind != "interlock_clear" else "info",
+            "severity": "info" if quiet else "major",
             "message": message,
             "before": None,
-            "after": state.active,
-            "cause": state.name,
+            "after": active,
+            "cause": rule,
         }
         self.mqtt.publish(self.topics.event, json.dumps(body), qos=1)
 
@@ -176,8 +207,11 @@ class InterlockService:
                     "action": s.action,
                     "latched": s.latched,
                     "protects": [f"{d}.{c}" for d, c in s.protects],
+                    "floor": s.floor,
                 }
                 for s in states
             },
         }
         self.mqtt.publish(self.topics.state, json.dumps(body), qos=1, retain=True)
+        for name, rule in body["rules"].items():
+            self.mqtt.publish(f"{self.topics.rules}/{name}", json.dumps(rule), qos=1, retain=True)

@@ -106,6 +106,7 @@ class RuleState:
     action: str
     since: float | None = None  # monotonic s it became active
     latched: bool = False  # active only because it latched: the condition is gone, a clear is awaited
+    floor: float | None = None  # dewpoint rules: the lowest cold-side temperature allowed now (°C)
 
 
 @dataclass
@@ -127,6 +128,16 @@ def protected(rule: Any, shapes: Mapping[str, tuple[str, list[int]]]) -> list[tu
     out: list[tuple[str, int]] = []
     for pattern in rule.protects:
         out += [x for x in _channels(pattern, channels) if shapes[x[0]][0] != "environment" and x not in out]
+    return out
+
+
+def cold_sides(rules: Mapping[str, Any], device: str) -> dict[int, list[str]]:
+    """The channels of `device` that are the cold side of a dewpoint rule: their setpoint has a floor."""
+    out: dict[int, list[str]] = {}
+    for name, rule in rules.items():
+        ref = parse_ref(rule.cold, True) if isinstance(rule, DewpointRule) else None
+        if ref and ref[0] == device:
+            out.setdefault(ref[1], []).append(name)
     return out
 
 
@@ -196,7 +207,11 @@ class Interlocks:
                 reason = f"cleared condition ({reason}); latched until an operator clears it"
             elif mem.active:
                 mem.active, mem.since = False, None
-        return RuleState(name, mem.active, reason, self.protects[name], rule.action, mem.since, mem.latched)
+        floor = None
+        if isinstance(rule, DewpointRule):
+            dew, _ = _value(view, f"{rule.humidity}.dewpoint")
+            floor = None if dew is None else round(dew + rule.margin, 3)
+        return RuleState(name, mem.active, reason, self.protects[name], rule.action, mem.since, mem.latched, floor)
 
 
 MISSING = "no data: "
@@ -218,7 +233,7 @@ def _channels(pattern: str, channels: Mapping[str, list[int]]) -> list[tuple[str
     ]
 
 
-def _parse_ref(ref: str, with_field: bool) -> tuple[str, int, str | None] | None:
+def parse_ref(ref: str, with_field: bool) -> tuple[str, int, str | None] | None:
     parts = ref.split(".")
     if len(parts) != (3 if with_field else 2) or not parts[1].isdigit():
         return None
@@ -229,7 +244,7 @@ def _references(where: str, rule: Any, channels: Mapping[str, list[int]], kinds:
     errors = []
 
     def channel_ref(key: str, ref: str, with_field: bool, kind: str | None = None) -> None:
-        parsed = _parse_ref(ref, with_field)
+        parsed = parse_ref(ref, with_field)
         shape = "<device>.<channel>.<reading>" if with_field else "<device>.<channel>"
         if parsed is None:
             errors.append(f"{where}.{key}: {ref!r} is not {shape}")
@@ -247,7 +262,7 @@ def _references(where: str, rule: Any, channels: Mapping[str, list[int]], kinds:
     if isinstance(rule, RequiresRule):
         for i, ref in enumerate(rule.requires):
             channel_ref(f"requires.{i}", ref, False)
-            parsed = _parse_ref(ref, False)
+            parsed = parse_ref(ref, False)
             if parsed and parsed[0] in kinds and kinds[parsed[0]] == "environment":
                 errors.append(f"{where}.requires.{i}: {parsed[0]} has no output")
     elif isinstance(rule, DewpointRule):
@@ -271,7 +286,7 @@ def _requires_cycles(
     edges: dict[tuple[str, int], set[tuple[str, int]]] = {}
     for name, rule in rules.items():
         if isinstance(rule, RequiresRule):
-            needed = {p for ref in rule.requires if (p := _parse_ref(ref, False)) and p[0] in channels}
+            needed = {p for ref in rule.requires if (p := parse_ref(ref, False)) and p[0] in channels}
             for out in protects[name]:
                 edges.setdefault(out, set()).update((d, c) for d, c, _ in needed)
     for start in edges:
@@ -292,7 +307,7 @@ def _requires_cycles(
 
 
 def _value(view: Mapping[str, DeviceView], ref: str) -> tuple[float | None, str]:
-    dev, ch, reading = _parse_ref(ref, True)  # type: ignore[misc]
+    dev, ch, reading = parse_ref(ref, True)  # type: ignore[misc]
     d = view.get(dev)
     if d is None or not d.online:
         return None, f"{MISSING}{dev} is offline"
@@ -309,7 +324,7 @@ def _check(rule: Any, view: Mapping[str, DeviceView], now: float, active: bool) 
     """(violated, reason). An active rule clears only past its hysteresis."""
     if isinstance(rule, RequiresRule):
         for ref in rule.requires:
-            dev, ch, _ = _parse_ref(ref, False)  # type: ignore[misc]
+            dev, ch, _ = parse_ref(ref, False)  # type: ignore[misc]
             d = view.get(dev)
             if d is None or not d.online or (d.status or {}).get("state") != "ok":
                 return True, f"{MISSING}{dev} is offline or not connected"
