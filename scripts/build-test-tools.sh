@@ -31,14 +31,15 @@ INFLUXDB_VERSION=v2.8.0
 # InfluxData's pkg-config wrapper: builds Flux's Rust library (libflux) with cargo
 # when cgo asks for `flux`.
 PKG_CONFIG_WRAPPER_VERSION=v0.2.7
-# libflux pins an old Rust toolchain (rust-toolchain.toml) that rustup cannot
-# fetch here; build it with this one instead, lints capped to warnings.
+# libflux pins Rust 1.72 (rust-toolchain.toml), which rustup cannot fetch here;
+# build it with this installed toolchain instead, lints capped to warnings.
 INFLUXDB_RUST_TOOLCHAIN=${SLOWCTL_RUST_TOOLCHAIN:-stable}
 COMPOSE_VERSION=v2.40.3
 FERRETDB_VERSION=v1.24.2
 # -------------------------------------------------------------------------------
 
 ALL_TOOLS=(telegraf influxd compose ferretdb)
+FAILED=()
 
 TOOLS_DIR=${SLOWCTL_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/slowctl/tools}
 PATH=$PATH:/usr/local/go/bin:$HOME/.cargo/bin
@@ -119,13 +120,29 @@ build_influxd() {
     command -v cc >/dev/null || { echo "influxd needs a C compiler (cc) for cgo"; return 1; }
     command -v pkg-config >/dev/null || { echo "influxd needs the system pkg-config (apt install pkg-config)"; return 1; }
     command -v cargo >/dev/null || { echo "influxd needs cargo (rustup) for Flux's libflux"; return 1; }
-    # The wrapper, first on PATH: cgo's `pkg-config flux` makes it run cargo on
-    # libflux (from Flux's module, copied into GOCACHE/pkgconfig); other packages go
-    # to the system pkg-config (the wrapper drops its own directory from PATH).
-    wrapper=$out/pkg-config-wrapper
+    # The wrapper, first on PATH: cgo's `pkg-config flux` makes it run
+    # `cargo build --release --target <triple>` on libflux (Flux's module, copied into
+    # $GOCACHE/pkgconfig); other packages go to the system pkg-config (the wrapper
+    # drops its own directory from PATH to find it).
+    wrapper=$out/build-wrappers
     GOBIN=$wrapper go install "github.com/influxdata/pkg-config@$PKG_CONFIG_WRAPPER_VERSION"
-    export PATH=$wrapper:$PATH PKG_CONFIG=$wrapper/pkg-config
-    export RUSTUP_TOOLCHAIN=$INFLUXDB_RUST_TOOLCHAIN RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }--cap-lints warn"
+    # libflux denies all warnings (`#![deny(warnings)]` under its default `strict`
+    # feature) and newer Rust has new warnings. RUSTFLAGS="--cap-lints warn" is not
+    # enough: with --target, cargo does not apply RUSTFLAGS to host crates, and
+    # flux-core is also built for the host (a build-dependency). A RUSTC_WRAPPER
+    # caps lints for every crate cargo itself does not already cap.
+    cat >"$wrapper/rustc-cap-lints" <<'WRAPPER'
+#!/bin/sh
+rustc=$1; shift
+case " $* " in
+    *" --crate-name "*) case " $* " in *" --cap-lints "*) ;; *) set -- "$@" --cap-lints warn ;; esac ;;
+esac
+exec "$rustc" "$@"
+WRAPPER
+    chmod +x "$wrapper/rustc-cap-lints"
+    export PATH=$wrapper:$PATH PKG_CONFIG=$wrapper/pkg-config RUSTC_WRAPPER=$wrapper/rustc-cap-lints
+    # libflux's rust-toolchain.toml asks for Rust 1.72, which rustup cannot fetch here.
+    export RUSTUP_TOOLCHAIN=$INFLUXDB_RUST_TOOLCHAIN
     echo "rust: $(rustc --version), $(cargo --version)"
     # go.mod has replace directives, so `go install pkg@version` refuses: build in
     # the module's own directory (as its Makefile does). No `assets` tag: the API
@@ -136,15 +153,21 @@ build_influxd() {
     CGO_ENABLED=1 go build -trimpath -tags sqlite_foreign_keys,sqlite_json \
         -ldflags "-s -w -X main.version=$INFLUXDB_VERSION -X main.commit=module" \
         -o "$out/bin/influxd" ./cmd/influxd
+    cd "$out"
     rm -rf "$wrapper"
 }
 
 build_compose() {
-    local out=$1
-    GOBIN=$out/bin CGO_ENABLED=0 go install -trimpath \
+    local out=$1 src
+    # go.mod has exclude directives, so `go install pkg@version` refuses: build in
+    # the module's own directory, as its Makefile does (without its `e2e` tag).
+    src=$(module_dir "github.com/docker/compose/v2@$COMPOSE_VERSION")
+    [[ -n $src ]]
+    cd "$src"
+    CGO_ENABLED=0 go build -trimpath \
         -ldflags "-s -w -X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION" \
-        "github.com/docker/compose/v2/cmd@$COMPOSE_VERSION"
-    mv "$out/bin/cmd" "$out/bin/docker-compose"
+        -o "$out/bin/docker-compose" ./cmd
+    cd "$out"
 }
 
 build_ferretdb() {
@@ -193,7 +216,8 @@ build_one() {
         printf 'build-test-tools: FAILED: %s %s (exit %d after %d s); last lines of %s:\n' \
             "$name" "$version" "$rc" "$secs" "$logf" >&2
         tail -n 30 "$logf" | sed 's/^/    /' >&2
-        return 1
+        FAILED+=("$name")
+        return 0
     fi
     rm -rf "$dir"
     mv "$staging" "$dir"
@@ -201,7 +225,7 @@ build_one() {
 }
 
 main() {
-    local tools=() failed=() t
+    local tools=() t
     if [[ ${1:-} == --paths ]]; then
         for t in "${ALL_TOOLS[@]}"; do
             is_built "$t" && echo "$t=$(tool_dir "$t")/bin/$(tool_program "$t")"
@@ -216,11 +240,12 @@ main() {
     local total=$SECONDS
     log "tools dir $TOOLS_DIR; $(go version)"
     for t in "${tools[@]}"; do
-        build_one "$t" || failed+=("$t")
+        # never `build_one ... || ...`: errexit would be off inside the build
+        build_one "$t"
     done
     log "done in $(((SECONDS - total) / 60))m$(((SECONDS - total) % 60))s"
-    if ((${#failed[@]})); then
-        die "could not build: ${failed[*]}"
+    if ((${#FAILED[@]})); then
+        die "could not build: ${FAILED[*]}"
     fi
 }
 

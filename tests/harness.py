@@ -180,6 +180,9 @@ class DummyStack:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = yaml.safe_load(DUMMY_CONFIG.read_text())
+        # the example bench's interlocks (LV before HV ...) only where a test asks for them (a tweak that
+        # sets `interlocks`): the other tests switch HV on as they need
+        self.bench_interlocks = self.config.pop("interlocks", {})
         self.config["broker"]["port"] = self.port = free_port()
         self.config["broker"]["tls_port"] = self.tls_port = free_port()
         self.config["broker"]["websockets_port"] = self.ws_port = free_port()

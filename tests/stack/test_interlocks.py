@@ -3,13 +3,16 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
+import yaml
 
 from harness import channel, send, wait_until
 
 pytestmark = pytest.mark.stack
 
+BENCH = Path(__file__).parents[2] / "config" / "bench.yaml"
 RULES = {"lv-before-hv": {"kind": "requires", "protects": ["hv.0", "hv.1"], "requires": ["lv.2"]}}
 
 
@@ -116,3 +119,22 @@ def test_a_latched_rule_holds_until_an_operator_clears_it(own_stack):
     wait_until(lambda: send(op, "slowctl/hv/cmd/on/0", "")["ok"], 5, what="hv on after the clear")
     per_rule = op.seen("slowctl/interlock/rules/lv-before-hv")
     assert per_rule and json.loads(per_rule[-1].payload)["active"] is False
+
+
+def test_the_example_bench_is_safe_once_lv_is_on(own_stack):
+    """config/bench.yaml's rules as they are: only LV before HV holds at start; LV on releases HV."""
+    s = own_stack(lambda c: c.update(interlocks=yaml.safe_load(BENCH.read_text())["interlocks"])).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/interlock/#")
+
+    def active():
+        msgs = op.seen("slowctl/interlock/state")
+        return {n for n, r in json.loads(msgs[-1].payload)["rules"].items() if r["active"]} if msgs else None
+
+    wait_until(lambda: active() == {"lv-before-hv"}, 10, what="every rule but LV-before-HV satisfied")
+    reply = send(op, "slowctl/bias/cmd/on/0", "")
+    assert not reply["ok"] and "interlock lv-before-hv" in reply["error"]
+    assert send(op, "slowctl/lv/cmd/vset/0", "1.2")["ok"] and send(op, "slowctl/lv/cmd/on/0", "")["ok"]
+    wait_until(lambda: active() == set(), 10, what="every rule satisfied once LV is on")
+    for dev in ("hv", "hv2", "bias"):
+        assert send(op, f"slowctl/{dev}/cmd/on/0", "")["ok"], dev
