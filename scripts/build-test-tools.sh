@@ -41,6 +41,7 @@ FERRETDB_VERSION=v1.24.2
 ALL_TOOLS=(telegraf influxd compose ferretdb)
 FAILED=()
 
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TOOLS_DIR=${SLOWCTL_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/slowctl/tools}
 PATH=$PATH:/usr/local/go/bin:$HOME/.cargo/bin
 export GOTOOLCHAIN=local      # never download a Go toolchain behind our back
@@ -68,7 +69,20 @@ tool_program() {
 tool_check() {   # prints the program's version; fails if it does not run
     local prog=$1/bin/$(tool_program "$2")
     case $2 in
-        telegraf) "$prog" --version ;;
+        telegraf)
+            "$prog" --version
+            # the build has every plugin the project's config asks for: `config check`
+            # exits 0 even when it fails, so look for its error lines
+            if [[ -f $REPO_ROOT/telegraf/telegraf.conf ]]; then
+                local out
+                out=$("$prog" config check --config "$REPO_ROOT/telegraf/telegraf.conf" 2>&1)
+                if grep -q ' E! ' <<<"$out"; then
+                    echo "$out"
+                    echo "telegraf lacks a plugin telegraf/telegraf.conf uses: add its tag to TELEGRAF_TAGS"
+                    return 1
+                fi
+            fi
+            ;;
         influxd) "$prog" version ;;
         compose) "$prog" version && "$prog" config --help >/dev/null ;;
         ferretdb) "$prog" --version ;;
@@ -197,6 +211,7 @@ build_one() {
     mkdir -p "$TOOLS_DIR/.logs"
     logf=$TOOLS_DIR/.logs/$name-$version.log
     staging=$(mktemp -d "$TOOLS_DIR/.staging-$name-XXXXXX")
+    chmod 755 "$staging"
     log "$name $version: building (log: $logf) ..."
     start=$SECONDS
     set +e

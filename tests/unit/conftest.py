@@ -20,4 +20,7 @@ def raw():
 
 @pytest.fixture(scope="session")
 def stack_config():
-    return load_config(DUMMY_YAML)
+    """The example bench without its interlocks (tests/unit/test_interlock_rules.py has them): the unit
+    tests of commands and of the device service switch HV on as they need."""
+    stack = load_config(DUMMY_YAML)
+    return stack.model_copy(update={"interlocks": {}})
