@@ -85,7 +85,7 @@ tool_check() {   # prints the program's version; fails if it does not run
             ;;
         influxd) "$prog" version ;;
         compose) "$prog" version && "$prog" config --help >/dev/null ;;
-        ferretdb) "$prog" --version ;;
+        ferretdb) "$prog" --version | grep '^version: ' ;;
     esac
 }
 # Everything that changes what gets built: a different recipe means rebuild.
@@ -108,7 +108,11 @@ is_built() {
 
 # Fetch a module's source into the module cache and print its directory.
 module_dir() {
-    go mod download -json "$1" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p'
+    local json dir
+    json=$(go mod download -json "$1") || { echo "go mod download $1 failed: $json" >&2; return 1; }
+    dir=$(sed -n 's/^\t"Dir": "\(.*\)",$/\1/p' <<<"$json")
+    [[ -n $dir ]] || { echo "go mod download $1: no source directory in $json" >&2; return 1; }
+    echo "$dir"
 }
 # A writable copy of a module's source (the module cache is read-only).
 module_copy() {

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from harness import channel, send, v5_props
+from harness import channel, send, v5_props, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -131,6 +131,13 @@ def test_retained_command_is_refused_and_never_replayed(op, stack):
 def test_service_survives_bad_input(op, stack):
     for topic, payload, _ in BAD:
         op.publish(topic, payload)
+
+    def replies_settled():  # every refusal answered before the good command is counted
+        n = len(op.seen("slowctl/+/reply"))
+        time.sleep(0.3)
+        return len(op.seen("slowctl/+/reply")) == n
+
+    wait_until(replies_settled, 10, what="the refusals' replies")
     assert send(op, "slowctl/lv/cmd/iset/3", "0.25")["ok"]
     channel(op, "lv", 3, lambda c: c["iset"] == 0.25)
     assert op.last["slowctl/hv/availability"].payload == b"online"  # retained: arrived at subscribe
