@@ -307,3 +307,15 @@ def test_the_simulator_holds_each_parameter_at_its_decimals(hv):
     ):
         assert hv.handle(f"$BD:00,CMD:SET,CH:0,{request}") == b"#BD:00,CMD:OK\r\n"
         assert getattr(hv.channels[0], attr) == held
+
+
+def test_kill_drops_at_once_and_leaves_the_power_down_mode_as_configured(caen, hv, clock):
+    drv = caen()
+    drv.configure_channel(0, None, None, "ramp")
+    drv.set_voltage(0, 100)
+    drv.switch(0, True)
+    clock.advance(6)
+    drv.kill(0)
+    r = drv.read([0], full=False)[0]
+    assert r.state is ChannelState.OFF and r.vmon == 0.0, "no ramp down"
+    assert hv.channels[0].pdwn == "RAMP", "the channel's own off_mode is back for the next off"

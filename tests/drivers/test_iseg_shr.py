@@ -417,7 +417,7 @@ def test_config_checks():
         "options.trip_time_ms: Input should be greater than or equal to 1",
         "options.echo: unknown option",
     ]
-    assert IsegDriver.actions() == {"on", "off", "vset", "iset", "rampup", "rampdown", "clear"}
+    assert IsegDriver.actions() == {"on", "off", "kill", "vset", "iset", "rampup", "rampdown", "clear"}
 
 
 # --- link faults ------------------------------------------------------------------------------
@@ -492,3 +492,17 @@ def test_configured_polarity_is_enforced_not_just_reported(iseg, hv):
     drv.set_voltage(1, 100.0)  # channel 1 is negative, as configured
     r = drv.read([0], full=True)[0]
     assert r.state is ChannelState.ERROR and "POLARITY" in r.alarms
+
+
+def test_kill_is_emergency_off_whatever_the_off_mode(iseg, hv, clock):
+    drv = iseg()  # off_mode ramp
+    drv.set_voltage(0, 300.0)
+    drv.switch(0, True)
+    clock.advance(20)
+    drv.kill(0)
+    assert ":VOLT EMCY OFF,(@0)" in drv.link.writes
+    r = drv.read([0], full=False)[0]
+    assert (r.state, r.vmon, r.on) == (ChannelState.OFF, 0.0, False)
+    drv.switch(0, True)  # our own emergency off is cleared on the way back on
+    clock.advance(1)
+    assert drv.read([0], full=False)[0].state is ChannelState.RAMP_UP

@@ -298,7 +298,7 @@ def test_config_checks():
         "channels.0.rampup: required: the 2400 has no hardware ramp, without a software ramp every vset is "
         "a step (set rampup and ramp_step)",
     ]
-    assert KeithleyDriver.actions() == {"on", "off", "vset", "iset", "clear"}  # ramps: the software ramp's
+    assert KeithleyDriver.actions() == {"on", "off", "kill", "vset", "iset", "clear"}  # ramps: the software ramp's
     assert not KeithleyDriver.hardware_ramp
 
 

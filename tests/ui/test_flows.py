@@ -122,7 +122,7 @@ def test_commands_go_to_the_own_device_never_retained(stack, flows):
         assert out["expiry"] == str(int(stack.devices[dev].max_command_age))
     assert "climate" not in {o["id"].split(".")[1] for o in by_type(flows, "mqtt out")}  # sensors take no commands
     guard = next(n for n in flows if n["id"] == f"{PREFIX}hv.guard")
-    assert '"0": ["clear", "iset", "off", "on", "rampdown", "rampup", "vset"]' in guard["func"]
+    assert '"0": ["clear", "iset", "kill", "off", "on", "rampdown", "rampup", "vset"]' in guard["func"]
 
 
 def test_no_secret_in_the_flows(flows):

@@ -741,3 +741,25 @@ def test_a_chiller_setpoint_below_dew_point_plus_margin_is_refused():
     core.interlock_update({"rules": {"dew": {"active": False, "floor": 11.0}}}, online=True)
     assert core.refusal(tset(10.5), held) == "interlock dew: tset 10.5 °C is below dew point + margin = 11 °C"
     assert core.refusal(tset(11.0), held) is None
+
+
+def test_kill_on_a_software_ramped_channel_stops_the_ramp_and_switches_off():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    core.execute(drv, cmd("vset", 0, 20.0), "t")
+    core.execute(drv, cmd("on"), "t")
+    clock.advance(0.6)
+    core.step_ramps(drv)
+    out = core.execute(drv, cmd("kill"), "t")
+    assert out.ok and out.applied == "OFF" and 0 not in core.ramps and not drv.held[0].on
+    assert drv.held[0].vset == 20.0, "the instrument holds the target again, for the next on"
+    assert look(core, drv, [0]) == []
+
+
+def test_kill_that_leaves_the_output_on_is_not_ok():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    core.execute(drv, cmd("on"), "t")
+    drv.kill = lambda ch: None
+    out = core.execute(drv, cmd("kill"), "t")
+    assert not out.ok and "kill was sent but the instrument shows the output on" in out.error

@@ -60,6 +60,7 @@ ACTIONS: dict[str, Action] = {
     for a in (
         Action("on", "switch the channel output on", SUPPLY | CHILLER, _switch(True)),
         Action("off", "switch the channel output off (ramped unless off_mode: kill)", SUPPLY | CHILLER, _switch(False)),
+        Action("kill", "switch the channel output off at once, without a ramp", SUPPLY, lambda d, ch, _: d.kill(ch)),
         Action("vset", "set voltage", SUPPLY, lambda d, ch, v: d.set_voltage(ch, v), "V", "vmax", reading="vset"),
         Action("iset", "set current limit", SUPPLY, lambda d, ch, v: d.set_current(ch, v), "A", "imax", reading="iset"),
         Action(

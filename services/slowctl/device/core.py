@@ -514,7 +514,7 @@ class DeviceCore:
             events += self._apply(driver, cmd, current)
         except InstrumentError as exc:
             return self._failed(cmd, f"instrument refused: {exc}", events, cause)
-        if cmd.action in ("on", "off"):
+        if cmd.action in ("on", "off", "kill"):
             self.expect_on[ch] = cmd.action == "on"
         try:
             readback = driver.read([ch], full=True)
@@ -529,7 +529,7 @@ class DeviceCore:
         r = self.readings.get(ch)
         applied = self._value_of(cap, r)
         mismatch = self._mismatch(cap, cmd, applied, r)
-        if mismatch and cmd.action in ("on", "off") and isinstance(r, (SupplyChannel, ChillerChannel)):
+        if mismatch and cmd.action in ("on", "off", "kill") and isinstance(r, (SupplyChannel, ChillerChannel)):
             self.expect_on[ch] = r.on  # it did not take: what the instrument shows is the baseline
         what = cmd.action + (f" {_fmt(cmd.value, cap.action.unit)}" if cmd.value is not None else "")
         events.append(
@@ -554,9 +554,9 @@ class DeviceCore:
         """What a command may change on its channel: its own setting, the output for on/off, and the
         voltage where the framework ramps (it sets 0 before `on`, steps, and restores the target)."""
         keys = {cmd.action} if self.caps.channels[cmd.channel][cmd.action].action.reading else set()
-        if cmd.action in ("on", "off"):
+        if cmd.action in ("on", "off", "kill"):
             keys.add("on")
-        if cmd.channel in self.caps.soft_ramp and cmd.action in ("on", "off", "vset"):
+        if cmd.channel in self.caps.soft_ramp and cmd.action in ("on", "off", "kill", "vset"):
             keys.add("vset")
         return frozenset(keys)
 
@@ -690,6 +690,8 @@ class DeviceCore:
             return f"on was sent but the instrument shows the output off ({applied})"
         if cmd.action == "off" and r.on and ch not in self.ramps and r.state is not ChannelState.RAMP_DOWN:
             return f"off was sent but the instrument shows the output on ({applied})"
+        if cmd.action == "kill" and r.on:
+            return f"kill was sent but the instrument shows the output on ({applied})"
         if cmd.action == "clear" and TRIP_LATCHED in self.latched(ch):
             return "clear was sent but the instrument still shows the trip: find its cause, then clear again"
         return None
@@ -710,7 +712,7 @@ class DeviceCore:
         switching_off = ramp is not None and ramp.switch_off_at_end
         # a new ramp starts where the instrument is, not where an earlier ramp was going
         programmed = ramp.programmed if ramp else (raw.vset if isinstance(raw, SupplyChannel) else current.vset)
-        if cmd.action in ("vset", "on", "off"):
+        if cmd.action in ("vset", "on", "off", "kill"):
             self.ramp_aborted.discard(ch)  # a new target: the stopped ramp is history
         if cmd.action == "vset":
             assert value is not None
@@ -747,6 +749,10 @@ class DeviceCore:
                 self.ramps.pop(ch, None)
                 driver.switch(ch, False)
                 driver.set_voltage(ch, self.targets.get(ch, current.vset))
+        elif cmd.action == "kill":  # off now, from wherever a ramp was: the instrument keeps the target
+            self.ramps.pop(ch, None)
+            driver.switch(ch, False)
+            driver.set_voltage(ch, self.targets.get(ch, current.vset))
         elif cmd.action == "clear":
             events = self.abort_ramps("clear was sent", [ch])
             action.apply(driver, ch, value)

@@ -258,7 +258,7 @@ class SupplyDriver(Driver):
 
     @classmethod
     def actions(cls) -> frozenset[str]:
-        base = {"on", "off", "vset", "iset"} | set(cls.extra_actions)
+        base = {"on", "off", "kill", "vset", "iset"} | set(cls.extra_actions)
         if cls.hardware_ramp:
             base |= {"rampup", "rampdown"}
         return frozenset(base)
@@ -297,6 +297,11 @@ class SupplyDriver(Driver):
                 self.rampup[channel] = rampup  # type: ignore[attr-defined]
             if rampdown is not None:
                 self.rampdown[channel] = rampdown  # type: ignore[attr-defined]
+
+    def kill(self, channel: int) -> None:
+        """Switch the output off at once, without a ramp, whatever the channel's power-down mode. An
+        instrument without a hardware ramp switches off at once anyway."""
+        self.switch(channel, False)
 
     def set_voltage(self, channel: int, volts: float) -> None:
         self.vset[channel] = volts  # type: ignore[attr-defined]

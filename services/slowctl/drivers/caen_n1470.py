@@ -79,6 +79,7 @@ class CaenN1470(SupplyDriver):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._settings: dict[int, dict[str, float]] = {}
+        self._off_mode: dict[int, str] = {}  # as configured: kill() restores the power-down mode
 
     @classmethod
     def channel_count(cls, options: CaenOptions) -> int:  # type: ignore[override]
@@ -131,11 +132,19 @@ class CaenN1470(SupplyDriver):
 
     def configure_channel(self, channel: int, rampup: float | None, rampdown: float | None, off_mode: str) -> None:
         super().configure_channel(channel, rampup, rampdown, off_mode)
+        self._off_mode[channel] = off_mode
         pdwn = self.options.pdwn_kill if off_mode == "kill" else self.options.pdwn_ramp
         self._request("SET", "PDWN", channel, pdwn)
 
     def switch(self, channel: int, on: bool) -> None:
         self._request("SET", "ON" if on else "OFF", channel)
+
+    def kill(self, channel: int) -> None:
+        # the power-down mode decides how OFF acts: KILL for this one, then back to the channel's own
+        self._request("SET", "PDWN", channel, self.options.pdwn_kill)
+        self._request("SET", "OFF", channel)
+        if self._off_mode.get(channel, "ramp") != "kill":
+            self._request("SET", "PDWN", channel, self.options.pdwn_ramp)
 
     def clear(self, channel: int) -> None:
         # BDCLR clears the alarms of the whole board: there is no per-channel clear

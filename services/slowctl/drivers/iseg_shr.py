@@ -296,12 +296,15 @@ class IsegShr(SupplyDriver):
             commands.append(f":CONF:TRIP:TIME {self.options.trip_time_ms},(@{channel})")
         self._command(*commands)
 
+    def kill(self, channel: int) -> None:
+        self._command(f":VOLT EMCY OFF,(@{channel})")  # emergency off: no ramp; the next `on` clears it
+        self._killed.add(channel)
+
     def switch(self, channel: int, on: bool) -> None:
         sel = f"(@{channel})"
         if not on:
             if self._off_mode.get(channel) == "kill":
-                self._command(f":VOLT EMCY OFF,{sel}")
-                self._killed.add(channel)
+                self.kill(channel)
             else:
                 self._command(f":VOLT OFF,{sel}")
             return
