@@ -201,6 +201,22 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_off(args: argparse.Namespace) -> int:
+    from slowctl.client.api import off_all_hv
+    from slowctl.safety.rules import hv_outputs
+
+    stack = load_config(args.config or _state_dir(args) / "stack.yaml")
+    outputs = hv_outputs(stack.devices)
+    if not outputs:
+        print(f"slowctl off: {args.config} has no HV outputs", file=sys.stderr)
+        return 2
+    endpoint, root = _endpoint(args, "operator")
+    rows = off_all_hv(endpoint, root, outputs, kill=args.kill, timeout=args.timeout)
+    for r in rows:
+        print(f"{r['device']:<10} {r['channel']:>3}  {'ok' if r['ok'] else 'FAILED':<6}  {r['result']}")
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
 def cmd_set(args: argparse.Namespace) -> int:
     from slowctl.client.api import send_command
 
@@ -286,10 +302,20 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(sp)
     sp.set_defaults(func=cmd_get)
 
+    sp = sub.add_parser(
+        "off", help="emergency off: switch off every HV output of the stack (exit 1 unless every one confirmed)"
+    )
+    sp.add_argument("--all-hv", action="store_true", required=True, help="every HV output (required: say it)")
+    sp.add_argument("--kill", action="store_true", help="at once, without a ramp (default: each channel's off)")
+    sp.add_argument("--config", help="the stack config (default: the running native stack's, <state-dir>/stack.yaml)")
+    sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the replies (default 5)")
+    client_opts(sp)
+    sp.set_defaults(func=cmd_off)
+
     sp = sub.add_parser("set", help="send a command and print the reply (exit 1 when refused)")
     sp.add_argument("device")
     sp.add_argument("channel", type=int)
-    sp.add_argument("action", help="on, off, vset, iset, rampup, rampdown, clear")
+    sp.add_argument("action", help="on, off, kill, vset, iset, rampup, rampdown, clear, tset (`slowctl actions`)")
     sp.add_argument("value", nargs="?")
     client_opts(sp)
     sp.set_defaults(func=cmd_set)

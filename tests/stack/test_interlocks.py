@@ -138,3 +138,50 @@ def test_the_example_bench_is_safe_once_lv_is_on(own_stack):
     wait_until(lambda: active() == set(), 10, what="every rule satisfied once LV is on")
     for dev in ("hv", "hv2", "bias"):
         assert send(op, f"slowctl/{dev}/cmd/on/0", "")["ok"], dev
+
+
+def test_emergency_off_from_the_cli_says_what_it_could_not_reach(own_stack):
+    def tweak(c):
+        c["mqtt"]["keepalive"] = 2
+        c["supervisor"].update(backoff_initial=60)  # the killed service stays down for the test
+
+    s = own_stack(tweak).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/+/status", "slowctl/+/availability")
+    for dev, ch, v in (("hv", 0, "30"), ("hv2", 0, "30"), ("bias", 0, "10")):
+        assert send(op, f"slowctl/{dev}/cmd/vset/{ch}", v)["ok"] and send(op, f"slowctl/{dev}/cmd/on/{ch}", "")["ok"]
+    os.kill(s.pids()["service-hv2"], signal.SIGKILL)
+    wait_until(lambda: op.last["slowctl/hv2/availability"].payload == b"offline", 6, what="hv2's last will")
+    r = s.slowctl("off", "--all-hv", "--kill", "--state-dir", str(s.state))
+    assert r.returncode == 1, r.stdout + r.stderr
+    rows = {tuple(line.split()[:2]): line for line in r.stdout.splitlines()}
+    assert len(rows) == 4 + 2 + 1, r.stdout  # every HV output of the bench: hv 0-3, hv2 0-1, bias 0
+    assert "ok" in rows[("hv", "0")] and "OFF" in rows[("hv", "0")] and "ok" in rows[("bias", "0")]
+    assert "device offline" in rows[("hv2", "0")] and "FAILED" in rows[("hv2", "1")]
+    for dev in ("hv", "bias"):
+        channel(op, dev, 0, lambda c: not c["on"] and c["vmon"] < 1, timeout=5)  # killed: no ramp down
+    again = s.slowctl("off", "--all-hv", "--state-dir", str(s.state))
+    assert "ok" in again.stdout.splitlines()[0], "idempotent: off again is fine"
+
+
+def test_emergency_off_over_mqtt(own_stack):
+    s = own_stack(with_rules).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/+/status", "slowctl/interlock/#")
+    wait_until(lambda: rule_state(op) is not None, 10, what="the interlock state")
+    assert send(op, "slowctl/lv/cmd/vset/2", "5")["ok"] and send(op, "slowctl/lv/cmd/on/2", "")["ok"]
+    wait_until(lambda: rule_state(op)["active"] is False, 5, what="the rule to clear")
+    assert send(op, "slowctl/hv/cmd/vset/1", "30")["ok"] and send(op, "slowctl/hv/cmd/on/1", "")["ok"]
+    op.publish("slowctl/interlock/cmd", json.dumps({"action": "off-all-hv", "id": "e1"}))
+    wait_until(lambda: op.seen("slowctl/interlock/reply"), 5, what="the interlock's reply")
+    reply = json.loads(op.seen("slowctl/interlock/reply")[-1].payload)
+    assert reply["ok"] and reply["offline"] == [] and {"hv.1", "hv2.0", "bias.0"} <= set(reply["sent"])
+    wait_until(
+        lambda: any(
+            json.loads(m.payload).get("id") == "emergency:e1" and json.loads(m.payload)["channel"] == 1
+            for m in op.seen("slowctl/hv/reply")
+        ),
+        5,
+        what="hv's reply for channel 1",
+    )
+    channel(op, "hv", 1, lambda c: c["state"] in ("RAMP_DOWN", "OFF"), timeout=5)

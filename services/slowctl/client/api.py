@@ -169,3 +169,52 @@ def send_command(
     finally:
         s.stop()
     return reply
+
+
+def off_all_hv(
+    endpoint: Endpoint, root: str, outputs: list[tuple[str, int]], kill: bool = False, timeout: float = 5.0
+) -> list[dict[str, Any]]:
+    """Emergency off: `off` (or `kill`) to every HV output, straight to each device service (no other
+    process needed). One row per output: its reply, or why there is none (device offline, no reply)."""
+    devices = sorted({dev for dev, _ in outputs})
+    seen = collect(endpoint, [Topics(root, dev).availability for dev in devices], limit=timeout)
+    online = {dev for dev in devices if seen.get(Topics(root, dev).availability) == b"online"}
+    run = uuid.uuid4().hex[:12]
+    replies: dict[tuple[str, int], dict[str, Any]] = {}
+    lock = threading.Lock()
+    all_in = threading.Event()
+    expected = [(dev, ch) for dev, ch in outputs if dev in online]
+
+    def on_reply(msg) -> None:
+        parts = msg.topic.split("/")
+        with lock:
+            replies[(parts[-4], int(parts[-1]))] = json.loads(msg.payload)
+            if len(replies) >= len(expected):
+                all_in.set()
+
+    s = _session(endpoint)
+    try:
+        if expected and not s.subscribe(f"{root}/+/reply/emergency-{run}/+", on_reply, wait=timeout):
+            raise ClientError("the broker did not acknowledge the subscription to the replies")
+        for dev, ch in expected:
+            topics = Topics(root, dev)
+            body = {"action": "kill" if kill else "off", "channel": ch, "id": f"emergency-{run}", "ts": time.time()}
+            props = publish_properties(
+                ResponseTopic=f"{topics.reply}/emergency-{run}/{ch}", MessageExpiryInterval=int(timeout) + 1
+            )
+            s.publish(topics.cmd, json.dumps(body), qos=1, properties=props)
+        if expected:
+            all_in.wait(timeout)
+    finally:
+        s.stop()
+    rows = []
+    for dev, ch in outputs:
+        reply = replies.get((dev, ch))
+        if dev not in online:
+            rows.append({"device": dev, "channel": ch, "ok": False, "result": "device offline: not switched off"})
+        elif reply is None:
+            rows.append({"device": dev, "channel": ch, "ok": False, "result": f"no reply within {timeout:g} s"})
+        else:
+            result = f"{reply.get('applied')}" if reply.get("ok") else f"refused: {reply.get('error')}"
+            rows.append({"device": dev, "channel": ch, "ok": bool(reply.get("ok")), "result": result})
+    return rows

@@ -21,7 +21,7 @@ from slowctl.config import StackConfig
 from slowctl.device.contract import InterlockTopics
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.mqtt import Endpoint, MqttSession
-from slowctl.safety.rules import DeviceView, Interlocks, RuleState
+from slowctl.safety.rules import DeviceView, Interlocks, RuleState, hv_outputs
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,13 @@ class InterlockService:
         except ValueError:
             body = None
         req = body if isinstance(body, dict) else {}
+        if not msg.retain and req.get("action") == "off-all-hv":
+            self._off_all_hv(req)
+            return
         if msg.retain:
             error: str | None = "retained commands are refused: a stale command must never run"
         elif not isinstance(body, dict) or req.get("action") != "clear" or not isinstance(req.get("rule"), str):
-            error = 'expected {"action": "clear", "rule": "<name>"}'
+            error = 'expected {"action": "clear", "rule": "<name>"} or {"action": "off-all-hv", "kill": false}'
         else:
             with self.evaluating:
                 error = self.rules.clear(req["rule"])
@@ -116,6 +119,35 @@ class InterlockService:
             "rule": req.get("rule") if isinstance(req.get("rule"), str) else None,
             "ok": error is None,
             "error": error,
+        }
+        self.mqtt.publish(self.topics.reply, json.dumps(reply), qos=1)
+
+    def _off_all_hv(self, req: dict[str, Any]) -> None:
+        """Emergency off from MQTT: `off` (or `kill`) to every HV output of a device that is online; the
+        devices reply per channel on their reply topics, this reply says what was sent and what is offline."""
+        cmd_id = req.get("id") if isinstance(req.get("id"), (str, int)) else None
+        kill = req.get("kill") is True
+        with self.lock:
+            online = {dev for dev, v in self.view.items() if v.online}
+        sent, offline = [], []
+        for dev, ch in hv_outputs(self.stack.devices):
+            if dev not in online:
+                offline.append(f"{dev}.{ch}")
+                continue
+            body = {"action": "kill" if kill else "off", "channel": ch, "id": f"emergency:{cmd_id}", "ts": time.time()}
+            self.mqtt.publish(f"{self.root}/{dev}/cmd", json.dumps(body), qos=1)
+            sent.append(f"{dev}.{ch}")
+        msg = f"emergency off ({'kill' if kill else 'off'}) sent to {', '.join(sent) or 'nothing'}" + (
+            f"; offline, not switched off: {', '.join(offline)}" if offline else ""
+        )
+        self._emit_text("emergency_off", msg, "emergency")
+        reply = {
+            "id": cmd_id,
+            "action": "off-all-hv",
+            "ok": not offline,
+            "sent": sent,
+            "offline": offline,
+            "error": f"offline: {', '.join(offline)}" if offline else None,
         }
         self.mqtt.publish(self.topics.reply, json.dumps(reply), qos=1)
 
@@ -153,14 +185,15 @@ class InterlockService:
             self._publish(states, now)
 
     def _protect(self, state: RuleState, on: set[tuple[str, int]]) -> None:
-        """Switch off each protected output that is on, once per activation (the device decides ramp or kill
-        by its off_mode); `refuse_only` rules only block."""
+        """Switch off each protected output that is on, once per activation: `off` (the channel's off_mode
+        decides ramp or not) or, for `action: kill`, `kill`; `refuse_only` rules only block."""
         if state.action == "refuse_only":
             return
         sent = self.switched_off.setdefault(state.name, set())
         for dev, ch in state.protects:
             if (dev, ch) in on and (dev, ch) not in sent:
-                body = {"action": "off", "channel": ch, "id": f"interlock:{state.name}", "ts": time.time()}
+                action = "kill" if state.action == "kill" else "off"
+                body = {"action": action, "channel": ch, "id": f"interlock:{state.name}", "ts": time.time()}
                 self.mqtt.publish(f"{self.root}/{dev}/cmd", json.dumps(body), qos=1)
                 sent.add((dev, ch))
                 self._emit(

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from slowctl.drivers import DRIVERS, kind_of
+from slowctl.drivers import DRIVERS, kind_of, supply_kind
 
 READINGS = {  # numeric fields of each kind of channel that a rule may watch
     "supply": ("vset", "vmon", "iset", "imon"),
@@ -129,6 +129,17 @@ def protected(rule: Any, shapes: Mapping[str, tuple[str, list[int]]]) -> list[tu
     for pattern in rule.protects:
         out += [x for x in _channels(pattern, channels) if shapes[x[0]][0] != "environment" and x not in out]
     return out
+
+
+def hv_outputs(devices: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """Every HV output of the stack (sensor-bias supplies and channels allowed above SELV): what an
+    emergency off switches off."""
+    return [
+        (dev, ch)
+        for dev, d in devices.items()
+        if supply_kind(d.model, [c.vmax for c in d.channels.values()]) == "hv"
+        for ch in sorted(d.channels)
+    ]
 
 
 def cold_sides(rules: Mapping[str, Any], device: str) -> dict[int, list[str]]:
