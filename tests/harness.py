@@ -228,10 +228,25 @@ class DummyStack:
             )
             assert self.proc.poll() is None, f"stack exited: {self.log()}"
             assert b"WARNING" not in self.log_path.read_bytes(), self.log()
+            self._wait_connected(timeout)
         except BaseException:
             self.stop()  # a stack that failed to come up must not outlive its test
             raise
         return self
+
+    def _wait_connected(self, timeout: float) -> None:
+        """Online is the service; a test's commands also need its instrument connected (status ok)."""
+        probe = Probe("127.0.0.1", self.port, "viewer", self.credentials["viewer"])
+        try:
+            probe.subscribe(f"{self.config['mqtt']['topic_root']}/+/status")
+
+            def connected() -> bool:
+                ok = {m.topic.split("/")[-2] for m in probe.seen() if json.loads(m.payload).get("state") == "ok"}
+                return ok >= set(self.config["devices"])
+
+            wait_until(connected, timeout, what="every instrument connected")
+        finally:
+            probe.close()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -185,3 +185,79 @@ def test_emergency_off_over_mqtt(own_stack):
         what="hv's reply for channel 1",
     )
     channel(op, "hv", 1, lambda c: c["state"] in ("RAMP_DOWN", "OFF"), timeout=5)
+
+
+# --- scenarios: the simulators change the bench under a running stack ---------------------------------
+
+
+def bench_rules(scenarios: dict[str, str], options: dict | None = None):
+    """The example bench's rules, with simulator scenarios written beside the config (device -> yaml)."""
+
+    def tweak(c):
+        c["interlocks"] = yaml.safe_load(BENCH.read_text())["interlocks"]
+        c["supervisor"].update(backoff_initial=60)  # a killed simulator stays down
+        for dev in scenarios:
+            c["devices"][dev]["simulator"]["scenario"] = f"{dev}-scenario.yaml"
+        for dev, opts in (options or {}).items():
+            c["devices"][dev].setdefault("options", {}).update(opts)
+
+    return tweak
+
+
+def start_with_scenarios(own_stack, scenarios, options=None):
+    s = own_stack(bench_rules(scenarios, options))
+    for dev, text in scenarios.items():
+        (s.workdir / f"{dev}-scenario.yaml").write_text(text)
+    s.start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/+/reply", "slowctl/+/status", "slowctl/interlock/#")
+    for dev in ("lv", "hv"):  # online is the service; commands need the instrument connected
+        op.wait_json(f"slowctl/{dev}/status", lambda d: d["state"] == "ok", timeout=10)
+    assert send(op, "slowctl/lv/cmd/vset/0", "1.2")["ok"] and send(op, "slowctl/lv/cmd/on/0", "")["ok"]
+    wait_until(lambda: active_rules(op) == set(), 10, what="every rule satisfied")
+    assert send(op, "slowctl/hv/cmd/vset/0", "40")["ok"] and send(op, "slowctl/hv/cmd/on/0", "")["ok"]
+    return s, op
+
+
+def active_rules(op):
+    msgs = op.seen("slowctl/interlock/state")
+    return {n for n, r in json.loads(msgs[-1].payload)["rules"].items() if r["active"]} if msgs else None
+
+
+def switched_off_by(op, rule):
+    """The interlock switched hv 0 off (by this rule, or another that acted first on the same cause)."""
+    wait_until(
+        lambda: any(str(json.loads(m.payload).get("id")).startswith("interlock:") for m in op.seen("slowctl/hv/reply")),
+        10,
+        what=f"the interlock's off ({rule})",
+    )
+    channel(op, "hv", 0, lambda c: c["state"] == "OFF", timeout=10)  # ramped down; no more offs to come
+
+
+def test_humid_box_ramps_the_bias_down_and_refuses_a_colder_bath(own_stack):
+    humid = "events:\n  - {at: 10, set: {humidity: 97, tau: 0.5}}\n"  # after the bias is on
+    s, op = start_with_scenarios(own_stack, {"climate": humid})
+    wait_until(lambda: "dewpoint-box" in (active_rules(op) or set()), 20, what="condensation risk")
+    switched_off_by(op, "dewpoint-box")
+    reply = send(op, "slowctl/hv/cmd/on/0", "")
+    assert not reply["ok"] and "interlock dewpoint-box: margin" in reply["error"], reply
+    floor = json.loads(op.seen("slowctl/interlock/state")[-1].payload)["rules"]["dewpoint-box"]["floor"]
+    reply = send(op, "slowctl/chiller/cmd/tset/0", f"{round(floor - 1)}")
+    assert not reply["ok"] and "below dew point + margin" in reply["error"], reply
+
+
+def test_an_lv_fuse_trip_switches_the_bias_off(own_stack):
+    short = "events:\n  - {at: 10, channel: 1, set: {load: 0.05}}\n"  # HMP output 1 = lv.0 shorts: fuse trips
+    s, op = start_with_scenarios(own_stack, {"lv": short}, {"lv": {"fuse": True, "fuse_delay_ms": 0}})
+    wait_until(lambda: "lv-before-hv" in (active_rules(op) or set()), 20, what="the LV fuse trip")
+    assert not channel(op, "lv", 0, lambda c: True)["on"]
+    switched_off_by(op, "lv-before-hv")
+
+
+def test_a_silent_climate_box_switches_the_bias_off(own_stack):
+    s, op = start_with_scenarios(own_stack, {})
+    os.kill(s.pids()["sim-climate"], signal.SIGKILL)
+    wait_until(lambda: {"climate-fresh", "dewpoint-box"} <= (active_rules(op) or set()), 20, what="stale climate")
+    switched_off_by(op, "climate-fresh")
+    reply = send(op, "slowctl/hv/cmd/on/0", "")
+    assert not reply["ok"] and "interlock" in reply["error"], reply
