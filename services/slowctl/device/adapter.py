@@ -43,7 +43,7 @@ from slowctl.device.payloads import channel_dict, event_line, legacy_status, met
 from slowctl.drivers import DRIVERS, Driver, supply_kind
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
-from slowctl.safety.rules import cold_sides, device_shapes, protected
+from slowctl.safety.rules import cold_sides, guards
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +81,10 @@ class DeviceService:
         self.kind = supply_kind(self.cfg.model, [c.vmax for c in self.cfg.channels.values()])
         self.caps = Capabilities.build(self.cfg, self.options)
         memory = MemoryFile(state_dir / f"{device}.json" if state_dir else None)
-        shapes = device_shapes(stack.devices)
-        guards: dict[int, list[str]] = {}
-        for name, rule in stack.interlocks.items():
-            for dev, ch in protected(rule, shapes):
-                if dev == device:
-                    guards.setdefault(ch, []).append(name)
+        protecting = guards(stack.interlocks, stack.devices, device)
         colds = cold_sides(stack.interlocks, device)
-        self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic, guards, colds)
-        self.interlock_topics = InterlockTopics(stack.mqtt.topic_root) if guards or colds else None
+        self.core = DeviceCore(device, self.cfg, self.caps, memory, time.monotonic, protecting, colds)
+        self.interlock_topics = InterlockTopics(stack.mqtt.topic_root) if protecting or colds else None
         self._interlock_state: dict[str, Any] | None = None
         self._interlock_online = False
         self._interlock_news = threading.Event()

@@ -35,6 +35,12 @@ KINDS = {
     "setting_skipped": "minor",  # start-up settings not applied: the output is on
     "latch_state": "major",  # the latch state file could not be read
     "interlock": "minor",  # an interlock rule now blocks, or releases, channels of this device
+    # the interlock process's own (device "interlock")
+    "interlock_active": "major",
+    "interlock_clear": "info",
+    "interlock_action": "major",  # it sent `off` (or `kill`) to a protected output
+    "interlock_cleared": "info",  # an operator cleared a latched rule
+    "emergency_off": "major",
 }
 
 

@@ -19,6 +19,7 @@ import paho.mqtt.client as paho
 
 from slowctl.config import StackConfig
 from slowctl.device.contract import InterlockTopics
+from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.mqtt import Endpoint, MqttSession
 from slowctl.safety.rules import DeviceView, Interlocks, RuleState, hv_outputs
@@ -212,20 +213,9 @@ class InterlockService:
         self._emit_text(kind, message, state.name, state.active)
 
     def _emit_text(self, kind: str, message: str, rule: str, active: bool | None = None) -> None:
-        quiet = kind in ("interlock_clear", "interlock_cleared")
-        log.log(logging.INFO if quiet else logging.WARNING, "%s", message)
-        body = {
-            "ts": int(time.time() * 1000),
-            "device": "interlock",
-            "channel": None,
-            "kind": kind,
-            "severity": "info" if quiet else "major",
-            "message": message,
-            "before": None,
-            "after": active,
-            "cause": rule,
-        }
-        self.mqtt.publish(self.topics.event, json.dumps(body), qos=1)
+        event = Event("interlock", kind, message, after=active, cause=rule)
+        log.log(logging.WARNING if event.severity == "major" else logging.INFO, "%s", message)
+        self.mqtt.publish(self.topics.event, event.payload(), qos=1)
 
     def _publish(self, states: list[RuleState], now: float) -> None:
         self.seq += 1

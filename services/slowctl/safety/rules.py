@@ -142,6 +142,17 @@ def hv_outputs(devices: Mapping[str, Any]) -> list[tuple[str, int]]:
     ]
 
 
+def guards(rules: Mapping[str, Any], devices: Mapping[str, Any], device: str) -> dict[int, list[str]]:
+    """The rules protecting each channel of `device`: what its service enforces."""
+    shapes = device_shapes(devices)
+    out: dict[int, list[str]] = {}
+    for name, rule in rules.items():
+        for dev, ch in protected(rule, shapes):
+            if dev == device:
+                out.setdefault(ch, []).append(name)
+    return out
+
+
 def cold_sides(rules: Mapping[str, Any], device: str) -> dict[int, list[str]]:
     """The channels of `device` that are the cold side of a dewpoint rule: their setpoint has a floor."""
     out: dict[int, list[str]] = {}
