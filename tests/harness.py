@@ -222,7 +222,7 @@ class DummyStack:
         )
         try:
             wait_until(
-                lambda: b"devices online after" in self.log_path.read_bytes() or self.proc.poll() is not None,
+                lambda: b" online after " in self.log_path.read_bytes() or self.proc.poll() is not None,
                 timeout,
                 what="the stack to come up",
             )
@@ -240,11 +240,24 @@ class DummyStack:
         try:
             probe.subscribe(f"{self.config['mqtt']['topic_root']}/+/status")
 
-            def connected() -> bool:
-                ok = {m.topic.split("/")[-2] for m in probe.seen() if json.loads(m.payload).get("state") == "ok"}
-                return ok >= set(self.config["devices"])
+            def latest() -> dict[str, dict]:
+                return {m.topic.split("/")[-2]: json.loads(m.payload) for m in probe.seen()}
 
-            wait_until(connected, timeout, what="every instrument connected")
+            def connected() -> bool:
+                return all(latest().get(d, {}).get("state") == "ok" for d in self.config["devices"])
+
+            try:
+                wait_until(connected, timeout, what="every instrument connected")
+            except AssertionError as e:
+                last = latest()
+                behind = {d: last.get(d, {}).get("state", "no status") for d in self.config["devices"]}
+                logs = "\n".join(
+                    f"--- {d}: {state}, {last.get(d, {}).get('error')}\n{self.service_log('service-' + d)[-2000:]}"
+                    f"\n--- its simulator:\n{self.service_log('sim-' + d)[-2000:]}"
+                    for d, state in behind.items()
+                    if state != "ok"
+                )
+                raise AssertionError(f"{e}\n{logs}\n--- the stack:\n{self.log()[-3000:]}") from None
         finally:
             probe.close()
 
@@ -265,7 +278,7 @@ class DummyStack:
         return p
 
     def pids(self) -> dict[str, int]:
-        """Process name -> pid of the supervisor's children (broker, sim-<dev>, service-<dev>)."""
+        """Process name -> pid of the supervisor's children (broker, interlock, sim-<dev>, service-<dev>)."""
         pids = {}
         for child in psutil.Process(self.proc.pid).children():
             try:
@@ -274,6 +287,8 @@ class DummyStack:
                 continue
             if "mosquitto" in argv[0]:
                 pids["broker"] = child.pid
+            elif "interlock" in argv:
+                pids["interlock"] = child.pid
             elif "run" in argv:
                 pids["service-" + argv[argv.index("run") + 1]] = child.pid
             elif "sim" in argv:

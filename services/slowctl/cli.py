@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from slowctl.config import ConfigError, load_config
+from slowctl.config import ConfigError, StackConfig, load_config
 
 DEFAULT_CONFIG = "config/bench.yaml"
 
@@ -37,13 +37,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
 
 
+def _service_state_dir(args: argparse.Namespace, stack: StackConfig) -> Path:
+    """Where a service keeps what must survive its restart (latched alarms, the alarm list)."""
+    return Path(args.state_dir or os.environ.get("SLOWCTL_STATE_DIR") or stack.resolved_dir(Path.cwd()) / "devices")
+
+
 def cmd_interlock(args: argparse.Namespace) -> int:
     from slowctl.interlock.service import InterlockService
     from slowctl.mqtt import Endpoint
 
     stack = load_config(args.config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s interlock %(levelname)s %(message)s")
-    service = InterlockService(stack, Endpoint.from_config(stack.mqtt))
+    service = InterlockService(stack, Endpoint.from_config(stack.mqtt), _service_state_dir(args, stack))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: service.stop_event.set())
     return service.run()
@@ -78,9 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         dev = stack.devices[args.device].model_copy(update={"address": f"socket://{args.simulator}:{sim.port}"})
         stack = stack.model_copy(update={"devices": {**stack.devices, args.device: dev}})
     restarts = int(os.environ.get("SLOWCTL_RESTARTS", "0") or 0)
-    state_dir = Path(
-        args.state_dir or os.environ.get("SLOWCTL_STATE_DIR") or stack.resolved_dir(Path.cwd()) / "devices"
-    )
+    state_dir = _service_state_dir(args, stack)
     service = DeviceService(
         args.device, stack, Endpoint.from_config(stack.mqtt), restarts=restarts, state_dir=state_dir
     )
@@ -217,6 +220,59 @@ def cmd_off(args: argparse.Namespace) -> int:
     return 0 if all(r["ok"] for r in rows) else 1
 
 
+def cmd_alarms(args: argparse.Namespace) -> int:
+    from slowctl.client.api import alarm_summary, format_alarms
+
+    endpoint, root = _endpoint(args, "viewer")
+    summary = alarm_summary(endpoint, root)
+    print(json.dumps(summary, indent=2) if args.json else format_alarms(summary))
+    return 0
+
+
+def cmd_ack(args: argparse.Namespace) -> int:
+    from slowctl.client.api import ack_alarms
+
+    rest = list(args.which)
+    channel = int(rest.pop(0)) if rest and rest[0].isdigit() else None
+    if len(rest) > 1:
+        print("slowctl ack: expected DEVICE [CHANNEL] [KIND]", file=sys.stderr)
+        return 2
+    endpoint, root = _endpoint(args, "operator")
+    by = f"{args.by or os.environ.get('USER') or 'unknown'} ({endpoint.username})"
+    reply = ack_alarms(endpoint, root, args.device, channel, rest[0] if rest else None, by)
+    if not reply.get("ok"):
+        print(f"slowctl ack: refused: {reply.get('error')}", file=sys.stderr)
+        return 1
+    for a in reply["acked"]:
+        where = a["device"] if a["channel"] is None else f"{a['device']}.{a['channel']}"
+        print(f"acknowledged {where} {a['kind']}")
+    return 0
+
+
+def cmd_interlocks(args: argparse.Namespace) -> int:
+    from slowctl.client.api import clear_interlock, interlock_state
+
+    if args.clear:
+        endpoint, root = _endpoint(args, "operator")
+        reply = clear_interlock(endpoint, root, args.clear)
+        if not reply.get("ok"):
+            print(f"slowctl interlocks: refused: {reply.get('error')}", file=sys.stderr)
+            return 1
+        print(f"interlock {args.clear} cleared")
+        return 0
+    endpoint, root = _endpoint(args, "viewer")
+    state = interlock_state(endpoint, root)
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    for name, rule in state.get("rules", {}).items():
+        word = "LATCHED" if rule["latched"] else "ACTIVE" if rule["active"] else "ok"
+        print(f"{name:<16} {word:<8} {rule['action']:<11} {','.join(rule['protects'])}: {rule['reason']}")
+    if not state.get("rules"):
+        print("no interlock rules in this stack's config")
+    return 0
+
+
 def cmd_set(args: argparse.Namespace) -> int:
     from slowctl.client.api import send_command
 
@@ -235,6 +291,14 @@ def cmd_set(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="slowctl", description="Slow control for detector test benches.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def state_dir_opt(sp: argparse.ArgumentParser, what: str) -> None:
+        sp.add_argument(
+            "--state-dir",
+            metavar="DIR",
+            help=f"where the service keeps {what} across restarts (default: $SLOWCTL_STATE_DIR, "
+            "else <state_dir>/devices of the config, relative to the working directory)",
+        )
 
     def client_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
@@ -261,8 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--hostname", help="host name for URLs and the certificate (default: this machine's)")
     sp.set_defaults(func=cmd_init)
 
-    sp = sub.add_parser("interlock", help="the interlock process: evaluates the config's interlock rules")
+    sp = sub.add_parser(
+        "interlock", help="the interlock process: evaluates the config's interlock rules; the alarm handler"
+    )
     sp.add_argument("--config", required=True)
+    state_dir_opt(sp, "the alarm list")
     sp.set_defaults(func=cmd_interlock)
 
     sp = sub.add_parser("actions", help="the command actions as declared (the table in docs/mqtt.md)")
@@ -276,12 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST",
         help="talk to the device's simulator at HOST:<simulator.port> instead of its address",
     )
-    sp.add_argument(
-        "--state-dir",
-        metavar="DIR",
-        help="where the service keeps latched alarms across restarts (default: $SLOWCTL_STATE_DIR, "
-        "else <state_dir>/devices of the config, relative to the working directory)",
-    )
+    state_dir_opt(sp, "latched alarms")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("simulate", help="run the simulator of a device of the config (what a dummy container runs)")
@@ -311,6 +373,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the replies (default 5)")
     client_opts(sp)
     sp.set_defaults(func=cmd_off)
+
+    sp = sub.add_parser("alarms", help="the active and unacknowledged alarms (the alarm handler's list)")
+    sp.add_argument("--json", action="store_true", help="the retained summary as JSON")
+    client_opts(sp)
+    sp.set_defaults(func=cmd_alarms)
+
+    sp = sub.add_parser("ack", help="acknowledge alarms of a device (a channel, a kind); exit 1 when none matches")
+    sp.add_argument("device", help="a device, or `interlock` for interlock alarms")
+    sp.add_argument(
+        "which",
+        nargs="*",
+        metavar="[CHANNEL] [KIND]",
+        help="only this channel's alarms; only this kind: TRIP, humidity.HIGH, HIGH, OFFLINE, a rule's name",
+    )
+    sp.add_argument("--by", help="who acknowledges (default: $USER); recorded with the broker user")
+    client_opts(sp)
+    sp.set_defaults(func=cmd_ack)
+
+    sp = sub.add_parser("interlocks", help="the interlock rules' state; --clear RULE releases a latched rule")
+    sp.add_argument("--json", action="store_true", help="the retained state as JSON")
+    sp.add_argument("--clear", metavar="RULE", help="clear a latched rule whose condition is gone (operator)")
+    client_opts(sp)
+    sp.set_defaults(func=cmd_interlocks)
 
     sp = sub.add_parser("set", help="send a command and print the reply (exit 1 when refused)")
     sp.add_argument("device")

@@ -16,13 +16,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from slowctl.drivers import DRIVERS
 from slowctl.drivers.base import Driver, off_grid
+from slowctl.safety.alarms import AlarmConfig, limit_errors
 from slowctl.safety.rules import RULE_KINDS, RULE_NAME, Rule, device_shapes, reference_errors
 
 # no '-': a device's broker password is MQTT_PASSWORD_<ID IN CAPITALS> in the compose .env
 DEVICE_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # always used with fullmatch
 # a device id is also a broker user name and a control UI page: the roles' users
 # (mosquitto/acl) and the UI's own pages are taken
-RESERVED_IDS = ("viewer", "operator", "nodered", "telegraf", "interlock", "environment", "health", "dashboard")
+RESERVED_IDS = (
+    "viewer",
+    "operator",
+    "nodered",
+    "telegraf",
+    "interlock",
+    "alarms",
+    "environment",
+    "health",
+    "dashboard",
+)
 
 
 class ConfigError(Exception):
@@ -230,6 +241,7 @@ class StackConfig(Strict):
     interlocks: dict[Annotated[str, Field(pattern=RULE_NAME)], Rule] = Field(
         default_factory=dict, description="interlock rules by name (docs/safety.md)"
     )
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="alarm limits on readings (docs/safety.md)")
 
     def resolved_dir(self, base: Path) -> Path:
         p = Path(self.state_dir)
@@ -329,7 +341,8 @@ def parse_config(data: Any, source: str = "config") -> StackConfig:
                 # the broker ACL lets a device publish /<its id>/status only
                 errors.append(f"devices.{dev_id}.legacy_name: must equal the device id {dev_id!r}, got {name!r}")
     if stack is not None and not errors:
-        errors += reference_errors(stack.interlocks, device_shapes(stack.devices))
+        shapes = device_shapes(stack.devices)
+        errors += reference_errors(stack.interlocks, shapes) + limit_errors(stack.alarms, shapes)
     if errors or stack is None:
         raise ConfigError(errors, source)
     return stack

@@ -65,8 +65,7 @@ def test_a_dead_interlock_blocks_and_never_releases(own_stack):
     assert send(op, "slowctl/lv/cmd/vset/2", "5")["ok"]
     assert send(op, "slowctl/lv/cmd/on/2", "")["ok"]
     wait_until(lambda: rule_state(op)["active"] is False, 5, what="the rule to clear")
-    pid = next(p for p in __import__("psutil").Process(s.proc.pid).children() if "interlock" in p.cmdline())
-    os.kill(pid.pid, signal.SIGKILL)
+    os.kill(s.pids()["interlock"], signal.SIGKILL)
     wait_until(
         lambda: any(m.payload == b"offline" for m in op.seen("slowctl/interlock/availability")),
         6,
@@ -190,12 +189,12 @@ def test_emergency_off_over_mqtt(own_stack):
 # --- scenarios: the simulators change the bench under a running stack ---------------------------------
 
 
-def bench_rules(scenarios: dict[str, str], options: dict | None = None):
+def bench_rules(scenarios: dict[str, str], options: dict | None = None, backoff: float = 60):
     """The example bench's rules, with simulator scenarios written beside the config (device -> yaml)."""
 
     def tweak(c):
         c["interlocks"] = yaml.safe_load(BENCH.read_text())["interlocks"]
-        c["supervisor"].update(backoff_initial=60)  # a killed simulator stays down
+        c["supervisor"].update(backoff_initial=backoff)  # by default a killed simulator stays down
         for dev in scenarios:
             c["devices"][dev]["simulator"]["scenario"] = f"{dev}-scenario.yaml"
         for dev, opts in (options or {}).items():
@@ -204,8 +203,8 @@ def bench_rules(scenarios: dict[str, str], options: dict | None = None):
     return tweak
 
 
-def start_with_scenarios(own_stack, scenarios, options=None):
-    s = own_stack(bench_rules(scenarios, options))
+def start_with_scenarios(own_stack, scenarios, options=None, backoff=60):
+    s = own_stack(bench_rules(scenarios, options, backoff))
     for dev, text in scenarios.items():
         (s.workdir / f"{dev}-scenario.yaml").write_text(text)
     s.start()
@@ -261,3 +260,55 @@ def test_a_silent_climate_box_switches_the_bias_off(own_stack):
     switched_off_by(op, "climate-fresh")
     reply = send(op, "slowctl/hv/cmd/on/0", "")
     assert not reply["ok"] and "interlock" in reply["error"], reply
+
+
+def test_a_chiller_fault_switches_the_bias_off_and_is_an_alarm(own_stack):
+    fault = "events:\n  - {at: 10, set: {alarm: -1}}\n"  # JULABO -01 LOW LEVEL ALARM: the bath stops
+    s, op = start_with_scenarios(own_stack, {"chiller": fault})
+    op.subscribe("slowctl/alarms/#")
+    wait_until(lambda: "chiller-fault" in (active_rules(op) or set()), 20, what="the chiller fault")
+    switched_off_by(op, "chiller-fault")
+    reply = send(op, "slowctl/hv/cmd/on/0", "")
+    assert not reply["ok"] and "interlock chiller-fault: chiller.0.status_code -1 < 0" in reply["error"], reply
+
+    def listed():
+        return {(a["device"], a["kind"]) for a in json.loads(op.seen("slowctl/alarms/summary")[-1].payload)["alarms"]}
+
+    wait_until(lambda: ("interlock", "chiller-fault") in listed(), 5, what="the interlock alarm")
+    assert any(dev == "chiller" for dev, _ in listed()), "the chiller's own fault flag is an alarm too"
+
+
+def test_broker_restart_while_a_rule_is_active_releases_nothing(own_stack):
+    from slowctl.stack.supervisor import port_open
+
+    s, op = start_with_scenarios(own_stack, {}, backoff=0.5)
+    assert send(op, "slowctl/lv/cmd/off/0", "")["ok"]
+    switched_off_by(op, "lv-before-hv")
+    os.kill(s.pids()["broker"], signal.SIGKILL)
+    wait_until(lambda: not port_open("127.0.0.1", s.port), 5, what="the broker to die")
+    wait_until(lambda: port_open("127.0.0.1", s.port), 15, what="the supervisor to restart the broker")
+    # the native broker keeps nothing: every `on` answered from now on must be refused until LV is back
+    again = s.probe("operator")
+    again.subscribe("slowctl/+/reply", "slowctl/interlock/#", "slowctl/+/status")
+    answered = []
+
+    def try_on():
+        before = len(again.seen("slowctl/hv/reply"))
+        again.publish("slowctl/hv/cmd/on/0", "")
+        try:
+            wait_until(lambda: len(again.seen("slowctl/hv/reply")) > before, 1, what="a reply")
+        except AssertionError:
+            return False  # the service is still reconnecting: the command went nowhere
+        answered.append(json.loads(again.seen("slowctl/hv/reply")[-1].payload))
+        return True
+
+    wait_until(try_on, 15, what="hv to answer again")
+    wait_until(lambda: "lv-before-hv" in (active_rules(again) or set()), 10, what="the re-published state")
+    try_on()
+    assert answered and not any(r["ok"] for r in answered), answered
+    assert "interlock lv-before-hv" in answered[-1]["error"], answered[-1]
+    assert not channel(again, "hv", 0)["on"]
+    # LV back: re-evaluated, released
+    assert send(again, "slowctl/lv/cmd/on/0", "")["ok"]
+    wait_until(lambda: "lv-before-hv" not in active_rules(again), 10, what="the rule to clear")
+    wait_until(lambda: send(again, "slowctl/hv/cmd/on/0", "")["ok"], 5, what="hv on once LV is back")

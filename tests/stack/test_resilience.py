@@ -107,7 +107,8 @@ def test_sigterm_announces_offline_and_leaves_outputs_alone(own_stack):
 def test_stack_stops_cleanly(own_stack):
     s = own_stack(fast).start()
     children = s.pids()
-    assert len(children) == 1 + 2 * len(s.config["devices"])  # broker, a simulator and a service per device
+    # broker, interlock, a simulator and a service per device
+    assert len(children) == 2 + 2 * len(s.config["devices"])
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(15) == 0
     for pid in children.values():

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from slowctl.device.contract import Topics
+from slowctl.device.contract import AlarmTopics, InterlockTopics, Topics
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 
 
@@ -218,3 +218,78 @@ def off_all_hv(
             result = f"{reply.get('applied')}" if reply.get("ok") else f"refused: {reply.get('error')}"
             rows.append({"device": dev, "channel": ch, "ok": bool(reply.get("ok")), "result": result})
     return rows
+
+
+def alarm_summary(endpoint: Endpoint, root: str, timeout: float = 3.0) -> dict[str, Any]:
+    """The alarm handler's retained list (every active or unacknowledged alarm)."""
+    topics = AlarmTopics(root)
+    got = collect(endpoint, [topics.summary, InterlockTopics(root).availability], limit=timeout)
+    if topics.summary not in got:
+        raise ClientError(f"no alarm list on {topics.summary} (is the interlock process running?)")
+    summary = json.loads(got[topics.summary])
+    summary["handler_online"] = got.get(InterlockTopics(root).availability) == b"online"
+    return summary
+
+
+def format_alarms(summary: dict[str, Any]) -> str:
+    lines = [("SINCE", "SEVERITY", "STATE", "WHERE", "KIND", "MESSAGE", "ACKNOWLEDGED")]
+    for a in summary.get("alarms", []):
+        where = a["device"] if a.get("channel") is None else f"{a['device']}.{a['channel']}"
+        acked = (
+            f"{a['acked_by']} {time.strftime('%H:%M:%S', time.localtime(a['acked_at'] / 1000))}" if a["acked"] else "-"
+        )
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a["since"] / 1000))
+        lines.append((since, a["severity"], "active" if a["active"] else "gone", where, a["kind"], a["message"], acked))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(lines[0]))]
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in lines)
+    head = f"{summary.get('active', 0)} active, {summary.get('unacked', 0)} unacknowledged"
+    if not summary.get("handler_online", True):
+        head += " (the interlock process is OFFLINE: this list is its last word)"
+    return head if len(lines) == 1 else f"{head}\n{table}"
+
+
+def request(
+    endpoint: Endpoint, cmd_topic: str, reply_topic: str, body: dict[str, Any], timeout: float = 5.0
+) -> dict[str, Any]:
+    """One command to the interlock process (alarm `ack`, interlock `clear`): its reply, matched by id."""
+    cmd_id = uuid.uuid4().hex
+    done = threading.Event()
+    reply: dict[str, Any] = {}
+
+    def on_reply(msg) -> None:
+        data = json.loads(msg.payload)
+        if data.get("id") == cmd_id:
+            reply.update(data)
+            done.set()
+
+    s = _session(endpoint)
+    try:
+        if not s.subscribe(reply_topic, on_reply, wait=timeout):
+            raise ClientError(f"the broker did not acknowledge the subscription to {reply_topic}")
+        s.publish(cmd_topic, json.dumps({**body, "id": cmd_id}), qos=1)
+        if not done.wait(timeout):
+            raise ClientError(f"no reply on {reply_topic} within {timeout:g} s (is the interlock process running?)")
+    finally:
+        s.stop()
+    return reply
+
+
+def ack_alarms(
+    endpoint: Endpoint, root: str, device: str, channel: int | None, kind: str | None, by: str, timeout: float = 5.0
+) -> dict[str, Any]:
+    topics = AlarmTopics(root)
+    body = {"action": "ack", "device": device, "channel": channel, "kind": kind, "by": by}
+    return request(endpoint, topics.cmd, topics.reply, body, timeout)
+
+
+def interlock_state(endpoint: Endpoint, root: str, timeout: float = 3.0) -> dict[str, Any]:
+    topic = InterlockTopics(root).state
+    got = collect(endpoint, [topic], limit=timeout)
+    if topic not in got:
+        raise ClientError(f"no interlock state on {topic} (is the interlock process running?)")
+    return json.loads(got[topic])
+
+
+def clear_interlock(endpoint: Endpoint, root: str, rule: str, timeout: float = 5.0) -> dict[str, Any]:
+    topics = InterlockTopics(root)
+    return request(endpoint, topics.cmd, topics.reply, {"action": "clear", "rule": rule}, timeout)

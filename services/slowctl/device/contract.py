@@ -59,3 +59,14 @@ class InterlockTopics:
         self.rules = f"{base}/rules"  # retained, one topic per rule
         self.cmd = f"{base}/cmd"  # operators: {"action": "clear", "rule": ...}
         self.reply = f"{base}/reply"
+
+
+class AlarmTopics:
+    """The alarm handler's topics (it runs in the interlock process): the retained list, events, `ack`."""
+
+    def __init__(self, root: str) -> None:
+        base = f"{root}/alarms"
+        self.summary = f"{base}/summary"  # retained: every active or unacknowledged alarm
+        self.event = f"{base}/event"
+        self.cmd = f"{base}/cmd"  # operators: {"action": "ack", "device": ..., "channel": ..., "kind": ...}
+        self.reply = f"{base}/reply"

@@ -1,7 +1,8 @@
 """Events: what happened on a device and why, one JSON object each on `<root>/<dev>/event`.
 
 Severities follow the alarm severities operators know from EPICS: `info` (nothing wrong), `minor`
-(look at it), `major` (an output or a setting is not what was commanded, or a protection acted).
+(look at it), `major` (an output or a setting is not what was commanded, or a protection acted),
+`invalid` (an alarm on a value that is not known: a device offline, a reading missing).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SEVERITIES = ("info", "minor", "major")
+SEVERITIES = ("info", "minor", "major", "invalid")  # invalid: the value is not known (EPICS INVALID)
 
 # kinds, each with the severity it has unless the core says otherwise
 KINDS = {
@@ -41,6 +42,10 @@ KINDS = {
     "interlock_action": "major",  # it sent `off` (or `kill`) to a protected output
     "interlock_cleared": "info",  # an operator cleared a latched rule
     "emergency_off": "major",
+    # the alarm handler's (the device of the alarm; the severity of the alarm when raised)
+    "alarm_raised": "major",
+    "alarm_cleared": "info",  # its condition is gone (a latching alarm stays listed until acknowledged)
+    "alarm_acked": "info",
 }
 
 

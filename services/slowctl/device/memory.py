@@ -8,10 +8,11 @@ clears it (`UNREADABLE`), because the service cannot prove that no trip was latc
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from slowctl.atomic import write_json
 
 VERSION = 1
 UNREADABLE = "LATCH_STATE_UNREADABLE"
@@ -46,8 +47,6 @@ class MemoryFile:
         )
 
     def save(self, memory: Memory) -> None:
-        """Replace the file atomically, and wait until it is on disk: a torn file after a power loss would
-        leave every channel latched."""
         if self.path is None:
             return
         body = {
@@ -55,18 +54,7 @@ class MemoryFile:
             "latched": {str(ch): sorted(a) for ch, a in sorted(memory.latched.items()) if a},
             "outputs": {str(ch): o for ch, o in sorted(memory.outputs.items())},
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(body, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)  # the rename itself must reach the disk too
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_json(self.path, body)
 
 
 def _strings(value: Any) -> list[str]:

@@ -1,7 +1,9 @@
 """The interlock process: watches every device's status, evaluates the stack's rules, publishes their state
-and switches protected outputs off when a rule acts.
+and switches protected outputs off when a rule acts. It is also the stack's alarm handler: it keeps the list
+of active and unacknowledged alarms and takes the operators' acknowledgements.
 
-The rules and their logic are `slowctl.safety.rules`; this module only moves data. The device services
+The rules and their logic are `slowctl.safety.rules`, the alarms `slowctl.safety.alarms`; this module only
+moves data. The device services
 enforce the state (they refuse `on` and raising a voltage while a rule protecting the channel is active)
 and treat every rule as active while this process is offline (its last will) or silent: it blocks, it
 never releases by dying. It never switches an output on.
@@ -13,16 +15,18 @@ import json
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 
 from slowctl.config import StackConfig
-from slowctl.device.contract import InterlockTopics
+from slowctl.device.contract import AlarmTopics, InterlockTopics
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.mqtt import Endpoint, MqttSession
-from slowctl.safety.rules import DeviceView, Interlocks, RuleState, hv_outputs
+from slowctl.safety.alarms import AlarmHandler, Change
+from slowctl.safety.rules import DeviceView, Interlocks, RuleState, device_shapes, hv_outputs
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +35,16 @@ REPUBLISH = 5.0  # s: the retained state is refreshed at least this often
 
 
 class InterlockService:
-    def __init__(self, stack: StackConfig, endpoint: Endpoint) -> None:
+    def __init__(self, stack: StackConfig, endpoint: Endpoint, state_dir: Path | None = None) -> None:
         self.stack = stack
         self.root = stack.mqtt.topic_root
         self.topics = InterlockTopics(self.root)
+        self.alarm_topics = AlarmTopics(self.root)
         self.rules = Interlocks.for_stack(stack.interlocks, stack.devices)
+        shapes = device_shapes(stack.devices)
+        self.alarms = AlarmHandler.for_stack(stack.alarms, stack.devices, shapes, time.monotonic())
+        self.alarm_file = state_dir / "alarms.json" if state_dir else None  # None: nothing kept (tests)
+        self.alarm_file_problem = self.alarms.load(self.alarm_file) if self.alarm_file else None
         self.view: dict[str, DeviceView] = {dev: DeviceView() for dev in stack.devices}
         self.lock = threading.Lock()  # the view: paho's thread writes it, the loop reads it
         self.news = threading.Event()
@@ -43,6 +52,7 @@ class InterlockService:
         self.stop_event = threading.Event()
         self.previous: dict[str, RuleState] = {}
         self.switched_off: dict[str, set[tuple[str, int]]] = {}  # per active rule: offs already sent
+        self.acted: set[str] = set()  # active rules that have switched something off (an alarm even if `requires`)
         self.seq = 0
         self.published_at = 0.0
         self.heartbeat = Heartbeat.from_env()
@@ -59,7 +69,10 @@ class InterlockService:
         self.mqtt.subscribe(f"{self.root}/+/status", self._on_message)
         self.mqtt.subscribe(f"{self.root}/+/availability", self._on_message)
         self.mqtt.subscribe(self.topics.cmd, self._on_command)
+        self.mqtt.subscribe(self.alarm_topics.cmd, self._on_alarm_command)
         self.mqtt.start()
+        if self.alarm_file_problem:
+            self._emit_text("latch_state", self.alarm_file_problem, "alarms")
         try:
             while not self.stop_event.is_set():
                 self.heartbeat.beat(self.mqtt.connected.is_set())
@@ -123,6 +136,40 @@ class InterlockService:
         }
         self.mqtt.publish(self.topics.reply, json.dumps(reply), qos=1)
 
+    def _on_alarm_command(self, msg: paho.MQTTMessage) -> None:
+        """{"action": "ack", "device": ..., "channel": n, "kind": ..., "by": ..., "id": ...}: an operator
+        acknowledges alarms (channel and kind narrow it down); refused with the reason when none matches."""
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            body = None
+        req = body if isinstance(body, dict) else {}
+        device, channel, kind, by = req.get("device"), req.get("channel"), req.get("kind"), req.get("by", "operator")
+        changes: list[Change] = []
+        if msg.retain:
+            error: str | None = "retained commands are refused: a stale command must never run"
+        elif req.get("action") != "ack" or not isinstance(device, str):
+            error = 'expected {"action": "ack", "device": "<device>", "channel": <n>, "kind": "<kind>", "by": "<who>"}'
+        elif channel is not None and (not isinstance(channel, int) or isinstance(channel, bool) or channel < 0):
+            error = f"channel must be a channel number, got {channel!r}"
+        elif kind is not None and not (isinstance(kind, str) and 0 < len(kind) <= 64):
+            error = "kind must be an alarm kind such as 'TRIP', 'humidity.HIGH' or 'HIGH'"
+        elif not (isinstance(by, str) and 0 < len(by) <= 64):
+            error = "by must name who acknowledges (1 to 64 characters)"
+        else:
+            with self.evaluating:
+                changes, error = self.alarms.ack(device, channel, kind, by, time.time())
+                if changes:
+                    self._alarm_news(changes)
+        reply = {
+            "id": req.get("id") if isinstance(req.get("id"), (str, int)) else None,
+            "action": "ack",
+            "ok": error is None,
+            "acked": [{"device": c.alarm.device, "channel": c.alarm.channel, "kind": c.alarm.kind} for c in changes],
+            "error": error,
+        }
+        self.mqtt.publish(self.alarm_topics.reply, json.dumps(reply), qos=1)
+
     def _off_all_hv(self, req: dict[str, Any]) -> None:
         """Emergency off from MQTT: `off` (or `kill`) to every HV output of a device that is online; the
         devices reply per channel on their reply topics, this reply says what was sent and what is offline."""
@@ -181,9 +228,15 @@ class InterlockService:
                 self._protect(state, on)
             else:
                 self.switched_off.pop(state.name, None)
+                self.acted.discard(state.name)
             self.previous[state.name] = state
-        if changed or now - self.published_at > REPUBLISH:
+        with self.lock:
+            alarm_changes = self.alarms.evaluate(self.view, states, now, time.time(), self.acted)
+        republish = now - self.published_at > REPUBLISH
+        if changed or republish:
             self._publish(states, now)
+        if alarm_changes or republish:
+            self._alarm_news(alarm_changes)
 
     def _protect(self, state: RuleState, on: set[tuple[str, int]]) -> None:
         """Switch off each protected output that is on, once per activation: `off` (the channel's off_mode
@@ -197,6 +250,7 @@ class InterlockService:
                 body = {"action": action, "channel": ch, "id": f"interlock:{state.name}", "ts": time.time()}
                 self.mqtt.publish(f"{self.root}/{dev}/cmd", json.dumps(body), qos=1)
                 sent.add((dev, ch))
+                self.acted.add(state.name)
                 self._emit(
                     "interlock_action", f"interlock {state.name}: switching {dev}.{ch} off ({state.reason})", state
                 )
@@ -216,6 +270,29 @@ class InterlockService:
         event = Event("interlock", kind, message, after=active, cause=rule)
         log.log(logging.WARNING if event.severity == "major" else logging.INFO, "%s", message)
         self.mqtt.publish(self.topics.event, event.payload(), qos=1)
+
+    def _alarm_news(self, changes: list[Change]) -> None:
+        """Events for what was raised, cleared or acknowledged, the retained list, and the state file."""
+        for change in changes:
+            a = change.alarm
+            kind = f"alarm_{change.what}"
+            if change.what == "raised":
+                message, severity = f"{a.where} {a.kind} ({a.severity}): {a.message}", a.severity
+            elif change.what == "cleared":
+                left = "" if a.key not in self.alarms.alarms else "; listed until acknowledged"
+                message, severity = f"{a.where} {a.kind} gone{left}", ""
+            else:
+                message, severity = f"{a.where} {a.kind} acknowledged by {a.acked_by}", ""
+            event = Event(a.device, kind, message, a.channel, severity, after=a.payload(), cause=a.kind)
+            log.log(logging.WARNING if change.what == "raised" else logging.INFO, "alarm %s", message)
+            self.mqtt.publish(self.alarm_topics.event, event.payload(), qos=1)
+        body = {"ts": int(time.time() * 1000), **self.alarms.summary()}
+        self.mqtt.publish(self.alarm_topics.summary, json.dumps(body), qos=1, retain=True)
+        if changes and self.alarm_file is not None:
+            try:
+                self.alarms.save(self.alarm_file)
+            except OSError as exc:
+                log.error("cannot keep the alarm list in %s: %s", self.alarm_file, exc)
 
     def _publish(self, states: list[RuleState], now: float) -> None:
         self.seq += 1

@@ -107,6 +107,7 @@ class RuleState:
     since: float | None = None  # monotonic s it became active
     latched: bool = False  # active only because it latched: the condition is gone, a clear is awaited
     floor: float | None = None  # dewpoint rules: the lowest cold-side temperature allowed now (°C)
+    kind: str = ""
 
 
 @dataclass
@@ -127,7 +128,7 @@ def protected(rule: Any, shapes: Mapping[str, tuple[str, list[int]]]) -> list[tu
     channels = {dev: chs for dev, (_, chs) in shapes.items()}
     out: list[tuple[str, int]] = []
     for pattern in rule.protects:
-        out += [x for x in _channels(pattern, channels) if shapes[x[0]][0] != "environment" and x not in out]
+        out += [x for x in channels_matching(pattern, channels) if shapes[x[0]][0] != "environment" and x not in out]
     return out
 
 
@@ -171,7 +172,7 @@ def reference_errors(rules: Mapping[str, Any], shapes: Mapping[str, tuple[str, l
     for name, rule in rules.items():
         where = f"interlocks.{name}"
         for i, pattern in enumerate(rule.protects):
-            found = _channels(pattern, channels)
+            found = channels_matching(pattern, channels)
             if not found:
                 errors.append(f"{where}.protects.{i}: {pattern!r} matches no configured channel")
             bad = [f"{d}.{c}" for d, c in found if kinds[d] == "environment"]
@@ -231,9 +232,10 @@ class Interlocks:
                 mem.active, mem.since = False, None
         floor = None
         if isinstance(rule, DewpointRule):
-            dew, _ = _value(view, f"{rule.humidity}.dewpoint")
+            dew, _ = reading_value(view, f"{rule.humidity}.dewpoint")
             floor = None if dew is None else round(dew + rule.margin, 3)
-        return RuleState(name, mem.active, reason, self.protects[name], rule.action, mem.since, mem.latched, floor)
+        protects = self.protects[name]
+        return RuleState(name, mem.active, reason, protects, rule.action, mem.since, mem.latched, floor, rule.kind)
 
 
 MISSING = "no data: "
@@ -244,7 +246,7 @@ def _kind(driver: Any) -> str:
     return "environment" if kind == "sensor" else kind
 
 
-def _channels(pattern: str, channels: Mapping[str, list[int]]) -> list[tuple[str, int]]:
+def channels_matching(pattern: str, channels: Mapping[str, list[int]]) -> list[tuple[str, int]]:
     dev, _, ch = pattern.partition(".")
     return [
         (d, c)
@@ -328,7 +330,7 @@ def _requires_cycles(
 # --- the conditions --------------------------------------------------------------------------------
 
 
-def _value(view: Mapping[str, DeviceView], ref: str) -> tuple[float | None, str]:
+def reading_value(view: Mapping[str, DeviceView], ref: str) -> tuple[float | None, str]:
     dev, ch, reading = parse_ref(ref, True)  # type: ignore[misc]
     d = view.get(dev)
     if d is None or not d.online:
@@ -355,8 +357,8 @@ def _check(rule: Any, view: Mapping[str, DeviceView], now: float, active: bool) 
                 return True, f"{ref} is not on and ok (state {c.get('state', 'unknown')})"
         return False, f"{', '.join(rule.requires)} on and ok"
     if isinstance(rule, DewpointRule):
-        cold, why = _value(view, rule.cold)
-        dew, why2 = _value(view, f"{rule.humidity}.dewpoint")
+        cold, why = reading_value(view, rule.cold)
+        dew, why2 = reading_value(view, f"{rule.humidity}.dewpoint")
         if cold is None or dew is None:
             return True, why or why2
         margin = cold - dew
@@ -367,7 +369,7 @@ def _check(rule: Any, view: Mapping[str, DeviceView], now: float, active: bool) 
         )
         return margin < need, text
     if isinstance(rule, ThresholdRule):
-        value, why = _value(view, rule.reading)
+        value, why = reading_value(view, rule.reading)
         if value is None:
             return True, why
         slack = rule.hysteresis if active else 0.0

@@ -6,7 +6,7 @@ compose stack (mosquitto/docker-entrypoint.sh). Users:
   operator  reads, and sends commands
   nodered   the control UI: an operator of its own
   telegraf  reads (the archive)
-  interlock the interlock process: reads, publishes slowctl/interlock/#, sends commands (`off` only)
+  interlock the interlock process: reads, publishes slowctl/interlock/# and slowctl/alarms/#, sends commands (`off` only)
   <device>  one per device service, named like the device: publishes only its own topics
             (its ACL block: mosquitto/acl-device.template)
 """

@@ -127,10 +127,11 @@ class NativeStack:
             )
             for dev_id in self.stack.devices
         ]
-        if self.stack.interlocks:  # first: the device services block protected channels until it has spoken
-            argv = [sys.executable, "-m", "slowctl", "interlock", "--config", str(resolved)]
-            env = {"SLOWCTL_MQTT_USERNAME": "interlock", "SLOWCTL_MQTT_PASSWORD": creds["interlock"]}
-            services.insert(0, ProcessSpec("interlock", argv, env=env, tier=2))
+        # first: the device services block protected channels until it has spoken; always: the alarm handler
+        argv = [sys.executable, "-m", "slowctl", "interlock", "--config", str(resolved)]
+        argv += ["--state-dir", str(self.state_dir / "devices")]
+        env = {"SLOWCTL_MQTT_USERNAME": "interlock", "SLOWCTL_MQTT_PASSWORD": creds["interlock"]}
+        services.insert(0, ProcessSpec("interlock", argv, env=env, tier=2))
         return broker, sims, services
 
     def _client_host(self) -> str:
@@ -170,7 +171,8 @@ class NativeStack:
         (self.state_dir / "stack.json").write_text(json.dumps(info, indent=2))
 
     def wait_online(self, creds: dict[str, str], timeout: float) -> list[str]:
-        """Devices whose availability is not `online` after `timeout` s."""
+        """Devices (and the interlock process) whose availability is not `online` after `timeout` s."""
+        wanted = {*self.stack.devices, "interlock"}
         online: set[str] = set()
         endpoint = Endpoint(self._client_host(), self.stack.broker.port, "viewer", creds["viewer"])
         session = MqttSession(endpoint, f"slowctl-up-{os.getpid()}")
@@ -183,11 +185,11 @@ class NativeStack:
         session.subscribe(f"{root}/+/availability", on_availability)
         session.start()
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not online.issuperset(self.stack.devices):
+        while time.monotonic() < deadline and not online.issuperset(wanted):
             if self.stop_event.wait(0.05):
                 break
         session.stop()
-        return sorted(set(self.stack.devices) - online)
+        return sorted(wanted - online)
 
     def _check_ports_free(self) -> None:
         b = self.stack.broker
@@ -246,12 +248,16 @@ class NativeStack:
             )
         for dev_id, dev in self.stack.devices.items():
             say(f"device           {dev_id:<10} {dev.model:<12} {Topics(root, dev_id).base}/#")
+        say(
+            f"interlock        {len(self.stack.interlocks)} rules, {len(self.stack.alarms.limits)} alarm limits: "
+            f"{root}/interlock/state, {root}/alarms/summary (slowctl alarms)"
+        )
         for line in self.ui.summary():
             say(line)
         if missing:
             say(f"WARNING: not online after {elapsed:.1f} s: {', '.join(missing)} (logs in {self.state_dir / 'logs'})")
         else:
-            say(f"all {len(self.stack.devices)} devices online after {elapsed:.1f} s")
+            say(f"all {len(self.stack.devices)} devices and the interlock process online after {elapsed:.1f} s")
         say(
             f'try: eval "$(slowctl env --role viewer)" && mosquitto_sub -h {host} -p {port} '
             f'-u "$SLOWCTL_MQTT_USERNAME" -P "$SLOWCTL_MQTT_PASSWORD" -t \'{root}/#\' -v'
