@@ -54,6 +54,18 @@ def cmd_interlock(args: argparse.Namespace) -> int:
     return service.run()
 
 
+def cmd_grafana_alerts(args: argparse.Namespace) -> int:
+    from slowctl.stack.grafana import render
+
+    text = render(load_config(args.config), args.config)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_actions(args: argparse.Namespace) -> int:
     from slowctl.device.capabilities import actions_table
 
@@ -331,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True)
     state_dir_opt(sp, "the alarm list")
     sp.set_defaults(func=cmd_interlock)
+
+    sp = sub.add_parser("grafana-alerts", help="Grafana alert rules from the config's alarm limits (provisioning YAML)")
+    sp.add_argument("--config", required=True)
+    sp.add_argument("--out", help="write here (grafana/provisioning/alerting/slowctl-alarms.yaml) instead of stdout")
+    sp.set_defaults(func=cmd_grafana_alerts)
 
     sp = sub.add_parser("actions", help="the command actions as declared (the table in docs/mqtt.md)")
     sp.set_defaults(func=cmd_actions)

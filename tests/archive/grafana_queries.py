@@ -20,7 +20,8 @@ import yaml
 GRAFANA = Path(__file__).resolve().parents[2] / "grafana"
 DASHBOARDS = GRAFANA / "dashboards"
 PROVISIONING = GRAFANA / "provisioning"
-ALERT_RULES = PROVISIONING / "alerting" / "slowctl-rules.yaml"
+ALERT_RULES = PROVISIONING / "alerting" / "slowctl-rules.yaml"  # written by hand
+ALARM_RULES = PROVISIONING / "alerting" / "slowctl-alarms.yaml"  # `slowctl grafana-alerts` from the alarm limits
 DATASOURCE_UID = "slowctl-influxdb"
 
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)|\[\[(\w+)\]\]")
@@ -39,9 +40,9 @@ def dashboards() -> dict[str, dict]:
     return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
 
 
-def alert_rules() -> list[dict]:
-    doc = yaml.safe_load(ALERT_RULES.read_text())
-    return [rule for group in doc["groups"] for rule in group["rules"]]
+def alert_rules(files: tuple[Path, ...] = (ALERT_RULES, ALARM_RULES)) -> list[dict]:
+    docs = [yaml.safe_load(f.read_text()) for f in files]
+    return [rule for doc in docs for group in doc["groups"] for rule in group["rules"]]
 
 
 def panel_queries() -> Iterator[Query]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
 
 from .grafana_queries import (
+    ALARM_RULES,
     ALERT_RULES,
     DASHBOARDS,
     DATASOURCE_UID,
@@ -145,14 +147,19 @@ def test_queries_use_only_what_grafana_replaces_for_influxql():
 
 
 def test_alert_rules():
-    rules = {r["title"]: r for r in alert_rules()}
+    rules = {r["title"]: r for r in alert_rules((ALERT_RULES,))}
     assert set(rules) == {"Device offline", "Channel tripped", "Dew-point margin low", "Stale data"}
     doc = yaml.safe_load(ALERT_RULES.read_text())
     (group,) = doc["groups"]
     assert group["folder"] and group["interval"] == "1m"
-    uids = [r["uid"] for r in rules.values()]
-    assert len(set(uids)) == 4
     assert rules["Stale data"]["noDataState"] == "Alerting"  # silence is the very thing it reports
+
+
+def test_every_alert_rule_is_well_formed():
+    rules = {r["title"]: r for r in alert_rules()}
+    uids = [r["uid"] for r in rules.values()]
+    assert len(set(uids)) == len(uids) == len(alert_rules()), "titles and uids unique across the files"
+    assert all(len(uid) <= 40 for uid in uids), "Grafana's limit"
     for title, r in rules.items():
         refs = {q["refId"]: q for q in r["data"]}
         assert r["condition"] in refs
@@ -173,6 +180,36 @@ def test_alert_rules():
         assert r["execErrState"] in ("OK", "Error", "Alerting", "KeepLast")
         assert re.fullmatch(r"\d+[smh]", r["for"])
         assert r["annotations"]["summary"]
+        for c in next(q for q in r["data"] if q["refId"] == r["condition"])["model"].get("conditions", []):
+            if "unloadEvaluator" in c:  # a recovery threshold on the safe side of the firing one
+                fire, recover = c["evaluator"], c["unloadEvaluator"]
+                assert {fire["type"], recover["type"]} == {"gt", "lt"}
+                assert (recover["params"][0] < fire["params"][0]) == (fire["type"] == "gt"), title
+
+
+def test_alarm_rules_are_the_config_alarm_limits():
+    """The committed file is what `slowctl grafana-alerts` makes of the example bench: regenerate after a change."""
+    from slowctl.config import load_config
+    from slowctl.stack.grafana import render
+
+    config = Path(__file__).parents[2] / "config" / "bench.yaml"
+    assert ALARM_RULES.read_text() == render(load_config(config), "config/bench.yaml"), (
+        "run: slowctl grafana-alerts --config config/bench.yaml --out grafana/provisioning/alerting/slowctl-alarms.yaml"
+    )
+    stack = load_config(config)
+    rules = {r["title"]: r for r in alert_rules((ALARM_RULES,))}
+    for key, limits in stack.alarms.limits.items():
+        for level in ("hihi", "high", "low", "lolo"):
+            limit = getattr(limits, level)
+            if limit is None:
+                assert f"{key} {level.upper()}" not in rules
+                continue
+            r = rules[f"{key} {level.upper()}"]
+            (cond,) = next(q for q in r["data"] if q["refId"] == "C")["model"]["conditions"]
+            assert cond["evaluator"]["params"] == [limit]
+            assert ("unloadEvaluator" in cond) == bool(limits.hysteresis)
+            assert int(r["for"][:-1]) >= limits.delay
+            assert r["labels"]["severity"] == {"major": "critical", "minor": "warning"}[limits.severity_of(level)]
 
 
 def test_alert_thresholds_match_the_dashboards():
@@ -187,3 +224,28 @@ def test_alert_thresholds_match_the_dashboards():
         for s in p["fieldConfig"]["defaults"]["thresholds"]["steps"]
     ]
     assert threshold in steps
+
+
+def test_notification_files():
+    """grafana/notify/<GRAFANA_NOTIFY>.yaml is mounted over provisioning/alerting/notify.yaml (docker-compose.yml)."""
+    compose = yaml.safe_load((GRAFANA.parent / "docker-compose.yml").read_text())["services"]["grafana"]
+    mount = "./grafana/notify/${GRAFANA_NOTIFY:-off}.yaml:/etc/grafana/provisioning/alerting/notify.yaml:ro"
+    assert mount in compose["volumes"]
+    assert (PROVISIONING / "alerting" / "notify.yaml").is_file(), "the mount point must exist in the ro mount"
+    files = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((GRAFANA / "notify").glob("*.yaml"))}
+    assert set(files) == {"off", "webhook", "email", "webhook-email"}
+    assert files["off"] == {"apiVersion": 1} == yaml.safe_load((PROVISIONING / "alerting" / "notify.yaml").read_text())
+    receivers = {}
+    for name, doc in files.items():
+        if name == "off":
+            continue
+        (cp,) = doc["contactPoints"]
+        (policy,) = doc["policies"]
+        assert policy["receiver"] == cp["name"] == "slowctl"
+        receivers[name] = {r["uid"]: r for r in cp["receivers"]}
+        text = (GRAFANA / "notify" / f"{name}.yaml").read_text()
+        for var in re.findall(r"\$(\w+)", text):
+            assert var in compose["environment"], f"{name}.yaml expands {var}, which Grafana's container lacks"
+    assert receivers["webhook-email"] == {**receivers["webhook"], **receivers["email"]}
+    assert receivers["webhook"]["slowctl-webhook"]["settings"]["url"] == "$GRAFANA_ALERT_WEBHOOK_URL"
+    assert receivers["email"]["slowctl-email"]["settings"]["addresses"] == "$GRAFANA_ALERT_EMAIL"

@@ -20,6 +20,8 @@ from tests.compose.composekit import (
     variables,
 )
 
+from slowctl.stack.init import OPTIONAL
+
 jsonschema = pytest.importorskip("jsonschema")
 
 STACKS = {
@@ -224,10 +226,12 @@ WEAK = {"admin", "password", "secret", "changeme", "change-me", "root", "test", 
 def test_env_example_documents_every_variable_without_values(env):
     example = (REPO / ".env.example").read_text()
     assigned = dict(re.findall(r"^([A-Z_0-9]+)=(.*)$", example, re.M))
-    assert set(assigned) == set(env), set(assigned) ^ set(env)
+    assert set(assigned) == set(env) | set(OPTIONAL), set(assigned) ^ (set(env) | set(OPTIONAL))
+    assert not set(env) & set(OPTIONAL), "optional settings are the user's: init leaves them out"
     assert all(v == "" for v in assigned.values())
     used = set().union(*(variables((REPO / f).read_text()) for f in FILES.values()))
-    assert used <= set(env), f"used in compose files but not written by slowctl init: {used - set(env)}"
+    missing = used - set(env) - set(OPTIONAL)
+    assert not missing, f"used in compose files but neither written by slowctl init nor optional: {missing}"
 
 
 def tracked_files() -> list:
@@ -253,8 +257,10 @@ def test_no_secrets_or_default_passwords_in_tracked_files(env):
             f"{path}: key or certificate"
         )
         # a secret variable is only ever referenced, never given a value or a fallback
-        for m in re.finditer(r"\$\{((?:[A-Z_]*_)?(?:PASSWORD|TOKEN|SECRET)[A-Z_]*):?-", text):
-            pytest.fail(f"{path}: {m.group(1)} has a default value")
+        # (an optional setting, e.g. the SMTP relay's password, may fall back to empty: not configured)
+        for m in re.finditer(r"\$\{((?:[A-Z_]*_)?(?:PASSWORD|TOKEN|SECRET)[A-Z_]*)(:?-)([^}]*)\}", text):
+            if not (m.group(1) in OPTIONAL and m.group(3) == ""):
+                pytest.fail(f"{path}: {m.group(1)} has a default value")
         in_tests = "tests" in path.relative_to(REPO).parts[:1]  # fixtures make up their own
         for m in (
             []

@@ -44,6 +44,18 @@ def password_var(user: str) -> str:
     return "MQTT_PASSWORD_" + user.upper()
 
 
+# documented in .env.example, never written by `slowctl init`: Grafana's alert notifications stay off until set
+OPTIONAL = (
+    "GRAFANA_NOTIFY",
+    "GRAFANA_ALERT_WEBHOOK_URL",
+    "GRAFANA_ALERT_EMAIL",
+    "GRAFANA_SMTP_HOST",
+    "GRAFANA_SMTP_USER",
+    "GRAFANA_SMTP_PASSWORD",
+    "GRAFANA_SMTP_FROM",
+)
+
+
 def variables(stack: StackConfig, hostname: str, config_name: str) -> list[Var]:
     from slowctl.stack.broker import ROLES
 
