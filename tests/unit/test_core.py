@@ -649,6 +649,14 @@ def test_on_resumes_a_software_ramp_that_stopped_part_way():
     assert held < drv.held[0].vset == 20.0 and look(core, drv, [0]) == []
 
 
+def test_on_at_zero_volts_is_on_not_ramping():
+    clock = Clock()
+    core, drv = soft_core(clock)
+    core.execute(drv, cmd("vset", 0, 0.0), "t")
+    out = core.execute(drv, cmd("on"), "t")
+    assert out.ok and out.applied == "ON" and 0 not in core.ramps
+
+
 def test_a_refused_switch_on_a_software_ramped_channel_leaves_the_target():
     clock = Clock()
     core, drv = soft_core(clock)

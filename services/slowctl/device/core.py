@@ -737,7 +737,8 @@ class DeviceCore:
                 except InstrumentError:
                     driver.set_voltage(ch, target)  # the output stays off, holding the target as before
                     raise
-                self._ramp(ch, now, 0.0).start(target, now)
+                if not self._same(ch, "vset", 0.0, target):  # a target of 0 V: on, with nothing to ramp
+                    self._ramp(ch, now, 0.0).start(target, now)
             elif not self._same(ch, "vset", programmed, target):  # on, but stopped part-way: go on from there
                 self._ramp(ch, now, programmed).start(target, now)
         elif cmd.action == "off":
