@@ -35,9 +35,20 @@ def die_with_parent() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: the sockets stay bound until all are chosen (one at a time, the kernel may
+    hand out the same port twice, and a simulator would then find the broker on its port)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02, what: str = "condition") -> Any:
@@ -183,20 +194,21 @@ class DummyStack:
         # the example bench's interlocks (LV before HV ...) only where a test asks for them (a tweak that
         # sets `interlocks`): the other tests switch HV on as they need
         self.bench_interlocks = self.config.pop("interlocks", {})
-        self.config["broker"]["port"] = self.port = free_port()
-        self.config["broker"]["tls_port"] = self.tls_port = free_port()
-        self.config["broker"]["websockets_port"] = self.ws_port = free_port()
+        ports = iter(free_ports(3 + len(self.config["devices"]) + 4))
+        self.config["broker"]["port"] = self.port = next(ports)
+        self.config["broker"]["tls_port"] = self.tls_port = next(ports)
+        self.config["broker"]["websockets_port"] = self.ws_port = next(ports)
         for dev in self.config["devices"].values():
-            dev["simulator"]["port"] = free_port()
+            dev["simulator"]["port"] = next(ports)
         self.config["state_dir"] = str(workdir / "state")
         # the control UI (Node-RED + nginx) only where a test asks for it (tests/ui); grafana: nothing listens
         self.config["ui"] = (
             {
                 "enabled": True,
-                "nodered_port": free_port(),
-                "https_port": free_port(),
-                "http_port": free_port(),
-                "grafana": f"127.0.0.1:{free_port()}",
+                "nodered_port": next(ports),
+                "https_port": next(ports),
+                "http_port": next(ports),
+                "grafana": f"127.0.0.1:{next(ports)}",
             }
             if ui
             else {"enabled": False}

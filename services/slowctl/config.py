@@ -323,6 +323,26 @@ def _startup_errors(driver: type[Driver], options: dict[str, Any], channels: dic
     return errors
 
 
+def _shared_ports(stack: StackConfig) -> list[str]:
+    """The native stack listens on all of these at once (loopback): two on one port cannot both start."""
+    listeners = {
+        "broker.port": stack.broker.port,
+        "broker.tls_port": stack.broker.tls_port,
+        "broker.websockets_port": stack.broker.websockets_port,
+    }
+    if stack.ui.enabled:
+        listeners |= {f"ui.{k}": getattr(stack.ui, k) for k in ("https_port", "http_port", "nodered_port")}
+    errors = []
+    for dev_id, dev in stack.devices.items():
+        if dev.simulator is not None:
+            key = f"devices.{dev_id}.simulator.port"
+            other = next((k for k, port in listeners.items() if port == dev.simulator.port), None)
+            if other:
+                errors.append(f"{key}: {dev.simulator.port} is also {other}")
+            listeners[key] = dev.simulator.port
+    return errors
+
+
 def parse_config(data: Any, source: str = "config") -> StackConfig:
     if not isinstance(data, dict):
         raise ConfigError(["top level: expected a mapping"], source)
@@ -343,6 +363,7 @@ def parse_config(data: Any, source: str = "config") -> StackConfig:
     if stack is not None and not errors:
         shapes = device_shapes(stack.devices)
         errors += reference_errors(stack.interlocks, shapes) + limit_errors(stack.alarms, shapes)
+        errors += _shared_ports(stack)
     if errors or stack is None:
         raise ConfigError(errors, source)
     return stack

@@ -270,6 +270,9 @@ def test_a_chiller_fault_switches_the_bias_off_and_is_an_alarm(own_stack):
     switched_off_by(op, "chiller-fault")
     reply = send(op, "slowctl/hv/cmd/on/0", "")
     assert not reply["ok"] and "interlock chiller-fault: chiller.0.status_code -1 < 0" in reply["error"], reply
+    events = [json.loads(m.payload) for m in op.seen("slowctl/interlock/event")]
+    assert any(e["kind"] == "interlock_active" and e["cause"] == "chiller-fault" for e in events)
+    assert any(e["kind"] == "interlock_action" and "hv.0" in e["message"] for e in events)
 
     def listed():
         return {(a["device"], a["kind"]) for a in json.loads(op.seen("slowctl/alarms/summary")[-1].payload)["alarms"]}

@@ -179,7 +179,9 @@ def test_legacy_name_other_than_the_device_id(raw):
     assert has(errors, "devices.lv.legacy_name", "must equal the device id 'lv'", "'hv'"), errors
 
 
-@pytest.mark.parametrize("dev_id", ["viewer", "operator", "nodered", "telegraf", "health", "environment"])
+@pytest.mark.parametrize(
+    "dev_id", ["viewer", "operator", "nodered", "telegraf", "interlock", "alarms", "health", "environment"]
+)
 def test_device_id_of_a_broker_role_or_ui_page_is_refused(raw, dev_id):
     raw["devices"][dev_id] = raw["devices"].pop("climate")
     assert has(errors_of(raw), f"devices.{dev_id}", "reserved for a broker role or a UI page"), errors_of(raw)
@@ -193,6 +195,13 @@ def test_device_id_with_a_hyphen_is_refused(raw):
 def test_broker_ports_must_differ(raw):
     raw["broker"]["tls_port"] = raw["broker"]["port"]
     assert has(errors_of(raw), "broker", "must differ")
+
+
+def test_a_simulator_on_a_port_the_stack_already_uses_is_refused(raw):
+    raw["devices"]["climate"]["simulator"]["port"] = raw["broker"]["port"]
+    assert has(errors_of(raw), "devices.climate.simulator.port", "is also broker.port")
+    raw["devices"]["climate"]["simulator"]["port"] = raw["devices"]["hv"]["simulator"]["port"]
+    assert has(errors_of(raw), "devices.climate.simulator.port", "is also devices.hv.simulator.port")
 
 
 def test_channel_the_model_does_not_have(raw):
