@@ -8,7 +8,7 @@ clear, switches HV on (30 V), then switches LV off and measures:
                       (the instrument took the command and the service read it back)
   status -> ramping   to the hv status showing the channel ramping down
 The LV is switched off by a command, so its status is published at once. Then, end to end, --e2e cycles
-(default 10) switch the LV output off at the instrument itself (a second client on the simulator's port
+(default 20) switch the LV output off, at a random phase of the LV poll, at the instrument itself (a second client on the simulator's port
 sends `OUTP:SEL OFF`, as a front panel or a fuse would) and measure:
   instrument -> ramping  from that moment to the hv status showing the channel ramping down: the LV
                          service sees it at its next poll (at most one poll period later)
@@ -16,6 +16,7 @@ sends `OUTP:SEL OFF`, as a front panel or a fuse would) and measure:
 
 import argparse
 import json
+import random
 import socket
 import tempfile
 import time
@@ -29,7 +30,7 @@ RULES = {"lv-first": {"kind": "requires", "protects": ["hv.0"], "requires": ["lv
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=30)
-    ap.add_argument("--e2e", type=int, default=10, help="cycles with the LV switched off at the instrument")
+    ap.add_argument("--e2e", type=int, default=20, help="cycles with the LV switched off at the instrument")
     args = ap.parse_args()
     to_command, to_ramp, end_to_end = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,15 +92,16 @@ def main() -> None:
                 to_ramp.append(lis.wait(ramping, 5) - t0)
                 lis.wait(off, 10)
             sim = ("127.0.0.1", stack.config["devices"]["lv"]["simulator"]["port"])
+            poll = stack.config["devices"]["lv"].get("poll_period", 1.0)
             for _ in range(args.e2e):
                 bias_on(clear_first=True)
+                time.sleep(random.uniform(0, poll))  # any phase of the LV service's poll
                 ramping, off = hv_state("RAMP_DOWN", "OFF"), hv_state("OFF")
                 with socket.create_connection(sim, timeout=2) as front_panel:
                     t0 = time.perf_counter()  # the clock of Listener.wait
                     front_panel.sendall(b"INST:NSEL 3\nOUTP:SEL OFF\n")  # HMP output 3 is lv channel 2
                     end_to_end.append(lis.wait(ramping, 5) - t0)
                 lis.wait(off, 10)
-            poll = stack.config["devices"]["lv"].get("poll_period", 1.0)
             lis.close()
         finally:
             stack.stop()

@@ -5,6 +5,7 @@ python bench/startup.py [--runs 5]
 
 import argparse
 import os
+import re
 import signal
 import tempfile
 import time
@@ -30,13 +31,15 @@ def main() -> None:
         "services' reconnect backoff to reach its cap",
     )
     args = ap.parse_args()
-    startups, recoveries = [], []
+    startups, connected, recoveries = [], [], []
     for run in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             stack = DummyStack(Path(tmp), lambda c: c["supervisor"].update(backoff_initial=args.downtime))
             t0 = time.monotonic()
-            stack.start()  # returns on the "devices online" line, after availability was seen
-            startups.append(time.monotonic() - t0)
+            stack.start()  # returns once every instrument is connected (status ok)
+            connected.append(time.monotonic() - t0)
+            # the stack's own figure: from its start to every device and the interlock process online
+            startups.append(float(re.search(r"online after ([0-9.]+) s", stack.log()).group(1)))
             try:
                 os.kill(stack.pids()["broker"], signal.SIGKILL)
                 wait_until(lambda: not port_open("127.0.0.1", stack.port), 5, interval=0.005)
@@ -53,11 +56,13 @@ def main() -> None:
     report(
         "startup",
         {
-            "what": "wall time from starting `slowctl up --dummy` to all devices online (seen by the stack's own "
-            "viewer); and from the broker accepting again after a SIGKILL + supervisor restart to all "
-            "availability messages `online` seen by a new viewer, the broker down for {args.downtime:g} s (the native broker has no persistence, "
+            "what": "from the start of `slowctl up --dummy` to every device and the interlock process online "
+            "(the stack's own figure); wall time until every instrument is connected (status ok); and from the "
+            "broker accepting again after a SIGKILL + supervisor restart to all availability messages `online` "
+            f"seen by a new viewer, the broker down for {args.downtime:g} s (the native broker has no persistence, "
             "so these are the services' re-announcements)",
             "up_to_all_online_s": summary(startups),
+            "up_to_every_instrument_connected_s": summary(connected),
             "broker_back_to_all_online_s": summary(recoveries),
             "target": "all online <= 10 s; after a broker restart all online <= 3 s after the broker is back",
         },
