@@ -200,11 +200,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     from slowctl.client.api import format_table, status_rows
 
     endpoint, root = _endpoint(args, "viewer")
-    rows = status_rows(endpoint, root)
+    rows, safety = status_rows(endpoint, root)
     if not rows:
         print("no devices have announced themselves on the broker")
         return 1
     print(format_table(rows))
+    if safety:
+        print(safety)
     return 0
 
 

@@ -229,8 +229,15 @@ def test_alert_thresholds_match_the_dashboards():
 def test_notification_files():
     """grafana/notify/<GRAFANA_NOTIFY>.yaml is mounted over provisioning/alerting/notify.yaml (docker-compose.yml)."""
     compose = yaml.safe_load((GRAFANA.parent / "docker-compose.yml").read_text())["services"]["grafana"]
-    mount = "./grafana/notify/${GRAFANA_NOTIFY:-off}.yaml:/etc/grafana/provisioning/alerting/notify.yaml:ro"
+    mount = {
+        "type": "bind",
+        "source": "./grafana/notify/${GRAFANA_NOTIFY:-off}.yaml",
+        "target": "/etc/grafana/provisioning/alerting/notify.yaml",
+        "read_only": True,
+        "bind": {"create_host_path": False},  # a GRAFANA_NOTIFY naming no file must fail, not mount a directory
+    }
     assert mount in compose["volumes"]
+    assert compose["environment"]["GF_SMTP_ENABLED"] == "${GRAFANA_SMTP_HOST:+true}", "no relay, no mail"
     assert (PROVISIONING / "alerting" / "notify.yaml").is_file(), "the mount point must exist in the ro mount"
     files = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((GRAFANA / "notify").glob("*.yaml"))}
     assert set(files) == {"off", "webhook", "email", "webhook-email"}

@@ -133,7 +133,7 @@ def merged(*names: str) -> dict:
 
 
 # --- interpolation -----------------------------------------------------------------------------
-_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
 class InterpolationError(Exception):
@@ -157,6 +157,8 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
         unset_or_empty = not have if op and op.startswith(":") else have is None
         if op in (":-", "-"):
             return arg if unset_or_empty else have
+        if op in (":+", "+"):  # the replacement only where the variable is set (and, with ":", not empty)
+            return "" if unset_or_empty else arg
         if op in (":?", "?"):
             if unset_or_empty:
                 raise InterpolationError(f"{name}: {arg}")

@@ -136,7 +136,7 @@ def test_dev_publishes_internal_ports_on_loopback_only():
 
 def test_dev_mounts_the_source_into_the_device_services():
     for d in DEVICES:
-        targets = {v.split(":")[1] for v in services("prod+dev")[f"device-{d}"]["volumes"]}
+        targets = {mount(v)[1] for v in services("prod+dev")[f"device-{d}"]["volumes"]}
         assert {"/opt/slowctl/services", "/opt/slowctl/dummy"} <= targets
 
 
@@ -166,6 +166,14 @@ def test_order_waits_for_health_where_it_matters():
     assert svcs["mongo-check"]["depends_on"]["mongo"]["condition"] == "service_healthy"
 
 
+def mount(volume) -> tuple[str, str]:
+    """(source, target) of a volume in the short ("src:dst[:ro]") or the long form."""
+    if isinstance(volume, dict):
+        return str(volume["source"]), str(volume["target"])
+    source, target = volume.split(":")[:2]
+    return source, target
+
+
 def test_every_piece_of_state_is_on_a_named_volume():
     model = merged("prod")
     named = set(model["volumes"])
@@ -178,9 +186,9 @@ def test_every_piece_of_state_is_on_a_named_volume():
         **{f"device-{d}": "/var/lib/slowctl/devices" for d in DEVICES},
     }
     for svc, path in state.items():
-        mounts = {v.split(":")[1]: v.split(":")[0] for v in model["services"][svc]["volumes"]}
+        mounts = {target: source for source, target in map(mount, model["services"][svc]["volumes"])}
         assert mounts.get(path) in named, f"{svc}: {path} is not on a named volume ({mounts})"
-    used = {v.split(":")[0] for s in model["services"].values() for v in s.get("volumes", [])}
+    used = {mount(v)[0] for s in model["services"].values() for v in s.get("volumes", [])}
     assert named <= used, f"declared but unused: {named - used}"
 
 

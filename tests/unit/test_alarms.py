@@ -95,18 +95,45 @@ def test_ack_while_active_then_gone(handler):
 def test_hysteresis_holds_the_level(handler):
     run(handler, 0.0, humidity=61)
     run(handler, 3.0, humidity=61)
-    assert set(listed(handler)) == {("climate.0", "humidity.HIHI")}
+    assert set(listed(handler)) == {("climate.0", "humidity.HIHI")}, "levels are exclusive"
     run(handler, 4.0, humidity=59)  # below HIHI 60 but within the 2 %RH hysteresis: still HIHI
     assert listed(handler)[("climate.0", "humidity.HIHI")].active
     assert ("climate.0", "humidity.HIGH") not in listed(handler)
-    run(handler, 5.0, humidity=57.5)  # past the hysteresis: HIHI goes, HIGH starts its delay
-    assert not listed(handler)[("climate.0", "humidity.HIHI")].active
-    run(handler, 8.0, humidity=57.5)
-    assert listed(handler)[("climate.0", "humidity.HIGH")].active
+    # past the hysteresis: HIHI goes, and HIGH is due at once (its limit has been passed since t=0)
+    assert run(handler, 5.0, humidity=57.5) == [
+        ("raised", "climate.0", "humidity.HIGH"),
+        ("cleared", "climate.0", "humidity.HIHI"),
+    ]
     run(handler, 9.0, humidity=49)  # within the hysteresis of HIGH
     assert listed(handler)[("climate.0", "humidity.HIGH")].active
     run(handler, 10.0, humidity=47.9)
     assert not listed(handler)[("climate.0", "humidity.HIGH")].active
+
+
+def test_a_reading_between_the_levels_is_never_without_an_alarm(handler):
+    """HIGH raised; the reading then goes to and fro across HIHI, never for its 3 s delay: HIGH stays."""
+    run(handler, 0.0, humidity=55)
+    run(handler, 3.0, humidity=55)
+    assert listed(handler)[("climate.0", "humidity.HIGH")].active
+    for i, h in enumerate([61, 58, 61, 58, 61, 58, 61, 58]):
+        run(handler, 4.0 + i, humidity=h)
+        assert listed(handler)[("climate.0", "humidity.HIGH")].active, f"t={4 + i}"
+    for t in (20.0, 21.0, 22.0, 23.0):
+        run(handler, t, humidity=61)
+    assert listed(handler)[("climate.0", "humidity.HIHI")].active, "above HIHI for its delay: HIHI"
+    assert not listed(handler)[("climate.0", "humidity.HIGH")].active
+
+
+def test_a_reading_that_goes_missing_holds_its_alarm(handler):
+    run(handler, 0.0, hv_imon=9e-6)
+    assert listed(handler)[("hv.0", "imon.HIGH")].active
+    quiet = {"alarms": [], "state": "ON"}
+    hv = status(ch0=quiet, ch1={**quiet, "imon": 1e-6}, ch2={**quiet, "imon": 1e-6}, ch3={**quiet, "imon": 1e-6})
+    v = view(1.0)
+    v["hv"] = DeviceView(True, hv, 1.0)
+    changes = handler.evaluate(v, (), 1.0, 1001.0)
+    assert [(c.what, c.alarm.kind) for c in changes] == [("raised", "imon.INVALID")]
+    assert listed(handler)[("hv.0", "imon.HIGH")].active, "no data is no reason to clear"
 
 
 def test_non_latching_alarm_leaves_the_list_when_gone(handler):
@@ -173,17 +200,52 @@ def test_ack_refusals_say_why(handler):
     assert handler.listed()[0].acked_by is None, "a refused ack changes nothing"
 
 
+def fresh_handler():
+    stack = stack_with(LIMITS)
+    return AlarmHandler.for_stack(stack.alarms, stack.devices, device_shapes(stack.devices), now=0.0)
+
+
 def test_unacked_alarms_survive_a_restart(handler, tmp_path):
     run(handler, 0.0, hv_imon=9e-6)
     run(handler, 1.0)
     handler.save(tmp_path / "alarms.json")
-    stack = stack_with(LIMITS)
-    again = AlarmHandler.for_stack(stack.alarms, stack.devices, device_shapes(stack.devices), now=0.0)
+    again = fresh_handler()
     assert again.load(tmp_path / "alarms.json") is None
     [a] = again.listed()
     assert (a.where, a.kind, a.active, a.acked_by) == ("hv.0", "imon.HIGH", False, None)
-    (tmp_path / "bad.json").write_text("{")
-    assert "unreadable" in again.load(tmp_path / "bad.json")
+
+
+def test_active_alarms_survive_a_restart_while_their_cause_lasts(handler, tmp_path):
+    offline = DeviceView(False, None, None)
+    rule = RuleState("lv-before-hv", True, "lv.0 is not on and ok (state OFF)", [("hv", 0)], "ramp_down")
+    rule.kind = "requires"
+    handler.evaluate(view(20.0, climate=offline), [rule], 20.0, 1020.0, acted={"lv-before-hv"})
+    handler.ack("climate", None, None, "alice", 1021.0)
+    handler.save(tmp_path / "alarms.json")
+    again = fresh_handler()
+    again.load(tmp_path / "alarms.json")
+    again.hold(3.0)  # the service holds them after connecting
+    assert again.evaluate({}, [rule], 1.0, 2001.0) == [], "held: the statuses are on their way"
+    changes = again.evaluate(view(4.0, climate=offline), [rule], 4.0, 2004.0)  # `acted` is not kept
+    assert changes == [] and set(listed(again)) == {("climate", "OFFLINE"), ("interlock", "lv-before-hv")}
+    assert listed(again)[("climate", "OFFLINE")].acked_by == "alice"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{",
+        '{"version": 2, "alarms": []}',
+        '{"version": 1, "alarms": [{"device": "hv", "channel": [0]}]}',
+        '{"version": 1, "alarms": [{"device": "hv", "channel": 0, "kind": "TRIP", "severity": "major", "message": "",'
+        ' "since": "x", "active": true, "latch": true, "value": null, "acked_by": null, "acked_at": null}]}',
+    ],
+)
+def test_an_unreadable_alarm_file_is_said_and_changes_nothing(tmp_path, text):
+    (tmp_path / "alarms.json").write_text(text)
+    again = fresh_handler()
+    assert "unreadable" in again.load(tmp_path / "alarms.json")
+    assert again.listed() == []
 
 
 @pytest.mark.parametrize(
@@ -193,6 +255,10 @@ def test_unacked_alarms_survive_a_restart(handler, tmp_path):
         ({"climate.0.humidity": {"high": 60, "hihi": 50}}, "high 60 must be below hihi 50"),
         ({"climate.0.humidity": {"high": 60, "severity": {"hihi": "major"}}}, "severity given for hihi"),
         ({"climate.0.humidity": {"high": 60, "hysteresis": -1}}, "alarms.limits.climate.0.humidity.hysteresis"),
+        (
+            {"climate.0.humidity": {"low": 30, "high": 50, "hysteresis": 20}},
+            "hysteresis 20 must be smaller than the gap from low to high",
+        ),
         ({"climate.0.humidity": {"high": 60, "colour": "red"}}, "alarms.limits.climate.0.humidity.colour: unknown key"),
         ({"climate.9.humidity": {"high": 60}}, "alarms.limits.climate.9.humidity: matches no configured channel"),
         ({"hv.*.humidity": {"high": 60}}, "matches no configured channel with a reading 'humidity'"),

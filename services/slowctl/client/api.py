@@ -88,11 +88,16 @@ def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: fl
     return got
 
 
-def status_rows(endpoint: Endpoint, root: str) -> list[dict[str, Any]]:
-    got = collect(endpoint, [f"{root}/+/availability", f"{root}/+/status", f"{root}/+/health"])
+def status_rows(endpoint: Endpoint, root: str) -> tuple[list[dict[str, Any]], str | None]:
+    """One row per device (availability, state, age, health), and a line on the interlock process and the
+    alarms (None when it has never announced itself)."""
+    safety = [InterlockTopics(root).availability, InterlockTopics(root).state, AlarmTopics(root).summary]
+    got = collect(endpoint, [f"{root}/+/availability", f"{root}/+/status", f"{root}/+/health", *safety])
     devices: dict[str, dict[str, Any]] = {}
     now_ms = time.time() * 1000
     for topic, payload in got.items():
+        if topic in safety:
+            continue
         device, kind = topic[len(root) + 1 :].split("/", 1)
         row = devices.setdefault(device, {"device": device})
         if kind == "availability":
@@ -108,7 +113,24 @@ def status_rows(endpoint: Endpoint, root: str) -> list[dict[str, Any]]:
             elif kind == "health":
                 for key in ("poll_cycles", "errors", "restarts"):
                     row[key] = data.get(key)
-    return [devices[d] for d in sorted(devices)]
+    return [devices[d] for d in sorted(devices)], _safety_line(got, safety)
+
+
+def _safety_line(got: dict[str, bytes], topics: list[str]) -> str | None:
+    availability, state_topic, summary_topic = topics
+    if availability not in got:
+        return None
+    try:
+        rules = json.loads(got.get(state_topic) or b"{}").get("rules", {})
+        alarms = json.loads(got.get(summary_topic) or b"{}")
+    except (json.JSONDecodeError, AttributeError):
+        rules, alarms = {}, {}
+    active = sorted(name for name, r in rules.items() if isinstance(r, dict) and r.get("active"))
+    return (
+        f"interlock process {got[availability].decode(errors='replace')}: {len(rules)} rules, "
+        f"active: {', '.join(active) or 'none'}; alarms: {alarms.get('active', '?')} active, "
+        f"{alarms.get('unacked', '?')} unacknowledged (slowctl interlocks, slowctl alarms)"
+    )
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

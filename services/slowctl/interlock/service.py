@@ -20,6 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
+from slowctl.atomic import write_json
 from slowctl.config import StackConfig
 from slowctl.device.contract import AlarmTopics, InterlockTopics
 from slowctl.device.events import Event
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5  # s between evaluations without news (delays, stale data)
 REPUBLISH = 5.0  # s: the retained state is refreshed at least this often
+ALARM_HOLD = 3.0  # s after (re)connecting before alarms are judged: the retained statuses come in first
 
 
 class InterlockService:
@@ -45,6 +47,8 @@ class InterlockService:
         self.alarms = AlarmHandler.for_stack(stack.alarms, stack.devices, shapes, time.monotonic())
         self.alarm_file = state_dir / "alarms.json" if state_dir else None  # None: nothing kept (tests)
         self.alarm_file_problem = self.alarms.load(self.alarm_file) if self.alarm_file else None
+        self.to_save: dict[str, Any] | None = None  # the latest alarm list for the file, written by the saver
+        self.save_news = threading.Event()
         self.view: dict[str, DeviceView] = {dev: DeviceView() for dev in stack.devices}
         self.lock = threading.Lock()  # the view: paho's thread writes it, the loop reads it
         self.news = threading.Event()
@@ -70,6 +74,8 @@ class InterlockService:
         self.mqtt.subscribe(f"{self.root}/+/availability", self._on_message)
         self.mqtt.subscribe(self.topics.cmd, self._on_command)
         self.mqtt.subscribe(self.alarm_topics.cmd, self._on_alarm_command)
+        saver = threading.Thread(target=self._save_loop, name="alarm-file", daemon=True)
+        saver.start()
         self.mqtt.start()
         if self.alarm_file_problem:
             self._emit_text("latch_state", self.alarm_file_problem, "alarms")
@@ -81,11 +87,27 @@ class InterlockService:
                 self._evaluate()
         finally:
             self.mqtt.stop(last_words=[(self.topics.availability, "offline")])
+            saver.join(5)  # the last alarm list reaches the file
         return 0
+
+    def _save_loop(self) -> None:
+        """The alarm file, written off the locks: an fsync must never delay an interlock decision."""
+        while not self.stop_event.is_set() or self.save_news.is_set():
+            if not self.save_news.wait(0.5):
+                continue
+            self.save_news.clear()
+            with self.lock:
+                body, self.to_save = self.to_save, None
+            if body is not None and self.alarm_file is not None:
+                try:
+                    write_json(self.alarm_file, body)
+                except OSError as exc:
+                    log.error("cannot keep the alarm list in %s: %s", self.alarm_file, exc)
 
     def _announce(self) -> None:
         # evaluate before saying online: a device must never see "online" with a stale state
         self.published_at = 0.0
+        self.alarms.hold(time.monotonic() + ALARM_HOLD)
         self._evaluate()
         self.mqtt.publish(self.topics.availability, "online", qos=1, retain=True)
 
@@ -230,11 +252,17 @@ class InterlockService:
                 self.switched_off.pop(state.name, None)
                 self.acted.discard(state.name)
             self.previous[state.name] = state
-        with self.lock:
-            alarm_changes = self.alarms.evaluate(self.view, states, now, time.time(), self.acted)
         republish = now - self.published_at > REPUBLISH
         if changed or republish:
             self._publish(states, now)
+        if not self.mqtt.connected.is_set():
+            return  # its own outage: every status would look stale; alarms are held until it is back
+        try:
+            with self.lock:
+                alarm_changes = self.alarms.evaluate(self.view, states, now, time.time(), self.acted)
+        except Exception:  # a fault of the alarm handler must never stop the interlocks
+            log.exception("alarm evaluation failed; the alarm list is held as it is")
+            return
         if alarm_changes or republish:
             self._alarm_news(alarm_changes)
 
@@ -288,11 +316,10 @@ class InterlockService:
             self.mqtt.publish(self.alarm_topics.event, event.payload(), qos=1)
         body = {"ts": int(time.time() * 1000), **self.alarms.summary()}
         self.mqtt.publish(self.alarm_topics.summary, json.dumps(body), qos=1, retain=True)
-        if changes and self.alarm_file is not None:
-            try:
-                self.alarms.save(self.alarm_file)
-            except OSError as exc:
-                log.error("cannot keep the alarm list in %s: %s", self.alarm_file, exc)
+        if changes:
+            with self.lock:
+                self.to_save = self.alarms.snapshot()
+            self.save_news.set()
 
     def _publish(self, states: list[RuleState], now: float) -> None:
         self.seq += 1

@@ -20,7 +20,6 @@ Where alarms come from:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +62,8 @@ class AlarmLimits(BaseModel):
         for (k1, v1), (k2, v2) in zip(given, given[1:], strict=False):
             if not v1 < v2:
                 raise ValueError(f"{k1} {v1:g} must be below {k2} {v2:g}")
+            if self.hysteresis >= v2 - v1:  # else a level would hold past the next limit
+                raise ValueError(f"hysteresis {self.hysteresis:g} must be smaller than the gap from {k1} to {k2}")
         unused = [k for k in self.severity if getattr(self, k) is None]
         if unused:
             raise ValueError(f"severity given for {', '.join(unused)}, which has no limit")
@@ -71,17 +72,19 @@ class AlarmLimits(BaseModel):
     def severity_of(self, level: str) -> str:
         return self.severity.get(level, DEFAULT_SEVERITY[level])  # type: ignore[call-overload]
 
-    def level(self, value: float, current: str | None) -> str | None:
-        """The level `value` is in; `current` (the level now alarmed) holds until passed by the hysteresis."""
-        for name in ("hihi", "lolo", "high", "low"):
+    def passed(self, value: float, current: str | None) -> list[str]:
+        """The limits `value` is past, most severe first. A limit at or below the level now alarmed
+        (`current`) counts as passed until the value is back by the hysteresis."""
+        out = []
+        for name in ("hihi", "high", "lolo", "low"):
             limit = getattr(self, name)
             if limit is None:
                 continue
             holding = current == name or (current, name) in (("hihi", "high"), ("lolo", "low"))
             slack = self.hysteresis if holding else 0.0
             if (value > limit - slack) if name in ("hihi", "high") else (value < limit + slack):
-                return name
-        return None
+                out.append(name)
+        return out
 
 
 class AlarmConfig(BaseModel):
@@ -159,7 +162,6 @@ class _Condition:
     message: str
     value: float | None = None
     latch: bool = True
-    delay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -179,9 +181,10 @@ class AlarmHandler:
     watches: list[_Watch]
     started: float  # monotonic s: devices get their stale limit to announce themselves
     alarms: dict[tuple[str, int | None, str], Alarm] = field(default_factory=dict)
-    pending: dict[tuple[str, int | None, str], float] = field(default_factory=dict)  # condition seen since (delay)
     announced: set[str] = field(default_factory=set)  # devices heard from since the start
     online_since: dict[str, float] = field(default_factory=dict)  # monotonic s: a status is due after its limit
+    past_since: dict[tuple[str, int, str], float] = field(default_factory=dict)  # a limit passed since (delay)
+    held_until: float = 0.0  # monotonic s: everything is held (start-up, the handler's own broker reconnect)
 
     @classmethod
     def for_stack(
@@ -208,33 +211,36 @@ class AlarmHandler:
         acted: Collection[str] = (),
     ) -> list[Change]:
         """`acted`: the rules that have switched an output off since they became active."""
-        conditions, blind = self._conditions(view, rules, acted, now)
+        if now < self.held_until:
+            return []  # what the view shows may be older than the handler's own outage: judge nothing yet
+        conditions, held = self._conditions(view, rules, acted, now)
         changes: list[Change] = []
         for key, cond in conditions.items():
             alarm = self.alarms.get(key)
             if alarm is not None and alarm.active:
                 alarm.message, alarm.value = cond.message, cond.value
                 continue
-            if now - self.pending.setdefault(key, now) < cond.delay:
-                continue
             if alarm is None:  # new
                 alarm = self.alarms[key] = Alarm(*key, cond.severity, cond.message, wall, latch=cond.latch)
             alarm.active, alarm.message, alarm.value, alarm.since = True, cond.message, cond.value, wall
             changes.append(Change("raised", alarm))
-        for key in [k for k in self.pending if k not in conditions]:
-            del self.pending[key]
         for key, alarm in list(self.alarms.items()):
-            if key in conditions or not alarm.active or (alarm.device in blind and alarm.kind not in DEVICE_KINDS):
-                continue  # still there, already gone, or not known now: held as it is
+            if key in conditions or key in held or not alarm.active:
+                continue  # still there, not known now (held as it is), or already gone
             alarm.active = False
             changes.append(Change("cleared", alarm))
             if alarm.acked_by is not None or not alarm.latch:
                 del self.alarms[key]
         return changes
 
+    def hold(self, until: float) -> None:
+        """Judge nothing before `until` (monotonic s): after the handler (re)connects, the devices' statuses
+        are on their way; without this, its own outage would look like every device gone stale."""
+        self.held_until = max(self.held_until, until)
+
     def _conditions(
         self, view: Mapping[str, DeviceView], rules: Iterable[RuleState], acted: Collection[str], now: float
-    ) -> tuple[dict[tuple[str, int | None, str], _Condition], set[str]]:
+    ) -> tuple[dict[tuple[str, int | None, str], _Condition], set[tuple[str, int | None, str]]]:
         conditions: dict[tuple[str, int | None, str], _Condition] = {}
         blind: set[str] = set()
         for dev, limit in self.stale_limits.items():
@@ -261,6 +267,8 @@ class AlarmHandler:
             kind, message = problem
             if kind and (dev in self.announced or now - self.started >= limit):
                 conditions[(dev, None, kind)] = _Condition("invalid", message)
+        # not known now, so held as they are: no data is no reason to clear an alarm
+        held = {k for k in self.alarms if k[0] in blind and k[2] not in DEVICE_KINDS}
         for w in self.watches:
             if w.device in blind:
                 continue
@@ -269,23 +277,47 @@ class AlarmHandler:
                 conditions[(w.device, w.channel, f"{w.reading}.INVALID")] = _Condition(
                     "invalid", why.removeprefix(MISSING), latch=w.limits.latch
                 )
+                held |= {(w.device, w.channel, f"{w.reading}.{level.upper()}") for level in LEVELS}
                 continue
-            level = w.limits.level(value, self._alarmed_level(w))
+            level = self._level(w, value, now)
             if level is not None:
                 limit = getattr(w.limits, level)
                 sign = ">" if level in ("hihi", "high") else "<"
                 message = f"{w.device}.{w.channel} {w.reading} {value:g} {sign} {level.upper()} {limit:g}"
                 conditions[(w.device, w.channel, f"{w.reading}.{level.upper()}")] = _Condition(
-                    w.limits.severity_of(level), message, value, w.limits.latch, w.limits.delay
+                    w.limits.severity_of(level), message, value, w.limits.latch
                 )
         starting = now - self.started < max(self.stale_limits.values(), default=0.0)
         for state in rules:
-            if not state.active or (state.kind == "requires" and state.name not in acted):
+            if not state.active:
                 continue
-            if starting and state.reason.startswith(MISSING):
+            key = (INTERLOCK, None, state.name)
+            listed = self.alarms.get(key)
+            if state.kind == "requires" and state.name not in acted and not (listed and listed.active):
+                continue  # a missing permission, not a fault, until it switches something off
+            if starting and state.reason.startswith(MISSING) and not listed:
                 continue  # the devices are still announcing themselves; their own alarms follow if they don't
-            conditions[(INTERLOCK, None, state.name)] = _Condition("major", f"interlock {state.name}: {state.reason}")
-        return conditions, blind
+            conditions[key] = _Condition("major", f"interlock {state.name}: {state.reason}")
+        return conditions, held
+
+    def _level(self, w: _Watch, value: float, now: float) -> str | None:
+        """The most severe limit passed for `delay` s; the level alarmed now holds while its limit is
+        passed, so a reading between HIGH and HIHI stays HIGH until HIHI is due."""
+        current = self._alarmed_level(w)
+        passed = w.limits.passed(value, current)
+        for level in LEVELS:
+            key = (w.device, w.channel, f"{w.reading}.{level}")
+            if level in passed:
+                self.past_since.setdefault(key, now)
+            else:
+                self.past_since.pop(key, None)
+        due = [
+            level
+            for level in passed
+            if level == current
+            or now - self.past_since[(w.device, w.channel, f"{w.reading}.{level}")] >= w.limits.delay
+        ]
+        return due[0] if due else None
 
     def _alarmed_level(self, w: _Watch) -> str | None:
         for level in LEVELS:
@@ -336,8 +368,12 @@ class AlarmHandler:
         }
 
     # --- across restarts ----------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """What `save` writes: taken under the caller's lock, written outside it."""
+        return {"version": 1, "alarms": [asdict(a) for a in self.alarms.values()]}
+
     def save(self, path: Path) -> None:
-        write_json(path, {"version": 1, "alarms": [asdict(a) for a in self.alarms.values()]})
+        write_json(path, self.snapshot())
 
     def load(self, path: Path) -> str | None:
         """The alarms listed when the handler stopped: an unacknowledged alarm must survive a restart.
@@ -345,14 +381,38 @@ class AlarmHandler:
         if not path.exists():
             return None
         try:
-            data = json.loads(path.read_text())
-            alarms = [Alarm(**a) for a in data["alarms"]]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            return f"alarm state file {path} unreadable ({exc}): alarms listed before the restart are lost"
-        for alarm in alarms:
-            if alarm.device in self.stale_limits or alarm.device == INTERLOCK:
-                self.alarms[alarm.key] = alarm
+            stored = _StoredAlarms.model_validate_json(path.read_bytes())
+        except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            why = str(exc).splitlines()[0]
+            return f"alarm state file {path} unreadable ({why}): alarms listed before the restart are lost"
+        for a in stored.alarms:
+            if a.device in self.stale_limits or a.device == INTERLOCK:
+                self.alarms[(a.device, a.channel, a.kind)] = Alarm(**a.model_dump())
+                self.announced.add(a.device)  # known before the restart: no start-up grace for it
         return None
+
+
+class _StoredAlarm(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    device: str
+    channel: int | None
+    kind: str
+    severity: Literal["minor", "major", "invalid"]
+    message: str
+    since: float
+    active: bool
+    latch: bool
+    value: float | None
+    acked_by: str | None
+    acked_at: float | None
+
+
+class _StoredAlarms(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    version: Literal[1]
+    alarms: list[_StoredAlarm]
 
 
 DEVICE_KINDS = frozenset({"OFFLINE", "DISCONNECTED", "ERROR", "STALE"})
