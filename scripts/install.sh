@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what slowctl needs on a Debian/Ubuntu machine.
 #   scripts/install.sh          runtime: Mosquitto and nginx (apt), slowctl (pip), Node-RED (npm, in nodered/)
-#   scripts/install.sh --test   also what the tests need (Chromium, InfluxDB 1.x)
+#   scripts/install.sh --test   also what the tests need: Chromium, InfluxDB 1.x (apt), and the programs
+#                               built from source by scripts/build-test-tools.sh (docker compose, Telegraf,
+#                               InfluxDB 2, FerretDB: needs Go >= 1.26 and rustup's stable Rust)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_RUNTIME=(mosquitto mosquitto-clients nginx-light)
-APT_TEST=(chromium influxdb)
+APT_TEST=(chromium influxdb build-essential pkg-config)   # the last two: cgo in build-test-tools.sh
 
 packages=("${APT_RUNTIME[@]}")
 # Node.js for Node-RED (>= 18: Debian 12 has 18.19); a Node.js installed otherwise is kept
@@ -41,4 +43,9 @@ if ! command -v npm >/dev/null 2>&1; then
     echo "npm not found: the control UI (Node-RED) needs Node.js >= 18 with npm; slowctl up runs without it" >&2
 elif [ ! nodered/node_modules/.package-lock.json -nt nodered/package-lock.json ]; then
     (cd nodered && npm ci --omit=dev --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+# the programs the tests run for real, built from their source modules into ~/.cache/slowctl/tools
+# (cached: seconds when nothing changed; about 7 minutes cold on 2 cores)
+if [ "${1:-}" = "--test" ]; then
+    bash scripts/build-test-tools.sh
 fi

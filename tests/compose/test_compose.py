@@ -8,17 +8,7 @@ import subprocess
 
 import pytest
 import yaml
-from tests.compose.composekit import (
-    FILES,
-    REPO,
-    SCHEMA,
-    InterpolationError,
-    interpolate,
-    load,
-    merged,
-    plain,
-    variables,
-)
+from tests.compose.composecli import FILES, REPO, SCHEMA, ComposeError, raw, render, variables
 
 from slowctl.stack.init import OPTIONAL
 
@@ -61,31 +51,48 @@ def errors_of(validator, model) -> list[str]:
 
 @pytest.mark.parametrize("name", FILES)
 def test_each_file_validates(validator, name):
-    assert errors_of(validator, plain(load(name))) == []
+    assert errors_of(validator, raw(name)) == []
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_merged_stack_validates_after_interpolation(validator, env, stack):
-    model = interpolate(merged(*STACKS[stack]), env)
+    """The real compose renders the merge with a .env from `slowctl init`; the schema is a second opinion."""
+    model = render(*STACKS[stack], env=env)
     assert errors_of(validator, model) == []
+    assert "${" not in json.dumps(model), "every variable has a value"
 
 
 def test_validation_catches_a_broken_file(validator):
-    broken = plain(load("prod"))
+    broken = raw("prod")
     broken["services"]["mosquitto"]["restart"] = ["always"]
     broken["services"]["mosquitto"]["healthcheck"]["intervall"] = "10s"
     assert len(errors_of(validator, broken)) == 2
 
 
 def test_missing_secret_stops_compose_with_a_hint(env):
-    model = merged("prod", "dummy")
     partial = {k: v for k, v in env.items() if k != "MQTT_PASSWORD_HV"}
-    with pytest.raises(InterpolationError, match="MQTT_PASSWORD_HV: run slowctl init"):
-        interpolate(model, partial)
+    with pytest.raises(ComposeError, match="MQTT_PASSWORD_HV is missing a value: run slowctl init"):
+        render("prod", "dummy", env=partial)
+
+
+def test_a_notification_choice_without_a_file_stops_compose(env):
+    model = render("prod", env={**env, "GRAFANA_NOTIFY": "slack"})
+    (notify,) = [v for v in model["services"]["grafana"]["volumes"] if v["target"].endswith("notify.yaml")]
+    assert notify["source"].endswith("grafana/notify/slack.yaml") and not notify["bind"].get("create_host_path")
+
+
+_RENDERED: dict[str, dict] = {}
+
+
+def merged(stack: str) -> dict:
+    """The merge as compose makes it, variables left as written."""
+    if stack not in _RENDERED:
+        _RENDERED[stack] = render(*STACKS[stack])
+    return _RENDERED[stack]
 
 
 def services(stack: str) -> dict:
-    return merged(*STACKS[stack])["services"]
+    return merged(stack)["services"]
 
 
 def test_images_pinned_to_exact_versions():
@@ -118,20 +125,21 @@ def test_production_publishes_only_the_gateway_and_mqtt_tls():
     assert sorted(p.split(":")[-1] for p in published["gateway"]) == ["443", "80"]
 
 
-def test_dev_publishes_internal_ports_on_loopback_only():
-    prod = services("prod")
-    dev_ports = {
-        n: [p for p in s.get("ports", []) if p not in prod.get(n, {}).get("ports", [])]
-        for n, s in services("prod+dev").items()
-    }
-    dev_ports = {n: p for n, p in dev_ports.items() if p}
-    assert {n: sorted(p.rsplit(":", 1)[1] for p in ps) for n, ps in dev_ports.items()} == {
+def test_dev_publishes_internal_ports_on_loopback_only(env):
+    def published(model: dict) -> dict[str, list[tuple[str, int]]]:
+        return {n: [(p.get("host_ip", ""), p["target"]) for p in s.get("ports", [])] for n, s in model.items()}
+
+    prod = published(render("prod", env=env)["services"])
+    dev = published(render("prod", "dev", env=env)["services"])
+    dev_ports = {n: [p for p in ps if p not in prod.get(n, [])] for n, ps in dev.items()}
+    dev_ports = {n: ps for n, ps in dev_ports.items() if ps}
+    assert all(ip == "127.0.0.1" for ps in dev_ports.values() for ip, _ in ps), dev_ports
+    assert {n: sorted(str(target) for _, target in ps) for n, ps in dev_ports.items()} == {
         "mosquitto": ["1883"],
         "influxdb": ["8086"],
         "grafana": ["3000"],
         "nodered": ["1880"],
     }
-    assert all(p.startswith("127.0.0.1:") for ps in dev_ports.values() for p in ps)
 
 
 def test_dev_mounts_the_source_into_the_device_services():
@@ -211,7 +219,7 @@ def test_serial_instruments_are_mapped_in_production_and_reset_for_the_dummy_sta
     for d, cfg in BENCH["devices"].items():
         addr = cfg["address"]
         if addr.startswith("/dev/"):
-            assert prod[f"device-{d}"]["devices"] == [f"{addr}:{addr}"]
+            assert [(m["source"], m["target"]) for m in prod[f"device-{d}"]["devices"]] == [(addr, addr)]
         else:
             assert "devices" not in prod[f"device-{d}"]
         assert "devices" not in dummy[f"device-{d}"], d
