@@ -54,6 +54,31 @@ def cmd_interlock(args: argparse.Namespace) -> int:
     return service.run()
 
 
+def cmd_influx_init(args: argparse.Namespace) -> int:
+    import time
+
+    from slowctl.stack.influx import InfluxError, InfluxSetup, init, request
+
+    try:
+        setup = InfluxSetup.from_env(args.url)
+        deadline = time.monotonic() + args.wait
+        while True:  # InfluxDB may still be starting (compose: right after its container)
+            try:
+                request(f"{setup.url}/health", None)
+                break
+            except InfluxError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        done = init(setup, Path(args.token_dir))
+    except InfluxError as exc:
+        print(f"slowctl influx-init: {exc}", file=sys.stderr)
+        return 1
+    for line in done or ["nothing to do: set up, mapped, tokens valid"]:
+        print(f"influx-init: {line}")
+    return 0
+
+
 def cmd_grafana_alerts(args: argparse.Namespace) -> int:
     from slowctl.stack.grafana import render
 
@@ -345,6 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", required=True)
     state_dir_opt(sp, "the alarm list")
     sp.set_defaults(func=cmd_interlock)
+
+    sp = sub.add_parser(
+        "influx-init",
+        help="InfluxDB 2: setup, InfluxQL mapping, scoped tokens for Telegraf and Grafana (INFLUXDB_* env)",
+    )
+    sp.add_argument("--url", required=True, help="InfluxDB, e.g. http://influxdb:8086")
+    sp.add_argument("--token-dir", required=True, help="where the `telegraf` and `grafana` token files go")
+    sp.add_argument("--wait", type=float, default=60.0, help="seconds to wait for InfluxDB to answer (default 60)")
+    sp.set_defaults(func=cmd_influx_init)
 
     sp = sub.add_parser("grafana-alerts", help="Grafana alert rules from the config's alarm limits (provisioning YAML)")
     sp.add_argument("--config", required=True)

@@ -38,14 +38,21 @@ def test_every_provisioning_file_parses():
         assert yaml.safe_load(f.read_text())["apiVersion"] == 1, f
 
 
-def test_datasource_is_influxql_with_the_token_from_the_environment():
+def test_datasource_is_influxql_with_the_read_only_token_of_influx_init():
     (ds,) = yaml.safe_load((PROVISIONING / "datasources" / "influxdb.yaml").read_text())["datasources"]
     assert ds["uid"] == DATASOURCE_UID and ds["type"] == "influxdb" and ds["access"] == "proxy"
     assert ds["url"] == "http://influxdb:8086"
     assert ds["jsonData"]["version"] == "InfluxQL"
     assert ds["jsonData"]["dbName"] == "${INFLUXDB_BUCKET}"  # the DBRP mapping's database
     assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
-    assert ds["secureJsonData"] == {"httpHeaderValue1": "Token ${INFLUXDB_TOKEN}"}
+    # the file `slowctl influx-init` writes (the compose job influxdb-init), on the volume grafana mounts
+    assert ds["secureJsonData"] == {"httpHeaderValue1": "Token $__file{/var/lib/slowctl/influxdb-tokens/grafana}"}
+    compose = yaml.safe_load((GRAFANA.parent / "docker-compose.yml").read_text())["services"]
+    assert "influxdb-tokens:/var/lib/slowctl/influxdb-tokens:ro" in compose["grafana"]["volumes"]
+    assert "influxdb-tokens:/var/lib/slowctl/influxdb-tokens:ro" in compose["telegraf"]["volumes"]
+    assert compose["influxdb-init"]["command"][-2:] == ["--token-dir", "/var/lib/slowctl/influxdb-tokens"]
+    assert "INFLUXDB_TOKEN" not in compose["grafana"]["environment"], "the admin token stays in influxdb-init"
+    assert "INFLUXDB_TOKEN" not in compose["telegraf"]["environment"]
     assert not {"password", "user", "basicAuth", "token"} & (set(ds) | set(ds["jsonData"]))
 
 
