@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs what slowctl needs on a Debian/Ubuntu machine.
 #   scripts/install.sh          runtime: Mosquitto and nginx (apt), slowctl (pip), Node-RED (npm, in nodered/)
-#   scripts/install.sh --test   also what the tests need: Chromium, InfluxDB 1.x (apt), and the programs
+#   scripts/install.sh --test   also what the tests need: Chromium (apt), and the programs
 #                               built from source by scripts/build-test-tools.sh (docker compose, Telegraf,
 #                               InfluxDB 2, FerretDB: needs Go >= 1.26 and rustup's stable Rust)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_RUNTIME=(mosquitto mosquitto-clients nginx-light)
-APT_TEST=(chromium influxdb build-essential pkg-config)   # the last two: cgo in build-test-tools.sh
+APT_TEST=(chromium build-essential pkg-config)   # the last two: cgo in build-test-tools.sh
 
 packages=("${APT_RUNTIME[@]}")
 # Node.js for Node-RED (>= 18: Debian 12 has 18.19); a Node.js installed otherwise is kept
@@ -32,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 if command -v systemctl >/dev/null 2>&1; then
-    for unit in mosquitto nginx influxdb; do
+    for unit in mosquitto nginx; do
         systemctl is-active --quiet "$unit" 2>/dev/null && $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
 fi

@@ -1,7 +1,11 @@
-"""Fixtures: a real InfluxDB 1.x filled with what a real dummy stack published, converted as Telegraf does."""
+"""Fixtures: the real archive path. A real dummy stack publishes; the real Telegraf (telegraf/telegraf.conf
+unchanged) carries it into a real InfluxDB 2 set up by `slowctl influx-init`, as in compose."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -9,42 +13,42 @@ import pytest
 
 from harness import DummyStack, send, wait_until
 
-from .influx1 import INSTALL_HINT, Influx1, find_influxd
-from .telegraf_mirror import Telegraf
+from .influx2 import Influx2, series
+from .telegraf import Telegraf
 
-DB = "slowctl"  # what the DBRP mapping calls the bucket in production
+DB = "slowctl"  # the InfluxQL database the DBRP mapping gives the bucket
+INFLUX_ENV = {
+    "INFLUXDB_ORG": "slowctl",
+    "INFLUXDB_BUCKET": DB,
+    "INFLUXDB_RETENTION": "0",
+    "INFLUXDB_ADMIN_USER": "slowctl-admin",
+    "INFLUXDB_ADMIN_PASSWORD": "archive-test-password-0123456789abcdef",
+    "INFLUXDB_TOKEN": "archive-test-admin-token-0123456789abcdef0123456789",
+}
 
 
-@pytest.fixture(scope="session")
-def influxd_binary() -> str:
-    binary = find_influxd()
-    if not binary:
-        pytest.skip(INSTALL_HINT)
-    return binary
-
-
-@pytest.fixture
-def influx(tmp_path, influxd_binary):
-    """An empty InfluxDB 1.x of its own."""
-    server = Influx1(tmp_path / "influxdb", influxd_binary).start()
-    yield server
-    server.stop()
+def influx_init(influx: Influx2, token_dir) -> dict[str, str]:
+    """`slowctl influx-init` as the compose job runs it; the scoped tokens it wrote, by file name."""
+    cmd = [sys.executable, "-m", "slowctl", "influx-init", "--url", influx.url, "--token-dir", str(token_dir)]
+    r = subprocess.run(cmd, env={**os.environ, **INFLUX_ENV}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return {name: (token_dir / name).read_text() for name in ("telegraf", "grafana")}
 
 
 @dataclass
 class Archive:
-    influx: Influx1
+    influx: Influx2  # queries with Grafana's read-only token
     db: str
     from_ms: int
     to_ms: int
-    lines: list[str]
     topics: set[str]
+    telegraf: Telegraf
 
 
 @pytest.fixture(scope="module")
-def archive(tmp_path_factory, influxd_binary) -> Archive:
-    """The dummy stack runs ~15 s with one HV channel tripping; every metrics, availability and
-    health message a viewer receives goes through the Telegraf mirror into InfluxDB 1.x."""
+def archive(tmp_path_factory) -> Archive:
+    """The dummy stack runs ~15 s with one HV channel and one LV channel tripping; the real Telegraf
+    archives what it publishes in the real InfluxDB 2."""
     from slowctl.stack.native import StackError, find_mosquitto
 
     try:
@@ -65,12 +69,26 @@ def archive(tmp_path_factory, influxd_binary) -> Archive:
         config["devices"]["lv"]["simulator"]["scenario"] = str(lv_short)
         config["devices"]["lv"].setdefault("options", {})["fuse"] = True
 
-    influx = Influx1(work / "influxdb", influxd_binary)
+    influx = Influx2(work / "influxdb")
     stack = DummyStack(work / "stack", tweak)
+    telegraf = None
     try:
         influx.start()
-        influx.query(f'CREATE DATABASE "{DB}"', method="POST")
+        tokens = influx_init(influx, work / "tokens")
+        influx.token = tokens["grafana"]
         stack.start()
+        # the same listener, user and password as the compose Telegraf (plain MQTT inside the stack)
+        telegraf = Telegraf(
+            work / "telegraf",
+            {
+                "MQTT_SERVER": f"tcp://127.0.0.1:{stack.port}",
+                "MQTT_PASSWORD_TELEGRAF": stack.credentials["telegraf"],
+                "INFLUXDB_URL": influx.url,
+                "INFLUXDB_TOKEN": tokens["telegraf"],
+                "INFLUXDB_ORG": INFLUX_ENV["INFLUXDB_ORG"],
+                "INFLUXDB_BUCKET": INFLUX_ENV["INFLUXDB_BUCKET"],
+            },
+        ).start()
         started_ms = int(time.time() * 1000)
         viewer = stack.probe("viewer")
         viewer.subscribe("slowctl/+/metrics", "slowctl/+/availability", "slowctl/+/health", "slowctl/+/status")
@@ -99,17 +117,20 @@ def archive(tmp_path_factory, influxd_binary) -> Archive:
             5,
             what="a metrics line with tripped=true",
         )
-        telegraf = Telegraf()
-        lines: list[str] = []
-        topics = set()
-        now_ms = int(time.time() * 1000)
-        for msg in viewer.seen():
-            if msg.topic.endswith("/status"):
-                continue
-            topics.add(msg.topic)
-            lines += telegraf.convert(msg.topic, msg.payload, now_ms)
-        influx.write(DB, lines)
-        yield Archive(influx, DB, started_ms - 60_000, int(time.time() * 1000) + 1000, lines, topics)
+
+        # Telegraf flushes every 5 s: wait until the trips and every device's availability are archived
+        def archived() -> bool:
+            trips = series(influx.query('SELECT count("tripped") FROM "supply" WHERE "tripped" = true', DB))
+            online = series(influx.query('SELECT last("online") FROM "availability" GROUP BY "device"', DB))
+            return bool(trips) and len(online) >= len(stack.config["devices"])
+
+        wait_until(archived, 30, 0.5, "Telegraf to archive the trips and the availability")
+        time.sleep(6)  # one more flush: the latest polls of every device
+        assert telegraf.errors() == [], telegraf.errors()
+        topics = {m.topic for m in viewer.seen() if not m.topic.endswith("/status")}
+        yield Archive(influx, DB, started_ms - 60_000, int(time.time() * 1000) + 1000, topics, telegraf)
     finally:
+        if telegraf:
+            telegraf.stop()
         stack.stop()
         influx.stop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +22,7 @@ class Influx2:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
         self.log = workdir / "influxd.log"
+        self.token = ""  # for query(): the tests set Grafana's token
 
     def start(self, timeout: float = 30.0) -> Influx2:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -53,3 +56,35 @@ class Influx2:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def query(self, q: str, db: str | None = None, method: str = "GET") -> dict:
+        """InfluxQL the way Grafana runs it (epoch=ms, with `self.token`: Grafana's read-only token);
+        raise on any error, also statement errors."""
+        params = {"q": q, "epoch": "ms", **({"db": db} if db else {})}
+        data = urllib.parse.urlencode(params)
+        if method == "GET":
+            req = urllib.request.Request(f"{self.url}/query?{data}")
+        else:
+            req = urllib.request.Request(f"{self.url}/query", data=data.encode(), method="POST")
+            req.add_header("Content-Type", "application/x-www-form-urlencoded")
+        req.add_header("Authorization", f"Token {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                body = json.load(r)
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{exc.code} {exc.read().decode(errors='replace')} for {q}") from None
+        for result in body.get("results", []):
+            if "error" in result:
+                raise AssertionError(f"InfluxQL error: {result['error']} in {q}")
+        return body
+
+
+def series(body: dict) -> list[dict]:
+    """All series of all statements of a query answer."""
+    return [s for result in body.get("results", []) for s in result.get("series", [])]
+
+
+def tag_values(influx: Influx2, db: str, q: str) -> list[str]:
+    """The values a SHOW TAG VALUES query lists (what Grafana offers in a variable)."""
+    body = influx.query(q, db, method="POST")
+    return sorted({row[1] for s in series(body) for row in s["values"]})

@@ -1,11 +1,12 @@
-"""Every dashboard and alert query runs on a real InfluxDB 1.x holding what the dummy stack published, and returns data."""
+"""Every dashboard and alert query runs on the real InfluxDB 2 that the real Telegraf filled from a dummy stack, with
+Grafana's read-only token, and returns data."""
 
 from __future__ import annotations
 
 import pytest
 
 from .grafana_queries import expand, panel_queries, resolve_variables, rule_queries, variable_queries
-from .influx1 import series, tag_values
+from .influx2 import series, tag_values
 
 pytestmark = pytest.mark.stack
 

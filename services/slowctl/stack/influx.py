@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TOKENS = {  # file name -> what the token may do with the bucket
+SCOPES = {  # token file name -> what its token may do with the bucket
     "telegraf": ("write",),
     "grafana": ("read",),
 }
@@ -130,7 +130,7 @@ def init(setup: InfluxSetup, token_dir: Path) -> list[str]:
         done.append(f"InfluxQL mapping: database {setup.bucket}, retention policy autogen -> bucket {setup.bucket}")
     known = {a["token"]: a for a in request(f"{api}/authorizations?orgID={org_id}", token)["authorizations"]}
     token_dir.mkdir(parents=True, exist_ok=True)
-    for name, actions in TOKENS.items():
+    for name, actions in SCOPES.items():
         path = token_dir / name
         if path.exists() and path.read_text().strip() in known:
             continue
