@@ -3,36 +3,16 @@ unchanged) carries it into a real InfluxDB 2 set up by `slowctl influx-init`, as
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from harness import DummyStack, send, wait_until
+from harness import send, wait_until
 
 from .influx2 import Influx2, series
+from .pipeline import DB, archive_pipeline
 from .telegraf import Telegraf
-
-DB = "slowctl"  # the InfluxQL database the DBRP mapping gives the bucket
-INFLUX_ENV = {
-    "INFLUXDB_ORG": "slowctl",
-    "INFLUXDB_BUCKET": DB,
-    "INFLUXDB_RETENTION": "0",
-    "INFLUXDB_ADMIN_USER": "slowctl-admin",
-    "INFLUXDB_ADMIN_PASSWORD": "archive-test-password-0123456789abcdef",
-    "INFLUXDB_TOKEN": "archive-test-admin-token-0123456789abcdef0123456789",
-}
-
-
-def influx_init(influx: Influx2, token_dir) -> dict[str, str]:
-    """`slowctl influx-init` as the compose job runs it; the scoped tokens it wrote, by file name."""
-    cmd = [sys.executable, "-m", "slowctl", "influx-init", "--url", influx.url, "--token-dir", str(token_dir)]
-    r = subprocess.run(cmd, env={**os.environ, **INFLUX_ENV}, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return {name: (token_dir / name).read_text() for name in ("telegraf", "grafana")}
 
 
 @dataclass
@@ -69,26 +49,8 @@ def archive(tmp_path_factory) -> Archive:
         config["devices"]["lv"]["simulator"]["scenario"] = str(lv_short)
         config["devices"]["lv"].setdefault("options", {})["fuse"] = True
 
-    influx = Influx2(work / "influxdb")
-    stack = DummyStack(work / "stack", tweak)
-    telegraf = None
-    try:
-        influx.start()
-        tokens = influx_init(influx, work / "tokens")
-        influx.token = tokens["grafana"]
-        stack.start()
-        # the same listener, user and password as the compose Telegraf (plain MQTT inside the stack)
-        telegraf = Telegraf(
-            work / "telegraf",
-            {
-                "MQTT_SERVER": f"tcp://127.0.0.1:{stack.port}",
-                "MQTT_PASSWORD_TELEGRAF": stack.credentials["telegraf"],
-                "INFLUXDB_URL": influx.url,
-                "INFLUXDB_TOKEN": tokens["telegraf"],
-                "INFLUXDB_ORG": INFLUX_ENV["INFLUXDB_ORG"],
-                "INFLUXDB_BUCKET": INFLUX_ENV["INFLUXDB_BUCKET"],
-            },
-        ).start()
+    with archive_pipeline(work, tweak) as pipe:
+        stack, influx, telegraf = pipe.stack, pipe.influx, pipe.telegraf
         started_ms = int(time.time() * 1000)
         viewer = stack.probe("viewer")
         viewer.subscribe("slowctl/+/metrics", "slowctl/+/availability", "slowctl/+/health", "slowctl/+/status")
@@ -129,8 +91,3 @@ def archive(tmp_path_factory) -> Archive:
         assert telegraf.errors() == [], telegraf.errors()
         topics = {m.topic for m in viewer.seen() if not m.topic.endswith("/status")}
         yield Archive(influx, DB, started_ms - 60_000, int(time.time() * 1000) + 1000, topics, telegraf)
-    finally:
-        if telegraf:
-            telegraf.stop()
-        stack.stop()
-        influx.stop()
