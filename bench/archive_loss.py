@@ -33,7 +33,13 @@ SETTLE = 12.0  # s after an outage before its window closes: Telegraf flushes ev
 def gaps(pipe: Pipeline, start_ms: int, end_ms: int) -> dict[str, float]:
     """Missing seconds per channel between start and end, from the points InfluxDB holds."""
     periods = {dev: float(d.get("poll_period", 1.0)) for dev, d in pipe.stack.config["devices"].items()}
-    missing: dict[str, float] = {}
+    window = (end_ms - start_ms) / 1000
+    # a channel without a single point in the window lost all of it
+    missing: dict[str, float] = {
+        f"{dev}.{ch}": round(window - periods[dev], 1)
+        for dev, d in pipe.stack.config["devices"].items()
+        for ch in d["channels"]
+    }
     for measurement, field in READINGS.items():
         q = (
             f'SELECT "{field}" FROM "{measurement}" WHERE time >= {start_ms}ms AND time < {end_ms}ms '

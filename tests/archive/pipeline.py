@@ -33,7 +33,7 @@ def influx_init(influx: Influx2, token_dir: Path) -> dict[str, str]:
     r = subprocess.run(cmd, env={**os.environ, **INFLUX_ENV}, capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise RuntimeError(f"influx-init failed: {r.stderr}")
-    return {name: (token_dir / name).read_text() for name in ("telegraf", "grafana")}
+    return {name: (token_dir / name / "token").read_text() for name in ("telegraf", "grafana")}
 
 
 @dataclass
@@ -50,7 +50,7 @@ def archive_pipeline(work: Path, tweak: Callable[[dict], None] | None = None) ->
     telegraf = None
     try:
         influx.start()
-        tokens = influx_init(influx, work / "tokens")
+        tokens = influx_init(influx, work / "tokens")  # Telegraf reads its file, as in compose
         influx.token = tokens["grafana"]
         stack.start()
         # the same listener, user and password as the compose Telegraf (plain MQTT inside the stack)
@@ -58,11 +58,10 @@ def archive_pipeline(work: Path, tweak: Callable[[dict], None] | None = None) ->
             "MQTT_SERVER": f"tcp://127.0.0.1:{stack.port}",
             "MQTT_PASSWORD_TELEGRAF": stack.credentials["telegraf"],
             "INFLUXDB_URL": influx.url,
-            "INFLUXDB_TOKEN": tokens["telegraf"],
             "INFLUXDB_ORG": INFLUX_ENV["INFLUXDB_ORG"],
             "INFLUXDB_BUCKET": INFLUX_ENV["INFLUXDB_BUCKET"],
         }
-        telegraf = Telegraf(work / "telegraf", env).start()
+        telegraf = Telegraf(work / "telegraf", env, work / "tokens" / "telegraf" / "token").start()
         yield Pipeline(stack, influx, telegraf)
     finally:
         if telegraf:

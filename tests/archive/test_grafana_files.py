@@ -46,10 +46,16 @@ def test_datasource_is_influxql_with_the_read_only_token_of_influx_init():
     assert ds["jsonData"]["dbName"] == "${INFLUXDB_BUCKET}"  # the DBRP mapping's database
     assert ds["jsonData"]["httpHeaderName1"] == "Authorization"
     # the file `slowctl influx-init` writes (the compose job influxdb-init), on the volume grafana mounts
-    assert ds["secureJsonData"] == {"httpHeaderValue1": "Token $__file{/var/lib/slowctl/influxdb-tokens/grafana}"}
+    assert ds["secureJsonData"] == {"httpHeaderValue1": "Token $__file{/var/lib/slowctl/influxdb-token/token}"}
     compose = yaml.safe_load((GRAFANA.parent / "docker-compose.yml").read_text())["services"]
-    assert "influxdb-tokens:/var/lib/slowctl/influxdb-tokens:ro" in compose["grafana"]["volumes"]
-    assert "influxdb-tokens:/var/lib/slowctl/influxdb-tokens:ro" in compose["telegraf"]["volumes"]
+    # each service mounts the volume of its own token, read-only, and no other
+    for service in ("grafana", "telegraf"):
+        mounts = [v for v in compose[service]["volumes"] if isinstance(v, str) and "influxdb-token" in v]
+        assert mounts == [f"influxdb-token-{service}:/var/lib/slowctl/influxdb-token:ro"], mounts
+        assert (
+            f"influxdb-token-{service}:/var/lib/slowctl/influxdb-tokens/{service}"
+            in compose["influxdb-init"]["volumes"]
+        )
     assert compose["influxdb-init"]["command"][-2:] == ["--token-dir", "/var/lib/slowctl/influxdb-tokens"]
     assert "INFLUXDB_TOKEN" not in compose["grafana"]["environment"], "the admin token stays in influxdb-init"
     assert "INFLUXDB_TOKEN" not in compose["telegraf"]["environment"]

@@ -65,16 +65,27 @@ def tokens(influx, tmp_path_factory):
     r = influx_init(influx, token_dir)
     assert r.returncode == 0, r.stderr
     assert "set up: org lab, bucket slowctl" in r.stdout and "InfluxQL mapping" in r.stdout, r.stdout
-    return token_dir, {name: (token_dir / name).read_text().strip() for name in ("telegraf", "grafana")}
+    return token_dir, {name: (token_dir / name / "token").read_text() for name in ("telegraf", "grafana")}
 
 
 def test_telegraf_writes_and_cannot_read(influx, tokens):
     _, t = tokens
     now = int(time.time() * 1000)
     assert write(influx, t["telegraf"], f"supply,device=hv,channel=0 vmon=12.5 {now}")[0] == 204
-    status, body = influxql(influx, t["telegraf"], 'SELECT last("vmon") FROM "supply"')
-    assert status in (401, 403) or "error" in body, (status, body)
-    assert "12.5" not in body
+    query = 'SELECT last("vmon") FROM "supply"'
+    wait_for(lambda: "12.5" in influxql(influx, t["grafana"], query)[1])  # there, and mapped for InfluxQL
+    status, body = influxql(influx, t["telegraf"], query)
+    assert "12.5" not in body and (status in (401, 403) or '"error"' in body), (status, body)
+    flux = b'from(bucket: "slowctl") |> range(start: -1h)'
+    status, body = http("POST", f"{influx.url}/api/v2/query?org=lab", t["telegraf"], flux, "application/vnd.flux")
+    assert status in (401, 403, 404) and "12.5" not in body, (status, body)
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
 
 
 def test_grafana_reads_through_influxql_and_cannot_write(influx, tokens):
@@ -94,20 +105,44 @@ def test_grafana_reads_through_influxql_and_cannot_write(influx, tokens):
 def test_the_admin_token_is_in_neither_file(tokens):
     token_dir, t = tokens
     assert ENV["INFLUXDB_TOKEN"] not in t.values() and t["telegraf"] != t["grafana"]
-    assert {p.name for p in token_dir.iterdir()} == {"telegraf", "grafana"}
+    assert {p.name for p in token_dir.iterdir()} == {"telegraf", "grafana"}  # one directory (compose: volume) each
+    assert {p.name for p in (token_dir / "telegraf").iterdir()} == {"token", "id"}
 
 
 def test_a_second_run_changes_nothing(influx, tokens):
     token_dir, t = tokens
     r = influx_init(influx, token_dir)
     assert r.returncode == 0 and "nothing to do" in r.stdout, (r.stdout, r.stderr)
-    assert {name: (token_dir / name).read_text().strip() for name in t} == t
+    assert {name: (token_dir / name / "token").read_text() for name in t} == t
 
 
 def test_a_lost_token_file_gets_a_new_token(influx, tokens, tmp_path):
     r = influx_init(influx, tmp_path)
-    assert r.returncode == 0 and f"token {tmp_path}/telegraf" in r.stdout, r.stdout
-    assert (tmp_path / "telegraf").read_text().strip() not in tokens[1].values()
+    assert r.returncode == 0 and f"token {tmp_path}/telegraf/token" in r.stdout, r.stdout
+    assert (tmp_path / "telegraf" / "token").read_text() not in tokens[1].values()
+    assert "1 earlier one(s) deleted" in r.stdout, "the replaced token must stop working"
+    now = int(time.time() * 1000)
+    assert write(influx, tokens[1]["telegraf"], f"supply,device=hv,channel=1 vmon=1 {now}")[0] == 401
+
+
+def test_a_deactivated_token_is_replaced(influx, tmp_path):
+    assert influx_init(influx, tmp_path).returncode == 0
+    auth_id = (tmp_path / "grafana" / "id").read_text()
+    admin = ENV["INFLUXDB_TOKEN"]
+    url = f"{influx.url}/api/v2/authorizations/{auth_id}"
+    assert http("PATCH", url, admin, b'{"status": "inactive"}', "application/json")[0] == 200
+    r = influx_init(influx, tmp_path)
+    assert r.returncode == 0 and f"token {tmp_path}/grafana/token" in r.stdout, r.stdout
+    assert (tmp_path / "grafana" / "id").read_text() != auth_id
+
+
+def test_a_changed_retention_is_said_not_done(influx, tokens):
+    token_dir, _ = tokens
+    r = influx_init(influx, token_dir, INFLUXDB_RETENTION="30d")
+    assert (
+        r.returncode == 0
+        and "WARNING: bucket slowctl keeps data 31536000 s, INFLUXDB_RETENTION says 2592000 s" in r.stdout
+    )
 
 
 @pytest.mark.parametrize(

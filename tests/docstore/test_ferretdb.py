@@ -46,7 +46,11 @@ def ferretdb(tmp_path_factory):
         client.close()
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _pings(client: MongoClient) -> bool:

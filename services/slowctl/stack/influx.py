@@ -4,11 +4,14 @@
 - first setup: admin user, the org, the bucket with its retention, the admin token from `.env`;
 - the DBRP mapping database `<bucket>` / retention policy `autogen` (default) -> the bucket, so that
   Grafana's InfluxQL queries (db=<bucket>) read it;
-- scoped tokens, one file each in the token directory: `telegraf` may only write the bucket, `grafana`
-  may only read it. InfluxDB makes up token values itself, so they are handed over as files; the admin
-  token stays out of both services.
+- scoped tokens, one directory each in the token directory (`telegraf/token`, `grafana/token`, with the
+  authorization's `id` beside): `telegraf` may only write the bucket, `grafana` may only read it. InfluxDB
+  makes up token values itself, so they are handed over as files (compose: one volume per service); the
+  admin token stays out of both services.
 
-Idempotent: what exists is kept (a token file is kept while InfluxDB still knows its token).
+Idempotent: what exists is kept; a token whose authorization is gone, inactive or no longer scoped as
+above is replaced, and the replaced ones are deleted. The retention of an existing bucket is not changed
+(a warning says when it differs).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SCOPES = {  # token file name -> what its token may do with the bucket
+SCOPES = {  # token directory name -> what its token may do with the bucket
     "telegraf": ("write",),
     "grafana": ("read",),
 }
@@ -89,7 +92,10 @@ def request(
         raise InfluxError(f"{method} {urllib.parse.urlsplit(url).path}: HTTP {exc.code} {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
         raise InfluxError(f"{method} {url}: {exc}") from None
-    return json.loads(text) if text else None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        raise InfluxError(f"{method} {urllib.parse.urlsplit(url).path}: not JSON: {text[:120]!r}") from None
 
 
 def init(setup: InfluxSetup, token_dir: Path) -> list[str]:
@@ -97,7 +103,7 @@ def init(setup: InfluxSetup, token_dir: Path) -> list[str]:
     done = []
     api = f"{setup.url}/api/v2"
     seconds = retention_seconds(setup.retention)
-    if request(f"{api}/setup", None)["allowed"]:
+    if (request(f"{api}/setup", None) or {}).get("allowed"):
         request(
             f"{api}/setup",
             None,
@@ -128,25 +134,49 @@ def init(setup: InfluxSetup, token_dir: Path) -> list[str]:
         body = {"orgID": org_id, "bucketID": bucket_id, "database": setup.bucket, "retention_policy": "autogen"}
         request(f"{api}/dbrps", token, "POST", {**body, "default": True})
         done.append(f"InfluxQL mapping: database {setup.bucket}, retention policy autogen -> bucket {setup.bucket}")
-    known = {a["token"]: a for a in request(f"{api}/authorizations?orgID={org_id}", token)["authorizations"]}
-    token_dir.mkdir(parents=True, exist_ok=True)
-    for name, actions in SCOPES.items():
-        path = token_dir / name
-        if path.exists() and path.read_text().strip() in known:
-            continue
-        permissions = [
-            {"action": action, "resource": {"type": "buckets", "id": bucket_id, "orgID": org_id}} for action in actions
-        ]
-        description = f"slowctl {name}: {'/'.join(actions)} bucket {setup.bucket}"
-        created = request(
-            f"{api}/authorizations",
-            token,
-            "POST",
-            {"orgID": org_id, "description": description, "permissions": permissions},
+    retention = [r.get("everySeconds", 0) for r in buckets[0].get("retentionRules", [])] or [0]
+    if retention[0] != seconds:
+        done.append(
+            f"WARNING: bucket {setup.bucket} keeps data {retention[0]} s, INFLUXDB_RETENTION says {seconds} s: "
+            "not changed here (influx bucket update --retention, docs/data-model.md)"
         )
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(created["token"])  # no newline: Grafana's $__file{} takes the bytes as they are
-        tmp.chmod(0o644)  # read by the telegraf or grafana container user; the volume is the boundary
-        tmp.replace(path)
-        done.append(f"token {path}: {'/'.join(actions)} bucket {setup.bucket}")
+    for name, actions in SCOPES.items():
+        done += _scoped_token(api, token, org_id, bucket_id, setup.bucket, name, actions, token_dir / name)
     return done
+
+
+def _scoped_token(
+    api: str, token: str, org_id: str, bucket_id: str, bucket: str, name: str, actions: tuple[str, ...], where: Path
+) -> list[str]:
+    """`<where>/token` (the value) and `<where>/id` (its authorization): kept while InfluxDB holds that
+    authorization active with exactly these permissions, else replaced and the old ones deleted."""
+    wanted = sorted((a, bucket_id) for a in actions)
+    token_file, id_file = where / "token", where / "id"
+    if token_file.exists() and id_file.exists():
+        auth = request(f"{api}/authorizations/{id_file.read_text().strip()}", token, missing=None)
+        held = sorted((p["action"], p["resource"].get("id")) for p in (auth or {}).get("permissions", []))
+        if auth and auth.get("status") == "active" and held == wanted:
+            return []
+    description = f"slowctl {name}: {'/'.join(actions)} bucket {bucket}"
+    permissions = [{"action": a, "resource": {"type": "buckets", "id": bucket_id, "orgID": org_id}} for a in actions]
+    created = request(
+        f"{api}/authorizations",
+        token,
+        "POST",
+        {"orgID": org_id, "description": description, "permissions": permissions},
+    )
+    where.mkdir(parents=True, exist_ok=True, mode=0o700)  # natively; in compose, the volume is the directory
+    for path, value in ((token_file, created["token"]), (id_file, created["id"])):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(value)  # no newline: Grafana's $__file{} reads the file as it is
+        tmp.chmod(0o644)  # for the telegraf or grafana container user: the volume of each is its own
+        tmp.replace(path)
+    old = [
+        a["id"]
+        for a in request(f"{api}/authorizations?orgID={org_id}", token)["authorizations"]
+        if a.get("description", "").startswith(f"slowctl {name}:") and a["id"] != created["id"]
+    ]
+    for auth_id in old:  # a replaced token must stop working
+        request(f"{api}/authorizations/{auth_id}", token, "DELETE")
+    revoked = f"; {len(old)} earlier one(s) deleted" if old else ""
+    return [f"token {token_file}: {'/'.join(actions)} bucket {bucket}{revoked}"]
