@@ -25,6 +25,15 @@ class Influx2:
         self.token = ""  # for query(): the tests set Grafana's token
 
     def start(self, timeout: float = 30.0) -> Influx2:
+        """Started and answering. A port taken meanwhile (free_port() released it) gets another one."""
+        for _ in range(3):
+            if self._start(timeout):
+                return self
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError(f"influxd found its port taken three times: {self.log.read_text()[-2000:]}")
+
+    def _start(self, timeout: float) -> bool:
         self.workdir.mkdir(parents=True, exist_ok=True)
         argv = [
             str(tool("influxd")),
@@ -34,17 +43,23 @@ class Influx2:
             "--sqlite-path", str(self.workdir / "influxd.sqlite"),
             "--reporting-disabled", "--ui-disabled", "--log-level", "error",
         ]  # fmt: skip
+        seen = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"influxd exited: {self.log.read_text()[-2000:]}")
+                said = self.log.read_bytes()[seen:].decode(errors="replace")
+                if "address already in use" in said:
+                    return False
+                raise RuntimeError(f"influxd exited: {said[-2000:]}")
             try:
-                with urllib.request.urlopen(f"{self.url}/health", timeout=1):
-                    return self
-            except (urllib.error.URLError, OSError):
-                time.sleep(0.1)
+                with urllib.request.urlopen(f"{self.url}/health", timeout=1) as r:
+                    if json.load(r).get("name") == "influxdb":  # ours, not whoever else is on the port
+                        return True
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"influxd did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
 

@@ -43,9 +43,19 @@ class Telegraf:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 20.0) -> Telegraf:
-        """Started, and running: its health output answers (it has loaded the config and the token)."""
+        """Started, and running: its health output answers (it has loaded the config and the token).
+        A health port taken meanwhile (free_port() released it) gets another one."""
+        for _ in range(3):
+            if self._start(timeout):
+                return self
+            self.health = f"http://127.0.0.1:{free_port()}"
+            self.env["TELEGRAF_HEALTH_ADDRESS"] = self.health
+        raise RuntimeError(f"telegraf found its health port taken three times: {self.log.read_text()[-2000:]}")
+
+    def _start(self, timeout: float) -> bool:
         self.workdir.mkdir(parents=True, exist_ok=True)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir), **self.env}
+        seen = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 compose_entrypoint(self.token_file),
@@ -57,12 +67,15 @@ class Telegraf:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"telegraf exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+                said = self.log.read_bytes()[seen:].decode(errors="replace")
+                if "address already in use" in said:
+                    return False
+                raise RuntimeError(f"telegraf exited {self.proc.returncode}: {said[-2000:]}")
             try:
                 with urllib.request.urlopen(self.health + "/", timeout=1):
-                    return self
+                    return True
             except urllib.error.HTTPError:
-                return self  # 503: up, the output not keeping up yet
+                return True  # 503: up, the output not keeping up yet
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
                     self.stop()
