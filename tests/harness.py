@@ -34,6 +34,18 @@ def die_with_parent() -> None:
     set_parent_death_signal()
 
 
+def stop_process(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
+    """SIGTERM, and SIGKILL when it does not end in time; nothing when it has already ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     return free_ports(1)[0]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tests.tools import tool
 
-from harness import die_with_parent, free_port
+from harness import die_with_parent, free_port, stop_process
 
 
 class Influx2:
@@ -64,13 +64,7 @@ class Influx2:
         raise RuntimeError(f"influxd did not answer within {timeout} s: {self.log.read_text()[-2000:]}")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def query(self, q: str, db: str | None = None, method: str = "GET") -> dict:
         """InfluxQL the way Grafana runs it (epoch=ms, with `self.token`: Grafana's read-only token);

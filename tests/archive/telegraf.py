@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from tests.tools import tool
 
-from harness import REPO, die_with_parent, free_port
+from harness import REPO, die_with_parent, free_port, stop_process
 
 CONF = REPO / "telegraf" / "telegraf.conf"
 TOKEN_IN_COMPOSE = "/var/lib/slowctl/influxdb-token/token"
@@ -83,13 +83,7 @@ class Telegraf:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def errors(self) -> list[str]:
         return [line for line in self.log.read_text(errors="replace").splitlines() if " E! " in line]

@@ -17,7 +17,7 @@ import pytest
 from pymongo import ASCENDING, MongoClient
 from tests.tools import tool
 
-from harness import die_with_parent, free_port, wait_until
+from harness import die_with_parent, free_port, stop_process, wait_until
 
 USER, PASSWORD, DATABASE = "slowctl", "ferretdb-test-password-0123456789", "slowctl"
 
@@ -45,12 +45,7 @@ def ferretdb(tmp_path_factory):
         yield port, client
         client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
 
 
 def _pings(client: MongoClient) -> bool:

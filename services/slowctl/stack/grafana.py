@@ -20,8 +20,10 @@ from slowctl.safety.rules import READINGS, channels_matching, device_shapes
 
 DATASOURCE_UID = "slowctl-influxdb"
 INTERVAL = 10  # s: Grafana's evaluation interval of the group (its default minimum)
-UNITS = {"temperature": "°C", "dewpoint": "°C", "tset": "°C", "humidity": "%RH", "vset": "V", "vmon": "V"}
-UNITS |= {"iset": "A", "imon": "A"}
+UNITS = {
+    "temperature": "°C", "dewpoint": "°C", "tset": "°C", "humidity": "%RH",
+    "vset": "V", "vmon": "V", "iset": "A", "imon": "A",
+}  # fmt: skip
 GRAFANA_SEVERITY = {"major": "critical", "minor": "warning"}
 
 
