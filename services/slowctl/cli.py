@@ -163,8 +163,92 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return sim_main(argv)
 
 
+def cmd_recorder(args: argparse.Namespace) -> int:
+    from slowctl.docstore import DocstoreError, MongoSettings
+    from slowctl.mqtt import Endpoint
+    from slowctl.records.recorder import Recorder
+
+    stack = load_config(args.config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s recorder %(levelname)s %(message)s")
+    try:
+        mongo = MongoSettings.from_env()
+    except DocstoreError as exc:
+        print(f"slowctl recorder: {exc}", file=sys.stderr)
+        return 2
+    state_dir = Path(args.state_dir or os.environ.get("SLOWCTL_STATE_DIR") or stack.resolved_dir(Path.cwd()))
+    recorder = Recorder(stack, Endpoint.from_config(stack.mqtt), mongo, state_dir)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: recorder.stop_event.set())
+    return recorder.run()
+
+
+def _record_settings(args: argparse.Namespace):
+    """SLOWCTL_MONGO_* (compose, or any MongoDB); else the running native stack's FerretDB."""
+    from slowctl.client.api import ClientError
+    from slowctl.docstore import MongoSettings
+
+    if os.environ.get("SLOWCTL_MONGO_USER"):
+        return MongoSettings.from_env()
+    info_path = _state_dir(args) / "stack.json"
+    if not info_path.exists():
+        raise ClientError(
+            f"no running native stack in {_state_dir(args)} and no SLOWCTL_MONGO_* variables "
+            "(compose: set them as for `slowctl db-check`)"
+        )
+    records = json.loads(info_path.read_text()).get("records", {})
+    if "off" in records:
+        raise ClientError(
+            f"this native stack keeps no record: {records['off']} ({_state_dir(args) / 'logs'}; "
+            "the compose stack records into MongoDB)"
+        )
+    password = Path(records["password_file"]).read_text().strip()
+    return MongoSettings("127.0.0.1", int(records["mongo_port"]), "slowctl", "slowctl", password)
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from pymongo import MongoClient
+    from pymongo.errors import PyMongoError
+
+    from slowctl.records import query
+
+    try:
+        f = query.Filter(
+            args.device,
+            args.channel,
+            args.user,
+            query.parse_time(args.since) if args.since else None,
+            query.parse_time(args.until) if args.until else None,
+            args.kind,
+        )
+    except query.QueryError as exc:
+        print(f"slowctl log: {exc}", file=sys.stderr)
+        return 2
+    settings = _record_settings(args)
+    fmt = query.as_json if args.json else query.as_csv if args.csv else query.as_text
+    client: MongoClient = MongoClient(settings.uri, serverSelectionTimeoutMS=5000, tz_aware=True)
+    try:
+        db = client[settings.database]
+        rows = query.entries(db, f, args.limit)
+        if args.csv:
+            print(query.csv_header())
+        for r in rows:
+            print(fmt(r))
+        if not rows and not args.json and not args.csv:
+            print("nothing recorded matches", file=sys.stderr)
+        if args.follow:
+            for r in query.follow(db, f, rows, 1.0, lambda: False):
+                print(fmt(r), flush=True)
+    except PyMongoError as exc:
+        where = f"{settings.host}:{settings.port}"
+        print(f"slowctl log: the record at {where} cannot be read: {str(exc).split(', Timeout')[0]}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0
+
+
 def cmd_db_check(args: argparse.Namespace) -> int:
-    from slowctl.stack.docstore import DocstoreError, MongoSettings, check
+    from slowctl.docstore import DocstoreError, MongoSettings, check
 
     try:
         print(check(MongoSettings.from_env(), timeout=args.timeout))
@@ -277,8 +361,7 @@ def cmd_ack(args: argparse.Namespace) -> int:
         print("slowctl ack: expected DEVICE [CHANNEL] [KIND]", file=sys.stderr)
         return 2
     endpoint, root = _endpoint(args, "operator")
-    by = f"{args.by or os.environ.get('USER') or 'unknown'} ({endpoint.username})"
-    reply = ack_alarms(endpoint, root, args.device, channel, rest[0] if rest else None, by)
+    reply = ack_alarms(endpoint, root, args.device, channel, rest[0] if rest else None)
     if not reply.get("ok"):
         print(f"slowctl ack: refused: {reply.get('error')}", file=sys.stderr)
         return 1
@@ -325,6 +408,87 @@ def cmd_set(args: argparse.Namespace) -> int:
     reply = send_command(endpoint, root, args.device, args.channel, args.action, value)
     print(json.dumps(reply))
     return 0 if reply.get("ok") else 1
+
+
+COMPOSE_ACCOUNTS = Path("secrets/accounts")
+COMPOSE_RELOAD = [
+    "docker",
+    "compose",
+    "exec",
+    "-T",
+    "mosquitto",
+    "sh",
+    "/mosquitto/config/docker-entrypoint.sh",
+    "reload",
+]
+
+
+def _password(args: argparse.Namespace) -> str:
+    """From stdin (--password-stdin, one line) or typed twice at the terminal; never from the command line."""
+    import getpass
+
+    from slowctl.stack.accounts import AccountError
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != first:
+        raise AccountError("the two passwords differ; nothing changed")
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from slowctl.stack.accounts import AccountError, Accounts
+    from slowctl.stack.broker import accounts_dir, reload_broker
+    from slowctl.stack.init import read_env
+
+    if args.compose:
+        stack = load_config(args.config or Path("config") / read_env(Path(".env")).get("SLOWCTL_CONFIG", "bench.yaml"))
+        directory = COMPOSE_ACCOUNTS
+    else:
+        running = Path(args.state_dir or ".slowctl") / "stack.yaml"
+        stack = load_config(args.config or (running if running.exists() else DEFAULT_CONFIG))
+        state_dir = Path(args.state_dir) if args.state_dir else stack.resolved_dir(Path.cwd())
+        directory = accounts_dir(state_dir)
+    try:
+        accounts = Accounts(directory, list(stack.devices), stack.mqtt.topic_root)
+        if args.action == "list":
+            for a in sorted(accounts.users.values(), key=lambda a: a.name):
+                print(f"{a.name:<20} {a.role:<9} password changed {a.changed}")
+            if not accounts.users:
+                print(f"no accounts in {directory} (add one: slowctl user add NAME --role operator)")
+            return 0
+        if not args.name:
+            raise AccountError(f"slowctl user {args.action} needs a user name")
+        if args.action == "add":
+            if not args.role:
+                raise AccountError("--role is needed: viewer or operator")
+            accounts.add(args.name, args.role, _password(args))
+            done = f"added {args.name} ({args.role})"
+        elif args.action == "passwd":
+            accounts.passwd(args.name, _password(args))
+            done = f"password of {args.name} changed"
+        elif args.action == "role":
+            accounts.set_role(args.name, args.role or "")
+            done = f"{args.name} is now {args.role}"
+        else:
+            accounts.remove(args.name)
+            done = f"removed {args.name}"
+    except AccountError as exc:
+        print(f"slowctl user: {exc}", file=sys.stderr)
+        return 2
+    if args.compose:
+        import shutil
+        import subprocess
+
+        if shutil.which("docker") and subprocess.run(COMPOSE_RELOAD).returncode == 0:
+            print(f"{done}; the broker has reloaded its accounts")
+        else:
+            print(f"{done} in {directory}; make the broker reload them: {' '.join(COMPOSE_RELOAD)}")
+        return 0
+    live = reload_broker(stack, state_dir)
+    print(f"{done}; " + ("the broker has reloaded its accounts" if live else "used from the next `slowctl up`"))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -440,7 +604,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[CHANNEL] [KIND]",
         help="only this channel's alarms; only this kind: TRIP, humidity.HIGH, HIGH, OFFLINE, a rule's name",
     )
-    sp.add_argument("--by", help="who acknowledges (default: $USER); recorded with the broker user")
     client_opts(sp)
     sp.set_defaults(func=cmd_ack)
 
@@ -478,6 +641,38 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True, help="flows file, e.g. /data/flows.json; flows_cred.json goes beside it")
     sp.set_defaults(func=cmd_nodered_flows)
 
+    sp = sub.add_parser("recorder", help="the recorder: commands, replies and events into MongoDB (SLOWCTL_MONGO_*)")
+    sp.add_argument("--config", required=True)
+    sp.add_argument(
+        "--state-dir", help="its journal goes to <dir>/recorder (default: $SLOWCTL_STATE_DIR, else the config's)"
+    )
+    sp.set_defaults(func=cmd_recorder)
+
+    sp = sub.add_parser("log", help="who did what and what happened: commands and events, newest last")
+    sp.add_argument("--device")
+    sp.add_argument("--channel", type=int)
+    sp.add_argument("--user", help="a login: their commands, and those a front-end made for them")
+    sp.add_argument("--since", help="ISO 8601 time or an age: 30s, 10m, 2h, 7d")
+    sp.add_argument("--until", help="ISO 8601 time or an age")
+    sp.add_argument("--kind", help="'command', or an event kind (trip, interlock_action, alarm_raised ...)")
+    sp.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
+    out = sp.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="one JSON object per line")
+    out.add_argument("--csv", action="store_true")
+    sp.add_argument("--follow", "-f", action="store_true", help="then print new entries as they come")
+    client_opts(sp)
+    sp.set_defaults(func=cmd_log)
+
+    sp = sub.add_parser("user", help="people's accounts: add, list, passwd, role, remove (docs/records.md)")
+    sp.add_argument("action", choices=["add", "list", "passwd", "role", "remove"])
+    sp.add_argument("name", nargs="?")
+    sp.add_argument("--role", help="viewer (sees) or operator (sees and commands)")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
+    sp.add_argument("--compose", action="store_true", help="the compose stack's accounts (./secrets/accounts)")
+    sp.add_argument("--config", help="stack config (default: the running native stack's, else config/bench.yaml)")
+    sp.add_argument("--state-dir", help="native stack state directory (default: state_dir of the config)")
+    sp.set_defaults(func=cmd_user)
+
     sp = sub.add_parser("check", help="validate a stack config; prints every error with its key path")
     sp.add_argument("file")
     sp.set_defaults(func=cmd_check)
@@ -498,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command not in ("run", "up", "interlock"):
+    if args.command not in ("run", "up", "interlock", "recorder"):
         logging.basicConfig(level=logging.ERROR, format="%(message)s")  # clients report errors themselves
     try:
         return args.func(args)

@@ -67,8 +67,14 @@ class MqttSession:
         reconnect: tuple[float, float] = (0.1, 2.0),
         will: tuple[str, str] | None = None,
         on_connect: Callable[[], None] | None = None,
+        session_expiry: int | None = None,
+        manual_ack: bool = False,
     ) -> None:
+        """`session_expiry` (s): a persistent session the broker keeps (and queues QoS 1 for) while we are
+        away; `manual_ack`: a QoS 1 message is acknowledged only when the handler calls `ack` (once it
+        is safe on disk), so that the broker sends it again after a crash."""
         self.endpoint = endpoint
+        self.session_expiry = session_expiry
         self.keepalive = keepalive
         self.connected = threading.Event()
         self.refused = threading.Event()  # the broker answered with a refusal (e.g. bad credentials)
@@ -77,7 +83,7 @@ class MqttSession:
         self._subs: dict[str, SubscribeOptions] = {}
         self._subacks: dict[int, threading.Event] = {}
         self._suback_lock = threading.Lock()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
         if endpoint.username:
             c.username_pw_set(endpoint.username, endpoint.password)
         if endpoint.tls_ca:
@@ -93,7 +99,17 @@ class MqttSession:
 
     # --- lifecycle ------------------------------------------------------------
     def start(self) -> None:
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=self.keepalive, clean_start=True)
+        props = None
+        if self.session_expiry is not None:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry
+        self.client.connect_async(
+            self.endpoint.host,
+            self.endpoint.port,
+            keepalive=self.keepalive,
+            clean_start=self.session_expiry is None,
+            properties=props,
+        )
         self.client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
@@ -144,6 +160,11 @@ class MqttSession:
         properties: Properties | None = None,
     ) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+
+    def ack(self, msg: mqtt.MQTTMessage) -> None:
+        """With manual_ack: the message is safe, the broker may forget it."""
+        if msg.qos > 0:
+            self.client.ack(msg.mid, msg.qos)
 
     @staticmethod
     def _dispatch(handler: Handler, msg: mqtt.MQTTMessage) -> None:

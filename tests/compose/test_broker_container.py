@@ -48,6 +48,7 @@ class Broker:
             "BROKER_MQTTS_PORT": str(self.ports["mqtts"]),
             "BROKER_WS_PORT": str(self.ports["ws"]),
             "BROKER_BIND": "127.0.0.1",
+            "BROKER_ACCOUNTS_DIR": str(self.root / "accounts"),
             **{k: v for k, v in env_values.items() if k.startswith("MQTT_PASSWORD_")},
         }
         self.proc: subprocess.Popen | None = None
@@ -115,7 +116,8 @@ def test_password_file_built_from_env_and_private(broker):
     passwd = broker.root / "run" / "passwd"
     users = [line.split(":", 1)[0] for line in passwd.read_text().splitlines()]
     assert sorted(users) == sorted(
-        ["viewer", "operator", "nodered", "telegraf", "interlock", *load_config(REPO / "config" / "bench.yaml").devices]
+        ["viewer", "operator", "nodered", "telegraf", "interlock", "recorder"]
+        + list(load_config(REPO / "config" / "bench.yaml").devices)
     )
     assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.read_text().splitlines())
     assert stat.S_IMODE(passwd.stat().st_mode) == 0o600
@@ -136,9 +138,38 @@ def test_anonymous_and_wrong_password_refused(connect, kind):
 def test_viewer_cannot_command_operator_and_ui_can(connect):
     assert connect("viewer").publish("slowctl/hv/cmd/on/0", b"") == NOT_AUTHORIZED
     assert connect("telegraf").publish("slowctl/hv/cmd", b"{}") == NOT_AUTHORIZED
-    for user in ("operator", "nodered"):
-        code = connect(user).publish("slowctl/hv/cmd/vset/0", b"10")
+    for user, topic in (("operator", "cmd"), ("operator", "by/operator/cmd"), ("nodered", "by/nodered/cmd")):
+        code = connect(user).publish(f"slowctl/hv/{topic}/vset/0", b"10")
         assert code.value in (0, 16), f"{user}: {code}"  # success / no matching subscribers
+    assert connect("nodered").publish("slowctl/hv/cmd/vset/0", b"10") == NOT_AUTHORIZED, "the plain topics: operator's"
+
+
+def test_people_come_from_the_accounts_dir_and_a_reload_takes_them_in(broker, connect):
+    """`slowctl user add --compose` writes secrets/accounts and runs the entrypoint's `reload`: no restart."""
+    from slowctl.stack.accounts import Accounts
+
+    watcher = connect("viewer")
+    watcher.subscribe("slowctl/#")
+    accounts = Accounts(broker.root / "accounts", list(load_config(REPO / "config" / "bench.yaml").devices))
+    accounts.add("alice", "operator", "alice's long password")
+    r = subprocess.run(["sh", str(ENTRYPOINT), "reload"], env=broker.env, capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and "reloaded" in r.stdout, r.stderr
+    alice = Probe("127.0.0.1", broker.ports["mqtt"], "alice", "alice's long password")
+    assert not alice.wait_connected().is_failure
+    try:
+        assert alice.publish("slowctl/hv/by/alice/cmd/vset/0", b"1").value in (0, 16)
+        assert alice.publish("slowctl/hv/by/bob/cmd/vset/0", b"1") == NOT_AUTHORIZED
+        assert alice.publish("slowctl/hv/cmd/vset/0", b"1") == NOT_AUTHORIZED
+    finally:
+        alice.close()
+    assert watcher.client.is_connected(), "a reload disconnects nobody whose login stays valid"
+    accounts.remove("alice")
+    subprocess.run(["sh", str(ENTRYPOINT), "reload"], env=broker.env, check=True, capture_output=True, timeout=20)
+    gone = Probe("127.0.0.1", broker.ports["mqtt"], "alice", "alice's long password")
+    try:
+        assert gone.wait_connected().is_failure
+    finally:
+        gone.close()
 
 
 def test_acl_is_the_one_slowctl_up_writes(broker):

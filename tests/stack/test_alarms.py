@@ -85,7 +85,7 @@ def test_raise_clear_acknowledge(own_stack):
     wait_until(lambda: listed(viewer, "humidity.HIHI") is None, 5, what="the alarm to leave the list")
     acked = [json.loads(m.payload) for m in viewer.seen("slowctl/alarms/event")]
     acked = [e for e in acked if e["kind"] == "alarm_acked" and e["cause"] == "humidity.HIHI"]
-    assert acked and acked[0]["after"]["acked_by"] == "alice (operator)"
+    assert acked and acked[0]["after"]["acked_by"] == "operator", "the broker login, not a name the client gives"
 
 
 def test_only_operators_acknowledge_and_only_the_handler_publishes(own_stack):

@@ -126,11 +126,15 @@ def test_mosquitto_clients_with_env(stack):
     time.sleep(0.5)
     subprocess.run(["mosquitto_pub", *creds("operator"), "-t", "slowctl/lv/cmd/iset/1", "-m", "0.5"], check=True)
     out, _ = sub.communicate(timeout=15)
-    assert json.loads(out) == {
+    reply = json.loads(out)
+    assert isinstance(reply.pop("before"), float), "the setting before the command"
+    assert reply == {
         "id": None,
         "action": "iset",
         "channel": 1,
         "value": 0.5,
+        "by": "operator",
+        "for": None,
         "ok": True,
         "error": None,
         "applied": 0.5,

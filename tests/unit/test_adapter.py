@@ -17,7 +17,7 @@ from slowctl.mqtt import Endpoint
 def service(stack_config):
     svc = DeviceService("hv", stack_config, Endpoint("127.0.0.1", 1))
     svc.replies = []
-    svc._reply = lambda req, ok, error=None, applied=None: svc.replies.append((req, ok, error))
+    svc._reply = lambda req, ok, error=None, applied=None, before=None: svc.replies.append((req, ok, error))
     svc.mqtt = mock.MagicMock()  # nothing reaches a broker
     return svc
 
@@ -240,7 +240,7 @@ def test_software_off_ramp_is_cancelled_by_on(stack_config):
 
     svc = DeviceService("lv", stack_config, Endpoint("127.0.0.1", 1))
     svc.replies = []
-    svc._reply = lambda req, ok, error=None, applied=None: svc.replies.append((ok, error))
+    svc._reply = lambda req, ok, error=None, applied=None, before=None: svc.replies.append((ok, error))
     svc.mqtt = mock.MagicMock()
     d = mock.MagicMock(spec=Hmp4040)
     d.link = mock.MagicMock()

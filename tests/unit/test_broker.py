@@ -81,6 +81,11 @@ PER_DEVICE = (
     "reply/mine",
     "cmd",
     "cmd/vset/0",
+    "by/operator/cmd",
+    "by/operator/cmd/vset/0",
+    "by/nodered/cmd",
+    "by/interlock/cmd",
+    "by/alice/cmd",
 )
 
 
@@ -91,7 +96,9 @@ def all_topics():
 
 
 def test_users_are_the_roles_and_one_per_device(stack_config):
-    assert users_for(stack_config) == ["viewer", "operator", "nodered", "telegraf", "interlock", *stack_config.devices]
+    assert users_for(stack_config) == [
+        "viewer", "operator", "nodered", "telegraf", "interlock", "recorder", *stack_config.devices
+    ]  # fmt: skip
 
 
 def test_roles_publish_no_device_topics_not_even_under_their_own_name(rules):
@@ -100,7 +107,7 @@ def test_roles_publish_no_device_topics_not_even_under_their_own_name(rules):
         assert not any(can(rules, role, "write", t) for t in topics if "/cmd" not in t), role
 
 
-@pytest.mark.parametrize("user", ["viewer", "telegraf"])
+@pytest.mark.parametrize("user", ["viewer", "telegraf", "recorder"])
 def test_readers_read_everything_write_nothing(rules, user):
     for topic in all_topics():
         assert not can(rules, user, "write", topic), topic
@@ -112,9 +119,12 @@ def test_readers_read_everything_write_nothing(rules, user):
 
 @pytest.mark.parametrize("user", ["operator", "nodered"])
 def test_operator_writes_only_commands(rules, user):
+    """Under its own name only; the plain and tracker_dcs topics are the shared operator login's alone."""
     writable = [t for t in all_topics() if can(rules, user, "write", t)]
+    own = ("by/operator/cmd", "by/operator/cmd/vset/0") if user == "operator" else ("by/nodered/cmd",)
+    plain = ("cmd", "cmd/vset/0") if user == "operator" else ()
     assert sorted(writable) == sorted(
-        [f"slowctl/{d}/{s}" for d in DEVICES for s in ("cmd", "cmd/vset/0")]
+        [f"slowctl/{d}/{s}" for d in DEVICES for s in (*plain, *own)]
         + ([f"/{d}/cmd/{k}" for d in ("hv", "lv") for k in ("setv/0", "switch/1")] if user == "operator" else [])
     )
     for d in DEVICES:
@@ -135,7 +145,7 @@ def test_service_writes_only_its_own_topics(rules, dev):
         expected.add(f"/{dev}/status")
     assert writable == expected
     readable = {t for t in all_topics() if can(rules, user, "read", t)}
-    expected_read = {f"slowctl/{dev}/cmd", f"slowctl/{dev}/cmd/vset/0"}
+    expected_read = {f"slowctl/{dev}/{s}" for s in PER_DEVICE if s.startswith(("cmd", "by/"))}
     if dev in ("hv", "lv"):
         expected_read |= {f"/{dev}/cmd/setv/0", f"/{dev}/cmd/switch/1"}
     assert readable == expected_read
@@ -147,6 +157,7 @@ def test_acl_follows_topic_root(raw):
     stack = parse_config(raw)
     r = parse_acl(acl(stack), users_for(stack))
     assert can(r, "operator", "write", "lab/bench2/hv/cmd")
+    assert can(r, "nodered", "write", "lab/bench2/hv/by/nodered/cmd")
     assert not can(r, "operator", "write", "slowctl/hv/cmd")
     assert can(r, "hv", "write", "lab/bench2/hv/status") and not can(r, "hv", "write", "slowctl/hv/status")
     assert can(r, "operator", "write", "/lv/cmd/setv/0")  # legacy topics have no root
@@ -268,9 +279,9 @@ def test_only_the_interlock_process_publishes_interlock_state(rules, stack_confi
             assert can(rules, user, "write", topic) == (user == "interlock"), (user, topic)
     # it reads every status and may command every device (it only ever sends `off`)
     assert can(rules, "interlock", "read", "slowctl/hv/status")
-    assert can(rules, "interlock", "write", "slowctl/hv/cmd") and not can(
-        rules, "interlock", "write", "slowctl/hv/status"
-    )
+    assert can(rules, "interlock", "write", "slowctl/hv/by/interlock/cmd")
+    assert not can(rules, "interlock", "write", "slowctl/hv/cmd")
+    assert not can(rules, "interlock", "write", "slowctl/hv/status")
 
 
 @pytest.mark.parametrize("dev", DEVICES)

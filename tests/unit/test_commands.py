@@ -381,19 +381,39 @@ def test_reply_from_parsed_nan(hv):
         "value": None,
         "ok": False,
         "error": "value must be a finite number",
+        "by": None,
+        "for": None,
     }
     json.dumps(body, allow_nan=False)
 
 
 def test_reply_sanitises_other_fields():
     body = Request(action=["x"], channel=True, value=1, id={"a": 1}).reply(True)
-    assert body == {"id": None, "action": None, "channel": None, "value": 1, "ok": True, "error": None}
+    assert body == {
+        "id": None,
+        "action": None,
+        "channel": None,
+        "value": 1,
+        "ok": True,
+        "error": None,
+        "by": None,
+        "for": None,
+    }
     assert Request(id=False).reply(True)["id"] is None
 
 
 def test_reply_echoes_good_values():
     body = Request(action="vset", channel=2, value=12.5, id=3).reply(True)
-    assert body == {"id": 3, "action": "vset", "channel": 2, "value": 12.5, "ok": True, "error": None}
+    assert body == {
+        "id": 3,
+        "action": "vset",
+        "channel": 2,
+        "value": 12.5,
+        "ok": True,
+        "error": None,
+        "by": None,
+        "for": None,
+    }
 
 
 # --- huge integers: JSON allows them, floats cannot hold them -----------------------------------

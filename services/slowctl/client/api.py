@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from slowctl.device.contract import AlarmTopics, InterlockTopics, Topics
+from slowctl.device.contract import AlarmTopics, CommandTopics, InterlockTopics, Topics
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 
 
@@ -185,7 +185,7 @@ def send_command(
         props = publish_properties(
             ResponseTopic=response_topic, CorrelationData=cmd_id.encode(), MessageExpiryInterval=int(timeout) + 1
         )
-        s.publish(topics.cmd, json.dumps(body), qos=1, properties=props)
+        s.publish(topics.commands.of(endpoint.username), json.dumps(body), qos=1, properties=props)
         if not done.wait(timeout):
             raise ClientError(f"no reply from {device!r} within {timeout:g} s (is it online?)")
     finally:
@@ -224,7 +224,7 @@ def off_all_hv(
             props = publish_properties(
                 ResponseTopic=f"{topics.reply}/emergency-{run}/{ch}", MessageExpiryInterval=int(timeout) + 1
             )
-            s.publish(topics.cmd, json.dumps(body), qos=1, properties=props)
+            s.publish(topics.commands.of(endpoint.username), json.dumps(body), qos=1, properties=props)
         if expected:
             all_in.wait(timeout)
     finally:
@@ -271,7 +271,7 @@ def format_alarms(summary: dict[str, Any]) -> str:
 
 
 def request(
-    endpoint: Endpoint, cmd_topic: str, reply_topic: str, body: dict[str, Any], timeout: float = 5.0
+    endpoint: Endpoint, commands: CommandTopics, reply_topic: str, body: dict[str, Any], timeout: float = 5.0
 ) -> dict[str, Any]:
     """One command to the interlock process (alarm `ack`, interlock `clear`): its reply, matched by id."""
     cmd_id = uuid.uuid4().hex
@@ -288,7 +288,7 @@ def request(
     try:
         if not s.subscribe(reply_topic, on_reply, wait=timeout):
             raise ClientError(f"the broker did not acknowledge the subscription to {reply_topic}")
-        s.publish(cmd_topic, json.dumps({**body, "id": cmd_id}), qos=1)
+        s.publish(commands.of(endpoint.username), json.dumps({**body, "id": cmd_id}), qos=1)
         if not done.wait(timeout):
             raise ClientError(f"no reply on {reply_topic} within {timeout:g} s (is the interlock process running?)")
     finally:
@@ -297,11 +297,12 @@ def request(
 
 
 def ack_alarms(
-    endpoint: Endpoint, root: str, device: str, channel: int | None, kind: str | None, by: str, timeout: float = 5.0
+    endpoint: Endpoint, root: str, device: str, channel: int | None, kind: str | None, timeout: float = 5.0
 ) -> dict[str, Any]:
+    """Acknowledge alarms; the broker login is who acknowledged."""
     topics = AlarmTopics(root)
-    body = {"action": "ack", "device": device, "channel": channel, "kind": kind, "by": by}
-    return request(endpoint, topics.cmd, topics.reply, body, timeout)
+    body = {"action": "ack", "device": device, "channel": channel, "kind": kind}
+    return request(endpoint, topics.commands, topics.reply, body, timeout)
 
 
 def interlock_state(endpoint: Endpoint, root: str, timeout: float = 3.0) -> dict[str, Any]:
@@ -314,4 +315,4 @@ def interlock_state(endpoint: Endpoint, root: str, timeout: float = 3.0) -> dict
 
 def clear_interlock(endpoint: Endpoint, root: str, rule: str, timeout: float = 5.0) -> dict[str, Any]:
     topics = InterlockTopics(root)
-    return request(endpoint, topics.cmd, topics.reply, {"action": "clear", "rule": rule}, timeout)
+    return request(endpoint, topics.commands, topics.reply, {"action": "clear", "rule": rule}, timeout)

@@ -1,7 +1,7 @@
 """Commands: parse the three wire forms into one Request, then validate it.
 
-Wire forms (docs/mqtt.md):
-  <root>/<dev>/cmd                  {"action", "channel", "value", "id", "ts"}
+Wire forms (docs/mqtt.md), each also below <root>/<dev>/by/<login>/ (who sent it, as the broker enforces):
+  <root>/<dev>/cmd                  {"action", "channel", "value", "id", "ts", "for"}
   <root>/<dev>/cmd/<action>/<ch>    plain value or empty payload
   /<legacy>/cmd/setv/<ch>, /<legacy>/cmd/switch/<ch>   tracker_dcs topics
 
@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from slowctl.device.capabilities import Capabilities, CommandError, finite_number
-from slowctl.device.contract import MAX_PAYLOAD
+from slowctl.device.contract import FRONTENDS, LOGIN, MAX_PAYLOAD, CommandTopics
 
 NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 CLOCK_SKEW = 2.0  # s of future timestamps tolerated between hosts
@@ -33,6 +33,8 @@ class Request:
     value: Any = None
     id: Any = None
     ts: Any = None
+    by: str | None = None  # the broker login it came from (the topic says; the ACL enforces it)
+    on_behalf: Any = None  # "for": the person a front-end acts for
     received: float = field(default_factory=time.monotonic)
     expires: float | None = None  # monotonic deadline from MQTT v5 message expiry
     issued: float | None = None  # epoch seconds from `ts`, once validated
@@ -46,9 +48,18 @@ class Request:
             "action": self.action if isinstance(self.action, str) else None,
             "channel": self.channel if isinstance(self.channel, int) and not isinstance(self.channel, bool) else None,
             "value": self.value if finite_number(self.value) else None,
+            "by": self.by,
+            "for": self.on_behalf if isinstance(self.on_behalf, str) and LOGIN.match(self.on_behalf) else None,
             "ok": ok,
             "error": error,
         }
+
+    @property
+    def who(self) -> str:
+        """As the record shows it: `alice`, `nodered for alice`."""
+        by = self.by or "unknown"
+        named = isinstance(self.on_behalf, str) and LOGIN.match(self.on_behalf)
+        return f"{by} for {self.on_behalf}" if named else by
 
 
 @dataclass(frozen=True)
@@ -85,8 +96,8 @@ def parse_json(payload: bytes) -> Request:
         req.error = "command must be a JSON object"
         return req
     req.action, req.channel, req.value = data.get("action"), data.get("channel"), data.get("value")
-    req.id, req.ts = data.get("id"), data.get("ts")
-    unknown = sorted(set(data) - {"action", "channel", "value", "id", "ts"})
+    req.id, req.ts, req.on_behalf = data.get("id"), data.get("ts"), data.get("for")
+    unknown = sorted(set(data) - {"action", "channel", "value", "id", "ts", "for"})
     if unknown:
         req.error = f"unknown field(s) {', '.join(unknown)}"
     return req
@@ -151,6 +162,7 @@ def validate(req: Request, caps: Capabilities, max_age: float, now_wall: float |
     """A command that passes every static check (action, channel, value, age), or CommandError."""
     if req.error:
         raise CommandError(req.error)
+    check_on_behalf(req.by, req.on_behalf)
     cap = caps.get(req.action, req.channel)
     value = cap.check(req.value)
     if req.ts is not None:
@@ -162,6 +174,30 @@ def validate(req: Request, caps: Capabilities, max_age: float, now_wall: float |
         if age < -CLOCK_SKEW:
             raise CommandError(f"ts is {-age:.1f} s in the future: check the sender's clock")
     return Command(cap.name, req.channel, value, req)
+
+
+def check_on_behalf(by: str | None, on_behalf: Any) -> None:
+    """Only a front-end says for whom it acts, and names a login when it does."""
+    if on_behalf is None:
+        return
+    if by not in FRONTENDS:
+        raise CommandError(f"'for' is refused from {by}: only a front-end ({', '.join(FRONTENDS)}) acts for a person")
+    if not isinstance(on_behalf, str) or not LOGIN.match(on_behalf):
+        raise CommandError(f"'for' must be a login name (a-z, 0-9, _.-), got {str(on_behalf)[:40]!r}")
+
+
+def sender(topics: CommandTopics, topic: str, body: dict[str, Any]) -> tuple[Request, str | None]:
+    """Who sent a JSON command to a target (`.by`, `.on_behalf`, `.who`), and why it is refused (or None)."""
+    found = topics.sender(topic)
+    if found is None or found[1]:
+        return Request(by="unknown"), f"commands go to {topics.cmd} or {topics.base}/by/<login>/cmd, as JSON"
+    req = Request(by=found[0], on_behalf=body.get("for"), id=body.get("id"))
+    try:
+        check_on_behalf(req.by, req.on_behalf)
+    except CommandError as exc:
+        req.on_behalf = None
+        return req, str(exc)
+    return req, None
 
 
 def check_size(payload: bytes) -> None:

@@ -7,8 +7,45 @@ Node-RED consume it unchanged, so changes here are breaking changes.
 from __future__ import annotations
 
 import enum
+import re
 
 MAX_PAYLOAD = 64 * 1024  # bytes; larger command payloads are refused
+
+# Who sent a command is the broker's word, not the sender's: commands go to <root>/<target>/by/<login>/cmd
+# and the ACL lets each login publish under its own name only (docs/records.md).
+LOGIN = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
+SHARED_LOGIN = "operator"  # the only login the ACL lets publish on the plain <root>/<target>/cmd topics
+FRONTENDS = ("nodered", "procedures")  # trusted to say for whom they act ("for" in the command)
+
+
+class CommandTopics:
+    """The command topics of one target (a device, `alarms`, `interlock`): plain and per login."""
+
+    def __init__(self, root: str, target: str) -> None:
+        self.base = f"{root}/{target}"
+        self.cmd = f"{self.base}/cmd"
+        # `x/#` matches x as well: these two cover cmd, cmd/<action>/<ch>, by/<login>/cmd and below it
+        self.filters = (f"{self.cmd}/#", f"{self.base}/by/+/cmd/#")
+
+    def of(self, login: str | None) -> str:
+        """Where `login` publishes its commands (the plain topic for the shared login or None)."""
+        return self.cmd if login in (None, SHARED_LOGIN) else f"{self.base}/by/{login}/cmd"
+
+    def sender(self, topic: str) -> tuple[str, list[str]] | None:
+        """(login, levels below cmd) of a command topic of this target; None if it is not one."""
+        if topic == self.cmd or topic.startswith(self.cmd + "/"):
+            return SHARED_LOGIN, _levels(topic[len(self.cmd) :])
+        head = self.base + "/by/"
+        if not topic.startswith(head):
+            return None
+        login, _, rest = topic[len(head) :].partition("/")
+        if not (rest == "cmd" or rest.startswith("cmd/")):
+            return None
+        return login, _levels(rest[3:])
+
+
+def _levels(rest: str) -> list[str]:
+    return rest[1:].split("/") if rest else []
 
 
 class DeviceState(str, enum.Enum):
@@ -29,6 +66,7 @@ class Topics:
         self.health = f"{base}/health"
         self.reply = f"{base}/reply"
         self.cmd = f"{base}/cmd"
+        self.commands = CommandTopics(root, device)
         self.event = f"{base}/event"
         self.capabilities = f"{base}/capabilities"
 
@@ -58,6 +96,7 @@ class InterlockTopics:
         self.event = f"{base}/event"
         self.rules = f"{base}/rules"  # retained, one topic per rule
         self.cmd = f"{base}/cmd"  # operators: {"action": "clear", "rule": ...}
+        self.commands = CommandTopics(root, "interlock")
         self.reply = f"{base}/reply"
 
 
@@ -69,4 +108,5 @@ class AlarmTopics:
         self.summary = f"{base}/summary"  # retained: every active or unacknowledged alarm
         self.event = f"{base}/event"
         self.cmd = f"{base}/cmd"  # operators: {"action": "ack", "device": ..., "channel": ..., "kind": ...}
+        self.commands = CommandTopics(root, "alarms")
         self.reply = f"{base}/reply"

@@ -48,6 +48,7 @@ class Outcome:
     applied: Any = None
     events: list[Event] = field(default_factory=list)
     link_error: LinkError | None = None
+    before: Any = None  # the setting (or output state) before the command, as read just before it
 
 
 def _fmt(value: Any, unit: str) -> str:
@@ -542,7 +543,7 @@ class DeviceCore:
                 cause=cause,
             )
         )
-        return Outcome(mismatch is None, mismatch, applied, self._drain(events))
+        return Outcome(mismatch is None, mismatch, applied, self._drain(events), before=before)
 
     def _look_before(self, driver: Driver, cmd: Command, full: bool) -> list[Event]:
         return self.observe(driver.read([cmd.channel], full=full), self.clock(), "seen before a command")

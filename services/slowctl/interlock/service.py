@@ -22,7 +22,8 @@ import paho.mqtt.client as paho
 
 from slowctl.atomic import write_json
 from slowctl.config import StackConfig
-from slowctl.device.contract import AlarmTopics, InterlockTopics
+from slowctl.device.commands import Request, sender
+from slowctl.device.contract import AlarmTopics, CommandTopics, InterlockTopics
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.mqtt import Endpoint, MqttSession
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5  # s between evaluations without news (delays, stale data)
 REPUBLISH = 5.0  # s: the retained state is refreshed at least this often
+LOGIN_NAME = "interlock"  # its broker login: the devices record its offs as "interlock"
 ALARM_HOLD = 3.0  # s after (re)connecting before alarms are judged: the retained statuses come in first
 
 
@@ -72,8 +74,10 @@ class InterlockService:
     def run(self) -> int:
         self.mqtt.subscribe(f"{self.root}/+/status", self._on_message)
         self.mqtt.subscribe(f"{self.root}/+/availability", self._on_message)
-        self.mqtt.subscribe(self.topics.cmd, self._on_command)
-        self.mqtt.subscribe(self.alarm_topics.cmd, self._on_alarm_command)
+        for topic in self.topics.commands.filters:
+            self.mqtt.subscribe(topic, self._on_command)
+        for topic in self.alarm_topics.commands.filters:
+            self.mqtt.subscribe(topic, self._on_alarm_command)
         saver = threading.Thread(target=self._save_loop, name="alarm-file", daemon=True)
         saver.start()
         self.mqtt.start()
@@ -136,22 +140,26 @@ class InterlockService:
         except ValueError:
             body = None
         req = body if isinstance(body, dict) else {}
-        if not msg.retain and req.get("action") == "off-all-hv":
-            self._off_all_hv(req)
+        origin, error = sender(self.topics.commands, msg.topic, req)
+        if not msg.retain and error is None and req.get("action") == "off-all-hv":
+            self._off_all_hv(req, origin)
             return
-        if msg.retain:
-            error: str | None = "retained commands are refused: a stale command must never run"
+        if error:
+            pass
+        elif msg.retain:
+            error = "retained commands are refused: a stale command must never run"
         elif not isinstance(body, dict) or req.get("action") != "clear" or not isinstance(req.get("rule"), str):
             error = 'expected {"action": "clear", "rule": "<name>"} or {"action": "off-all-hv", "kill": false}'
         else:
             with self.evaluating:
                 error = self.rules.clear(req["rule"])
             if error is None:
-                self._emit_text("interlock_cleared", f"interlock {req['rule']} cleared by an operator", req["rule"])
+                self._emit_text("interlock_cleared", f"interlock {req['rule']} cleared by {origin.who}", req["rule"])
                 self.news.set()
         reply = {
             "id": req.get("id") if isinstance(req.get("id"), (str, int)) else None,
             "action": "clear",
+            "by": origin.by,
             "rule": req.get("rule") if isinstance(req.get("rule"), str) else None,
             "ok": error is None,
             "error": error,
@@ -159,40 +167,44 @@ class InterlockService:
         self.mqtt.publish(self.topics.reply, json.dumps(reply), qos=1)
 
     def _on_alarm_command(self, msg: paho.MQTTMessage) -> None:
-        """{"action": "ack", "device": ..., "channel": n, "kind": ..., "by": ..., "id": ...}: an operator
-        acknowledges alarms (channel and kind narrow it down); refused with the reason when none matches."""
+        """{"action": "ack", "device": ..., "channel": n, "kind": ..., "id": ...}: an operator acknowledges
+        alarms (channel and kind narrow it down; the login says who); refused with the reason when none matches."""
         try:
             body = json.loads(msg.payload)
         except ValueError:
             body = None
         req = body if isinstance(body, dict) else {}
-        device, channel, kind, by = req.get("device"), req.get("channel"), req.get("kind"), req.get("by", "operator")
+        device, channel, kind = req.get("device"), req.get("channel"), req.get("kind")
         changes: list[Change] = []
-        if msg.retain:
-            error: str | None = "retained commands are refused: a stale command must never run"
+        origin, error = sender(self.alarm_topics.commands, msg.topic, req)
+        if error:
+            pass
+        elif msg.retain:
+            error = "retained commands are refused: a stale command must never run"
+        elif "by" in req:
+            error = "'by' is not accepted: the broker login says who acknowledges"
         elif req.get("action") != "ack" or not isinstance(device, str):
-            error = 'expected {"action": "ack", "device": "<device>", "channel": <n>, "kind": "<kind>", "by": "<who>"}'
+            error = 'expected {"action": "ack", "device": "<device>", "channel": <n>, "kind": "<kind>"}'
         elif channel is not None and (not isinstance(channel, int) or isinstance(channel, bool) or channel < 0):
             error = f"channel must be a channel number, got {channel!r}"
         elif kind is not None and not (isinstance(kind, str) and 0 < len(kind) <= 64):
             error = "kind must be an alarm kind such as 'TRIP', 'humidity.HIGH' or 'HIGH'"
-        elif not (isinstance(by, str) and 0 < len(by) <= 64):
-            error = "by must name who acknowledges (1 to 64 characters)"
         else:
             with self.evaluating:
-                changes, error = self.alarms.ack(device, channel, kind, by, time.time())
+                changes, error = self.alarms.ack(device, channel, kind, origin.who, time.time())
                 if changes:
                     self._alarm_news(changes)
         reply = {
             "id": req.get("id") if isinstance(req.get("id"), (str, int)) else None,
             "action": "ack",
+            "by": origin.by,
             "ok": error is None,
             "acked": [{"device": c.alarm.device, "channel": c.alarm.channel, "kind": c.alarm.kind} for c in changes],
             "error": error,
         }
         self.mqtt.publish(self.alarm_topics.reply, json.dumps(reply), qos=1)
 
-    def _off_all_hv(self, req: dict[str, Any]) -> None:
+    def _off_all_hv(self, req: dict[str, Any], origin: Request) -> None:
         """Emergency off from MQTT: `off` (or `kill`) to every HV output of a device that is online; the
         devices reply per channel on their reply topics, this reply says what was sent and what is offline."""
         cmd_id = req.get("id") if isinstance(req.get("id"), (str, int)) else None
@@ -205,15 +217,16 @@ class InterlockService:
                 offline.append(f"{dev}.{ch}")
                 continue
             body = {"action": "kill" if kill else "off", "channel": ch, "id": f"emergency:{cmd_id}", "ts": time.time()}
-            self.mqtt.publish(f"{self.root}/{dev}/cmd", json.dumps(body), qos=1)
+            self.mqtt.publish(CommandTopics(self.root, dev).of(LOGIN_NAME), json.dumps(body), qos=1)
             sent.append(f"{dev}.{ch}")
-        msg = f"emergency off ({'kill' if kill else 'off'}) sent to {', '.join(sent) or 'nothing'}" + (
+        msg = f"emergency off ({'kill' if kill else 'off'}) by {origin.who} sent to {', '.join(sent) or 'nothing'}" + (
             f"; offline, not switched off: {', '.join(offline)}" if offline else ""
         )
         self._emit_text("emergency_off", msg, "emergency")
         reply = {
             "id": cmd_id,
             "action": "off-all-hv",
+            "by": origin.by,
             "ok": not offline,
             "sent": sent,
             "offline": offline,
@@ -276,7 +289,7 @@ class InterlockService:
             if (dev, ch) in on and (dev, ch) not in sent:
                 action = "kill" if state.action == "kill" else "off"
                 body = {"action": action, "channel": ch, "id": f"interlock:{state.name}", "ts": time.time()}
-                self.mqtt.publish(f"{self.root}/{dev}/cmd", json.dumps(body), qos=1)
+                self.mqtt.publish(CommandTopics(self.root, dev).of(LOGIN_NAME), json.dumps(body), qos=1)
                 sent.add((dev, ch))
                 self.acted.add(state.name)
                 self._emit(

@@ -20,13 +20,14 @@ import os
 import pwd
 import re
 import secrets
+import signal
 from pathlib import Path
 
 from slowctl.config import StackConfig
 from slowctl.stack.paths import render, repo_file
 from slowctl.stack.tls import TlsFiles
 
-ROLES = ("viewer", "operator", "nodered", "telegraf", "interlock")
+ROLES = ("viewer", "operator", "nodered", "telegraf", "interlock", "recorder")
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's own default
 ACL_ROOT = "slowctl"  # the topic root written in mosquitto/acl
 
@@ -88,6 +89,7 @@ def mosquitto_conf(stack: StackConfig, state_dir: Path, tls: TlsFiles) -> str:
             # started as root, mosquitto would switch to user 'mosquitto' and lose access to our 0600 files
             "RUN_USER": pwd.getpwuid(os.getuid()).pw_name,
             "DATA_DIR": str(broker / "data"),
+            "PID_FILE": str(broker / "mosquitto.pid"),
             "MQTT_PORT": str(b.port),
             "MQTTS_PORT": str(b.tls_port),
             "WS_PORT": str(b.websockets_port),
@@ -99,19 +101,54 @@ def mosquitto_conf(stack: StackConfig, state_dir: Path, tls: TlsFiles) -> str:
     )
 
 
+def accounts_dir(state_dir: Path) -> Path:
+    """The native stack's people (`slowctl user`): users.json, users.passwd, users.acl."""
+    return state_dir / "accounts"
+
+
 def write_broker_files(stack: StackConfig, state_dir: Path, tls: TlsFiles) -> tuple[Path, dict[str, str]]:
     """Writes conf, passwd and acl under state_dir/broker; returns the conf path and credentials."""
+    creds = write_access_files(stack, state_dir)
+    broker = state_dir / "broker"
+    _write(broker / "mosquitto.conf", mosquitto_conf(stack, state_dir, tls), 0o644)
+    return broker / "mosquitto.conf", creds
+
+
+def write_access_files(stack: StackConfig, state_dir: Path) -> dict[str, str]:
+    """passwd and acl: the services' (credentials.json) and the people's (`slowctl user`). Each file is
+    replaced by a rename, so that a broker reloading meanwhile reads the old or the new one, whole."""
     users = users_for(stack)
     creds = load_credentials(state_dir / "credentials.json", users)
     broker = state_dir / "broker"
     (broker / "data").mkdir(parents=True, exist_ok=True)
-    for name, text, mode in (
-        ("passwd", password_file(creds, users), 0o600),
-        ("acl", acl(stack), 0o644),
-        ("mosquitto.conf", mosquitto_conf(stack, state_dir, tls), 0o644),
-    ):
-        path = broker / name
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-    return broker / "mosquitto.conf", creds
+    people = accounts_dir(state_dir)
+    passwd, acl_text = password_file(creds, users), acl(stack)
+    if (people / "users.passwd").exists():
+        passwd += (people / "users.passwd").read_text()
+        acl_text += "\n" + (people / "users.acl").read_text()
+    _write(broker / "passwd", passwd, 0o600)
+    _write(broker / "acl", acl_text, 0o644)
+    return creds
+
+
+def reload_broker(stack: StackConfig, state_dir: Path) -> bool:
+    """New access files, then SIGHUP to the running broker (it re-reads them; nobody is disconnected).
+    False when no broker of this state directory runs (the files are used at its next start)."""
+    write_access_files(stack, state_dir)
+    pid_file = state_dir / "broker" / "mosquitto.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "mosquitto":
+            return False  # a pid file left by a broker that died: its number may be another program's now
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(path.name + ".new")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

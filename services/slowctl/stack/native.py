@@ -20,6 +20,7 @@ from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession
 from slowctl.stack.broker import service_user, write_broker_files
+from slowctl.stack.records import NativeRecords
 from slowctl.stack.supervisor import ProcessSpec, Supervisor, port_open
 from slowctl.stack.tls import TlsFiles
 from slowctl.stack.ui import NativeUi, tls_files
@@ -80,6 +81,7 @@ class NativeStack:
         self.stop_event = threading.Event()
         self.supervisor = Supervisor(stack.supervisor, self.state_dir / "logs", say=self.say)
         self.ui = NativeUi(stack, self.state_dir, enabled=ui)  # Node-RED and the gateway (slowctl/ui.py)
+        self.records = NativeRecords(stack, self.state_dir)  # FerretDB and the recorder, when installed
 
     @staticmethod
     def say(text: str) -> None:
@@ -132,6 +134,7 @@ class NativeStack:
         argv += ["--state-dir", str(self.state_dir / "devices")]
         env = {"SLOWCTL_MQTT_USERNAME": "interlock", "SLOWCTL_MQTT_PASSWORD": creds["interlock"]}
         services.insert(0, ProcessSpec("interlock", argv, env=env, tier=2))
+        services += self.records.specs(resolved, creds["recorder"], self._client_host(), self.stack.broker.port)
         return broker, sims, services
 
     def _client_host(self) -> str:
@@ -167,6 +170,11 @@ class NativeStack:
                 "topic_root": self.stack.mqtt.topic_root,
             },
             "devices": list(self.stack.devices),
+            "records": (
+                {"mongo_port": self.stack.records.mongo_port, "password_file": str(self.records.dir / "mongo-password")}
+                if self.records.active
+                else {"off": self.records.reason}
+            ),
         }
         (self.state_dir / "stack.json").write_text(json.dumps(info, indent=2))
 
@@ -198,6 +206,8 @@ class NativeStack:
             (self._client_host(), b.tls_port, "broker TLS"),
             (self._client_host(), b.websockets_port, "broker websockets"),
         ]
+        if self.records.active:
+            ports.append(("127.0.0.1", self.stack.records.mongo_port, "records (FerretDB)"))
         if self.dummy:
             ports += [
                 (SIM_HOST, d.simulator.port, f"simulator of {i}") for i, d in self.stack.devices.items() if d.simulator
@@ -214,9 +224,10 @@ class NativeStack:
         try:
             timeout = max(10.0, 0.3 * len(sims))  # many simulators start slower on a small machine
             self.ui.check_ports()
-            self.supervisor.start([broker])
+            docstore = [s for s in services if s.name == "ferretdb"]
+            self.supervisor.start([broker, *docstore])
             self.supervisor.start(sims, ready_timeout=timeout)
-            self.supervisor.start(services)
+            self.supervisor.start([s for s in services if s.name != "ferretdb"])
             self.supervisor.start(self.ui.specs(creds, self.tls), ready_timeout=30)
             self.write_runtime()
             # ~0.5 s of CPU per service start-up; on 2 cores 50 services need more than 10 s
@@ -252,7 +263,7 @@ class NativeStack:
             f"interlock        {len(self.stack.interlocks)} rules, {len(self.stack.alarms.limits)} alarm limits: "
             f"{root}/interlock/state, {root}/alarms/summary (slowctl alarms)"
         )
-        for line in self.ui.summary():
+        for line in self.ui.summary() + self.records.summary():
             say(line)
         if missing:
             say(f"WARNING: not online after {elapsed:.1f} s: {', '.join(missing)} (logs in {self.state_dir / 'logs'})")

@@ -1,0 +1,1 @@
+"""The record: commands and events in MongoDB (docs/records.md)."""

@@ -1,0 +1,207 @@
+"""The recorder: every command, reply and event from the broker into MongoDB, nothing lost.
+
+A message is on disk (the journal, a DiskQueue) before the broker hears it was received (manual QoS 1
+acknowledgement, persistent session): a crash of the recorder loses nothing the broker let go of. A
+writer thread moves the journal into MongoDB in order; while MongoDB is unreachable or refuses, the
+journal grows (bounded) and the recorder says so on its health topic, which the alarm handler turns
+into an alarm. It publishes nothing else and is not in the command path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from slowctl.config import StackConfig
+from slowctl.device.heartbeat import Heartbeat
+from slowctl.diskqueue import DiskQueue, QueueFull
+from slowctl.docstore import MongoSettings
+from slowctl.mqtt import Endpoint, MqttSession
+from slowctl.records.store import apply, ensure_indexes, expire, to_write
+
+log = logging.getLogger(__name__)
+
+NAME = "recorder"  # its broker login and its topics: <root>/recorder/{availability,health}
+SESSION_EXPIRY = 7 * 24 * 3600  # s the broker keeps queueing for it while it is away
+BATCH = 500
+EXPIRE_EVERY = 3600.0  # s between retention passes
+HEALTH_EVERY = 5.0
+
+
+class Recorder:
+    def __init__(self, stack: StackConfig, endpoint: Endpoint, mongo: MongoSettings, state_dir: Path) -> None:
+        self.root = stack.mqtt.topic_root
+        self.cfg = stack.records
+        self.mongo = mongo
+        self.dir = state_dir / NAME
+        self.journal = DiskQueue(self.dir / "journal", int(self.cfg.buffer_mb * 1024 * 1024))
+        self.stop_event = threading.Event()
+        self.news = threading.Event()
+        self.written = 0
+        self.refused = 0  # messages the full journal could not take (the broker keeps them meanwhile)
+        self.db_error: str | None = None
+        self.last_write: float | None = None
+        self.heartbeat = Heartbeat.from_env()
+        base = f"{self.root}/{NAME}"
+        self.health_topic, self.availability = f"{base}/health", f"{base}/availability"
+        self.mqtt = MqttSession(
+            endpoint,
+            self._client_id(),
+            keepalive=stack.mqtt.keepalive,
+            reconnect=(stack.mqtt.reconnect_min, stack.mqtt.reconnect_max),
+            will=(self.availability, "offline"),
+            on_connect=self._announce,
+            session_expiry=SESSION_EXPIRY,
+            manual_ack=True,
+        )
+
+    def _client_id(self) -> str:
+        """Stable (the persistent session is found by it) and unguessable (nobody else can take it over)."""
+        path = self.dir / "client-id"
+        if not path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"slowctl-recorder-{secrets.token_hex(8)}\n")
+        return path.read_text().strip()
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def run(self) -> int:
+        for problem in self.journal.problems:
+            log.error("journal: %s", problem)
+        for topic in (f"{self.root}/+/event", f"{self.root}/+/reply", f"{self.root}/+/cmd/#"):
+            self.mqtt.subscribe(topic, self._on_message, qos=1)
+        self.mqtt.subscribe(f"{self.root}/+/by/+/cmd/#", self._on_message, qos=1)
+        self.mqtt.subscribe("/+/cmd/#", self._on_message, qos=1)  # tracker_dcs topics
+        writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
+        writer.start()
+        self.mqtt.start()
+        published = 0.0
+        try:
+            while not self.stop_event.wait(1.0):
+                self.heartbeat.beat(self.mqtt.connected.is_set())
+                if time.monotonic() - published >= HEALTH_EVERY:
+                    published = time.monotonic()
+                    self._publish_health()
+        finally:
+            self.stop_event.set()
+            self.news.set()
+            writer.join(10)
+            self.mqtt.stop(last_words=[(self.availability, "offline")])
+            self.journal.close()
+        return 0
+
+    def _announce(self) -> None:
+        self.mqtt.publish(self.availability, "online", qos=1, retain=True)
+        self._publish_health()
+
+    # --- broker -> journal (paho's thread) ----------------------------------------------------
+    def _on_message(self, msg: paho.MQTTMessage) -> None:
+        if msg.retain:  # a retained message was recorded when it was published live
+            self.mqtt.ack(msg)
+            return
+        record = {"t": msg.topic, "p": msg.payload.decode("utf-8", "replace"), "at": time.time()}
+        try:
+            self.journal.put(record)
+        except QueueFull:
+            # not acknowledged: the broker keeps it in the session and sends it again after a reconnect
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.error("journal full (%d messages left with the broker)", self.refused)
+            return
+        except OSError as exc:
+            log.error("journal write failed (%s): message left with the broker", exc)
+            return
+        self.mqtt.ack(msg)
+        self.news.set()
+
+    # --- journal -> MongoDB (writer thread) -------------------------------------------------------
+    def _write_loop(self) -> None:
+        from pymongo import MongoClient
+        from pymongo.errors import PyMongoError
+
+        client: MongoClient = MongoClient(self.mongo.uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+        db = client[self.mongo.database]
+        backoff, indexed, expired_at = 0.5, False, 0.0
+        while not self.stop_event.is_set() or len(self.journal):
+            batch = self.journal.peek(BATCH)
+            if not batch:
+                if self.stop_event.is_set():
+                    break
+                self.news.wait(1.0)
+                self.news.clear()
+                continue
+            try:
+                if not indexed:
+                    ensure_indexes(db)
+                    indexed = True
+                writes = [w for seq, r in batch if (w := to_write(self.root, f"{seq}", r["t"], r["p"], r["at"]))]
+                apply(db, writes)
+                if time.monotonic() - expired_at > EXPIRE_EVERY:
+                    expired_at = time.monotonic()
+                    gone = expire(db, self.cfg.retention_days)
+                    if gone:
+                        log.info("retention: %d documents older than %d days deleted", gone, self.cfg.retention_days)
+            except PyMongoError as exc:
+                first = self.db_error is None
+                self.db_error = _short(exc)
+                if first:
+                    log.error("MongoDB: %s; buffering on disk", self.db_error)
+                    self._publish_health()
+                if self.stop_event.wait(backoff):
+                    break
+                backoff = min(backoff * 2, 10.0)
+                continue
+            self.journal.commit(batch[-1][0])
+            self.written += len(batch)
+            self.last_write = time.time()
+            backoff = 0.5
+            if self.db_error is not None:
+                log.info("MongoDB: writing again")
+                self.db_error = None
+                self._publish_health()
+        client.close()
+
+    # --- health (the alarm handler reads its `alarms`) -------------------------------------------
+    def health(self) -> dict[str, Any]:
+        fill = self.journal.fill
+        alarms = []
+        if self.db_error is not None and len(self.journal):
+            alarms.append(
+                {"kind": "NOT_WRITING", "severity": "major", "message": f"recorder buffering: {self.db_error}"}
+            )
+        if fill >= self.cfg.buffer_warn:
+            alarms.append(
+                {
+                    "kind": "BUFFER_FULL" if self.refused else "BUFFER_NEAR_FULL",
+                    "severity": "major",
+                    "message": f"recorder buffer {100 * fill:.0f} % full ({len(self.journal)} records)",
+                }
+            )
+        if self.journal.problems:
+            alarms.append(
+                {"kind": "JOURNAL_DAMAGED", "severity": "minor", "message": "; ".join(self.journal.problems)[:500]}
+            )
+        return {
+            "ts": int(time.time() * 1000),
+            "buffered": len(self.journal),
+            "buffer_fill": round(fill, 4),
+            "written": self.written,
+            "left_with_broker": self.refused,
+            "mongodb": self.db_error or "ok",
+            "last_write": self.last_write,
+            "alarms": alarms,
+        }
+
+    def _publish_health(self) -> None:
+        if self.mqtt.connected.is_set():
+            self.mqtt.publish(self.health_topic, json.dumps(self.health()), qos=1, retain=True)
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split(", Timeout:")[0].split(" (configured timeouts")[0][:300]
