@@ -199,14 +199,16 @@ def v5_props(**values: Any) -> Properties:
 class DummyStack:
     """`slowctl up --dummy` as a user runs it, on free ports in a temporary directory."""
 
-    def __init__(self, workdir: Path, tweak: Callable[[dict], None] | None = None, ui: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, tweak: Callable[[dict], None] | None = None, ui: bool = False, records: bool = False
+    ) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = yaml.safe_load(DUMMY_CONFIG.read_text())
         # the example bench's interlocks (LV before HV ...) only where a test asks for them (a tweak that
         # sets `interlocks`): the other tests switch HV on as they need
         self.bench_interlocks = self.config.pop("interlocks", {})
-        ports = iter(free_ports(3 + len(self.config["devices"]) + 4))
+        ports = iter(free_ports(3 + len(self.config["devices"]) + 5))
         self.config["broker"]["port"] = self.port = next(ports)
         self.config["broker"]["tls_port"] = self.tls_port = next(ports)
         self.config["broker"]["websockets_port"] = self.ws_port = next(ports)
@@ -225,6 +227,8 @@ class DummyStack:
             if ui
             else {"enabled": False}
         )
+        # the recorder and its FerretDB (tests/records) only where a test asks for them
+        self.config["records"] = {"mongo_port": next(ports)} if records else {"enabled": False}
         if tweak:
             tweak(self.config)
         self.state = workdir / "state"
@@ -311,6 +315,10 @@ class DummyStack:
                 continue
             if "mosquitto" in argv[0]:
                 pids["broker"] = child.pid
+            elif "ferretdb" in argv[0]:
+                pids["ferretdb"] = child.pid
+            elif "recorder" in argv:
+                pids["recorder"] = child.pid
             elif "interlock" in argv:
                 pids["interlock"] = child.pid
             elif "run" in argv:
@@ -331,6 +339,18 @@ class DummyStack:
             cwd=self.workdir,
             timeout=timeout,
             env={**os.environ, **(env or {})},
+        )
+
+    def user_add(self, name: str, role: str, password: str) -> subprocess.CompletedProcess:
+        """`slowctl user add` as a person types it (the password on stdin)."""
+        return subprocess.run(
+            [sys.executable, "-m", "slowctl", "user", "add", name, "--role", role, "--password-stdin"]
+            + ["--config", str(self.config_path)],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            cwd=self.workdir,
+            timeout=20,
         )
 
     def stop(self) -> None:
@@ -359,7 +379,11 @@ def send(probe, topic, payload, **kw):
     before = len(probe.seen(reply_topic))
 
     def ours():  # the interlock's own offs share the reply topic; they are not answers to us
-        return [r for r in probe.seen(reply_topic)[before:] if not str(json.loads(r.payload).get("id")).startswith("interlock:")]
+        return [
+            r
+            for r in probe.seen(reply_topic)[before:]
+            if not str(json.loads(r.payload).get("id")).startswith("interlock:")
+        ]
 
     probe.publish(topic, payload, **kw)
     wait_until(lambda: ours(), 5, what=f"a reply to {topic}")

@@ -18,18 +18,7 @@ PW = "a long enough password"
 
 
 def add(stack, name, role, password=PW):
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "slowctl", "user", "add", name, "--role", role, "--password-stdin"]
-        + ["--config", str(stack.config_path)],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=stack.workdir,
-        timeout=20,
-    )
+    return stack.user_add(name, role, password)
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.5  # s between evaluations without news (delays, stale data)
 REPUBLISH = 5.0  # s: the retained state is refreshed at least this often
+REPORTING = "recorder"  # services whose health carries alarms about themselves
 LOGIN_NAME = "interlock"  # its broker login: the devices record its offs as "interlock"
 ALARM_HOLD = 3.0  # s after (re)connecting before alarms are judged: the retained statuses come in first
 
@@ -56,6 +57,7 @@ class InterlockService:
         self.news = threading.Event()
         self.evaluating = threading.Lock()  # the loop and paho's on-connect both evaluate
         self.stop_event = threading.Event()
+        self.reported: dict[str, list[dict[str, Any]]] = {}  # alarms services raise about themselves
         self.previous: dict[str, RuleState] = {}
         self.switched_off: dict[str, set[tuple[str, int]]] = {}  # per active rule: offs already sent
         self.acted: set[str] = set()  # active rules that have switched something off (an alarm even if `requires`)
@@ -74,6 +76,8 @@ class InterlockService:
     def run(self) -> int:
         self.mqtt.subscribe(f"{self.root}/+/status", self._on_message)
         self.mqtt.subscribe(f"{self.root}/+/availability", self._on_message)
+        for leaf in ("health", "availability"):
+            self.mqtt.subscribe(f"{self.root}/{REPORTING}/{leaf}", self._on_service)
         for topic in self.topics.commands.filters:
             self.mqtt.subscribe(topic, self._on_command)
         for topic in self.alarm_topics.commands.filters:
@@ -131,6 +135,25 @@ class InterlockService:
                     status = None
                 view.status = status if isinstance(status, dict) else None
                 view.received = time.monotonic()
+        self.news.set()
+
+    def _on_service(self, msg: paho.MQTTMessage) -> None:
+        """A service that reports on itself (the recorder): its own alarms, and an alarm when it is gone."""
+        service, leaf = msg.topic.split("/")[-2:]
+        with self.lock:
+            if leaf == "availability":
+                online = msg.payload == b"online"
+                gone = [{"kind": "OFFLINE", "severity": "major", "message": "offline: nothing is being recorded"}]
+                if not online and service in self.reported:  # one it has seen working, not one never run
+                    self.reported[service] = gone
+                elif online and self.reported.get(service) == gone:
+                    self.reported[service] = []
+            else:
+                try:
+                    alarms = json.loads(msg.payload).get("alarms", [])
+                except (ValueError, AttributeError):
+                    alarms = [{"kind": "HEALTH_UNREADABLE", "severity": "minor", "message": "health unreadable"}]
+                self.reported[service] = [a for a in alarms if isinstance(a, dict)] if isinstance(alarms, list) else []
         self.news.set()
 
     def _on_command(self, msg: paho.MQTTMessage) -> None:
@@ -272,7 +295,8 @@ class InterlockService:
             return  # its own outage: every status would look stale; alarms are held until it is back
         try:
             with self.lock:
-                alarm_changes = self.alarms.evaluate(self.view, states, now, time.time(), self.acted)
+                reported = dict(self.reported)
+                alarm_changes = self.alarms.evaluate(self.view, states, now, time.time(), self.acted, reported)
         except Exception:  # a fault of the alarm handler must never stop the interlocks
             log.exception("alarm evaluation failed; the alarm list is held as it is")
             return

@@ -209,11 +209,18 @@ class AlarmHandler:
         now: float,
         wall: float,
         acted: Collection[str] = (),
+        reported: Mapping[str, list[dict[str, Any]]] | None = None,
     ) -> list[Change]:
-        """`acted`: the rules that have switched an output off since they became active."""
+        """`acted`: the rules that have switched an output off since they became active. `reported`: alarms
+        services raise about themselves (the recorder: not writing, buffer nearly full), by service."""
         if now < self.held_until:
             return []  # what the view shows may be older than the handler's own outage: judge nothing yet
         conditions, held = self._conditions(view, rules, acted, now)
+        for service, alarms in (reported or {}).items():
+            for a in alarms:
+                kind, severity = str(a.get("kind", "FAULT"))[:64], a.get("severity")
+                severity = severity if severity in SEVERITIES else "major"
+                conditions[(service, None, kind)] = _Condition(severity, f"{service}: {a.get('message', kind)}"[:500])
         changes: list[Change] = []
         for key, cond in conditions.items():
             alarm = self.alarms.get(key)

@@ -178,9 +178,9 @@ class NativeStack:
         }
         (self.state_dir / "stack.json").write_text(json.dumps(info, indent=2))
 
-    def wait_online(self, creds: dict[str, str], timeout: float) -> list[str]:
+    def wait_online(self, creds: dict[str, str], timeout: float, wanted: set[str] | None = None) -> list[str]:
         """Devices (and the interlock process) whose availability is not `online` after `timeout` s."""
-        wanted = {*self.stack.devices, "interlock"}
+        wanted = wanted or {*self.stack.devices, "interlock"}
         online: set[str] = set()
         endpoint = Endpoint(self._client_host(), self.stack.broker.port, "viewer", creds["viewer"])
         session = MqttSession(endpoint, f"slowctl-up-{os.getpid()}")
@@ -224,10 +224,14 @@ class NativeStack:
         try:
             timeout = max(10.0, 0.3 * len(sims))  # many simulators start slower on a small machine
             self.ui.check_ports()
-            docstore = [s for s in services if s.name == "ferretdb"]
-            self.supervisor.start([broker, *docstore])
+            records = [s for s in services if s.name in ("ferretdb", "recorder")]
+            self.supervisor.start([broker, *records[:1]])
+            if records:  # subscribed before anything happens: the first events are recorded too
+                self.supervisor.start(records[1:])
+                if self.wait_online(creds, 15.0, {"recorder"}):
+                    self.say("WARNING: the recorder is not online after 15 s (logs/recorder.log)")
             self.supervisor.start(sims, ready_timeout=timeout)
-            self.supervisor.start([s for s in services if s.name != "ferretdb"])
+            self.supervisor.start([s for s in services if s not in records])
             self.supervisor.start(self.ui.specs(creds, self.tls), ready_timeout=30)
             self.write_runtime()
             # ~0.5 s of CPU per service start-up; on 2 cores 50 services need more than 10 s
