@@ -9,5 +9,6 @@ if (!dbName || !user || !pwd) {
 const slowctl = db.getSiblingDB(dbName);
 slowctl.createUser({user: user, pwd: pwd, roles: [{role: "readWrite", db: dbName}]});
 // collections exist from the start, so the database does too
-slowctl.createCollection("commands");    // command audit trail
+slowctl.createCollection("commands");    // command audit trail (the recorder; docs/records.md)
+slowctl.createCollection("events");      // the event stream (the recorder)
 slowctl.createCollection("procedures");  // procedure results

@@ -164,8 +164,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_recorder(args: argparse.Namespace) -> int:
-    from slowctl.docstore import DocstoreError, MongoSettings
     from slowctl.mqtt import Endpoint
+    from slowctl.records.docstore import DocstoreError, MongoSettings
     from slowctl.records.recorder import Recorder
 
     stack = load_config(args.config)
@@ -185,7 +185,7 @@ def cmd_recorder(args: argparse.Namespace) -> int:
 def _record_settings(args: argparse.Namespace):
     """SLOWCTL_MONGO_* (compose, or any MongoDB); else the running native stack's FerretDB."""
     from slowctl.client.api import ClientError
-    from slowctl.docstore import MongoSettings
+    from slowctl.records.docstore import MongoSettings
 
     if os.environ.get("SLOWCTL_MONGO_USER"):
         return MongoSettings.from_env()
@@ -248,7 +248,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 
 def cmd_db_check(args: argparse.Namespace) -> int:
-    from slowctl.docstore import DocstoreError, MongoSettings, check
+    from slowctl.records.docstore import DocstoreError, MongoSettings, check
 
     try:
         print(check(MongoSettings.from_env(), timeout=args.timeout))

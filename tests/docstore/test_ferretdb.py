@@ -84,6 +84,13 @@ def test_db_check_authenticates_and_says_the_role_model_is_missing(ferretdb):
     r = db_check(port)
     assert r.returncode == 1
     assert f"user {USER} should hold exactly readWrite on {DATABASE}, holds []" in r.stderr, r.stderr
+    # before the roles, it has made sure of the recorder's collections and their indexes
+    from slowctl.records.store import INDEXES
+
+    db = ferretdb[1][DATABASE]
+    for name, wanted in INDEXES.items():
+        have = [list(ix["key"].items()) for ix in db[name].list_indexes()]
+        assert all(keys in have for keys in wanted), (name, have)
 
 
 def test_a_wrong_password_is_refused(ferretdb):

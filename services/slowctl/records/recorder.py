@@ -22,8 +22,8 @@ import paho.mqtt.client as paho
 from slowctl.config import StackConfig
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.diskqueue import DiskQueue, QueueFull
-from slowctl.docstore import MongoSettings
 from slowctl.mqtt import Endpoint, MqttSession
+from slowctl.records.docstore import MongoSettings
 from slowctl.records.store import apply, ensure_indexes, expire, to_write
 
 log = logging.getLogger(__name__)

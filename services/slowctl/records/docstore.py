@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote_plus
 
 PREFIX = "SLOWCTL_MONGO_"
@@ -51,6 +52,25 @@ class MongoSettings:
         )
 
 
+def check_records(db: Any) -> str:
+    """The recorder's collections: its indexes in place (made here if missing: readWrite may), and a
+    document written, read back and removed in each."""
+    from slowctl.records.store import INDEXES, ensure_indexes
+
+    ensure_indexes(db)
+    for name, wanted in INDEXES.items():
+        have = [list(ix["key"].items()) for ix in db[name].list_indexes()]
+        missing = [keys for keys in wanted if [(k, d) for k, d in keys] not in have]
+        if missing:
+            raise DocstoreError(f"collection {name}: indexes missing after creating them: {missing}")
+        doc_id = db[name].insert_one({"check": True, "ts": time.time()}).inserted_id
+        found = db[name].find_one({"_id": doc_id}) is not None
+        db[name].delete_one({"_id": doc_id})
+        if not found:
+            raise DocstoreError(f"collection {name}: a document written could not be read back")
+    return f"recorder collections {', '.join(INDEXES)} ok"
+
+
 def check(settings: MongoSettings, timeout: float = 5.0) -> str:
     """A one-line summary when the database works as the slowctl user should see it; DocstoreError otherwise."""
     from pymongo import MongoClient
@@ -63,6 +83,7 @@ def check(settings: MongoSettings, timeout: float = 5.0) -> str:
         db = client[settings.database]
         t0 = time.monotonic()
         db.command("ping")
+        records = check_records(db)
         status = db.command("connectionStatus")["authInfo"]
         roles = sorted((r["role"], r["db"]) for r in status["authenticatedUserRoles"])
         if roles != [("readWrite", settings.database)]:
@@ -77,7 +98,7 @@ def check(settings: MongoSettings, timeout: float = 5.0) -> str:
             raise DocstoreError("a document written could not be read back")
         return (
             f"mongodb {settings.host}:{settings.port}/{settings.database} as {settings.user}: "
-            f"read/write ok, roles {roles}, {1000 * (time.monotonic() - t0):.0f} ms"
+            f"read/write ok, {records}, roles {roles}, {1000 * (time.monotonic() - t0):.0f} ms"
         )
     except OperationFailure as exc:
         raise DocstoreError(f"refused: {exc.details.get('errmsg', exc) if exc.details else exc}") from None
