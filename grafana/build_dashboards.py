@@ -147,8 +147,41 @@ def variable(name: str, query: str, current: list[str] | None = None, label: str
     }
 
 
+def annotation(name: str, query: str, color: str) -> dict:
+    """An InfluxQL annotation: the query at the top level (how Grafana's InfluxDB annotations have read it) and as
+    the target (the editor's form); the event's message is the text, its kind and who caused it the tags."""
+    columns = {"textColumn": "message", "tagsColumn": "kind,cause", "titleColumn": ""}
+    return {
+        "name": name,
+        "datasource": DS,
+        "enable": True,
+        "iconColor": color,
+        "query": query,
+        **columns,
+        "target": {"refId": "Anno", "rawQuery": True, "query": query, **columns},
+    }
+
+
+def device_annotations(of_device: bool = True) -> list[dict]:
+    """What happened on the devices of the dashboard (`of_device`), or on the whole bench: commands (who, what)
+    and the other events (trips, interlock actions, changes nobody commanded), from the `event` measurement."""
+    where = '$timeFilter AND "device" =~ /^$device$/' if of_device else "$timeFilter"
+    base = f'SELECT "message", "kind", "cause" FROM "event" WHERE {where} AND "kind" '
+    whose = "" if of_device else " (all devices)"
+    return [
+        annotation("Commands" + whose, base + "=~ /^command_/", "blue"),
+        annotation("Events" + whose, base + "!~ /^command_/", "red"),
+    ]
+
+
 def dashboard(
-    uid: str, title: str, description: str, panels: list[dict], variables: list[dict] | None = None, links: bool = True
+    uid: str,
+    title: str,
+    description: str,
+    panels: list[dict],
+    variables: list[dict] | None = None,
+    links: bool = True,
+    annotations: list[dict] | None = None,
 ) -> dict:
     # two panels per row, 8 high; a panel with "w" set keeps its width
     x = y = 0
@@ -172,7 +205,7 @@ def dashboard(
         "time": {"from": "now-6h", "to": "now"},
         "timezone": "browser",
         "timepicker": {},
-        "annotations": {"list": []},
+        "annotations": {"list": annotations or []},
         "links": [
             {
                 "type": "dashboards",
@@ -350,6 +383,7 @@ def supply(uid: str, title: str, description: str, kind: str, current_unit: str)
             variable("device", f'SHOW TAG VALUES FROM "supply" WITH KEY = "device" WHERE "kind" = \'{kind}\''),
             variable("channel", 'SHOW TAG VALUES FROM "supply" WITH KEY = "channel" WHERE "device" =~ /^$device$/'),
         ],
+        annotations=device_annotations(),
     )
 
 
@@ -408,6 +442,8 @@ def environment() -> dict:
                 label="Sensor channel",
             ),
         ],
+        # the climate box is where the bench's commands and protections are felt: all of them
+        annotations=device_annotations(of_device=False),
     )
 
 

@@ -1,13 +1,15 @@
 // slowctl control UI: Node-RED settings. The same file runs natively (`slowctl up`,
 // node-red --settings nodered/settings.js) and in the nodered image.
 //
-// No secret lives in this file or in the flows: logins, the credential key and
-// the broker password come from the environment (docs/control-ui.md), and a
-// missing one stops Node-RED at start with a message that names it.
+// No secret lives in this file or in the flows: the editor login, the credential
+// key and the broker password come from the environment (docs/control-ui.md),
+// and a missing one stops Node-RED at start with a message that names it. The
+// dashboard's logins are people's, from users.json (SLOWCTL_ACCOUNTS_FILE).
 'use strict'
 
-const crypto = require('crypto')
+const path = require('path')
 const bcrypt = require('bcryptjs')
+const accounts = require('./accounts/accounts.js')
 
 function required (name) {
     const value = process.env[name]
@@ -18,44 +20,34 @@ function required (name) {
 }
 
 const admin = { user: required('NODERED_ADMIN_USER'), password: required('NODERED_ADMIN_PASSWORD') }
-const dashboard = { user: required('NODERED_DASHBOARD_USER'), password: required('NODERED_DASHBOARD_PASSWORD') }
 required('MQTT_PASSWORD_NODERED') // read by the broker node of the generated flows
 
-function digest (text) {
-    return crypto.createHash('sha256').update(String(text)).digest()
-}
-const dashboardDigest = { user: digest(dashboard.user), password: digest(dashboard.password) }
+// The dashboard's people: one login each, from users.json (`slowctl user`), re-read when it changes.
+// A viewer logs in and sees everything; the flows refuse a viewer's commands (msg._client.user.role,
+// set by accounts/plugin.js).
+const people = accounts.open(required('SLOWCTL_ACCOUNTS_FILE'))
 
-// Basic credentials of a request, or null. Compared as SHA-256 digests so that
-// the comparison takes the same time whatever the input.
-function dashboardLogin (req) {
-    const header = req.headers && req.headers.authorization
-    if (!header || !/^Basic /i.test(header)) return null
-    const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8')
-    const colon = decoded.indexOf(':')
-    if (colon < 0) return null
-    const userOk = crypto.timingSafeEqual(digest(decoded.slice(0, colon)), dashboardDigest.user)
-    const passOk = crypto.timingSafeEqual(digest(decoded.slice(colon + 1)), dashboardDigest.password)
-    return userOk && passOk
-}
-
-// The dashboard and every other httpNode route (httpNodeRoot '/'): HTTP Basic.
-function dashboardAuth (req, res, next) {
-    if (dashboardLogin(req)) return next()
+function challenge (res) {
     res.set('WWW-Authenticate', 'Basic realm="slowctl dashboard", charset="UTF-8"')
     res.status(401).send('slowctl dashboard: login required')
 }
 
-// Dashboard 2's socket.io server is attached to the HTTP server, not to the
-// httpNode express app, so httpNodeAuth never sees it: this middleware runs on
-// every socket.io connection instead. The browser sends the cached Basic
-// credentials with the polling requests and the websocket upgrade of its own
-// origin. A cross-site page could make the browser send them too, so the
-// Origin (when present) must be this host: the same check Dashboard 2 makes
-// when no ioMiddleware is set.
+// The dashboard and every other httpNode route (httpNodeRoot '/'): HTTP Basic, a person's login.
+// An unknown login and a wrong password get the same answer, after the same work.
+function dashboardAuth (req, res, next) {
+    if (people.authenticate(req)) return next()
+    challenge(res)
+}
+
+// Dashboard 2's socket.io server is attached to the HTTP server, not to the httpNode express app,
+// so httpNodeAuth never sees it: this middleware runs on every socket.io connection instead. The
+// browser sends the cached Basic credentials with the polling requests and the websocket upgrade
+// of its own origin. A cross-site page could make the browser send them too, so the Origin (when
+// present) must be this host: the same check Dashboard 2 makes when no ioMiddleware is set.
+const sockets = new Set() // open dashboard connections, checked again whenever users.json changes
 function dashboardSocketAuth (socket, next) {
     const req = socket.request
-    if (!dashboardLogin(req)) {
+    if (!people.authenticate(req)) {
         return next(new Error('slowctl dashboard: login required'))
     }
     const origin = req.headers.origin
@@ -66,8 +58,23 @@ function dashboardSocketAuth (socket, next) {
             return next(new Error('slowctl dashboard: cross-origin connection refused'))
         }
     }
+    sockets.add(socket)
+    socket.once('disconnect', () => sockets.delete(socket))
     next()
 }
+
+// A person removed (or with a new password) is logged out at once: their open pages lose their
+// connection, and its reconnection is refused.
+people.onChange(() => {
+    for (const socket of sockets) {
+        const creds = accounts.basicCredentials(socket.request)
+        if (!people.authenticate(socket.request)) {
+            sockets.delete(socket)
+            people.log.warn(`dashboard: closed a connection of ${JSON.stringify(creds ? creds.login : '?')}: no longer a valid login`)
+            socket.disconnect(true)
+        }
+    }
+})
 
 module.exports = {
     uiHost: process.env.NODERED_HOST || '127.0.0.1',
@@ -96,6 +103,9 @@ module.exports = {
     dashboard: {
         ioMiddleware: dashboardSocketAuth
     },
+    // accounts/: a local Node-RED module holding the Dashboard 2 plugin that puts the logged-in
+    // person into msg._client.user (hook onAddConnectionCredentials)
+    nodesDir: [path.join(__dirname, 'accounts')],
 
     // a control system does not install code at run time: nodes come from nodered/package.json
     externalModules: {

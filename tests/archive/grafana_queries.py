@@ -53,6 +53,14 @@ def panel_queries() -> Iterator[Query]:
                 yield Query(f"{name}: {p['title']} / {t['refId']}", t["query"], variables)
 
 
+def annotation_queries() -> Iterator[Query]:
+    for name, d in dashboards().items():
+        variables = d.get("templating", {}).get("list", [])
+        for a in d.get("annotations", {}).get("list", []):
+            assert a["query"] == a["target"]["query"], f"{name}: annotation {a['name']}: one query in both places"
+            yield Query(f"{name}: annotation {a['name']}", a["query"], variables)
+
+
 def rule_queries() -> Iterator[Query]:
     for rule in alert_rules():
         for q in rule["data"]:

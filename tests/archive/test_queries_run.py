@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from .grafana_queries import expand, panel_queries, resolve_variables, rule_queries, variable_queries
+from .grafana_queries import (
+    annotation_queries,
+    expand,
+    panel_queries,
+    resolve_variables,
+    rule_queries,
+    variable_queries,
+)
 from .influx2 import series, tag_values
 
 pytestmark = pytest.mark.stack
@@ -88,6 +95,22 @@ def test_every_panel_query_returns_data(archive, q):
     result = series(archive.influx.query(text, archive.db, method="POST"))
     assert result, f"no series for {q.where}: {text}"
     assert any(v is not None for s in result for row in s["values"] for v in row[1:]), text
+
+
+@pytest.mark.parametrize("q", list(annotation_queries()), ids=lambda q: q.where)
+def test_every_annotation_query_finds_events_with_their_text(archive, q):
+    """Commands and events on the device dashboards: each annotation finds events with a message, a kind and,
+    for commands, who sent them."""
+    run = lambda text: tag_values(archive.influx, archive.db, text)  # noqa: E731
+    values = resolve_variables(q.variables, run, archive.from_ms, archive.to_ms)
+    text = expand(q.text, archive.from_ms, archive.to_ms, "5s", values)
+    result = series(archive.influx.query(text, archive.db, method="POST"))
+    assert result, f"no events for {q.where}: {text}"
+    columns = result[0]["columns"]
+    rows = [dict(zip(columns, row, strict=True)) for s in result for row in s["values"]]
+    assert all(r["message"] and r["kind"] for r in rows), rows[:3]
+    if "Commands" in q.where:
+        assert all(r["kind"].startswith("command_") and r["cause"] for r in rows), rows[:3]
 
 
 @pytest.mark.parametrize("q", list(rule_queries()), ids=lambda q: q.where)

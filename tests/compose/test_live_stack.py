@@ -169,6 +169,42 @@ def test_mongo_check_succeeded(live):
     assert states and states[0]["ExitCode"] == 0, states
 
 
+def test_the_recorder_writes_to_mongodb_and_a_person_is_recorded(live):
+    """The records path against MongoDB itself: a person added with `slowctl user add --compose` commands,
+    and `slowctl log` in the recorder's container finds it, with the person and the outcome."""
+    add = subprocess.run(
+        ["slowctl", "user", "add", "livetest", "--role", "operator", "--password-stdin", "--compose"],
+        cwd=REPO,
+        env=live["env"],
+        input="a long live-test password\n",
+        capture_output=True,
+        text=True,
+    )
+    assert add.returncode == 0 and "reloaded" in add.stdout, add.stdout + add.stderr
+    p = Probe("localhost", int(live["SLOWCTL_MQTTS_PORT"]), "livetest", "a long live-test password",
+              tls_ca=str(REPO / "secrets" / "tls" / "ca.crt"))  # fmt: skip
+    try:
+        p.subscribe("slowctl/hv/reply")
+        p.publish(
+            "slowctl/hv/by/livetest/cmd", json.dumps({"action": "vset", "channel": 0, "value": 11, "id": "rec-1"})
+        )
+        assert p.wait_json("slowctl/hv/reply", lambda d: d["id"] == "rec-1", timeout=10)["by"] == "livetest"
+    finally:
+        p.close()
+
+    def logged() -> list[dict]:
+        r = subprocess.run(
+            [*live["compose"], "exec", "-T", "recorder", "slowctl", "log", "--json", "--user", "livetest"],
+            cwd=REPO,
+            env=live["env"],
+            capture_output=True,
+            text=True,
+        )
+        return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+    wait_until(lambda: any(e["what"] == "vset 11" and e["outcome"] == "ok" for e in logged()), 30)
+
+
 def test_unhealthy_nothing(live):
     time.sleep(1)
     r = subprocess.run(

@@ -3,8 +3,11 @@
 import base64
 import hashlib
 import json
+import secrets
 import shutil
 import ssl
+import subprocess
+import sys
 
 import pytest
 
@@ -43,9 +46,30 @@ class UiStack:
         self.https_port, self.http_port, self.nodered_port = ui["https_port"], ui["http_port"], ui["nodered_port"]
         self.base = f"https://localhost:{self.https_port}"
         self.ca = stack.state / "tls" / "ca.crt"
-        creds = stack.credentials
-        self.dashboard = ("dashboard", creds["dashboard"])
-        self.admin = ("admin", creds["nodered-admin"])
+        self.admin = ("admin", stack.credentials["nodered-admin"])
+        # the dashboard's logins are people's (users.json), added while Node-RED runs
+        self.operator = self.add_person("alice", "operator")
+        self.viewer = self.add_person("victor", "viewer")
+
+    def user(self, action: str, name: str, role: str | None = None, password: str | None = None) -> None:
+        """`slowctl user ACTION NAME` on this stack's accounts, as an administrator runs it."""
+        args = ["user", action, name, "--config", str(self.stack.config_path), "--state-dir", str(self.stack.state)]
+        args += ["--role", role] if role else []
+        args += ["--password-stdin"] if password is not None else []
+        r = subprocess.run(
+            [sys.executable, "-m", "slowctl", *args],
+            input=f"{password or ''}\n",
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=self.stack.workdir,
+        )
+        assert r.returncode == 0, r.stderr
+
+    def add_person(self, name: str, role: str) -> tuple[str, str]:
+        password = secrets.token_urlsafe(18)
+        self.user("add", name, role, password)
+        return name, password
 
     def ssl_context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca))
@@ -102,10 +126,14 @@ class Console:
         return [e for e in self.errors if "Content Security Policy" in e or "Content-Security-Policy" in e]
 
 
+def login(person: tuple[str, str]) -> dict:
+    return {"username": person[0], "password": person[1]}
+
+
 @pytest.fixture
 def dashboard(browser, ui_stack):
-    """A logged-in dashboard page (HTTP Basic answered by the browser) and its console."""
-    ctx = browser.new_context(http_credentials={"username": ui_stack.dashboard[0], "password": ui_stack.dashboard[1]})
+    """A dashboard page logged in as an operator (HTTP Basic answered by the browser) and its console."""
+    ctx = browser.new_context(http_credentials=login(ui_stack.operator))
     page = ctx.new_page()
     page.set_default_timeout(15000)
     console = Console(page)
@@ -115,3 +143,84 @@ def dashboard(browser, ui_stack):
 
 def json_of(text: str):
     return json.loads(text)
+
+
+class DashboardSocket:
+    """Dashboard 2's socket.io connection as a browser opens it (engine.io 4, long polling through the gateway),
+    without a browser: to try logins on it, and to send what a page could send but our widgets never do."""
+
+    PATH = "/dashboard/socket.io/?EIO=4&transport=polling"
+
+    def __init__(self, ui_stack, person: tuple[str, str] | None) -> None:
+        self.ui = ui_stack
+        self.headers = {}
+        if person:
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{person[0]}:{person[1]}".encode()).decode()
+        status, body = self._request("GET", self.PATH)
+        assert status == 200 and body.startswith("0"), (status, body)
+        self.sid = json.loads(body[1:])["sid"]
+        self.packets: list[str] = []
+
+    def _request(self, method: str, path: str, body: str | None = None, timeout: float = 10) -> tuple[int, str]:
+        import http.client
+
+        conn = http.client.HTTPSConnection(
+            "localhost", self.ui.https_port, context=self.ui.ssl_context(), timeout=timeout
+        )
+        try:
+            headers = dict(self.headers, **({"Content-Type": "text/plain;charset=UTF-8"} if body is not None else {}))
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            conn.close()
+
+    def post(self, packet: str) -> None:
+        status, body = self._request("POST", f"{self.PATH}&sid={self.sid}", packet)
+        assert status == 200 and body == "ok", (status, body)
+
+    def poll(self) -> list[str]:
+        """The next batch of packets (the server holds the request until it has some, at most its ping
+        interval, 25 s: a poll is never cut short, engine.io would close the session); [] when the session
+        is gone (HTTP 400: the server closed it)."""
+        status, body = self._request("GET", f"{self.PATH}&sid={self.sid}", timeout=40)
+        if status == 400:
+            return []
+        assert status == 200, (status, body)
+        got = body.split("\x1e")
+        self.packets += got
+        if "2" in got:
+            self.post("3")  # pong
+        return got
+
+    def connect(self) -> str:
+        """Joins the default namespace: '40{"sid":…}' when the middleware lets us in, '44{"message":…}' if not."""
+        self.post("40")
+        while True:
+            for p in self.poll():
+                if p.startswith(("40", "44")):
+                    return p
+
+    def emit(self, event: str, *args) -> None:
+        self.post("42" + json.dumps([event, *args]))
+
+    def received(self, name: str) -> list:
+        """The arguments of every `name` event received so far."""
+        events = (json.loads(p[2:]) for p in self.packets if p.startswith("42"))
+        return [e[1:] for e in events if e[0] == name]
+
+    def wait_event(self, name: str, predicate=lambda args: True, polls: int = 10):
+        """The arguments of the first `name` event that satisfies predicate, polling for it; None if none came."""
+        for _ in range(polls + 1):
+            found = next((args for args in self.received(name) if predicate(args)), None)
+            if found is not None or not self.poll():
+                return found
+        return None
+
+    def closed(self, polls: int = 10) -> bool:
+        """Whether the server closes this connection within `polls` polls (statuses flow every second)."""
+        for _ in range(polls):
+            got = self.poll()
+            if not got or any(p == "1" or p.startswith("41") for p in got):
+                return True
+        return False

@@ -118,7 +118,7 @@ def test_status_is_never_wired_to_a_command(flows):
 def test_commands_go_to_the_own_device_never_retained(stack, flows):
     for out in by_type(flows, "mqtt out"):
         dev = out["id"][len(PREFIX) :].split(".")[0]
-        assert out["topic"] == f"slowctl/{dev}/cmd"
+        assert out["topic"] == f"slowctl/{dev}/by/nodered/cmd"  # Node-RED's own: the ACL lets it write only there
         assert out["retain"] == "false"
         assert out["expiry"] == str(int(stack.devices[dev].max_command_age))
     assert "climate" not in {o["id"].split(".")[1] for o in by_type(flows, "mqtt out")}  # sensors take no commands
@@ -234,3 +234,91 @@ def test_cli_writes_flows(tmp_path):
         env={k: v for k, v in os.environ.items() if k != "NODERED_CREDENTIAL_SECRET"},
     )
     assert r.returncode == 1 and "NODERED_CREDENTIAL_SECRET" in r.stderr
+
+
+# --- who: the logged-in person in every command ------------------------------------------------
+
+
+def test_every_browser_message_carries_its_client_data(flows):
+    """Dashboard 2 adds msg._client (and our plugin the person) only when the ui-base includes client data;
+    with ui-template among the client-constrained types, a message for one browser goes there only."""
+    (base,) = by_type(flows, "ui-base")
+    assert base["includeClientData"] is True
+    assert "ui-template" in base["acceptsClientConfig"]
+    for guard in (n for n in flows if n.get("name") == "operator commands only"):
+        dev = guard["id"][len(PREFIX) :].split(".")[0]
+        assert guard["outputs"] == 2 and guard["wires"] == [[f"{PREFIX}{dev}.out"], [f"{PREFIX}{dev}.merge"]]
+
+
+def run_js(code: str, messages: list) -> dict:
+    """A function node's code run as Node-RED runs it (the body of a function of msg, node and context)."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if not node:
+        pytest.skip("node not installed")
+    js = (
+        "const warnings=[];const node={warn:t=>warnings.push(t)};"
+        "const store={};const context={get:k=>store[k],set:(k,v)=>{store[k]=v}};"
+        "const f=new Function('msg','node','context',process.argv[1]);"
+        "const out=JSON.parse(process.argv[2]).map(m=>f(m,node,context));"
+        "process.stdout.write(JSON.stringify({out,warnings}))"
+    )
+    r = subprocess.run([node, "-e", js, code, json.dumps(messages)], capture_output=True, text=True, check=True)
+    return json.loads(r.stdout)
+
+
+def test_the_guard_sends_for_the_logged_in_operator_only(flows):
+    guard = next(n for n in flows if n["id"] == f"{PREFIX}lv.guard")
+    cmd = {"action": "iset", "channel": 0, "value": 1.5, "id": "ui-x-1", "for": "someone-else", "extra": 1}
+
+    def client(username, role):
+        return {"_client": {"user": {"username": username, "role": role}, "socketId": "s1"}}
+
+    got = run_js(
+        guard["func"],
+        [
+            {"payload": cmd, **client("alice", "operator")},
+            {"payload": cmd, **client("victor", "viewer")},
+            {"payload": cmd},  # no client data at all
+            {"payload": cmd, "_client": {"socketId": "s1"}},  # a socket without a (valid) login
+            {"payload": cmd, **client("Alice!", "operator")},  # not a login name
+            {"payload": {"action": "explode", "channel": 0}, **client("alice", "operator")},
+        ],
+    )
+    sent, refused = got["out"][0]
+    assert refused is None and set(sent) == {"payload"}
+    assert {k: v for k, v in sent["payload"].items() if k != "ts"} == {
+        "action": "iset",
+        "channel": 0,
+        "value": 1.5,
+        "id": "ui-x-1",
+        "for": "alice",
+    }
+    replies = []
+    for out in got["out"][1:5]:
+        sent, refused = out
+        assert sent is None, out  # never sent anonymously or for a viewer
+        assert refused["topic"] == "slowctl/lv/reply" and refused["payload"]["ok"] is False
+        assert refused["payload"]["id"] == "ui-x-1" and refused["payload"]["action"] == "iset"
+        replies.append(refused["payload"]["error"])
+    assert replies[0] == "victor is a viewer: commands need an operator account"
+    assert all(r.startswith("no logged-in person on this connection") for r in replies[1:])
+    assert got["out"][1][1]["_client"]["socketId"] == "s1"  # the refusal goes back to that browser
+    assert got["out"][5] is None  # not a command at all: dropped
+    assert len(got["warnings"]) == 5
+
+
+def test_the_merge_passes_a_refusal_to_its_browser_only(flows):
+    merge = next(n for n in flows if n["id"] == f"{PREFIX}lv.merge")
+    reply = {"id": "ui-x-1", "ok": False, "error": "no"}
+    got = run_js(
+        merge["func"],
+        [
+            {"topic": "slowctl/lv/reply", "payload": reply, "_client": {"socketId": "s1"}},
+            {"topic": "slowctl/lv/reply", "payload": reply},
+        ],
+    )["out"]
+    assert got[0]["_client"] == {"socketId": "s1"} and got[0]["payload"]["reply"] == reply
+    assert "_client" not in got[1]

@@ -44,7 +44,30 @@ def test_summary_names_the_files_not_the_passwords(tmp_path, monkeypatch):
     native = ui.NativeUi(stack_with(hostname="bench.lab", https_port=9443), tmp_path)
     text = "\n".join(native.summary())
     assert "https://bench.lab:9443/dashboard/" in text and "credentials.json" in text
-    assert "'dashboard'" in text and "'nodered-admin'" in text
+    assert "'nodered-admin'" in text and "'dashboard'" not in text  # no shared dashboard login any more
+    assert "nobody yet: add people with `slowctl user add NAME --role operator`" in text
+
+
+def test_dashboard_logins_are_the_peoples(tmp_path, monkeypatch):
+    """Node-RED gets the accounts file (not a login); the summary counts the people in it."""
+    from slowctl.stack.accounts import Accounts
+    from slowctl.stack.tls import TlsFiles
+
+    monkeypatch.setattr(ui, "missing_parts", lambda: [])
+    stack = stack_with()
+    people = Accounts(tmp_path / "accounts", list(stack.devices))
+    for name, role in (("alice", "operator"), ("bob", "operator"), ("victor", "viewer")):
+        people.add(name, role, "a-long-enough-password")
+    native = ui.NativeUi(stack, tmp_path)
+    assert "dashboard logins: people, each their own: 2 operators, 1 viewer" in "\n".join(native.summary())
+    monkeypatch.setattr(ui.gateway, "write_native", lambda *a, **k: None)
+    monkeypatch.setattr(ui.gateway, "check", lambda *a, **k: None)
+    monkeypatch.setattr(ui.gateway, "find_nginx", lambda: "/usr/sbin/nginx")
+    red = native.specs(
+        {"nodered": "pw"}, tls=TlsFiles(*(tmp_path / n for n in ("ca.crt", "ca.key", "s.crt", "s.key")))
+    )[0]
+    assert red.env["SLOWCTL_ACCOUNTS_FILE"] == str(tmp_path / "accounts" / "users.json")
+    assert not [k for k in red.env if "DASHBOARD" in k]
 
 
 @pytest.mark.parametrize(

@@ -18,6 +18,7 @@ from harness import wait_until
 pytestmark = pytest.mark.stack
 
 DEVICE_PAGES = ["hv", "hv2", "bias", "lv", "lv2", "chiller", "climate"]
+UI_CMD = "slowctl/%s/by/nodered/cmd"  # where the control UI's commands go (the broker lets `nodered` write only there)
 
 
 def request(ui_stack, method, path, *, auth=None, headers=None, body=None, port=None):
@@ -79,13 +80,28 @@ def test_root_goes_to_the_dashboard_and_grafana_absent_is_explained(ui_stack):
 # --- logins -----------------------------------------------------------------------------------
 
 
-def test_dashboard_needs_its_login(ui_stack):
-    for auth in (None, ("dashboard", "wrong"), ("admin", ui_stack.admin[1]), ("wrong", ui_stack.dashboard[1])):
-        r, _ = request(ui_stack, "GET", "/dashboard/", auth=auth)
+def test_dashboard_needs_a_persons_login(ui_stack):
+    """Each person logs in with their own account (users.json); an unknown login and a wrong password look alike."""
+    operator, viewer = ui_stack.operator, ui_stack.viewer
+    refused = [
+        None,
+        (operator[0], "wrong-password-x"),
+        (operator[0], viewer[1]),  # someone else's password
+        ("nobody", operator[1]),  # unknown person
+        ("dashboard", operator[1]),  # the shared login of old is gone
+        ui_stack.admin,  # the editor's login is not a person's
+        (operator[0].upper(), operator[1]),
+    ]
+    answers = set()
+    for auth in refused:
+        r, body = request(ui_stack, "GET", "/dashboard/", auth=auth)
         assert r.status == 401, auth
         assert r.getheader("WWW-Authenticate").startswith("Basic ")
-    r, body = request(ui_stack, "GET", "/dashboard/", auth=ui_stack.dashboard)
-    assert r.status == 200 and b"<html" in body.lower()
+        answers.add((r.status, r.getheader("WWW-Authenticate"), body))
+    assert len(answers) == 1, "every refusal is the same answer"
+    for person in (operator, viewer):  # a viewer logs in too, and sees everything
+        r, body = request(ui_stack, "GET", "/dashboard/", auth=person)
+        assert r.status == 200 and b"<html" in body.lower(), person[0]
     # Node-RED itself checks it, not only the gateway
     conn = http.client.HTTPConnection("127.0.0.1", ui_stack.nodered_port, timeout=5)
     conn.request("GET", "/dashboard/_setup")
@@ -107,6 +123,8 @@ SOCKET_PROBE = """async (url) => {
 
 def test_dashboard_websocket_needs_the_login_too(browser, ui_stack):
     """socket.io does not go through Node-RED's httpNodeAuth: the settings' ioMiddleware refuses it."""
+    from conftest import DashboardSocket, login
+
     url = f"wss://localhost:{ui_stack.https_port}/dashboard/socket.io/?EIO=4&transport=websocket"
     anon = browser.new_context()
     try:
@@ -116,7 +134,7 @@ def test_dashboard_websocket_needs_the_login_too(browser, ui_stack):
         assert any(m.startswith("44") and "login required" in m for m in got), got
     finally:
         anon.close()
-    user = browser.new_context(http_credentials=dict(zip(("username", "password"), ui_stack.dashboard)))
+    user = browser.new_context(http_credentials=login(ui_stack.operator))
     try:
         page = user.new_page()
         page.goto(f"{ui_stack.base}/dashboard/")  # the browser learns the login here
@@ -124,6 +142,12 @@ def test_dashboard_websocket_needs_the_login_too(browser, ui_stack):
         assert any(m.startswith("40{") for m in got), got
     finally:
         user.close()
+    # the same door with exact credentials (long polling): a wrong password and an unknown person are refused
+    for person in (None, (ui_stack.operator[0], "wrong-password-x"), ("nobody", ui_stack.operator[1])):
+        answer = DashboardSocket(ui_stack, person).connect()
+        assert answer.startswith("44") and "login required" in answer, (person, answer)
+    for person in (ui_stack.operator, ui_stack.viewer):
+        assert DashboardSocket(ui_stack, person).connect().startswith("40{"), person[0]
 
 
 def editor_token(ui_stack, username, password):
@@ -142,7 +166,7 @@ def editor_token(ui_stack, username, password):
 def test_editor_and_admin_api_need_the_admin_login(ui_stack):
     r, _ = request(ui_stack, "GET", "/nodered/flows")
     assert r.status == 401
-    for user, password in (("admin", "wrong"), ui_stack.dashboard, ("nobody", ui_stack.admin[1])):
+    for user, password in (("admin", "wrong"), ui_stack.operator, ("nobody", ui_stack.admin[1])):
         r, _ = editor_token(ui_stack, user, password)
         assert r.status in (401, 403), (user, r.status)
     r, body = editor_token(ui_stack, *ui_stack.admin)
@@ -188,18 +212,18 @@ def wait_text(locator, predicate, timeout=15, what="text"):
 
 def test_no_command_without_a_user_action(browser, ui_stack):
     """Every page open while statuses flow, and a setpoint changed by someone else: the UI sends nothing."""
-    from conftest import Console
+    from conftest import Console, login
 
     watch = ui_stack.stack.probe("viewer")
     # cmd/# matches cmd itself too (one filter each: overlapping ones would deliver twice)
-    watch.subscribe("slowctl/+/cmd/#", "/+/cmd/#", "slowctl/lv/status")
+    watch.subscribe("slowctl/+/cmd/#", "slowctl/+/by/+/cmd/#", "/+/cmd/#", "slowctl/lv/status")
     operator = ui_stack.stack.probe("operator")
     operator.wait_connected()
 
     def commands():
         return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic]
 
-    ctx = browser.new_context(http_credentials=dict(zip(("username", "password"), ui_stack.dashboard)))
+    ctx = browser.new_context(http_credentials=login(ui_stack.operator))
     try:
         pages = []
         for name in ["health", "environment", *DEVICE_PAGES]:
@@ -248,11 +272,12 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     ch.locator("[data-test=vset-set]").click()
     assert "vset 50 V" in text(page.locator("[data-test=confirm-text]"))
     time.sleep(0.5)
-    assert not probe.seen("slowctl/hv/cmd")
+    assert not probe.seen(UI_CMD % "hv")
     page.locator("[data-test=confirm-ok]").click()
     wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: vset ch 1 = 50", what="the vset reply")
-    cmd = json.loads(probe.seen("slowctl/hv/cmd")[0].payload)
+    cmd = json.loads(probe.seen(UI_CMD % "hv")[0].payload)
     assert cmd["action"] == "vset" and cmd["channel"] == 1 and cmd["value"] == 50 and cmd["id"].startswith("ui-")
+    assert cmd["for"] == ui_stack.operator[0]  # the person logged in, on Node-RED's own topic
     reply = probe.wait_json("slowctl/hv/reply", lambda r: r["id"] == cmd["id"])
     assert reply["ok"] is True
 
@@ -260,7 +285,7 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     page.locator('[data-channel="2"] [data-test=on]').click()
     page.locator("[data-test=confirm-cancel]").click()
     time.sleep(0.5)
-    assert len(probe.seen("slowctl/hv/cmd")) == 1
+    assert len(probe.seen(UI_CMD % "hv")) == 1
 
     # switch on: confirmed, the device ramps, the page follows
     ch.locator("[data-test=on]").click()
@@ -283,11 +308,11 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
         what="the refusal",
     )
     # not a number: refused in the page, nothing sent
-    sent = len(probe.seen("slowctl/hv/cmd"))
+    sent = len(probe.seen(UI_CMD % "hv"))
     ch.locator("[data-test=vset-input]").fill("abc")
     ch.locator("[data-test=vset-set]").click()
     assert "not a number" in text(page.locator("[data-test=last-reply]"))
-    assert len(probe.seen("slowctl/hv/cmd")) == sent
+    assert len(probe.seen(UI_CMD % "hv")) == sent
 
     ch.locator("[data-test=off]").click()  # off needs no confirmation
     probe.wait_json("slowctl/hv/status", lambda s: s["channels"][1]["state"] in ("RAMP_DOWN", "OFF"))
@@ -297,7 +322,7 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
 def test_low_voltage_and_chiller_without_confirmation(dashboard, ui_stack):
     page, _ = dashboard
     probe = ui_stack.stack.probe("viewer")
-    probe.subscribe("slowctl/lv/status", "slowctl/chiller/status")
+    probe.subscribe("slowctl/lv/status", "slowctl/chiller/status", "slowctl/lv/event", UI_CMD % "lv")
     open_page(page, ui_stack, "lv")
     ch = page.locator('[data-channel="0"]')
     wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
@@ -306,6 +331,11 @@ def test_low_voltage_and_chiller_without_confirmation(dashboard, ui_stack):
     assert page.locator("[data-test=confirm-dialog]").count() == 0
     wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: iset ch 0 = 1.5")
     probe.wait_json("slowctl/lv/status", lambda s: s["channels"][0]["iset"] == 1.5)
+    # sent for the person logged in, and recorded by the device as Node-RED acting for them
+    alice = ui_stack.operator[0]
+    cmd = probe.wait_json(UI_CMD % "lv", lambda c: c["action"] == "iset")
+    assert cmd["for"] == alice and cmd["value"] == 1.5
+    probe.wait_json("slowctl/lv/event", lambda e: e["cause"] == f"nodered for {alice} id={cmd['id']}")
 
     open_page(page, ui_stack, "chiller")
     wait_text(page.locator("[data-test=temperature]"), lambda t: t.endswith("°C"))
@@ -317,6 +347,109 @@ def test_low_voltage_and_chiller_without_confirmation(dashboard, ui_stack):
     probe.wait_json("slowctl/chiller/status", lambda s: s["channels"][0]["on"] and s["channels"][0]["tset"] == 18.5)
     page.locator("[data-test=stop]").click()
     wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: off ch 0")
+
+
+# --- people: who may command, and who did ------------------------------------------------------
+
+
+def test_a_viewer_sees_everything_and_commands_nothing(browser, ui_stack):
+    from conftest import Console, login
+
+    probe = ui_stack.stack.probe("viewer")
+    probe.subscribe("slowctl/+/cmd/#", "slowctl/+/by/+/cmd/#")
+    viewer = ui_stack.viewer[0]
+    refusal = f"{viewer} is a viewer: commands need an operator account"
+    ctx = browser.new_context(http_credentials=login(ui_stack.viewer))
+    try:
+        page = ctx.new_page()
+        page.set_default_timeout(15000)
+        console = Console(page)
+        open_page(page, ui_stack, "lv")
+        wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok", what="the status, for a viewer")
+        ch = page.locator('[data-channel="0"]')
+        wait_text(ch.locator("[data-test=vmon]"), lambda t: t.endswith(" V"), what="live values, for a viewer")
+        ch.locator("[data-test=iset-input]").fill("1.2")
+        ch.locator("[data-test=iset-set]").click()
+        wait_text(page.locator("[data-test=last-reply]"), lambda t: t == f"REFUSED: iset ch 0 = 1.2: {refusal}")
+        open_page(page, ui_stack, "hv")  # confirmed, and refused all the same
+        wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
+        page.locator('[data-channel="0"] [data-test=on]').click()
+        page.locator("[data-test=confirm-ok]").click()
+        wait_text(page.locator("[data-test=last-reply]"), lambda t: t == f"REFUSED: on ch 0: {refusal}")
+        time.sleep(1)
+        assert not probe.seen(), [(m.topic, m.payload) for m in probe.seen()]
+        assert not console.csp(), console.csp()
+    finally:
+        ctx.close()
+
+
+def test_the_person_is_the_login_not_what_the_page_says(ui_stack):
+    """A page can put anything into what it sends (msg._client, "for"): the person is the socket's login."""
+    from conftest import DashboardSocket
+
+    probe = ui_stack.stack.probe("viewer")
+    probe.subscribe("slowctl/lv/cmd/#", "slowctl/lv/by/+/cmd/#")
+    alice, victor = ui_stack.operator[0], ui_stack.viewer[0]
+    widget = "slowctl.lv.widget"
+
+    def iset(cmd_id, person):
+        return {"action": "iset", "channel": 0, "value": 1.3, "id": cmd_id, "for": person}
+
+    viewer, operator = DashboardSocket(ui_stack, ui_stack.viewer), DashboardSocket(ui_stack, ui_stack.operator)
+    assert viewer.connect().startswith("40{") and operator.connect().startswith("40{")
+    # a viewer's page claiming to be the operator: refused, answered on that page only, nothing published
+    forged = {"user": {"username": alice, "role": "operator"}, "socketId": operator.sid}
+    viewer.emit("widget-send", widget, {"payload": iset("forged-1", alice), "_client": forged})
+    answer = viewer.wait_event(
+        f"msg-input:{widget}", lambda a: (a[0]["payload"].get("reply") or {}).get("id") == "forged-1"
+    )
+    assert answer, "no refusal on the viewer's page"
+    assert answer[0]["payload"]["reply"]["error"] == f"{victor} is a viewer: commands need an operator account"
+    # an operator's page naming someone else: the command is the operator's
+    operator.emit(
+        "widget-send", widget, {"payload": iset("forged-2", victor), "_client": {"user": {"username": victor}}}
+    )
+    cmd = probe.wait_json(UI_CMD % "lv", lambda c: c["id"] == "forged-2")
+    assert cmd["for"] == alice and set(cmd) == {"action", "channel", "value", "id", "ts", "for"}
+    time.sleep(1)
+    assert [json.loads(m.payload)["id"] for m in probe.seen()] == ["forged-2"]
+    # the operator's page gets the device's reply to its command, sent after the refusal, but not the refusal
+    answered = operator.wait_event(
+        f"msg-input:{widget}", lambda a: (a[0]["payload"].get("reply") or {}).get("id") == "forged-2"
+    )
+    assert answered and answered[0]["payload"]["reply"]["ok"] is True
+    assert not any("forged-1" in p for p in operator.packets), "a refusal goes to its own page only"
+
+
+def test_people_come_and_go_while_node_red_runs(ui_stack):
+    """users.json changes (slowctl user): Node-RED follows at once, without a restart, and closes what a
+    removed person (or an old password) still had open."""
+    import secrets
+
+    from conftest import DashboardSocket
+
+    def status(person):
+        return request(ui_stack, "GET", "/dashboard/", auth=person)[0].status
+
+    name = "carol"
+    assert status((name, "not-a-person-yet")) == 401
+    carol = ui_stack.add_person(name, "operator")
+    assert status(carol) == 200
+    open_socket = DashboardSocket(ui_stack, carol)
+    assert open_socket.connect().startswith("40{")
+
+    renewed = (name, secrets.token_urlsafe(18))
+    ui_stack.user("passwd", name, password=renewed[1])
+    assert status(carol) == 401 and status(renewed) == 200
+    assert open_socket.closed(), "the connection made with the old password is still open"
+    assert DashboardSocket(ui_stack, carol).connect().startswith("44")
+
+    open_socket = DashboardSocket(ui_stack, renewed)
+    assert open_socket.connect().startswith("40{")
+    ui_stack.user("remove", name)
+    assert status(renewed) == 401
+    assert DashboardSocket(ui_stack, renewed).connect().startswith("44")
+    assert open_socket.closed(), "a removed person's connection is still open"
 
 
 def test_environment_and_health_pages(dashboard, ui_stack):

@@ -22,8 +22,8 @@ from slowctl.device.contract import LOGIN
 from slowctl.stack.broker import ROLES, hash_password
 
 PEOPLE_ROLES = ("viewer", "operator")
-MIN_PASSWORD = 12
-MAX_PASSWORD = 256
+SHORTEST = 12  # characters of a password
+LONGEST = 256
 RESERVED = (*ROLES, "procedures", "unknown", "admin", "root")
 
 
@@ -43,10 +43,10 @@ class Account:
 def check_password(password: str) -> None:
     if not password or not password.strip():
         raise AccountError("the password is empty")
-    if len(password) < MIN_PASSWORD:
-        raise AccountError(f"the password is too short: {len(password)} characters, at least {MIN_PASSWORD}")
-    if len(password) > MAX_PASSWORD:
-        raise AccountError(f"the password is too long: at most {MAX_PASSWORD} characters")
+    if len(password) < SHORTEST:
+        raise AccountError(f"the password is too short: {len(password)} characters, at least {SHORTEST}")
+    if len(password) > LONGEST:
+        raise AccountError(f"the password is too long: at most {LONGEST} characters")
     if any(c in password for c in "\n\r\0"):
         raise AccountError("the password must not contain line breaks or NUL")
 

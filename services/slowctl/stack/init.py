@@ -77,8 +77,6 @@ def variables(stack: StackConfig, hostname: str, config_name: str) -> list[Var]:
         Var("GRAFANA_ADMIN_PASSWORD", _secret),
         Var("NODERED_ADMIN_USER", fixed("slowctl-admin")),
         Var("NODERED_ADMIN_PASSWORD", _secret),
-        Var("NODERED_DASHBOARD_USER", fixed("operator")),
-        Var("NODERED_DASHBOARD_PASSWORD", _secret),
         Var("NODERED_CREDENTIAL_SECRET", _token),
         Var("MONGO_ROOT_USER", fixed("slowctl-root")),
         Var("MONGO_ROOT_PASSWORD", _secret),
@@ -126,4 +124,8 @@ def init(
     host = hostname or have or socket.gethostname() or "localhost"
     added = write_env(env_path, variables(stack, host, config_name))
     host = read_env(env_path)["SLOWCTL_HOSTNAME"]
-    return added, ensure_tls(tls_dir, [host, "localhost"])
+    tls = ensure_tls(tls_dir, [host, "localhost"])
+    # people's accounts (`slowctl user add --compose`), mounted by Node-RED: made here by this user, as docker
+    # would make a missing one root's
+    (tls_dir.parent / "accounts").mkdir(mode=0o755, exist_ok=True)
+    return added, tls

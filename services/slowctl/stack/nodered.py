@@ -8,7 +8,10 @@ they are, so lab-made flows survive a regeneration.
 
 The wiring keeps status and commands apart: MQTT status goes into the widgets
 (ui-template, passthru off), and only a widget's own output, i.e. a button the
-operator pressed, reaches the command guard and the MQTT out node.
+operator pressed, reaches the command guard and the MQTT out node. The guard
+sends a command only for a logged-in operator, named in its "for", on Node-RED's
+own topic <root>/<device>/by/nodered/cmd; a viewer's command, or one without a
+person, is answered on the page with a refusal and never published.
 """
 
 from __future__ import annotations
@@ -119,15 +122,23 @@ const kind = msg.topic.split('/').pop()
 const state = context.get('state') || { status: null, availability: null }
 if (kind === 'status' || kind === 'availability') state[kind] = msg.payload
 context.set('state', state)
-return { topic: msg.topic, payload: { status: state.status, availability: state.availability,
+const out = { topic: msg.topic, payload: { status: state.status, availability: state.availability,
     reply: kind === 'reply' ? msg.payload : null } }
+// the guard's refusals carry the sender's _client: they go to that browser only
+if (msg._client) out._client = msg._client
+return out
 """
 
 GUARD_JS = """\
 // Only what an operator can send leaves here: a known action on a configured
-// channel, with the widget's id and a fresh ts. Anything else (e.g. a status
-// that reached this node by a wiring mistake) is dropped with a warning.
+// channel, with the widget's id, a fresh ts, and "for": the person logged in
+// (msg._client.user, set by Dashboard 2's plugin from the socket's login, never
+// by the browser). Anything else (e.g. a status that reached this node by a
+// wiring mistake) is dropped with a warning. A command without a person, or
+// from a viewer, is not sent: output 2 answers the page with a refusal.
 const allowed = %s
+const REPLY_TOPIC = %s
+const LOGIN = /^[a-z][a-z0-9_.-]{1,31}$/
 const c = msg.payload
 const actions = c && typeof c === 'object' ? allowed[String(c.channel)] : null
 if (!actions || !actions.includes(c.action)) {
@@ -137,7 +148,18 @@ if (!actions || !actions.includes(c.action)) {
 const cmd = { action: c.action, channel: c.channel, ts: Date.now() / 1000 }
 if (c.value !== undefined && c.value !== null) cmd.value = c.value
 if (typeof c.id === 'string' || typeof c.id === 'number') cmd.id = c.id
-return { payload: cmd }
+const user = msg._client && msg._client.user
+const login = user && typeof user.username === 'string' && LOGIN.test(user.username) ? user.username : null
+function refuse (error) {
+    node.warn('slowctl: refused ' + cmd.action + ' ch ' + cmd.channel + ': ' + error)
+    const reply = { id: cmd.id === undefined ? null : cmd.id, action: cmd.action, channel: cmd.channel,
+        value: cmd.value === undefined ? null : cmd.value, ok: false, error, applied: null }
+    return [null, { topic: REPLY_TOPIC, payload: reply, _client: msg._client }]
+}
+if (!login) return refuse('no logged-in person on this connection (log in again): nothing sent')
+if (user.role !== 'operator') return refuse(login + ' is a ' + user.role + ': commands need an operator account')
+cmd.for = login
+return [{ payload: cmd }, null]
 """
 
 HEALTH_JS = """\
@@ -231,7 +253,11 @@ class _Flow:
             }
         )
 
-    def function(self, nid: str, tab: str, name: str, code: str, to: list[str], x: int, y: int) -> None:
+    def function(
+        self, nid: str, tab: str, name: str, code: str, to: list[str], x: int, y: int, second: list[str] | None = None
+    ) -> None:
+        """A function node; with `second`, a second output wired there."""
+        wires = [to] if second is None else [to, second]
         self.add(
             {
                 "id": nid,
@@ -239,7 +265,7 @@ class _Flow:
                 "z": tab,
                 "name": name,
                 "func": code,
-                "outputs": 1,
+                "outputs": len(wires),
                 "timeout": 0,
                 "noerr": 0,
                 "initialize": "",
@@ -247,7 +273,7 @@ class _Flow:
                 "libs": [],
                 "x": x,
                 "y": y,
-                "wires": [to],
+                "wires": wires,
             }
         )
 
@@ -357,8 +383,12 @@ class _Flow:
                 "name": "slowctl",
                 "path": "/dashboard",
                 "appIcon": "",
+                # msg._client on every message from a browser: socketId, socketIp, and the logged-in
+                # person (user: {username, role}) from nodered/accounts/plugin.js; the guard needs it
                 "includeClientData": True,
-                "acceptsClientConfig": ["ui-notification", "ui-control"],
+                # ui-template too: a message with msg._client goes to that browser only and is not kept
+                # for replay (a command, and the refusal of one, are one person's business)
+                "acceptsClientConfig": ["ui-notification", "ui-control", "ui-template"],
                 "showPathInSidebar": False,
                 "headerContent": "page",
                 "navigationStyle": "default",
@@ -412,16 +442,27 @@ class _Flow:
         )
         if commands:
             allowed = {str(c["channel"]): c["actions"] for c in desc["channels"]}
+            # Node-RED's own topic: the broker lets the login `nodered` publish only there, and the
+            # device records "nodered for <person>" from it and the command's "for"
+            cmd_topic = t.commands.of(BROKER_USER)
+            # output 1: the command, for the logged-in operator; output 2: a refusal shown on the page
             self.function(
-                f"{p}guard", tab, "operator commands only", GUARD_JS % json.dumps(allowed), [f"{p}out"], 870, 120
+                f"{p}guard",
+                tab,
+                "operator commands only",
+                GUARD_JS % (json.dumps(allowed), json.dumps(t.reply)),
+                [f"{p}out"],
+                870,
+                120,
+                second=[f"{p}merge"],
             )
             self.add(
                 {
                     "id": f"{p}out",
                     "type": "mqtt out",
                     "z": tab,
-                    "name": t.cmd,
-                    "topic": t.cmd,
+                    "name": cmd_topic,
+                    "topic": cmd_topic,
                     "qos": "1",
                     "retain": "false",
                     "respTopic": "",

@@ -2,8 +2,10 @@
 
 Started after the device services when `ui.enabled` and both are installed
 (nodered/node_modules from scripts/install.sh, nginx from apt); otherwise the
-stack runs without them and says why. Logins are random passwords in the state
-directory's credentials.json (never printed): see `LOGINS`.
+stack runs without them and says why. The dashboard's logins are people's, from
+the accounts directory's users.json (`slowctl user`), which Node-RED re-reads
+when it changes; the editor's is a random password in the state directory's
+credentials.json (never printed): see `LOGINS`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,12 @@ from pathlib import Path
 
 from slowctl.config import StackConfig
 from slowctl.stack import gateway, nodered
-from slowctl.stack.broker import load_credentials
+from slowctl.stack.broker import accounts_dir, load_credentials
 from slowctl.stack.supervisor import ProcessSpec, port_open
 from slowctl.stack.tls import TlsFiles, ensure_tls
 
-# credentials.json key -> user name
-LOGINS = {"dashboard": "dashboard", "nodered-admin": "admin"}
+# credentials.json key -> user name (the editor's; the dashboard's are people's, `slowctl user`)
+LOGINS = {"nodered-admin": "admin"}
 SECRET_KEY = "nodered-credential-secret"
 NODERED_HOST = "127.0.0.1"
 
@@ -113,8 +115,7 @@ class NativeUi:
             "NODERED_PORT": str(self.ui.nodered_port),
             "NODERED_ADMIN_USER": LOGINS["nodered-admin"],
             "NODERED_ADMIN_PASSWORD": creds["nodered-admin"],
-            "NODERED_DASHBOARD_USER": LOGINS["dashboard"],
-            "NODERED_DASHBOARD_PASSWORD": creds["dashboard"],
+            "SLOWCTL_ACCOUNTS_FILE": str(self.accounts_file()),
             "NODERED_CREDENTIAL_SECRET": creds[SECRET_KEY],
             "MQTT_HOST": broker_host,
             "MQTT_PORT": str(b.port),
@@ -158,6 +159,23 @@ class NativeUi:
         host = "127.0.0.1" if self.ui.bind in ("0.0.0.0", "::") else self.ui.bind
         return [node_red, gateway.spec(nginx, gw_dir, (host, self.ui.https_port))]
 
+    def accounts_file(self) -> Path:
+        return accounts_dir(self.state_dir) / "users.json"
+
+    def people(self) -> str:
+        """Who can log in to the dashboard, for the summary."""
+        from slowctl.stack.accounts import AccountError, Accounts
+
+        try:
+            users = Accounts(accounts_dir(self.state_dir), list(self.stack.devices)).users.values()
+        except AccountError as exc:
+            return f"nobody: {exc}"
+        if not users:
+            return "nobody yet: add people with `slowctl user add NAME --role operator` (or viewer)"
+        roles = [a.role for a in users]
+        counts = ", ".join(f"{roles.count(r)} {r}{'s' if roles.count(r) > 1 else ''}" for r in sorted(set(roles)))
+        return f"{counts} (`slowctl user list`)"
+
     def summary(self) -> list[str]:
         if not self.active:
             return [f"control UI       {self.reason}"]
@@ -166,6 +184,6 @@ class NativeUi:
         return [
             f"control UI       {base}/dashboard/  editor {base}/nodered/  MQTT over websockets {base.replace('https', 'wss')}/mqtt",
             f"                 CA certificate {self.tls.ca_cert if self.tls else '?'} (http://{self.ui.hostname}:{self.ui.http_port} redirects)",
-            "                 logins: dashboard user 'dashboard', editor user 'admin'; passwords under the keys "
-            f"'dashboard' and 'nodered-admin' in {creds}",
+            f"                 dashboard logins: people, each their own: {self.people()}",
+            f"                 editor user 'admin', password under the key 'nodered-admin' in {creds}",
         ]
