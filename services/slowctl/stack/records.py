@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from slowctl.config import StackConfig
-from slowctl.docstore import MongoSettings
+from slowctl.records.docstore import MongoSettings
 from slowctl.stack.supervisor import ProcessSpec
 
 HOST = "127.0.0.1"
