@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what slowctl needs on a Debian/Ubuntu machine.
-#   scripts/install.sh          runtime: Mosquitto and nginx (apt), slowctl (pip), Node-RED (npm, in nodered/)
+#   scripts/install.sh          runtime: Mosquitto and nginx (apt), slowctl (pip), Node-RED (npm, in nodered/),
+#                               FerretDB for the record when Go is installed (scripts/build-test-tools.sh ferretdb)
 #   scripts/install.sh --test   also what the tests need: Chromium (apt), and the programs
 #                               built from source by scripts/build-test-tools.sh (docker compose, Telegraf,
 #                               InfluxDB 2, FerretDB: needs Go >= 1.26 and rustup's stable Rust)
@@ -48,4 +49,10 @@ fi
 # (cached: seconds when nothing changed; about 7 minutes cold on 2 cores)
 if [ "${1:-}" = "--test" ]; then
     bash scripts/build-test-tools.sh
+elif command -v go >/dev/null 2>&1; then
+    # the native stack's record (slowctl up runs the recorder into it): FerretDB, the build the tests use
+    bash scripts/build-test-tools.sh ferretdb \
+        || echo "FerretDB could not be built: slowctl up runs without a recorder (docs/records.md)" >&2
+else
+    echo "no Go toolchain: slowctl up runs without a recorder (FerretDB is built from source; docs/records.md)"
 fi

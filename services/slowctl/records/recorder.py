@@ -155,7 +155,7 @@ class Recorder:
                     self._publish_health()
                 if self.stop_event.wait(backoff):
                     break
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, 5.0)
                 continue
             self.journal.commit(batch[-1][0])
             self.written += len(batch)
