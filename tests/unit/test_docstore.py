@@ -7,7 +7,7 @@ import sys
 import pytest
 from tests.harness import free_port
 
-from slowctl.docstore import DocstoreError, MongoSettings, check
+from slowctl.records.docstore import DocstoreError, MongoSettings, check
 
 ENV = {"SLOWCTL_MONGO_DATABASE": "slowctl", "SLOWCTL_MONGO_USER": "slowctl", "SLOWCTL_MONGO_PASSWORD": "p@ss:/w"}
 
