@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -66,7 +67,7 @@ class InterlockService:
         self.heartbeat = Heartbeat.from_env()
         self.mqtt = MqttSession(
             endpoint,
-            "slowctl-interlock",
+            f"slowctl-interlock-{secrets.token_hex(6)}",  # unguessable: nobody can take its session over
             keepalive=stack.mqtt.keepalive,
             reconnect=(stack.mqtt.reconnect_min, stack.mqtt.reconnect_max),
             will=(self.topics.availability, "offline"),
