@@ -198,3 +198,14 @@ def test_a_damaged_journal_and_a_refusing_mongodb(rec, tmp_path):
 
     kept = DiskQueue(journal, 10**9)
     assert len(kept) >= 1 + 3 * 2, "the replayable record, and each command with its reply, all still buffered"
+
+
+def test_without_ferretdb_the_stack_says_so_and_log_says_where_to_look(own_stack, monkeypatch):
+    from harness import free_port
+
+    monkeypatch.setenv("SLOWCTL_FERRETDB", "/nonexistent/ferretdb")
+    s = own_stack(lambda c: c.update(records={"mongo_port": free_port()})).start()
+    lines = [line for line in s.log().splitlines() if "MongoDB-wire server" in line]
+    assert len(lines) == 1 and "no recorder" in lines[0], s.log()
+    r = log(s)
+    assert r.returncode == 1 and "keeps no record" in r.stderr and str(s.state / "logs") in r.stderr, r.stderr

@@ -131,3 +131,28 @@ def test_bad_input_changes_nothing_on_the_running_stack(people):
         r = add(people, name, role, pw)
         assert r.returncode == 2 and error in r.stderr and "Traceback" not in r.stderr, (name, r.stderr)
     assert (people.state / "accounts" / "users.json").read_bytes() == before
+
+
+def test_a_client_id_taken_by_someone_else_throws_no_service_off(people):
+    """Mosquitto cannot bind client ids to logins; the services' ids are unguessable, so that a viewer
+    connecting as "slowctl-hv" (the old fixed id) or "slowctl-interlock" disconnects nobody."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    watch = people.probe("viewer")
+    watch.subscribe("slowctl/+/availability")
+    intruders = []
+    for cid in ("slowctl-hv", "slowctl-interlock", "slowctl-recorder"):
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        c.username_pw_set("viewer", people.credentials["viewer"])
+        c.connect("127.0.0.1", people.port)
+        c.loop_start()
+        intruders.append(c)
+    try:
+        time.sleep(1.0)
+        offline = [m.topic for m in watch.seen() if m.payload == b"offline" and not m.retain]
+        assert offline == [], offline
+    finally:
+        for c in intruders:
+            c.disconnect()
+            c.loop_stop()
