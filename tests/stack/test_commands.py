@@ -22,7 +22,11 @@ def test_every_action_plain_topics(op):
     assert send(op, "slowctl/hv/cmd/rampup/1", "40")["ok"]
     assert send(op, "slowctl/hv/cmd/rampdown/1", "50")["ok"]
     r = send(op, "slowctl/hv/cmd/vset/1", "60")
-    assert r == {"id": None, "action": "vset", "channel": 1, "value": 60.0, "ok": True, "error": None, "applied": 60.0}
+    assert isinstance(r.pop("before"), float), "the setting before, read from the instrument"
+    assert r == {
+        "id": None, "action": "vset", "channel": 1, "value": 60.0, "by": "operator", "for": None,
+        "ok": True, "error": None, "applied": 60.0,
+    }  # fmt: skip
     ch = channel(op, "hv", 1, lambda c: c["vset"] == 60)
     assert ch["iset"] == pytest.approx(50e-6) and ch["rampup"] == 40 and ch["rampdown"] == 50
     assert send(op, "slowctl/hv/cmd/on/1", "")["ok"]
@@ -40,11 +44,14 @@ def test_json_command_with_id_and_v5_response_topic(op):
     reply = send(
         op, "slowctl/lv/cmd", json.dumps({"action": "iset", "channel": 2, "value": 0.5, "id": "a1"}), properties=props
     )
-    assert reply == {
+    assert isinstance(reply["before"], float)
+    assert {k: v for k, v in reply.items() if k != "before"} == {
         "id": "a1",
         "action": "iset",
         "channel": 2,
         "value": 0.5,
+        "by": "operator",
+        "for": None,
         "ok": True,
         "error": None,
         "applied": 0.5,
