@@ -146,6 +146,12 @@ class DeviceConfig(Strict):
     full_read_every: int = Field(default=10, ge=1, description="re-read set values every N polls")
     max_command_age: float = Field(default=10.0, gt=0, le=3600, description="older commands are refused (s)")
     reconnect_max: float = Field(default=10.0, gt=0, le=600, description="cap of the instrument reconnect backoff (s)")
+    outbox_max_mb: float = Field(
+        default=50.0,
+        gt=0,
+        le=100_000,
+        description="MiB on disk for the metrics and events kept while the broker is away (the outbox)",
+    )
     legacy_name: str | None = None
     channels: dict[int, ChannelConfig]
     options: dict[str, Any] = Field(default_factory=dict)
@@ -231,6 +237,20 @@ class UiConfig(Strict):
     )
 
 
+class RecordsConfig(Strict):
+    """The recorder: every command, reply and event into MongoDB (docs/records.md)."""
+
+    enabled: bool = Field(default=True, description="natively: run the recorder when a MongoDB-wire server is found")
+    mongo_port: int = Field(default=27018, ge=1, le=65535, description="natively: port of the FerretDB it starts")
+    retention_days: int = Field(
+        default=730, ge=0, description="commands and events older than this are deleted (0: kept forever)"
+    )
+    buffer_mb: float = Field(
+        default=256, gt=0, le=65536, description="on-disk buffer while MongoDB is unreachable (MB)"
+    )
+    buffer_warn: float = Field(default=0.8, gt=0, lt=1, description="fill of the buffer that raises an alarm")
+
+
 class StackConfig(Strict):
     mqtt: MqttConfig = MqttConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -242,6 +262,7 @@ class StackConfig(Strict):
         default_factory=dict, description="interlock rules by name (docs/safety.md)"
     )
     alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="alarm limits on readings (docs/safety.md)")
+    records: RecordsConfig = Field(default_factory=RecordsConfig, description="the recorder (docs/records.md)")
 
     def resolved_dir(self, base: Path) -> Path:
         p = Path(self.state_dir)

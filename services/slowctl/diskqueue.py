@@ -7,15 +7,18 @@ services (what they could not publish while the broker was away) and by the reco
 taken from the broker but not yet written to MongoDB).
 
 What cannot be read back at open (a damaged segment) is moved aside as `<name>.corrupt-<time>` and
-listed in `problems`; the records of other segments are kept.
+listed in `problems`, saying which records could not be replayed; the records before the damage and those
+of other segments are kept.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,8 @@ class DiskQueue:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._committed = self._read_head()
         self._segments: list[_Segment] = []
-        self._pending: list[tuple[int, Any]] = []  # not yet committed, in order (kept in memory: it is bounded)
+        # not yet committed, in order (kept in memory: it is bounded); a deque: commits take from the left
+        self._pending: deque[tuple[int, Any]] = deque()
         self._open_segments()
         self._file: Any = None
 
@@ -113,7 +117,7 @@ class DiskQueue:
     def peek(self, n: int) -> list[tuple[int, Any]]:
         """The oldest `n` records not yet committed, with their seq."""
         with self._lock:
-            return list(self._pending[:n])
+            return list(itertools.islice(self._pending, n))
 
     def commit(self, seq: int) -> None:
         """Everything up to and including `seq` is done: it is not given out again, also after a restart."""
@@ -122,9 +126,12 @@ class DiskQueue:
                 return
             self._committed = seq
             write_json(self.dir / "head.json", {"committed": seq})
-            self._pending = [(s, r) for s, r in self._pending if s > seq]
-            while self._segments and self._segments[0].last <= seq and (
-                len(self._segments) > 1 or self._segments[0].size >= self.segment_bytes or not self._pending
+            while self._pending and self._pending[0][0] <= seq:
+                self._pending.popleft()
+            while (
+                self._segments
+                and self._segments[0].last <= seq
+                and (len(self._segments) > 1 or self._segments[0].size >= self.segment_bytes or not self._pending)
             ):
                 seg = self._segments.pop(0)
                 if self._file is not None and self._file.name == str(seg.path):
@@ -156,29 +163,35 @@ class DiskQueue:
             return 0
 
     def _open_segments(self) -> None:
-        expected: int | None = None
-        for path in sorted(self.dir.glob("*.jsonl")):
-            try:
-                first = int(path.stem)
-            except ValueError:
-                continue
-            records, problem = _read_segment(path, first)
-            if problem or (expected is not None and first != expected):
-                problem = problem or f"starts at record {first}, expected {expected}"
-                kept = [(s, r) for s, r in records if s > self._committed]
-                self._aside(path, f"{problem}; {len(kept)} records before the damage are replayed")
+        found = sorted((int(p.stem), p) for p in self.dir.glob("*.jsonl") if p.stem.isdigit())
+        # where the next segment must start; None when not known (no head, or after a damaged segment,
+        # whose unreadable records took numbers too)
+        expected: int | None = self._committed + 1 if self._committed else None
+        for first, path in found:
+            records, damage, unreadable = _read_segment(path, first)
+            overlap = damage is None and bool(self._segments) and expected is not None and first < expected
+            if damage is not None or overlap:
+                start = expected if overlap else None
+                kept = [(s, r) for s, r in records if s > self._committed and (start is None or s >= start)]
+                if overlap:
+                    why = f"starts at record {first}, which the segment before holds; the {len(kept)} records after those are replayed"
+                else:
+                    lost_from = records[-1][0] + 1 if records else first
+                    why = (
+                        f"{damage}; {unreadable} record(s) from {lost_from} on could not be replayed, "
+                        f"the {len(kept)} before the damage are"
+                    )
+                self._aside(path, why)
                 if kept:  # what could be read is not thrown away: rewritten as a sound segment
                     self._rewrite(kept)
-                    expected = kept[-1][0] + 1
+                expected = (kept[-1][0] + 1 if kept else expected) if overlap else None
                 continue
+            if expected is not None and first > expected:
+                self.problems.append(f"records {expected}..{first - 1} are missing from {self.dir}")
             last = records[-1][0] if records else first - 1
             self._segments.append(_Segment(first, path, path.stat().st_size, last))
             self._pending.extend((s, r) for s, r in records if s > self._committed)
             expected = last + 1
-        if self._segments and self._segments[0].first > self._committed + 1 and self._committed:
-            self.problems.append(
-                f"records {self._committed + 1}..{self._segments[0].first - 1} are missing from {self.dir}"
-            )
 
     def _rewrite(self, kept: list[tuple[int, Any]]) -> None:
         path = self.dir / f"{kept[0][0]:016d}.jsonl"
@@ -192,12 +205,16 @@ class DiskQueue:
 
     def _aside(self, path: Path, why: str) -> None:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
+        for n in itertools.count(2):  # never over an earlier one (two in the same second)
+            if not aside.exists():
+                break
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{n}")
         os.replace(path, aside)
         self.problems.append(f"{path.name}: {why}; kept aside as {aside.name}")
 
 
-def _read_segment(path: Path, first: int) -> tuple[list[tuple[int, Any]], str | None]:
-    """Its records in order, and what is wrong with it (None when sound)."""
+def _read_segment(path: Path, first: int) -> tuple[list[tuple[int, Any]], str | None, int]:
+    """Its records in order, what is wrong with it (None when sound), and how many lines from the damage on."""
     records: list[tuple[int, Any]] = []
     expected = first
     with open(path, "rb") as f:
@@ -209,10 +226,10 @@ def _read_segment(path: Path, first: int) -> tuple[list[tuple[int, Any]], str | 
                 if seq != expected:
                     raise ValueError(f"record {seq} where {expected} was expected")
             except (ValueError, TypeError) as exc:
-                return records, f"line {number} unreadable: {str(exc)[:120]}"
+                return records, f"line {number} unreadable: {str(exc)[:120]}", 1 + sum(1 for _ in f)
             records.append((seq, record))
             expected += 1
-    return records, None
+    return records, None, 0
 
 
 def _sync_dir(directory: Path) -> None:

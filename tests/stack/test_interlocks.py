@@ -312,6 +312,7 @@ def test_broker_restart_while_a_rule_is_active_releases_nothing(own_stack):
     assert answered and not any(r["ok"] for r in answered), answered
     assert "interlock lv-before-hv" in answered[-1]["error"], answered[-1]
     assert not channel(again, "hv", 0)["on"]
+
     # the alarm list came back with the rule that acted (it switched hv 0 off before the restart)
     # (a retained list from the broker's last autosave may come first: the handler's own follows within 5 s)
     def listed() -> bool:

@@ -82,3 +82,32 @@ def test_an_unreadable_head_replays_from_the_oldest(tmp_path):
     again = DiskQueue(tmp_path, 1_000_000)
     assert [r for _, r in again.peek(5)] == ["a", "b"]
     assert "head file could not be read" in again.problems[0]
+
+
+def test_damage_in_one_segment_says_what_is_lost_and_keeps_the_next_segment_as_it_is(tmp_path):
+    q = DiskQueue(tmp_path, 1_000_000, segment_bytes=40)
+    for i in range(6):
+        q.put({"n": i})
+    q.close()
+    first, second, *_ = sorted(tmp_path.glob("*.jsonl"))
+    lines = first.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 2
+    first.write_bytes(lines[0] + b"garbage\n" + b"".join(lines[2:]))
+    again = DiskQueue(tmp_path, 1_000_000, segment_bytes=40)
+    lost = len(lines) - 1
+    assert [r["n"] for _, r in again.peek(10)] == [0, *range(len(lines), 6)]
+    (problem,) = again.problems  # the gap after the damage is the damage, not a second problem
+    assert f"{lost} record(s) from 2 on could not be replayed" in problem, problem
+    assert second.exists(), "a sound segment stays where it is"
+    assert again.put({"n": 6}) == 7
+
+
+def test_two_damages_in_the_same_second_keep_both_files(tmp_path):
+    for _ in range(2):
+        q = DiskQueue(tmp_path, 1_000_000)
+        q.put("x")
+        q.close()
+        (segment,) = tmp_path.glob("*.jsonl")
+        segment.write_bytes(b"\x00\n")
+        DiskQueue(tmp_path, 1_000_000).close()
+    assert len(list(tmp_path.glob("*.corrupt-*"))) == 2

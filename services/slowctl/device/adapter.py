@@ -3,8 +3,9 @@
 Every decision is the policy core's (core.py); this module only moves data between the broker, the
 instrument link and the core. Threads: the poller (the caller of `run`) reads the instrument every poll
 period; the command worker executes queued commands and software-ramp steps; paho's network thread parses
-and validates commands before they are queued. All calls into the core hold `_core_lock`; calls that talk
-to the instrument hold the link first (lock order: link, then core).
+and validates commands before they are queued; the outbox thread (from the first connect) publishes what
+waited while the broker was away (outbox.py). All calls into the core hold `_core_lock`; calls that talk
+to the instrument hold the link first (lock order: link, then core, then `_outbox_lock`).
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,12 +35,13 @@ from slowctl.device.commands import (
     parse_plain,
     validate,
 )
-from slowctl.device.contract import DeviceState, InterlockTopics, LegacyTopics, Topics
+from slowctl.device.contract import SHARED_LOGIN, DeviceState, InterlockTopics, LegacyTopics, Topics
 from slowctl.device.core import DeviceCore, Outcome
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.device.memory import MemoryFile
-from slowctl.device.payloads import channel_dict, event_line, legacy_status, metrics_lines
+from slowctl.device.outbox import EVENT, METRICS, Outbox, event_messages
+from slowctl.device.payloads import channel_dict, legacy_status, metrics_lines
 from slowctl.drivers import DRIVERS, Driver, supply_kind
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings, open_link
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
@@ -47,7 +49,8 @@ from slowctl.safety.rules import cold_sides, guards
 
 log = logging.getLogger(__name__)
 
-EVENT_BACKLOG = 1000  # events kept while the broker is away, published on reconnect
+DRAIN_BATCH = 100  # outbox messages published before waiting for their PUBACKs
+DRAIN_RATE = 500.0  # outbox messages per second at most: the broker and Telegraf take the backlog with the live data
 
 
 def link_settings(driver: type[Driver], cfg: DeviceConfig) -> LinkSettings:
@@ -90,7 +93,7 @@ class DeviceService:
         self._interlock_news = threading.Event()
         self.mqtt = MqttSession(
             endpoint,
-            f"slowctl-{device}",
+            f"slowctl-{device}-{secrets.token_hex(6)}",  # unguessable: nobody can take its session over
             keepalive=stack.mqtt.keepalive,
             reconnect=(stack.mqtt.reconnect_min, stack.mqtt.reconnect_max),
             will=(self.topics.availability, "offline"),
@@ -104,7 +107,13 @@ class DeviceService:
         self._driver_lock = threading.Lock()
         self._core_lock = threading.RLock()
         self._accept_lock = threading.Lock()
-        self._backlog: deque[Event] = deque(maxlen=EVENT_BACKLOG)
+        # what the broker has not taken yet (while it is away, and until the backlog is out: order), on disk
+        self.outbox = Outbox.open(
+            state_dir / f"{device}.outbox" if state_dir else None, int(self.cfg.outbox_max_mb * 1024 * 1024), device
+        )
+        self._outbox_lock = threading.Lock()  # one decision at a time: publish now, or keep behind the backlog
+        self._outbox_wake = threading.Event()
+        self._drainer: threading.Thread | None = None  # started at the first connect
         self._closing = False
         self._connected_once = False
         self._last_status: str | None = None
@@ -116,7 +125,8 @@ class DeviceService:
 
     # --- lifecycle (signal handlers belong to the entry point: stop by setting stop_event) --------
     def run(self) -> int:
-        self.mqtt.subscribe(self.topics.cmd + "/#", self._on_command)
+        for topic in self.topics.commands.filters:
+            self.mqtt.subscribe(topic, self._on_command)
         if self.interlock_topics:
             self.mqtt.subscribe(self.interlock_topics.state, self._on_interlock)
             self.mqtt.subscribe(self.interlock_topics.availability, self._on_interlock)
@@ -128,6 +138,7 @@ class DeviceService:
             [
                 Event(self.id, "service_start", f"service started ({self.cfg.model} at {self.cfg.address})"),
                 *self.core.start_events,
+                *self.outbox.start_events(),  # what the last run left that could not be read back
             ]
         )
         worker = threading.Thread(target=self._command_loop, name="commands", daemon=True)
@@ -153,7 +164,9 @@ class DeviceService:
         with self._core_lock:
             self._emit(self.core.persist())
             self._emit([Event(self.id, "service_stop", "service stopped; outputs left as they are")])
+        self._finish_outbox()
         self.mqtt.stop(last_words=[(self.topics.availability, "offline")])
+        self.outbox.close()
         driver = self._driver
         if driver is not None:
             driver.link.close()
@@ -166,7 +179,12 @@ class DeviceService:
         # the last status as it was: paho's network thread must not wait for a command holding the core
         if self._last_status is not None:
             self.mqtt.publish(self.topics.status, self._last_status, qos=1, retain=True)
-        self._publish_health()  # events kept while the broker was away go out from the poll loop, in order
+        self._publish_health()
+        # what waited in the outbox goes out from its own thread, in order: never paho's network thread
+        if self._drainer is None:
+            self._drainer = threading.Thread(target=self._drain_loop, name="outbox", daemon=True)
+            self._drainer.start()
+        self._outbox_wake.set()
 
     # --- instrument link ----------------------------------------------------------
     def _connect(self) -> bool:
@@ -222,7 +240,6 @@ class DeviceService:
             self.heartbeat.beat(self.mqtt.connected.is_set())
             with self._core_lock:
                 self._take_interlocks()
-                self._emit([])  # what waited for the broker
             try:
                 backoff, next_poll = self._poll_step(backoff, next_poll)
             except Exception as exc:  # a bug must not end the service: treat it as a lost link
@@ -298,8 +315,8 @@ class DeviceService:
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:
-        rest = msg.topic[len(self.topics.cmd) :]
-        parts = rest[1:].split("/") if rest else []
+        sender = self.topics.commands.sender(msg.topic)
+        login, parts = sender if sender else (None, ["?"])
         req = self._read_request(
             msg,
             lambda: (
@@ -307,14 +324,17 @@ class DeviceService:
                 if not parts
                 else parse_plain(parts[0], parts[1], msg.payload)
                 if len(parts) == 2
-                else Request(error="command topic must be cmd or cmd/<action>/<channel>")
+                else Request(error="command topic must be cmd or cmd/<action>/<channel> (below by/<login>/ or not)")
             ),
         )
+        req.by = login
         self._accept(req)
 
     def _on_legacy(self, msg: paho.MQTTMessage) -> None:
         *_, kind, channel = msg.topic.split("/")
-        self._accept(self._read_request(msg, lambda: parse_legacy(kind, channel, msg.payload)))
+        req = self._read_request(msg, lambda: parse_legacy(kind, channel, msg.payload))
+        req.by = SHARED_LOGIN  # the ACL lets only the shared login publish there
+        self._accept(req)
 
     def _read_request(self, msg: paho.MQTTMessage, parse: Callable[[], Request]) -> Request:
         try:
@@ -374,9 +394,10 @@ class DeviceService:
         )
         self._reply(req, False, reason)
 
-    def _reply(self, req: Request, ok: bool, error: str | None = None, applied: Any = None) -> None:
+    def _reply(self, req: Request, ok: bool, error: str | None = None, applied: Any = None, before: Any = None) -> None:
         body = req.reply(ok, error)
         body["applied"] = applied
+        body["before"] = before
         text = json.dumps(body)
         if not ok:
             log.info("refused %s: %s", req.action, error)
@@ -422,7 +443,7 @@ class DeviceService:
             outcome: Outcome = self.core.execute(driver, cmd, _cause(req))
             if outcome.link_error is None:
                 self._publish_status()
-                self._reply(req, outcome.ok, outcome.error, outcome.applied)
+                self._reply(req, outcome.ok, outcome.error, outcome.applied, outcome.before)
                 self._emit(outcome.events)  # after the reply: the sender waits for that, not for the record
                 return
         with self._core_lock:
@@ -462,18 +483,11 @@ class DeviceService:
     # --- publishing -------------------------------------------------------------------------
     def _emit(self, events: list[Event]) -> None:
         """Events go out once each; the core's in order (emitted under the core lock); while the broker is
-        away they wait (bounded)."""
+        away they wait in the outbox (on disk, bounded)."""
         for e in events:
             log.log(logging.WARNING if e.severity == "major" else logging.INFO, "event %s: %s", e.kind, e.message)
-        self._backlog.extend(events)
-        if not self.mqtt.connected.is_set():
-            return
-        while self._backlog:
-            e = self._backlog[0]
-            if self.mqtt.publish(self.topics.event, e.payload(), qos=1).rc != paho.MQTT_ERR_SUCCESS:
-                return  # paho's queue is full or the connection just went: it stays for the next turn
-            self.mqtt.publish(self.topics.metrics, event_line(e), qos=1)
-            self._backlog.popleft()
+        if events:
+            self._offer([m for e in events for m in event_messages(e)])
 
     def _publish_status(self) -> None:
         with self._core_lock:
@@ -492,14 +506,14 @@ class DeviceService:
                 "channels": [channel_dict(ch, self.names[ch], readings.get(ch)) for ch in self.channels],
             }
             self._last_status = json.dumps(status)
-            if not self.mqtt.connected.is_set():
-                return  # nothing piles up in paho while the broker is away; _announce publishes the last
-            self.mqtt.publish(self.topics.status, self._last_status, qos=1, retain=True)
+            # retained status: only the latest counts, never kept (nothing piles up in paho while the broker
+            # is away; _announce publishes the last); metrics: through the outbox, with their timestamps
+            connected = self.mqtt.connected.is_set()
+            if connected:
+                self.mqtt.publish(self.topics.status, self._last_status, qos=1, retain=True)
             if readings:
-                self.mqtt.publish(
-                    self.topics.metrics, metrics_lines(self.id, self.names, readings, ts, self.kind), qos=1
-                )
-                if self.legacy:
+                self._offer([(METRICS, metrics_lines(self.id, self.names, readings, ts, self.kind))])
+                if connected and self.legacy:
                     self.mqtt.publish(self.legacy.status, json.dumps(legacy_status(readings)), qos=1, retain=True)
 
     def _publish_health(self) -> None:
@@ -519,7 +533,96 @@ class DeviceService:
         }
         self.mqtt.publish(self.topics.health, json.dumps(body), qos=1, retain=True)
 
+    # --- the outbox: metrics and events, published in order, nothing lost while the broker is away ----------
+    def _offer(self, messages: list[tuple[str, str]]) -> None:
+        """Publish now when connected and nothing waits; else into the outbox behind what waits."""
+        with self._outbox_lock:
+            connected = self.mqtt.connected.is_set()
+            self.outbox.offer(messages, self._publish_now if connected else None)
+            waiting = len(self.outbox) > 0
+        if waiting and connected:
+            self._outbox_wake.set()  # e.g. paho's queue was full: the drainer takes it from here
+
+    def _topic(self, kind: str) -> str:
+        return self.topics.event if kind == EVENT else self.topics.metrics
+
+    def _publish_now(self, kind: str, payload: str) -> bool:
+        """True when paho took the message. Also while the connection has just gone (NO_CONN): paho keeps
+        it and sends it first at the reconnect, before the outbox is drained, so the order holds."""
+        rc = self.mqtt.publish(self._topic(kind), payload, qos=1).rc
+        return rc in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN)
+
+    def _drain_loop(self) -> None:
+        while not self.stop_event.is_set():
+            self._outbox_wake.wait(1.0)
+            self._outbox_wake.clear()
+            try:
+                self._drain(self.stop_event.is_set)
+            except Exception:  # the outbox must not stop for good over one bad turn
+                log.exception("draining the outbox failed")
+                self.stop_event.wait(1.0)
+
+    def _drain(self, stop: Callable[[], bool]) -> None:
+        """Publish what waits, oldest first, while connected: a batch at a time, committed once the broker
+        acknowledged all of it. A batch the connection drops under is waited for, not published again:
+        paho sends what it had taken again after the reconnect."""
+        while self.mqtt.connected.is_set() and not stop():
+            started = time.monotonic()
+            with self._outbox_lock:
+                batch = self.outbox.peek(DRAIN_BATCH)
+                if not batch:
+                    self.outbox.offer([], self._publish_now)  # what was lost while it was full, if anything
+                    return
+            sent: list[tuple[int, paho.MQTTMessageInfo]] = []
+            for seq, (kind, payload) in batch:
+                info = self.mqtt.publish(self._topic(kind), payload, qos=1)
+                if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+                    break  # paho's queue is full: the rest waits for the next turn
+                sent.append((seq, info))
+            if sent:
+                self._await_acks(sent, stop)
+            pause = (len(sent) / DRAIN_RATE if sent else 0.5) - (time.monotonic() - started)
+            if pause > 0:
+                time.sleep(pause)
+
+    def _await_acks(self, sent: list[tuple[int, paho.MQTTMessageInfo]], stop: Callable[[], bool]) -> None:
+        """Until the broker acknowledged every message of the batch (across a reconnect), then commit; when
+        stopping, a second more at most, and commit what was acknowledged (the rest goes out again next time)."""
+        give_up: float | None = None
+        while True:
+            acked = 0
+            while acked < len(sent) and _acked(sent[acked][1]):
+                acked += 1
+            done = acked == len(sent)
+            if stop() and give_up is None:
+                give_up = time.monotonic() + 1.0
+            if done or (give_up is not None and time.monotonic() > give_up):
+                if acked:
+                    with self._outbox_lock:
+                        self.outbox.commit(sent[acked - 1][0])
+                return
+            time.sleep(0.01)
+
+    def _finish_outbox(self) -> None:
+        """At shutdown: the last of the outbox while the broker is there (a few seconds at most)."""
+        if self._drainer is not None:
+            self._outbox_wake.set()  # it sees stop_event at once
+            self._drainer.join(3)
+        deadline = time.monotonic() + 2.0
+        try:
+            self._drain(lambda: time.monotonic() > deadline)
+        except Exception:
+            log.exception("draining the outbox at shutdown failed")
+        if len(self.outbox):
+            log.info("outbox: %d messages wait for the next start", len(self.outbox))
+
+
+def _acked(info: paho.MQTTMessageInfo) -> bool:
+    """The broker acknowledged it (PUBACK). paho's is_published() raises for a message published while the
+    connection was down (rc NO_CONN), although paho keeps it and sends it after the reconnect: its flag."""
+    return bool(getattr(info, "_published", False))
+
 
 def _cause(req: Request) -> str:
-    """Who asked, as far as the request says (the records issue adds the broker-enforced identity)."""
-    return "command" + (f" id={req.id}" if isinstance(req.id, (str, int)) and not isinstance(req.id, bool) else "")
+    """Who asked (the broker-enforced login, and the person a front-end acts for) and the command's id."""
+    return req.who + (f" id={req.id}" if isinstance(req.id, (str, int)) and not isinstance(req.id, bool) else "")

@@ -35,6 +35,8 @@ KINDS = {
     "setting_applied": "info",  # start-up settings
     "setting_skipped": "minor",  # start-up settings not applied: the output is on
     "latch_state": "major",  # the latch state file could not be read
+    "outbox_damaged": "major",  # at start: part of what waited for the broker could not be read back
+    "outbox_full": "major",  # the outbox was full: metrics and events were not kept (how many, when)
     "interlock": "minor",  # an interlock rule now blocks, or releases, channels of this device
     # the interlock process's own (device "interlock")
     "interlock_active": "major",
