@@ -23,3 +23,15 @@ def write_json(path: Path, body: Any) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace `path` atomically with `text`, created with `mode` (never readable by others first)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)

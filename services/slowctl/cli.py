@@ -451,7 +451,7 @@ def cmd_user(args: argparse.Namespace) -> int:
         state_dir = Path(args.state_dir) if args.state_dir else stack.resolved_dir(Path.cwd())
         directory = accounts_dir(state_dir)
     try:
-        accounts = Accounts(directory, list(stack.devices), stack.mqtt.topic_root)
+        accounts = Accounts(directory, list(stack.devices), stack.mqtt.topic_root, containers=args.compose)
         if args.action == "list":
             for a in sorted(accounts.users.values(), key=lambda a: a.name):
                 print(f"{a.name:<20} {a.role:<9} password changed {a.changed}")
@@ -486,9 +486,19 @@ def cmd_user(args: argparse.Namespace) -> int:
         else:
             print(f"{done} in {directory}; make the broker reload them: {' '.join(COMPOSE_RELOAD)}")
         return 0
-    live = reload_broker(stack, state_dir)
+    try:
+        live = reload_broker(stack, state_dir)
+    except ValueError as exc:
+        print(f"slowctl user: {exc}", file=sys.stderr)
+        return 2
     print(f"{done}; " + ("the broker has reloaded its accounts" if live else "used from the next `slowctl up`"))
     return 0
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -655,7 +665,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--since", help="ISO 8601 time or an age: 30s, 10m, 2h, 7d")
     sp.add_argument("--until", help="ISO 8601 time or an age")
     sp.add_argument("--kind", help="'command', or an event kind (trip, interlock_action, alarm_raised ...)")
-    sp.add_argument("--limit", type=int, default=200, help="at most this many, the newest (default 200)")
+    sp.add_argument("--limit", type=_positive, default=200, help="at most this many, the newest (default 200)")
     out = sp.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="one JSON object per line")
     out.add_argument("--csv", action="store_true")

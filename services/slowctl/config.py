@@ -29,6 +29,8 @@ RESERVED_IDS = (
     "nodered",
     "telegraf",
     "interlock",
+    "recorder",
+    "procedures",
     "alarms",
     "environment",
     "health",

@@ -99,9 +99,15 @@ class DiskQueue:
             if self._file is None or self._file.name != str(seg.path):
                 self._close_file()
                 self._file = open(seg.path, "ab")
-            self._file.write(encoded)
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            try:
+                self._file.write(encoded)
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError:
+                # a partial write (a full disk) must not leave a torn line for the next record to follow
+                self._close_file()
+                os.truncate(seg.path, seg.size)
+                raise
             seg.size += len(encoded)
             seg.last = seqs[-1]
             self._pending.extend(zip(seqs, records))

@@ -97,3 +97,36 @@ def test_a_wrong_password_is_refused(ferretdb):
     port, _ = ferretdb
     r = db_check(port, "wrong-password")
     assert r.returncode == 1 and "refused: Authentication failed" in r.stderr, r.stderr
+
+
+def test_the_record_is_written_once_however_often_it_is_replayed(ferretdb):
+    """The recorder's writes against a real server: a replay after a crash doubles nothing, a reply
+    completes its command once, a document the server refuses goes to `rejected` and blocks nothing."""
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from slowctl.records.store import apply, ensure_indexes, expire, to_write
+
+    _, client = ferretdb
+    db = client[DATABASE]
+    ensure_indexes(db)
+    now = time.time()
+    cmd = to_write(
+        "slowctl", "r-cmd", "slowctl/hv/by/alice/cmd", json.dumps({"action": "off", "channel": 3, "id": "x9"}), now
+    )
+    reply = to_write("slowctl", "r-reply", "slowctl/hv/reply", json.dumps(
+        {"id": "x9", "action": "off", "channel": 3, "by": "alice", "for": None, "ok": True, "error": None,
+         "applied": "OFF", "before": "ON"}), now + 0.01)  # fmt: skip
+    bad = to_write("slowctl", "r-bad", "slowctl/hv/event", json.dumps({"kind": "trip", "message": "m"}), now)
+    bad.doc["cause"] = {"a\0b": 1}  # a key MongoDB cannot store
+    after = to_write("slowctl", "r-after", "slowctl/hv/event", json.dumps({"kind": "trip", "message": "after"}), now)
+    for _ in range(2):  # the second time: a replay of the same journal records
+        rejected = apply(db, [cmd, reply, bad, after])
+    assert rejected == 1
+    docs = list(db["commands"].find({"id": "x9"}))
+    assert len(docs) == 1 and docs[0]["outcome"] == "ok" and (docs[0]["before"], docs[0]["after"]) == ("ON", "OFF")
+    assert db["events"].count_documents({"message": "after"}) == 1, "what follows a refused document is written"
+    assert db["rejected"].find_one({"_id": "r-bad"})["raw"].startswith("{")
+    gone = expire(db, 1, now=datetime.now(UTC) + timedelta(days=2))
+    assert gone >= 2 and db["commands"].count_documents({"id": "x9"}) == 0
+    assert expire(db, 0) == 0, "0: kept forever"

@@ -46,7 +46,6 @@ def test_a_person_commands_under_their_own_name_and_the_device_records_it(people
     reply = send(alice, "slowctl/hv/by/alice/cmd/vset/1", "12")
     assert reply["ok"] and reply["by"] == "alice" and reply["for"] is None, reply
     assert "before" in reply and reply["applied"] == 12.0
-    events = [json.loads(m.payload) for m in alice.seen("slowctl/hv/event")]
     wait_until(
         lambda: any(
             e["kind"] == "command_applied" and e["cause"] == "alice"
@@ -55,7 +54,6 @@ def test_a_person_commands_under_their_own_name_and_the_device_records_it(people
         5,
         what="the event naming alice",
     )
-    assert events is not None
 
 
 def test_a_forged_identity_is_refused_by_the_broker(people):

@@ -108,3 +108,11 @@ def test_only_a_front_end_says_for_whom_it_acts():
     origin, error = sender(t, "slowctl/alarms/by/nodered/cmd", {"for": "alice"})
     assert (origin.who, origin.by, error) == ("nodered for alice", "nodered", None)
     assert sender(t, "slowctl/alarms/by/bob/cmd", {"for": "alice"})[1].startswith("'for' is refused from bob")
+
+
+def test_the_compose_accounts_are_readable_by_the_containers_inside_a_private_secrets_dir(tmp_path):
+    accounts = tmp_path / "secrets" / "accounts"
+    Accounts(accounts, [], containers=True).add("alice", "operator", PW)
+    assert stat.S_IMODE((accounts / "users.json").stat().st_mode) == 0o644, "Node-RED's uid 1000 reads it"
+    assert stat.S_IMODE((accounts / "users.passwd").stat().st_mode) == 0o600, "the broker's entrypoint is root"
+    assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700, "nobody else on the host gets in"

@@ -270,7 +270,21 @@ def test_write_broker_files(tmp_path, stack_config):
     assert creds2 == creds
 
 
-INTERLOCK = ("slowctl/interlock/state", "slowctl/interlock/availability", "slowctl/interlock/event")
+INTERLOCK = (
+    "slowctl/interlock/state",
+    "slowctl/interlock/availability",
+    "slowctl/interlock/event",
+    "slowctl/interlock/rules/lv-before-hv",
+    "slowctl/alarms/summary",
+    "slowctl/alarms/event",
+)
+
+
+def test_the_interlock_process_publishes_no_command_under_another_name(rules):
+    for topic in ("slowctl/alarms/by/alice/cmd", "slowctl/interlock/by/alice/cmd", "slowctl/alarms/cmd",
+                  "slowctl/interlock/cmd", "slowctl/hv/by/alice/cmd", "slowctl/hv/cmd"):  # fmt: skip
+        assert not can(rules, "interlock", "write", topic), topic
+    assert can(rules, "interlock", "write", "slowctl/hv/by/interlock/cmd")
 
 
 def test_only_the_interlock_process_publishes_interlock_state(rules, stack_config):

@@ -15,7 +15,8 @@ MAX_PAYLOAD = 64 * 1024  # bytes; larger command payloads are refused
 # and the ACL lets each login publish under its own name only (docs/records.md).
 LOGIN = re.compile(r"^[a-z][a-z0-9_.-]{1,31}$")
 SHARED_LOGIN = "operator"  # the only login the ACL lets publish on the plain <root>/<target>/cmd topics
-FRONTENDS = ("nodered", "procedures")  # trusted to say for whom they act ("for" in the command)
+# trusted to say for whom they act ("for" in the command); the interlock process for an emergency off's requester
+FRONTENDS = ("nodered", "procedures", "interlock")
 
 
 class CommandTopics:

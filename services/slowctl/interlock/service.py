@@ -240,7 +240,8 @@ class InterlockService:
             if dev not in online:
                 offline.append(f"{dev}.{ch}")
                 continue
-            body = {"action": "kill" if kill else "off", "channel": ch, "id": f"emergency:{cmd_id}", "ts": time.time()}
+            body: dict[str, Any] = {"action": "kill" if kill else "off", "channel": ch, "id": f"emergency:{cmd_id}"}
+            body.update(ts=time.time(), **{"for": origin.on_behalf or origin.by})  # recorded: "interlock for alice"
             self.mqtt.publish(CommandTopics(self.root, dev).of(LOGIN_NAME), json.dumps(body), qos=1)
             sent.append(f"{dev}.{ch}")
         msg = f"emergency off ({'kill' if kill else 'off'}) by {origin.who} sent to {', '.join(sent) or 'nothing'}" + (

@@ -86,15 +86,18 @@ def entries(db: Any, f: Filter, limit: int) -> list[dict[str, Any]]:
 
 def follow(db: Any, f: Filter, first: list[dict[str, Any]], every: float, stop: Callable[[], bool]) -> Iterator[dict]:
     """New entries as they are written (a command reappears once its reply has completed it)."""
-    seen = {(r["type"], r["_key"], r["outcome"]) for r in first}
-    since = max((r["ts"] for r in first), default=f.since or datetime.now(UTC)) - timedelta(seconds=10)
+    seen = {(r["type"], r["_key"], r["_state"]): r["ts"] for r in first}
+    newest = max((r["ts"] for r in first), default=f.since or datetime.now(UTC))
     while not stop():
-        window = Filter(f.device, f.channel, f.user, since, f.until, f.kind)
-        for r in entries(db, window, 10_000):
-            key = (r["type"], r["_key"], r["outcome"])
+        # a window that moves with the newest entry; a little behind it, for replies completing commands
+        since = newest - timedelta(seconds=30)
+        for r in entries(db, Filter(f.device, f.channel, f.user, since, f.until, f.kind), 10_000):
+            key = (r["type"], r["_key"], r["_state"])
             if key not in seen:
-                seen.add(key)
+                seen[key] = r["ts"]
+                newest = max(newest, r["ts"])
                 yield r
+        seen = {k: t for k, t in seen.items() if t >= since}
         time.sleep(every)
 
 
@@ -119,6 +122,7 @@ def command_row(d: dict[str, Any]) -> dict[str, Any]:
         "after": d.get("after"),
         "severity": None,
         "_key": str(d["_id"]),
+        "_state": d.get("outcome"),
     }
 
 
@@ -136,6 +140,7 @@ def event_row(d: dict[str, Any]) -> dict[str, Any]:
         "after": d.get("after"),
         "severity": d.get("severity"),
         "_key": str(d["_id"]),
+        "_state": None,
     }
 
 

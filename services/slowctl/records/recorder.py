@@ -14,6 +14,8 @@ import logging
 import secrets
 import threading
 import time
+import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,10 @@ class Recorder:
         self.stop_event = threading.Event()
         self.news = threading.Event()
         self.written = 0
-        self.refused = 0  # messages the full journal could not take (the broker keeps them meanwhile)
+        self.rejected = 0  # documents MongoDB refused (kept in its `rejected` collection)
+        self.waiting: deque[tuple[paho.MQTTMessage, float]] = deque()  # received, not yet on disk: not acked
+        self.journal_error: str | None = None  # why the journal takes nothing (full, disk error)
+        self.take_lock = threading.Lock()
         self.db_error: str | None = None
         self.last_write: float | None = None
         self.heartbeat = Heartbeat.from_env()
@@ -85,6 +90,9 @@ class Recorder:
         try:
             while not self.stop_event.wait(1.0):
                 self.heartbeat.beat(self.mqtt.connected.is_set())
+                if self.waiting:
+                    with self.take_lock:
+                        self._take()  # a disk that failed may take writes again
                 if time.monotonic() - published >= HEALTH_EVERY:
                     published = time.monotonic()
                     self._publish_health()
@@ -105,20 +113,31 @@ class Recorder:
         if msg.retain:  # a retained message was recorded when it was published live
             self.mqtt.ack(msg)
             return
-        record = {"t": msg.topic, "p": msg.payload.decode("utf-8", "replace"), "at": time.time()}
-        try:
-            self.journal.put(record)
-        except QueueFull:
-            # not acknowledged: the broker keeps it in the session and sends it again after a reconnect
-            self.refused += 1
-            if self.refused == 1 or self.refused % 1000 == 0:
-                log.error("journal full (%d messages left with the broker)", self.refused)
-            return
-        except OSError as exc:
-            log.error("journal write failed (%s): message left with the broker", exc)
-            return
-        self.mqtt.ack(msg)
-        self.news.set()
+        with self.take_lock:
+            self.waiting.append((msg, time.time()))
+            self._take()
+
+    def _take(self) -> None:
+        """Under take_lock: the waiting messages into the journal, in order, each acknowledged once on disk.
+        While the journal is full (or the disk fails) they stay unacknowledged: the broker sends no more than
+        its in-flight window and keeps the rest in the session; they go in as the writer makes room."""
+        while self.waiting:
+            msg, at = self.waiting[0]
+            # its key, made now and kept with it: the document's _id, the same however often it is replayed
+            record = {"t": msg.topic, "p": msg.payload.decode("utf-8", "replace"), "at": at, "k": uuid.uuid4().hex}
+            try:
+                self.journal.put(record)
+            except (QueueFull, OSError) as exc:
+                if self.journal_error is None:
+                    log.error("journal: %s; messages held back, the broker keeps the rest", exc)
+                self.journal_error = str(exc)
+                return
+            self.waiting.popleft()
+            self.mqtt.ack(msg)
+            self.news.set()
+        if self.journal_error is not None:
+            log.info("journal: taking messages again")
+            self.journal_error = None
 
     # --- journal -> MongoDB (writer thread) -------------------------------------------------------
     def _write_loop(self) -> None:
@@ -140,14 +159,19 @@ class Recorder:
                 if not indexed:
                     ensure_indexes(db)
                     indexed = True
-                writes = [w for seq, r in batch if (w := to_write(self.root, f"{seq}", r["t"], r["p"], r["at"]))]
-                apply(db, writes)
+                writes = [w for _, r in batch if (w := to_write(self.root, r["k"], r["t"], r["p"], r["at"]))]
+                rejected = apply(db, writes)
+                if rejected:
+                    self.rejected += rejected
+                    log.error("MongoDB refused %d documents: kept in its `rejected` collection", rejected)
                 if time.monotonic() - expired_at > EXPIRE_EVERY:
                     expired_at = time.monotonic()
                     gone = expire(db, self.cfg.retention_days)
                     if gone:
                         log.info("retention: %d documents older than %d days deleted", gone, self.cfg.retention_days)
-            except PyMongoError as exc:
+            except Exception as exc:  # the writer never dies: what it cannot write stays in the journal, alarmed
+                if not isinstance(exc, PyMongoError):
+                    log.exception("writing the journal into MongoDB failed")
                 first = self.db_error is None
                 self.db_error = _short(exc)
                 if first:
@@ -158,6 +182,8 @@ class Recorder:
                 backoff = min(backoff * 2, 5.0)
                 continue
             self.journal.commit(batch[-1][0])
+            with self.take_lock:
+                self._take()  # room again for what was held back
             self.written += len(batch)
             self.last_write = time.time()
             backoff = 0.5
@@ -175,12 +201,29 @@ class Recorder:
             alarms.append(
                 {"kind": "NOT_WRITING", "severity": "major", "message": f"recorder buffering: {self.db_error}"}
             )
-        if fill >= self.cfg.buffer_warn:
+        if self.journal_error is not None:
             alarms.append(
                 {
-                    "kind": "BUFFER_FULL" if self.refused else "BUFFER_NEAR_FULL",
+                    "kind": "BUFFER_FULL",
+                    "severity": "major",
+                    "message": f"journal takes nothing ({self.journal_error}): {len(self.waiting)} messages held "
+                    "back, the broker keeps the rest (up to its queue limit)",
+                }
+            )
+        elif fill >= self.cfg.buffer_warn:
+            alarms.append(
+                {
+                    "kind": "BUFFER_NEAR_FULL",
                     "severity": "major",
                     "message": f"recorder buffer {100 * fill:.0f} % full ({len(self.journal)} records)",
+                }
+            )
+        if self.rejected:
+            alarms.append(
+                {
+                    "kind": "DOCUMENTS_REJECTED",
+                    "severity": "minor",
+                    "message": f"MongoDB refused {self.rejected} documents: see its `rejected` collection",
                 }
             )
         if self.journal.problems:
@@ -192,7 +235,8 @@ class Recorder:
             "buffered": len(self.journal),
             "buffer_fill": round(fill, 4),
             "written": self.written,
-            "left_with_broker": self.refused,
+            "held_back": len(self.waiting),
+            "rejected": self.rejected,
             "mongodb": self.db_error or "ok",
             "last_write": self.last_write,
             "alarms": alarms,

@@ -12,19 +12,20 @@ All three are replaced atomically, users.json last, so a reader never sees half 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slowctl.atomic import write_text
+from slowctl.config import RESERVED_IDS
 from slowctl.device.contract import LOGIN
 from slowctl.stack.broker import ROLES, hash_password
 
 PEOPLE_ROLES = ("viewer", "operator")
 SHORTEST = 12  # characters of a password
 LONGEST = 256
-RESERVED = (*ROLES, "procedures", "unknown", "admin", "root")
+RESERVED = (*RESERVED_IDS, *ROLES, "unknown", "admin", "root")  # the stack's own logins and pages
 
 
 class AccountError(Exception):
@@ -57,8 +58,11 @@ def check_role(role: str) -> None:
 
 
 class Accounts:
-    def __init__(self, directory: Path, devices: list[str], root: str = "slowctl") -> None:
+    def __init__(self, directory: Path, devices: list[str], root: str = "slowctl", containers: bool = False) -> None:
+        """`containers`: the compose stack's, read by Node-RED's container user (uid 1000, not ours): users.json
+        is then 0644 inside a `secrets/` that only we may enter (0700)."""
         self.dir = directory
+        self.containers = containers
         self.devices = devices  # device services are broker users named like their device
         self.root = root
         self.file = directory / "users.json"
@@ -112,14 +116,16 @@ class Accounts:
     def save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         people = sorted(self.users.values(), key=lambda a: a.name)
-        _replace(self.dir / "users.passwd", "".join(f"{a.name}:{a.hash}\n" for a in people), 0o600)
-        _replace(self.dir / "users.acl", self.acl(people), 0o644)
+        write_text(self.dir / "users.passwd", "".join(f"{a.name}:{a.hash}\n" for a in people), 0o600)
+        write_text(self.dir / "users.acl", self.acl(people), 0o644)
         body = {
             "users": {
                 a.name: {"role": a.role, "hash": a.hash, "created": a.created, "changed": a.changed} for a in people
             }
         }
-        _replace(self.file, json.dumps(body, indent=1) + "\n", 0o600)
+        if self.containers:
+            self.dir.parent.chmod(0o700)
+        write_text(self.file, json.dumps(body, indent=1) + "\n", 0o644 if self.containers else 0o600)
 
     def acl(self, people: list[Account]) -> str:
         r = self.root
@@ -150,17 +156,6 @@ def _account(name: str, entry: Any) -> Account:
     if role not in PEOPLE_ROLES or not isinstance(hash_, str) or not hash_.startswith("$7$"):
         raise TypeError(f"user {name!r}: role must be one of {', '.join(PEOPLE_ROLES)} and hash a '$7$' hash")
     return Account(name, role, hash_, str(entry.get("created", "")), str(entry.get("changed", "")))
-
-
-def _replace(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _now() -> str:

@@ -23,6 +23,7 @@ import secrets
 import signal
 from pathlib import Path
 
+from slowctl.atomic import write_text
 from slowctl.config import StackConfig
 from slowctl.stack.paths import render, repo_file
 from slowctl.stack.tls import TlsFiles
@@ -110,7 +111,7 @@ def write_broker_files(stack: StackConfig, state_dir: Path, tls: TlsFiles) -> tu
     """Writes conf, passwd and acl under state_dir/broker; returns the conf path and credentials."""
     creds = write_access_files(stack, state_dir)
     broker = state_dir / "broker"
-    _write(broker / "mosquitto.conf", mosquitto_conf(stack, state_dir, tls), 0o644)
+    write_text(broker / "mosquitto.conf", mosquitto_conf(stack, state_dir, tls), 0o644)
     return broker / "mosquitto.conf", creds
 
 
@@ -123,11 +124,19 @@ def write_access_files(stack: StackConfig, state_dir: Path) -> dict[str, str]:
     (broker / "data").mkdir(parents=True, exist_ok=True)
     people = accounts_dir(state_dir)
     passwd, acl_text = password_file(creds, users), acl(stack)
+    if (people / "users.json").exists():
+        named = set(json.loads((people / "users.json").read_text()).get("users", {}))
+        clash = sorted(named & set(users))
+        if clash:  # one ACL block for two: the person could publish as the device
+            raise ValueError(
+                f"{people / 'users.json'}: {', '.join(clash)} is a person and a service of this stack; "
+                "remove the person (slowctl user remove) or rename the device"
+            )
     if (people / "users.passwd").exists():
         passwd += (people / "users.passwd").read_text()
         acl_text += "\n" + (people / "users.acl").read_text()
-    _write(broker / "passwd", passwd, 0o600)
-    _write(broker / "acl", acl_text, 0o644)
+    write_text(broker / "passwd", passwd, 0o600)
+    write_text(broker / "acl", acl_text, 0o644)
     return creds
 
 
@@ -144,11 +153,3 @@ def reload_broker(stack: StackConfig, state_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def _write(path: Path, text: str, mode: int) -> None:
-    tmp = path.with_name(path.name + ".new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)

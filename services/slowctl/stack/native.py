@@ -143,7 +143,10 @@ class NativeStack:
     def prepare(self) -> tuple[Path, dict[str, str]]:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.tls = self._tls()
-        _, creds = write_broker_files(self.stack, self.state_dir, self.tls)
+        try:
+            _, creds = write_broker_files(self.stack, self.state_dir, self.tls)
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
         resolved_raw = resolve_dummy(self.raw, self.stack) if self.dummy else self.raw
         resolved = self.state_dir / "stack.yaml"
         resolved.write_text(

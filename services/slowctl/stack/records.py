@@ -80,8 +80,8 @@ class NativeRecords:
                 "--test-enable-new-auth",
                 f"--setup-database={m.database}",
                 f"--setup-username={m.user}",
-                f"--setup-password={m.password}",
             ],  # fmt: skip
+            env={"FERRETDB_SETUP_PASSWORD": m.password},  # not on the command line: `ps` shows that to all
             ready_port=(HOST, m.port),
             tier=0,
         )
