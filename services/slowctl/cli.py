@@ -396,7 +396,7 @@ def cmd_interlocks(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from slowctl.client.api import send_command
+    from slowctl.client.client import Client, Refused
 
     value = None
     if args.value is not None:
@@ -404,8 +404,12 @@ def cmd_set(args: argparse.Namespace) -> int:
             value = float(args.value)
         except ValueError:
             value = args.value  # the device explains why it refuses it
-    endpoint, root = _endpoint(args, "operator")
-    reply = send_command(endpoint, root, args.device, args.channel, args.action, value)
+    e, root = _endpoint(args, "operator")
+    with Client(e.host, e.port, e.username, e.password, tls_ca=e.tls_ca, topic_root=root) as client:
+        try:
+            reply = client.set(args.device, args.channel, args.action, value)
+        except Refused as exc:
+            reply = exc.reply
     print(json.dumps(reply))
     return 0 if reply.get("ok") else 1
 

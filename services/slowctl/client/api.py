@@ -161,38 +161,6 @@ def get_status(endpoint: Endpoint, root: str, device: str, timeout: float = 3.0)
     return json.loads(got[topic])
 
 
-def send_command(
-    endpoint: Endpoint, root: str, device: str, channel: int, action: str, value: Any = None, timeout: float = 5.0
-) -> dict[str, Any]:
-    """Send one JSON command with an MQTT v5 response topic; returns the reply."""
-    topics = Topics(root, device)
-    cmd_id = uuid.uuid4().hex
-    response_topic = f"{topics.reply}/{cmd_id}"
-    done = threading.Event()
-    reply: dict[str, Any] = {}
-
-    def on_reply(msg) -> None:
-        reply.update(json.loads(msg.payload))
-        done.set()
-
-    s = _session(endpoint)
-    try:
-        if not s.subscribe(response_topic, on_reply, wait=timeout):
-            raise ClientError(f"the broker did not acknowledge the subscription to {response_topic}")
-        body = {"action": action, "channel": channel, "id": cmd_id, "ts": time.time()}
-        if value is not None:
-            body["value"] = value
-        props = publish_properties(
-            ResponseTopic=response_topic, CorrelationData=cmd_id.encode(), MessageExpiryInterval=int(timeout) + 1
-        )
-        s.publish(topics.commands.of(endpoint.username), json.dumps(body), qos=1, properties=props)
-        if not done.wait(timeout):
-            raise ClientError(f"no reply from {device!r} within {timeout:g} s (is it online?)")
-    finally:
-        s.stop()
-    return reply
-
-
 def off_all_hv(
     endpoint: Endpoint, root: str, outputs: list[tuple[str, int]], kill: bool = False, timeout: float = 5.0
 ) -> list[dict[str, Any]]:

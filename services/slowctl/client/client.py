@@ -1,0 +1,282 @@
+"""`from slowctl import Client`: the bench from Python scripts and notebooks (docs/python-api.md).
+
+One MQTT connection for many calls, safe to share between threads. Commands go the way every command goes
+(the device decides, interlocks apply, the recorder records it under the login used); a refusal raises
+`Refused` with the device's reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slowctl.client.api import ClientError, resolve_endpoint
+from slowctl.device.contract import Topics
+from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+
+RAMPING = ("RAMP_UP", "RAMP_DOWN")
+
+
+class Refused(ClientError):
+    """The device refused the command; `reply` is its reply, `reason` why."""
+
+    def __init__(self, device: str, reply: dict[str, Any]) -> None:
+        self.reply = reply
+        self.reason = str(reply.get("error"))
+        super().__init__(f"{device}: {reply.get('action')} refused: {self.reason}")
+
+
+Handler = Callable[[str, str, dict[str, Any]], None]  # (kind: "status" | "event", device, payload)
+
+
+class Client:
+    """Connect with explicit settings, else SLOWCTL_MQTT_* from the environment, else the running native
+    stack in `state_dir` (as `role`)."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int = 1883,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        tls_ca: str | None = None,
+        topic_root: str | None = None,
+        state_dir: str | Path = ".slowctl",
+        role: str = "operator",
+        timeout: float = 5.0,
+    ) -> None:
+        if host is not None:
+            endpoint, root = Endpoint(host, port, username, password, tls_ca), topic_root or "slowctl"
+        else:
+            endpoint, root = resolve_endpoint(Path(state_dir), role)
+            root = topic_root or root
+        self.endpoint = endpoint
+        self.root = root
+        self.timeout = timeout
+        self.login = endpoint.username
+        self._me = uuid.uuid4().hex[:12]
+        self._lock = threading.Condition()
+        self._status: dict[str, dict[str, Any]] = {}
+        self._availability: dict[str, str] = {}
+        self._replies: dict[str, dict[str, Any]] = {}
+        self._handlers: list[tuple[str, str, Handler]] = []
+        self._session: MqttSession | None = None
+
+    # --- connection ---------------------------------------------------------------------------
+    def connect(self) -> Client:
+        if self._session is not None:
+            return self
+        s = MqttSession(self.endpoint, f"slowctl-py-{self._me}")
+        s.subscribe(f"{self.root}/+/status", self._on_status)
+        s.subscribe(f"{self.root}/+/availability", self._on_availability)
+        s.subscribe(f"{self.root}/+/event", self._on_event)
+        s.subscribe(f"{self.root}/+/reply/{self._me}", self._on_reply)
+        s.start()
+        if not s.wait_connected(self.timeout):
+            s.stop()
+            reason = s.connect_failure or "no answer"
+            raise ClientError(f"cannot connect to {self.endpoint.host}:{self.endpoint.port} as {self.login}: {reason}")
+        self._session = s
+        return self
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.stop()
+            self._session = None
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def session(self) -> MqttSession:
+        if self._session is None:
+            self.connect()
+        assert self._session is not None
+        return self._session
+
+    # --- reading --------------------------------------------------------------------------------
+    def status(self, device: str, timeout: float | None = None) -> dict[str, Any]:
+        """The device's latest status (retained: there at once once it has spoken)."""
+        self.connect()
+        with self._lock:
+            if not self._lock.wait_for(lambda: device in self._status, timeout or self.timeout):
+                known = ", ".join(sorted(self._status)) or "none yet"
+                raise ClientError(f"no status from device {device!r} (devices with a status: {known})")
+            return self._status[device]
+
+    def channel(self, device: str, channel: int) -> dict[str, Any]:
+        for c in self.status(device)["channels"]:
+            if c["channel"] == channel:
+                return c
+        raise ClientError(f"{device} has no channel {channel}")
+
+    def online(self, device: str) -> bool:
+        self.connect()
+        with self._lock:
+            return self._availability.get(device) == "online"
+
+    def wait_until(
+        self,
+        condition: Callable[[Client], bool] | str,
+        channel: int | None = None,
+        field: str | None = None,
+        *,
+        equals: Any = None,
+        above: float | None = None,
+        below: float | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        """Until `condition(client)` is true, or until `device`'s `channel` `field` equals / is above /
+        below a value (re-checked on every status); ClientError on timeout."""
+        test: Callable[[Client], bool]
+        if isinstance(condition, str):
+            device, what = condition, f"{condition}.{channel}.{field}"
+            if channel is None or field is None or (equals is None and above is None and below is None):
+                raise ValueError("wait_until(device, channel, field, equals=... | above=... | below=...)")
+
+            def compare(c: Client) -> bool:
+                value = c._field(device, channel, field)
+                return (
+                    (equals is None or value == equals)
+                    and (above is None or (isinstance(value, (int, float)) and value > above))
+                    and (below is None or (isinstance(value, (int, float)) and value < below))
+                )
+
+            test = compare
+        else:
+            test, what = condition, getattr(condition, "__name__", "condition")
+        self.connect()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not self._check(test):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ClientError(f"timed out after {timeout:g} s waiting for {what}")
+                self._lock.wait(min(left, 0.5))
+
+    def _check(self, test: Callable[[Client], bool]) -> bool:
+        try:
+            return bool(test(self))
+        except (KeyError, StopIteration, ClientError):
+            return False  # not known yet
+
+    def _field(self, device: str, channel: int, field: str) -> Any:
+        status = self._status[device]
+        return next(c for c in status["channels"] if c["channel"] == channel)[field]
+
+    # --- commanding -------------------------------------------------------------------------------
+    def set(
+        self, device: str, channel: int, action: str, value: float | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Send one command and return the device's reply; `Refused` when it refuses."""
+        timeout = timeout or self.timeout
+        self.connect()
+        with self._lock:  # the retained availabilities come right after connecting
+            if not self._lock.wait_for(lambda: device in self._availability, 1.0):
+                known = ", ".join(sorted(self._availability)) or "none"
+                raise ClientError(f"unknown device {device!r} (known: {known})")
+        cid = f"{self._me}-{uuid.uuid4().hex[:8]}"
+        topics = Topics(self.root, device)
+        body: dict[str, Any] = {"action": action, "channel": channel, "id": cid, "ts": time.time()}
+        if value is not None:
+            body["value"] = value
+        props = publish_properties(
+            ResponseTopic=f"{topics.reply}/{self._me}",
+            CorrelationData=cid.encode(),
+            MessageExpiryInterval=max(1, math.ceil(timeout)),
+        )
+        self.session.publish(topics.commands.of(self.login), json.dumps(body), qos=1, properties=props)
+        with self._lock:
+            if not self._lock.wait_for(lambda: cid in self._replies, timeout):
+                where = "online" if self._availability.get(device) == "online" else "not online"
+                raise ClientError(f"no reply from {device!r} within {timeout:g} s (the device is {where})")
+            reply = self._replies.pop(cid)
+        if not reply.get("ok"):
+            raise Refused(device, reply)
+        return reply
+
+    def ramp_to(self, device: str, channel: int, volts: float, timeout: float | None = None) -> dict[str, Any]:
+        """`vset` and wait until the channel has got there (no longer ramping, Vmon within 1 % or 1 V of the
+        target when the output is on); the final channel status. The wait allows for the ramp rate."""
+        before = self.channel(device, channel)
+        self.set(device, channel, "vset", volts)
+        if not before.get("on"):
+            return self.channel(device, channel)
+        rate = before.get("rampup" if volts > (before.get("vmon") or 0) else "rampdown") or 1.0
+        limit = timeout or abs(volts - (before.get("vmon") or 0)) / max(rate, 1e-3) * 1.5 + 10
+
+        def there(c: Client) -> bool:
+            ch = c.channel(device, channel)
+            vmon = ch.get("vmon")
+            return (
+                ch.get("state") not in RAMPING and vmon is not None and abs(vmon - volts) <= max(1.0, abs(volts) / 100)
+            )
+
+        self.wait_until(there, timeout=limit)
+        return self.channel(device, channel)
+
+    # --- subscriptions ------------------------------------------------------------------------------
+    def subscribe(self, handler: Handler, device: str = "+", kinds: tuple[str, ...] = ("status", "event")) -> Callable:
+        """`handler(kind, device, payload)` for every status and event (of `device`, or all); called on the
+        client's network thread, so it must be quick. Returns a function that unsubscribes."""
+        self.connect()
+        entries = [(device, kind, handler) for kind in kinds]
+        with self._lock:
+            self._handlers.extend(entries)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._handlers = [h for h in self._handlers if h not in entries]
+
+        return unsubscribe
+
+    # --- paho's thread ------------------------------------------------------------------------------
+    def _device(self, topic: str) -> str:
+        return topic[len(self.root) + 1 :].split("/", 1)[0]
+
+    def _on_status(self, msg: Any) -> None:
+        self._deliver("status", msg, lambda dev, data: self._status.__setitem__(dev, data))
+
+    def _on_event(self, msg: Any) -> None:
+        self._deliver("event", msg, None)
+
+    def _deliver(self, kind: str, msg: Any, keep: Callable[[str, dict], None] | None) -> None:
+        try:
+            data = json.loads(msg.payload)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        device = self._device(msg.topic)
+        with self._lock:
+            if keep:
+                keep(device, data)
+            handlers = [h for d, k, h in self._handlers if k == kind and d in ("+", device)]
+            self._lock.notify_all()
+        for h in handlers:
+            h(kind, device, data)
+
+    def _on_availability(self, msg: Any) -> None:
+        with self._lock:
+            self._availability[self._device(msg.topic)] = msg.payload.decode(errors="replace")
+            self._lock.notify_all()
+
+    def _on_reply(self, msg: Any) -> None:
+        try:
+            data = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            with self._lock:
+                self._replies[data["id"]] = data
+                self._lock.notify_all()
