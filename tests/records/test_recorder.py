@@ -254,3 +254,13 @@ def test_a_full_journal_holds_messages_back_and_loses_none(own_stack):
     except AssertionError:
         print(got, json.loads(viewer.seen("slowctl/recorder/health")[-1].payload), s.service_log("recorder")[-3000:])
         raise
+
+
+def test_status_has_a_line_for_the_recorder_not_a_device_row(rec):
+    r = rec.slowctl("status", "--state-dir", str(rec.state))
+    assert r.returncode == 0, r.stderr
+    rows = [
+        line.split()[0] for line in r.stdout.splitlines()[1:] if line and not line.startswith(("interlock", "recorder"))
+    ]
+    assert "recorder" not in rows and set(rows) == set(rec.config["devices"]), r.stdout
+    assert "recorder online: MongoDB ok" in r.stdout, r.stdout

@@ -116,3 +116,23 @@ def test_the_compose_accounts_are_readable_by_the_containers_inside_a_private_se
     assert stat.S_IMODE((accounts / "users.json").stat().st_mode) == 0o644, "Node-RED's uid 1000 reads it"
     assert stat.S_IMODE((accounts / "users.passwd").stat().st_mode) == 0o600, "the broker's entrypoint is root"
     assert stat.S_IMODE((tmp_path / "secrets").stat().st_mode) == 0o700, "nobody else on the host gets in"
+
+
+def test_slowctl_user_for_compose_writes_secrets_accounts_and_says_how_to_reload(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "config" / "bench.yaml"
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}  # no docker here
+    r = subprocess.run(
+        [sys.executable, "-m", "slowctl", "user", "add", "alice", "--role", "operator", "--password-stdin",
+         "--compose", "--config", str(config)],
+        input=PW + "\n", capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "docker compose exec -T mosquitto sh /mosquitto/config/docker-entrypoint.sh reload" in r.stdout
+    accounts = tmp_path / "secrets" / "accounts"
+    assert "alice" in json.loads((accounts / "users.json").read_text())["users"]
+    assert "user alice" in (accounts / "users.acl").read_text()

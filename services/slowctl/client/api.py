@@ -95,8 +95,9 @@ def status_rows(endpoint: Endpoint, root: str) -> tuple[list[dict[str, Any]], st
     got = collect(endpoint, [f"{root}/+/availability", f"{root}/+/status", f"{root}/+/health", *safety])
     devices: dict[str, dict[str, Any]] = {}
     now_ms = time.time() * 1000
+    recorder = (f"{root}/recorder/availability", f"{root}/recorder/health")
     for topic, payload in got.items():
-        if topic in safety:
+        if topic in safety or topic in recorder:
             continue
         device, kind = topic[len(root) + 1 :].split("/", 1)
         row = devices.setdefault(device, {"device": device})
@@ -113,7 +114,22 @@ def status_rows(endpoint: Endpoint, root: str) -> tuple[list[dict[str, Any]], st
             elif kind == "health":
                 for key in ("poll_cycles", "errors", "restarts"):
                     row[key] = data.get(key)
-    return [devices[d] for d in sorted(devices)], _safety_line(got, safety)
+    lines = [line for line in (_safety_line(got, safety), _recorder_line(got, recorder)) if line]
+    return [devices[d] for d in sorted(devices)], "\n".join(lines) or None
+
+
+def _recorder_line(got: dict[str, bytes], topics: tuple[str, str]) -> str | None:
+    availability, health_topic = topics
+    if availability not in got:
+        return None
+    try:
+        health = json.loads(got.get(health_topic) or b"{}")
+    except json.JSONDecodeError:
+        health = {}
+    return (
+        f"recorder {got[availability].decode(errors='replace')}: MongoDB {health.get('mongodb', '?')}, "
+        f"{health.get('written', '?')} written, {health.get('buffered', '?')} buffered (slowctl log)"
+    )
 
 
 def _safety_line(got: dict[str, bytes], topics: list[str]) -> str | None:
