@@ -94,6 +94,16 @@ def test_events_filters_and_formats(rec):
     assert bad.returncode == 2 and "expected ISO 8601" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_status_has_a_line_for_the_recorder_not_a_device_row(rec):
+    r = rec.slowctl("status", "--state-dir", str(rec.state))
+    assert r.returncode == 0, r.stderr
+    rows = [
+        line.split()[0] for line in r.stdout.splitlines()[1:] if line and not line.startswith(("interlock", "recorder"))
+    ]
+    assert "recorder" not in rows and set(rows) == set(rec.config["devices"]), r.stdout
+    assert "recorder online: MongoDB ok" in r.stdout, r.stdout
+
+
 def test_follow_prints_new_entries(rec):
     follower = subprocess.Popen(
         [sys.executable, "-m", "slowctl", "log", "--follow", "--json", "--kind", "command", "--device", "lv"]
@@ -154,7 +164,9 @@ def test_a_recorder_killed_loses_nothing_it_had_not_written(rec):
 
 
 def test_a_damaged_journal_and_a_refusing_mongodb(rec, tmp_path):
-    """A second recorder: its journal has a damaged segment, MongoDB refuses its login."""
+    """A second recorder: its journal has a damaged segment, MongoDB refuses its login. (It shares the
+    recorder's login and topics: its last words leave `slowctl/recorder/availability` offline, so the module's
+    other tests come before it.)"""
     journal = tmp_path / "recorder" / "journal"
     journal.mkdir(parents=True)
     (journal / f"{1:016d}.jsonl").write_text('[1,{"t":"slowctl/lv/event","p":"{}","at":1}]\n[2,{"t":broken\n')
@@ -254,13 +266,3 @@ def test_a_full_journal_holds_messages_back_and_loses_none(own_stack):
     except AssertionError:
         print(got, json.loads(viewer.seen("slowctl/recorder/health")[-1].payload), s.service_log("recorder")[-3000:])
         raise
-
-
-def test_status_has_a_line_for_the_recorder_not_a_device_row(rec):
-    r = rec.slowctl("status", "--state-dir", str(rec.state))
-    assert r.returncode == 0, r.stderr
-    rows = [
-        line.split()[0] for line in r.stdout.splitlines()[1:] if line and not line.startswith(("interlock", "recorder"))
-    ]
-    assert "recorder" not in rows and set(rows) == set(rec.config["devices"]), r.stdout
-    assert "recorder online: MongoDB ok" in r.stdout, r.stdout
