@@ -12,5 +12,5 @@ def __getattr__(name: str) -> Any:
     if name in __all__:
         from slowctl.client import client
 
-        return getattr(client, name) if name != "ClientError" else client.ClientError
+        return getattr(client, name)
     raise AttributeError(f"module 'slowctl' has no attribute {name!r}")

@@ -186,6 +186,7 @@ def _record_settings(args: argparse.Namespace):
     """SLOWCTL_MONGO_* (compose, or any MongoDB); else the running native stack's FerretDB."""
     from slowctl.client.api import ClientError
     from slowctl.records.docstore import MongoSettings
+    from slowctl.stack.records import DATABASE, HOST, USER
 
     if os.environ.get("SLOWCTL_MONGO_USER"):
         return MongoSettings.from_env()
@@ -202,7 +203,7 @@ def _record_settings(args: argparse.Namespace):
             "the compose stack records into MongoDB)"
         )
     password = Path(records["password_file"]).read_text().strip()
-    return MongoSettings("127.0.0.1", int(records["mongo_port"]), "slowctl", "slowctl", password)
+    return MongoSettings(HOST, int(records["mongo_port"]), DATABASE, USER, password)
 
 
 def cmd_log(args: argparse.Namespace) -> int:

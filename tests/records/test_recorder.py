@@ -132,6 +132,13 @@ def burst(s: DummyStack, values: list[float]) -> None:
         assert send(op, "slowctl/lv/cmd/iset/1", f"{v:g}")["ok"]
 
 
+def recorder_alarm(viewer, kind: str) -> bool:
+    """The alarm handler's latest list has the recorder's alarm `kind`."""
+    msgs = viewer.seen("slowctl/alarms/summary")
+    alarms = json.loads(msgs[-1].payload)["alarms"] if msgs else []
+    return any(a["device"] == "recorder" and a["kind"] == kind for a in alarms)
+
+
 def test_a_mongodb_outage_loses_nothing_and_raises_an_alarm(rec):
     viewer = rec.probe("viewer")
     viewer.subscribe("slowctl/recorder/health", "slowctl/alarms/summary")
@@ -140,13 +147,7 @@ def test_a_mongodb_outage_loses_nothing_and_raises_an_alarm(rec):
     os.kill(ferretdb, signal.SIGSTOP)
     try:
         burst(rec, values)
-
-        def alarmed():
-            msgs = viewer.seen("slowctl/alarms/summary")
-            alarms = json.loads(msgs[-1].payload)["alarms"] if msgs else []
-            return any(a["device"] == "recorder" and a["kind"] == "NOT_WRITING" for a in alarms)
-
-        wait_until(alarmed, 20, what="the recorder's alarm")
+        wait_until(lambda: recorder_alarm(viewer, "NOT_WRITING"), 20, what="the recorder's alarm")
         health = json.loads(viewer.seen("slowctl/recorder/health")[-1].payload)
         assert health["buffered"] > 0 and health["mongodb"] != "ok", health
     finally:
@@ -243,13 +244,7 @@ def test_a_full_journal_holds_messages_back_and_loses_none(own_stack):
             return bool(msgs) and json.loads(msgs[-1].payload)["held_back"] > 0
 
         wait_until(held_back, 20, what="messages held back by the full journal")
-
-        def alarmed() -> bool:
-            msgs = viewer.seen("slowctl/alarms/summary")
-            alarms = json.loads(msgs[-1].payload)["alarms"] if msgs else []
-            return any(a["device"] == "recorder" and a["kind"] == "BUFFER_FULL" for a in alarms)
-
-        wait_until(alarmed, 20, what="the full-journal alarm")
+        wait_until(lambda: recorder_alarm(viewer, "BUFFER_FULL"), 20, what="the full-journal alarm")
     finally:
         os.kill(ferretdb, signal.SIGCONT)
     expected = [f"iset {v}" for v in values]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from slowctl.device.contract import AlarmTopics, CommandTopics, InterlockTopics, Topics
-from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+from slowctl.mqtt import Endpoint, Handler, MqttSession, publish_properties
 
 
 class ClientError(Exception):
@@ -58,8 +58,16 @@ def env_exports(endpoint: Endpoint, root: str) -> str:
     return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in pairs)
 
 
-def _session(endpoint: Endpoint, timeout: float = 5.0) -> MqttSession:
-    s = MqttSession(endpoint, f"slowctl-cli-{uuid.uuid4().hex[:8]}")
+def open_session(
+    endpoint: Endpoint,
+    timeout: float = 5.0,
+    client_id: str | None = None,
+    subscriptions: tuple[tuple[str, Handler], ...] = (),
+) -> MqttSession:
+    """Connected (with `subscriptions` made as it connects), or ClientError with the broker's reason."""
+    s = MqttSession(endpoint, client_id or f"slowctl-cli-{uuid.uuid4().hex[:8]}")
+    for topic, handler in subscriptions:
+        s.subscribe(topic, handler)
     s.start()
     if not s.wait_connected(timeout):
         s.stop()
@@ -77,7 +85,7 @@ def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: fl
         got[msg.topic] = msg.payload
         last[0] = time.monotonic()
 
-    s = _session(endpoint)
+    s = open_session(endpoint)
     for t in topics:
         s.subscribe(t, on_message, wait=limit)
     last[0] = time.monotonic()  # quiet time counts from the subscription, not from connecting
@@ -198,7 +206,7 @@ def off_all_hv(
             if len(replies) >= len(expected):
                 all_in.set()
 
-    s = _session(endpoint)
+    s = open_session(endpoint)
     try:
         if expected and not s.subscribe(f"{root}/+/reply/emergency-{run}/+", on_reply, wait=timeout):
             raise ClientError("the broker did not acknowledge the subscription to the replies")
@@ -268,7 +276,7 @@ def request(
             reply.update(data)
             done.set()
 
-    s = _session(endpoint)
+    s = open_session(endpoint)
     try:
         if not s.subscribe(reply_topic, on_reply, wait=timeout):
             raise ClientError(f"the broker did not acknowledge the subscription to {reply_topic}")

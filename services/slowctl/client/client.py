@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slowctl.client.api import ClientError, resolve_endpoint
+from slowctl.client.api import ClientError, open_session, resolve_endpoint
 from slowctl.device.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 
@@ -73,17 +73,17 @@ class Client:
     def connect(self) -> Client:
         if self._session is not None:
             return self
-        s = MqttSession(self.endpoint, f"slowctl-py-{self._me}")
-        s.subscribe(f"{self.root}/+/status", self._on_status)
-        s.subscribe(f"{self.root}/+/availability", self._on_availability)
-        s.subscribe(f"{self.root}/+/event", self._on_event)
-        s.subscribe(f"{self.root}/+/reply/{self._me}", self._on_reply)
-        s.start()
-        if not s.wait_connected(self.timeout):
-            s.stop()
-            reason = s.connect_failure or "no answer"
-            raise ClientError(f"cannot connect to {self.endpoint.host}:{self.endpoint.port} as {self.login}: {reason}")
-        self._session = s
+        self._session = open_session(
+            self.endpoint,
+            self.timeout,
+            f"slowctl-py-{self._me}",
+            (
+                (f"{self.root}/+/status", self._on_status),
+                (f"{self.root}/+/availability", self._on_availability),
+                (f"{self.root}/+/event", self._on_event),
+                (f"{self.root}/+/reply/{self._me}", self._on_reply),
+            ),
+        )
         return self
 
     def close(self) -> None:

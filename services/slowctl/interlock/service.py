@@ -164,17 +164,13 @@ class InterlockService:
         except ValueError:
             body = None
         req = body if isinstance(body, dict) else {}
-        origin, error = sender(self.topics.commands, msg.topic, req)
-        if not msg.retain and error is None and req.get("action") == "off-all-hv":
+        origin, error = _sender(self.topics.commands, msg, req)
+        if error is None and req.get("action") == "off-all-hv":
             self._off_all_hv(req, origin)
             return
-        if error:
-            pass
-        elif msg.retain:
-            error = "retained commands are refused: a stale command must never run"
-        elif not isinstance(body, dict) or req.get("action") != "clear" or not isinstance(req.get("rule"), str):
+        if error is None and (req.get("action") != "clear" or not isinstance(req.get("rule"), str)):
             error = 'expected {"action": "clear", "rule": "<name>"} or {"action": "off-all-hv", "kill": false}'
-        else:
+        if error is None:
             with self.evaluating:
                 error = self.rules.clear(req["rule"])
             if error is None:
@@ -198,24 +194,13 @@ class InterlockService:
         except ValueError:
             body = None
         req = body if isinstance(body, dict) else {}
-        device, channel, kind = req.get("device"), req.get("channel"), req.get("kind")
+        channel, kind = req.get("channel"), req.get("kind")
         changes: list[Change] = []
-        origin, error = sender(self.alarm_topics.commands, msg.topic, req)
-        if error:
-            pass
-        elif msg.retain:
-            error = "retained commands are refused: a stale command must never run"
-        elif "by" in req:
-            error = "'by' is not accepted: the broker login says who acknowledges"
-        elif req.get("action") != "ack" or not isinstance(device, str):
-            error = 'expected {"action": "ack", "device": "<device>", "channel": <n>, "kind": "<kind>"}'
-        elif channel is not None and (not isinstance(channel, int) or isinstance(channel, bool) or channel < 0):
-            error = f"channel must be a channel number, got {channel!r}"
-        elif kind is not None and not (isinstance(kind, str) and 0 < len(kind) <= 64):
-            error = "kind must be an alarm kind such as 'TRIP', 'humidity.HIGH' or 'HIGH'"
-        else:
+        origin, error = _sender(self.alarm_topics.commands, msg, req)
+        error = error or _ack_problem(req)
+        if error is None:
             with self.evaluating:
-                changes, error = self.alarms.ack(device, channel, kind, origin.who, time.time())
+                changes, error = self.alarms.ack(req["device"], channel, kind, origin.who, time.time())
                 if changes:
                     self._alarm_news(changes)
         reply = {
@@ -381,3 +366,24 @@ class InterlockService:
         self.mqtt.publish(self.topics.state, json.dumps(body), qos=1, retain=True)
         for name, rule in body["rules"].items():
             self.mqtt.publish(f"{self.topics.rules}/{name}", json.dumps(rule), qos=1, retain=True)
+
+
+def _sender(topics: CommandTopics, msg: paho.MQTTMessage, req: dict[str, Any]) -> tuple[Request, str | None]:
+    """Who sent a command to the interlock process or the alarm handler, and why it is refused as it came."""
+    origin, error = sender(topics, msg.topic, req)
+    if error is None and msg.retain:
+        error = "retained commands are refused: a stale command must never run"
+    return origin, error
+
+
+def _ack_problem(req: dict[str, Any]) -> str | None:
+    channel, kind = req.get("channel"), req.get("kind")
+    if "by" in req:
+        return "'by' is not accepted: the broker login says who acknowledges"
+    if req.get("action") != "ack" or not isinstance(req.get("device"), str):
+        return 'expected {"action": "ack", "device": "<device>", "channel": <n>, "kind": "<kind>"}'
+    if channel is not None and (not isinstance(channel, int) or isinstance(channel, bool) or channel < 0):
+        return f"channel must be a channel number, got {channel!r}"
+    if kind is not None and not (isinstance(kind, str) and 0 < len(kind) <= 64):
+        return "kind must be an alarm kind such as 'TRIP', 'humidity.HIGH' or 'HIGH'"
+    return None

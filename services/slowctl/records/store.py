@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -72,9 +72,7 @@ def to_write(root: str, key: str, topic: str, payload: str, received: float) -> 
     event or a reply only counts on exactly <root>/<target>/event or /reply (where only that service may
     publish)."""
     write = _classify(root, key, topic, payload, received)
-    if write is not None:
-        return Write(write.collection, write.doc, write.match, payload[:4096])
-    return None
+    return replace(write, raw=payload[:4096]) if write is not None else None
 
 
 def _classify(root: str, key: str, topic: str, payload: str, received: float) -> Write | None:

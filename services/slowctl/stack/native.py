@@ -87,7 +87,10 @@ class NativeStack:
     def say(text: str) -> None:
         print(f"[slowctl] {text}", flush=True)
 
-    def _specs(self, resolved: Path, creds: dict[str, str]) -> tuple[ProcessSpec, list[ProcessSpec], list[ProcessSpec]]:
+    def _specs(
+        self, resolved: Path, creds: dict[str, str]
+    ) -> tuple[ProcessSpec, list[ProcessSpec], list[ProcessSpec], list[ProcessSpec]]:
+        """The broker, the simulators, the services, and the record's FerretDB and recorder (or nothing)."""
         conf = self.state_dir / "broker" / "mosquitto.conf"
         broker = ProcessSpec(
             "broker",
@@ -134,8 +137,8 @@ class NativeStack:
         argv += ["--state-dir", str(self.state_dir / "devices")]
         env = {"SLOWCTL_MQTT_USERNAME": "interlock", "SLOWCTL_MQTT_PASSWORD": creds["interlock"]}
         services.insert(0, ProcessSpec("interlock", argv, env=env, tier=2))
-        services += self.records.specs(resolved, creds["recorder"], self._client_host(), self.stack.broker.port)
-        return broker, sims, services
+        records = self.records.specs(resolved, creds["recorder"], self._client_host(), self.stack.broker.port)
+        return broker, sims, services, records
 
     def _client_host(self) -> str:
         return "127.0.0.1" if self.stack.broker.bind in ("0.0.0.0", "::") else self.stack.broker.bind
@@ -223,18 +226,18 @@ class NativeStack:
         t0 = time.monotonic()
         self._check_ports_free()
         resolved, creds = self.prepare()
-        broker, sims, services = self._specs(resolved, creds)
+        broker, sims, services, records = self._specs(resolved, creds)
         try:
             timeout = max(10.0, 0.3 * len(sims))  # many simulators start slower on a small machine
             self.ui.check_ports()
-            records = [s for s in services if s.name in ("ferretdb", "recorder")]
-            self.supervisor.start([broker, *records[:1]])
-            if records:  # subscribed before anything happens: the first events are recorded too
-                self.supervisor.start(records[1:])
+            docstore, recorder = records[:1], records[1:]  # [FerretDB], [the recorder], or nothing
+            self.supervisor.start([broker, *docstore])
+            if recorder:  # subscribed before anything happens: the first events are recorded too
+                self.supervisor.start(recorder)
                 if self.wait_online(creds, 15.0, {"recorder"}):
                     self.say("WARNING: the recorder is not online after 15 s (logs/recorder.log)")
             self.supervisor.start(sims, ready_timeout=timeout)
-            self.supervisor.start([s for s in services if s not in records])
+            self.supervisor.start(services)
             self.supervisor.start(self.ui.specs(creds, self.tls), ready_timeout=30)
             self.write_runtime()
             # ~0.5 s of CPU per service start-up; on 2 cores 50 services need more than 10 s
