@@ -7,6 +7,7 @@ One MQTT connection for many calls, safe to share between threads. Commands go t
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import threading
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slowctl.client.api import ClientError, open_session, resolve_endpoint
-from slowctl.device.contract import Topics
+from slowctl.device.contract import InterlockTopics, Topics
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 
 RAMPING = ("RAMP_UP", "RAMP_DOWN")
@@ -67,7 +68,11 @@ class Client:
         self._availability: dict[str, str] = {}
         self._replies: dict[str, dict[str, Any]] = {}
         self._handlers: list[tuple[str, str, Handler]] = []
+        self._capabilities: dict[str, dict[str, Any]] = {}
+        self._interlock: dict[str, Any] = {}  # the interlock process: its retained state and availability
         self._session: MqttSession | None = None
+        self._owner = True  # False for a view made by acting_for: it shares this connection
+        self.on_behalf: str | None = None
 
     # --- connection ---------------------------------------------------------------------------
     def connect(self) -> Client:
@@ -82,12 +87,22 @@ class Client:
                 (f"{self.root}/+/availability", self._on_availability),
                 (f"{self.root}/+/event", self._on_event),
                 (f"{self.root}/+/reply/{self._me}", self._on_reply),
+                (f"{self.root}/+/capabilities", self._on_capabilities),
+                (InterlockTopics(self.root).state, self._on_interlock),
             ),
         )
         return self
 
+    def acting_for(self, person: str | None) -> Client:
+        """A view of this client whose commands say they are for `person` (`"for"`): only a front-end login
+        (nodered, procedures) may do that, the devices refuse it from anyone else. It shares this
+        connection; closing the view does nothing."""
+        view = copy.copy(self)
+        view._owner, view.on_behalf = False, person
+        return view
+
     def close(self) -> None:
-        if self._session is not None:
+        if self._session is not None and self._owner:
             self._session.stop()
             self._session = None
 
@@ -124,6 +139,41 @@ class Client:
         self.connect()
         with self._lock:
             return self._availability.get(device) == "online"
+
+    def capabilities(self, device: str, timeout: float | None = None) -> dict[str, Any]:
+        """The device's retained capabilities: per channel, each action it accepts with unit, min, max, step
+        (and the channel's polarity where the instrument has one)."""
+        self.connect()
+        with self._lock:
+            if not self._lock.wait_for(lambda: device in self._capabilities, timeout or self.timeout):
+                known = ", ".join(sorted(self._capabilities)) or "none yet"
+                raise ClientError(f"no capabilities from device {device!r} (devices known: {known})")
+            return self._capabilities[device]
+
+    def action(self, device: str, channel: int, action: str) -> dict[str, Any]:
+        """What `action` on that channel accepts: {"unit", "min", "max", "step", "doc"}; ClientError if none."""
+        for c in self.capabilities(device)["channels"]:
+            if c["channel"] == channel:
+                if action not in c["actions"]:
+                    raise ClientError(f"{device}.{channel} does not accept {action!r} (it accepts: "
+                                      f"{', '.join(sorted(c['actions']))})")  # fmt: skip
+                return dict(c["actions"][action], polarity=c.get("polarity"))
+        raise ClientError(f"{device} has no channel {channel}")
+
+    def interlocked(self, device: str, channel: int, timeout: float = 1.0) -> list[str]:
+        """Why the interlock forbids switching this channel on now: the active rules protecting it, or the
+        interlock process being away (the devices then refuse `on` of protected channels). [] when free."""
+        self.connect()
+        with self._lock:
+            self._lock.wait_for(lambda: "state" in self._interlock, timeout)
+            state = self._interlock.get("state")
+        if state is None:
+            return []  # no interlock configured on this bench (it has never spoken)
+        where = f"{device}.{channel}"
+        protecting = {name: r for name, r in state.get("rules", {}).items() if where in r.get("protects", ())}
+        reasons = [f"interlock {name} active: {r.get('reason')}" for name, r in sorted(protecting.items())
+                   if r.get("active")]  # fmt: skip
+        return reasons
 
     def wait_until(
         self,
@@ -190,6 +240,8 @@ class Client:
         body: dict[str, Any] = {"action": action, "channel": channel, "id": cid, "ts": time.time()}
         if value is not None:
             body["value"] = value
+        if self.on_behalf is not None:
+            body["for"] = self.on_behalf
         props = publish_properties(
             ResponseTopic=f"{topics.reply}/{self._me}",
             CorrelationData=cid.encode(),
@@ -265,6 +317,22 @@ class Client:
             self._lock.notify_all()
         for h in handlers:
             h(kind, device, data)
+
+    def _on_capabilities(self, msg: Any) -> None:
+        self._keep(msg, lambda data: self._capabilities.__setitem__(self._device(msg.topic), data))
+
+    def _on_interlock(self, msg: Any) -> None:
+        self._keep(msg, lambda data: self._interlock.__setitem__("state", data))
+
+    def _keep(self, msg: Any, keep: Callable[[dict[str, Any]], None]) -> None:
+        try:
+            data = json.loads(msg.payload)
+        except ValueError:
+            return
+        if isinstance(data, dict):
+            with self._lock:
+                keep(data)
+                self._lock.notify_all()
 
     def _on_availability(self, msg: Any) -> None:
         with self._lock:

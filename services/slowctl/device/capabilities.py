@@ -194,6 +194,7 @@ class Capabilities:
     channels: dict[int, dict[str, Capability]]
     names: dict[int, str]
     soft_ramp: frozenset[int]  # channels ramped by the framework (no hardware ramp, a rate configured)
+    polarity: str | None = None  # "+" or "-" where the config fixes the output's sign (values stay magnitudes)
 
     @classmethod
     def build(cls, dev: DeviceConfig, options: BaseModel | None = None) -> Capabilities:
@@ -221,7 +222,8 @@ class Capabilities:
                 )
                 for n in names
             }
-        return cls(dev.model, kind, channels, {ch: c.name for ch, c in dev.channels.items()}, soft)
+        polarity = driver.polarity(options) if issubclass(driver, SupplyDriver) else None
+        return cls(dev.model, kind, channels, {ch: c.name for ch, c in dev.channels.items()}, soft, polarity)
 
     def get(self, action: Any, channel: Any) -> Capability:
         """The capability for a command, or CommandError saying what is wrong with action or channel."""
@@ -245,7 +247,12 @@ class Capabilities:
             "model": self.model,
             "kind": self.kind,
             "channels": [
-                {"channel": ch, "name": self.names[ch], "actions": {n: cap.describe() for n, cap in caps.items()}}
+                {
+                    "channel": ch,
+                    "name": self.names[ch],
+                    "actions": {n: cap.describe() for n, cap in caps.items()},
+                    **({"polarity": self.polarity} if self.kind == "supply" else {}),
+                }
                 for ch, caps in self.channels.items()
             ],
         }

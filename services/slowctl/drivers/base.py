@@ -264,6 +264,11 @@ class SupplyDriver(Driver):
         return frozenset(base)
 
     @classmethod
+    def polarity(cls, options: BaseModel | None = None) -> str | None:
+        """The sign of the output ("+" or "-") where the config fixes it; None where the hardware decides."""
+        return None
+
+    @classmethod
     def check_config(cls, options: dict[str, Any], channels: dict[int, ChannelLimits]) -> list[str]:
         errors = super().check_config(options, channels)
         opts = cls._options_or_none(options)

@@ -182,6 +182,12 @@ class IsegShr(SupplyDriver):
         self._killed: set[int] = set()  # channels this driver put into emergency off
 
     @classmethod
+    def polarity(cls, options: BaseModel | None = None) -> str | None:
+        if isinstance(options, IsegOptions) and options.polarity is not None:
+            return "+" if options.polarity == "p" else "-"
+        return None
+
+    @classmethod
     def channel_count(cls, options: IsegOptions) -> int:  # type: ignore[override]
         return options.channels
 

@@ -148,6 +148,10 @@ class Keithley2410(SupplyDriver):
             return range_step(steps, value) or min(step for _, step in steps)
         return super().instrument_step(action, options, value)
 
+    @classmethod
+    def polarity(cls, options: BaseModel | None = None) -> str | None:
+        return options.polarity if isinstance(options, KeithleyOptions) else None
+
     @property
     def sign(self) -> float:
         return -1.0 if self.options.polarity == "-" else 1.0
