@@ -183,27 +183,14 @@ def cmd_recorder(args: argparse.Namespace) -> int:
 
 
 def _record_settings(args: argparse.Namespace):
-    """SLOWCTL_MONGO_* (compose, or any MongoDB); else the running native stack's FerretDB."""
     from slowctl.client.api import ClientError
-    from slowctl.records.docstore import MongoSettings
-    from slowctl.stack.records import DATABASE, HOST, USER
+    from slowctl.records.docstore import DocstoreError
+    from slowctl.stack.records import record_settings
 
-    if os.environ.get("SLOWCTL_MONGO_USER"):
-        return MongoSettings.from_env()
-    info_path = _state_dir(args) / "stack.json"
-    if not info_path.exists():
-        raise ClientError(
-            f"no running native stack in {_state_dir(args)} and no SLOWCTL_MONGO_* variables "
-            "(compose: set them as for `slowctl db-check`)"
-        )
-    records = json.loads(info_path.read_text()).get("records", {})
-    if "off" in records:
-        raise ClientError(
-            f"this native stack keeps no record: {records['off']} ({_state_dir(args) / 'logs'}; "
-            "the compose stack records into MongoDB)"
-        )
-    password = Path(records["password_file"]).read_text().strip()
-    return MongoSettings(HOST, int(records["mongo_port"]), DATABASE, USER, password)
+    try:
+        return record_settings(_state_dir(args))
+    except DocstoreError as exc:
+        raise ClientError(str(exc)) from None
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -678,6 +665,10 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(sp)
     sp.set_defaults(func=cmd_log)
 
+    from slowctl.procedures.cli import add_parsers
+
+    add_parsers(sub, client_opts)
+
     sp = sub.add_parser("user", help="people's accounts: add, list, passwd, role, remove (docs/records.md)")
     sp.add_argument("action", choices=["add", "list", "passwd", "role", "remove"])
     sp.add_argument("name", nargs="?")
@@ -708,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return sim_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.command not in ("run", "up", "interlock", "recorder"):
+    if args.command not in ("run", "up", "interlock", "recorder", "procedure-runner"):
         logging.basicConfig(level=logging.ERROR, format="%(message)s")  # clients report errors themselves
     try:
         return args.func(args)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from slowctl.drivers import DRIVERS
 from slowctl.drivers.base import Driver, off_grid
 from slowctl.safety.alarms import AlarmConfig, limit_errors
-from slowctl.safety.rules import RULE_KINDS, RULE_NAME, Rule, device_shapes, reference_errors
+from slowctl.safety.rules import READINGS, RULE_KINDS, RULE_NAME, Rule, device_shapes, reference_errors
 
 # no '-': a device's broker password is MQTT_PASSWORD_<ID IN CAPITALS> in the compose .env
 DEVICE_ID = re.compile(r"[a-z][a-z0-9_]{0,31}")  # always used with fullmatch
@@ -253,6 +253,33 @@ class RecordsConfig(Strict):
     buffer_warn: float = Field(default=0.8, gt=0, lt=1, description="fill of the buffer that raises an alarm")
 
 
+READING = re.compile(r"^([a-z][a-z0-9_]{0,31})\.(\d{1,3})\.([a-z_]{1,32})$")
+
+
+class ProceduresConfig(Strict):
+    """The procedure runner (docs/procedures.md)."""
+
+    enabled: bool = Field(default=True, description="natively: run the procedure runner")
+    paths: list[str] = Field(
+        default_factory=list, description="directories of procedure files (*.py), relative to this config file"
+    )
+    environment: list[str] = Field(
+        default_factory=list, description="readings recorded with every data point, as device.channel.reading"
+    )
+    buffer_mb: float = Field(default=50.0, gt=0, le=10000, description="results journal on disk while MongoDB is away")
+    safe_wait: float = Field(
+        default=300.0, ge=0, le=3600, description="s a run's end waits for the broker to bring its channels to safety"
+    )
+
+    @field_validator("environment")
+    @classmethod
+    def _readings(cls, v: list[str]) -> list[str]:
+        for i, reading in enumerate(v):
+            if not READING.match(reading):
+                raise ValueError(f"[{i}] {reading!r}: expected device.channel.reading (climate.0.humidity)")
+        return v
+
+
 class StackConfig(Strict):
     mqtt: MqttConfig = MqttConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -265,10 +292,33 @@ class StackConfig(Strict):
     )
     alarms: AlarmConfig = Field(default_factory=AlarmConfig, description="alarm limits on readings (docs/safety.md)")
     records: RecordsConfig = Field(default_factory=RecordsConfig, description="the recorder (docs/records.md)")
+    procedures: ProceduresConfig = Field(
+        default_factory=ProceduresConfig, description="the procedure runner (docs/procedures.md)"
+    )
 
     def resolved_dir(self, base: Path) -> Path:
         p = Path(self.state_dir)
         return p if p.is_absolute() else (base / p)
+
+
+def _environment_errors(readings: list[str], shapes: dict[str, tuple[str, list[int]]]) -> list[str]:
+    """procedures.environment: each reading of a configured channel that reports it."""
+    errors = []
+    for i, reading in enumerate(readings):
+        m = READING.match(reading)
+        if m is None:
+            continue  # said by the field validator
+        dev, ch, what = m.group(1), int(m.group(2)), m.group(3)
+        where = f"procedures.environment[{i}]"
+        if dev not in shapes:
+            errors.append(f"{where}: no device {dev!r} (devices: {', '.join(shapes)})")
+        elif ch not in shapes[dev][1]:
+            errors.append(f"{where}: {dev} has no channel {ch} (configured: {', '.join(map(str, shapes[dev][1]))})")
+        elif what not in READINGS[shapes[dev][0]]:
+            errors.append(
+                f"{where}: {dev} does not report {what!r} (it reports: {', '.join(READINGS[shapes[dev][0]])})"
+            )
+    return errors
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
@@ -386,6 +436,7 @@ def parse_config(data: Any, source: str = "config") -> StackConfig:
     if stack is not None and not errors:
         shapes = device_shapes(stack.devices)
         errors += reference_errors(stack.interlocks, shapes) + limit_errors(stack.alarms, shapes)
+        errors += _environment_errors(stack.procedures.environment, shapes)
         errors += _shared_ports(stack)
     if errors or stack is None:
         raise ConfigError(errors, source)

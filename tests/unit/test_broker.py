@@ -97,7 +97,7 @@ def all_topics():
 
 def test_users_are_the_roles_and_one_per_device(stack_config):
     assert users_for(stack_config) == [
-        "viewer", "operator", "nodered", "telegraf", "interlock", "recorder", *stack_config.devices
+        "viewer", "operator", "nodered", "telegraf", "interlock", "recorder", "procedures", *stack_config.devices
     ]  # fmt: skip
 
 

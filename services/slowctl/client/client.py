@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from slowctl.client.api import ClientError, open_session, resolve_endpoint
-from slowctl.device.contract import InterlockTopics, Topics
+from slowctl.device.contract import CommandTopics, InterlockTopics, ProcedureTopics, Topics
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 
 RAMPING = ("RAMP_UP", "RAMP_DOWN")
@@ -70,6 +70,8 @@ class Client:
         self._handlers: list[tuple[str, str, Handler]] = []
         self._capabilities: dict[str, dict[str, Any]] = {}
         self._interlock: dict[str, Any] = {}  # the interlock process: its retained state and availability
+        self._runs: dict[str, dict[str, Any]] = {}  # the procedure runner's retained progress, per run
+        self._catalog: dict[str, Any] | None = None
         self._session: MqttSession | None = None
         self._owner = True  # False for a view made by acting_for: it shares this connection
         self.on_behalf: str | None = None
@@ -89,6 +91,8 @@ class Client:
                 (f"{self.root}/+/reply/{self._me}", self._on_reply),
                 (f"{self.root}/+/capabilities", self._on_capabilities),
                 (InterlockTopics(self.root).state, self._on_interlock),
+                (f"{ProcedureTopics(self.root).progress_root}/+", self._on_progress),
+                (ProcedureTopics(self.root).catalog, self._on_catalog),
             ),
         )
         return self
@@ -235,27 +239,92 @@ class Client:
             if not self._lock.wait_for(lambda: device in self._availability, 1.0):
                 known = ", ".join(sorted(self._availability)) or "none"
                 raise ClientError(f"unknown device {device!r} (known: {known})")
-        cid = f"{self._me}-{uuid.uuid4().hex[:8]}"
-        topics = Topics(self.root, device)
-        body: dict[str, Any] = {"action": action, "channel": channel, "id": cid, "ts": time.time()}
+        body: dict[str, Any] = {"action": action, "channel": channel}
         if value is not None:
             body["value"] = value
-        if self.on_behalf is not None:
-            body["for"] = self.on_behalf
-        props = publish_properties(
-            ResponseTopic=f"{topics.reply}/{self._me}",
-            CorrelationData=cid.encode(),
-            MessageExpiryInterval=max(1, math.ceil(timeout)),
-        )
-        self.session.publish(topics.commands.of(self.login), json.dumps(body), qos=1, properties=props)
-        with self._lock:
-            if not self._lock.wait_for(lambda: cid in self._replies, timeout):
-                where = "online" if self._availability.get(device) == "online" else "not online"
-                raise ClientError(f"no reply from {device!r} within {timeout:g} s (the device is {where})")
-            reply = self._replies.pop(cid)
+        reply = self._command(Topics(self.root, device).commands, body, timeout, device)
         if not reply.get("ok"):
             raise Refused(device, reply)
         return reply
+
+    def _command(self, commands: CommandTopics, body: dict[str, Any], timeout: float, target: str) -> dict[str, Any]:
+        """Publishes a JSON command to a target (a device, the procedure runner) and waits for its reply
+        on this client's own response topic."""
+        cid = f"{self._me}-{uuid.uuid4().hex[:8]}"
+        body = {**body, "id": cid, "ts": time.time()}
+        if self.on_behalf is not None:
+            body["for"] = self.on_behalf
+        props = publish_properties(
+            ResponseTopic=f"{commands.base}/reply/{self._me}",
+            CorrelationData=cid.encode(),
+            MessageExpiryInterval=max(1, math.ceil(timeout)),
+        )
+        self.session.publish(commands.of(self.login), json.dumps(body), qos=1, properties=props)
+        with self._lock:
+            if not self._lock.wait_for(lambda: cid in self._replies, timeout):
+                where = "online" if self._availability.get(target) == "online" else "not online"
+                raise ClientError(f"no reply from {target!r} within {timeout:g} s (it is {where})")
+            return self._replies.pop(cid)
+
+    # --- procedures (docs/procedures.md) -------------------------------------------------------------------
+    def procedures(self, timeout: float | None = None) -> dict[str, Any]:
+        """The runner's catalog: every procedure with its parameters."""
+        self.connect()
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._catalog is not None, timeout or self.timeout):
+                raise ClientError("no procedure runner has spoken (is it running? slowctl status)")
+            assert self._catalog is not None
+            return self._catalog
+
+    def start_procedure(self, name: str, params: dict[str, Any] | None = None, timeout: float | None = None) -> str:
+        """Starts a run; its id, or `Refused` with the runner's reason (nothing has moved then)."""
+        self.connect()
+        body = {"action": "start", "procedure": name, "params": params or {}}
+        reply = self._command(ProcedureTopics(self.root).commands, body, timeout or self.timeout, "procedures")
+        if not reply.get("ok"):
+            raise Refused("procedures", reply)
+        return str(reply["run"])
+
+    def abort_procedure(self, run: str, timeout: float | None = None) -> dict[str, Any]:
+        """Asks the runner to abort a run (it ramps down to the safe voltage, then stops)."""
+        self.connect()
+        body = {"action": "abort", "run": run}
+        reply = self._command(ProcedureTopics(self.root).commands, body, timeout or self.timeout, "procedures")
+        if not reply.get("ok"):
+            raise Refused("procedures", reply)
+        return reply
+
+    def run_progress(self, run: str) -> dict[str, Any] | None:
+        """The run's latest progress (state, step, percent, eta, last point), None before the first."""
+        self.connect()
+        with self._lock:
+            return self._runs.get(run)
+
+    def wait_for_run(
+        self, run: str, timeout: float | None = None, on_progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> dict[str, Any]:
+        """Until the run has ended (completed, stopped, aborted, failed); its final progress. `on_progress`
+        is called with each new progress message (on this thread)."""
+        self.connect()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: dict[str, Any] | None = None
+        with self._lock:
+            while True:
+                now = self._runs.get(run)
+                if now is not None and now is not seen:
+                    seen = now
+                    if on_progress is not None:
+                        self._lock.release()
+                        try:
+                            on_progress(now)
+                        finally:
+                            self._lock.acquire()
+                    if now.get("state") in ("completed", "stopped", "aborted", "failed"):
+                        return now
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise ClientError(f"run {run} has not ended after {timeout:g} s")
+                self._lock.wait(0.5 if left is None else min(left, 0.5))
 
     def ramp_to(self, device: str, channel: int, volts: float, timeout: float | None = None) -> dict[str, Any]:
         """`vset` and wait until the channel has got there (no longer ramping, Vmon within 1 % or 1 V of the
@@ -323,6 +392,17 @@ class Client:
 
     def _on_interlock(self, msg: Any) -> None:
         self._keep(msg, lambda data: self._interlock.__setitem__("state", data))
+
+    def _on_progress(self, msg: Any) -> None:
+        run = msg.topic.rsplit("/", 1)[1]
+        if not msg.payload:  # cleared
+            with self._lock:
+                self._runs.pop(run, None)
+            return
+        self._keep(msg, lambda data: self._runs.__setitem__(run, data))
+
+    def _on_catalog(self, msg: Any) -> None:
+        self._keep(msg, lambda data: setattr(self, "_catalog", data))
 
     def _keep(self, msg: Any, keep: Callable[[dict[str, Any]], None]) -> None:
         try:

@@ -101,6 +101,25 @@ class InterlockTopics:
         self.reply = f"{base}/reply"
 
 
+class ProcedureTopics:
+    """The procedure runner's topics (docs/procedures.md): retained catalog, active runs and each run's
+    progress; availability (last will); events; `start` / `abort` commands and their replies."""
+
+    def __init__(self, root: str) -> None:
+        base = f"{root}/procedures"
+        self.base = base
+        self.availability = f"{base}/availability"
+        self.catalog = f"{base}/catalog"  # retained: every procedure with its parameters
+        self.state = f"{base}/state"  # retained: the active runs and the channels they hold
+        self.progress_root = f"{base}/progress"  # retained per run: <root>/procedures/progress/<run>
+        self.event = f"{base}/event"
+        self.reply = f"{base}/reply"
+        self.commands = CommandTopics(root, "procedures")
+
+    def progress(self, run: str) -> str:
+        return f"{self.progress_root}/{run}"
+
+
 class AlarmTopics:
     """The alarm handler's topics (it runs in the interlock process): the retained list, events, `ack`."""
 

@@ -44,6 +44,11 @@ KINDS = {
     "interlock_action": "major",  # it sent `off` (or `kill`) to a protected output
     "interlock_cleared": "info",  # an operator cleared a latched rule
     "emergency_off": "major",
+    # the procedure runner's (device "procedures"; the channel field names no channel: runs may hold several)
+    "run_started": "info",
+    "run_finished": "info",  # completed, or stopped by a criterion of the procedure
+    "run_aborted": "minor",
+    "run_failed": "major",  # the bench did not let it go on (refusal, trip, interlock, lost device)
     # the alarm handler's (the device of the alarm; the severity of the alarm when raised)
     "alarm_raised": "major",
     "alarm_cleared": "info",  # its condition is gone (a latching alarm stays listed until acknowledged)

@@ -7,6 +7,7 @@ compose stack (mosquitto/docker-entrypoint.sh). Users:
   nodered   the control UI: an operator of its own
   telegraf  reads (the archive)
   interlock the interlock process: reads, publishes slowctl/interlock/# and slowctl/alarms/#, sends commands (`off` only)
+  procedures the procedure runner: its own topics, and commands for the person who started a run
   <device>  one per device service, named like the device: publishes only its own topics
             (its ACL block: mosquitto/acl-device.template)
 """
@@ -28,7 +29,7 @@ from slowctl.config import StackConfig
 from slowctl.stack.paths import render, repo_file
 from slowctl.stack.tls import TlsFiles
 
-ROLES = ("viewer", "operator", "nodered", "telegraf", "interlock", "recorder")
+ROLES = ("viewer", "operator", "nodered", "telegraf", "interlock", "recorder", "procedures")
 PBKDF2_ITERATIONS = 101  # mosquitto_passwd's own default
 ACL_ROOT = "slowctl"  # the topic root written in mosquitto/acl
 

@@ -137,6 +137,15 @@ class NativeStack:
         argv += ["--state-dir", str(self.state_dir / "devices")]
         env = {"SLOWCTL_MQTT_USERNAME": "interlock", "SLOWCTL_MQTT_PASSWORD": creds["interlock"]}
         services.insert(0, ProcessSpec("interlock", argv, env=env, tier=2))
+        if self.stack.procedures.enabled:  # runs stop safely if the runner stops; results go through its journal
+            argv = [sys.executable, "-m", "slowctl", "procedure-runner", "--config", str(resolved)]
+            argv += ["--state-dir", str(self.state_dir), "--base", str(self.config_path.parent)]
+            env = {
+                "SLOWCTL_MQTT_USERNAME": "procedures",
+                "SLOWCTL_MQTT_PASSWORD": creds["procedures"],
+                **self.records.mongo_env(),
+            }
+            services.append(ProcessSpec("procedures", argv, env=env, tier=2))
         records = self.records.specs(resolved, creds["recorder"], self._client_host(), self.stack.broker.port)
         return broker, sims, services, records
 
@@ -186,7 +195,7 @@ class NativeStack:
 
     def wait_online(self, creds: dict[str, str], timeout: float, wanted: set[str] | None = None) -> list[str]:
         """Devices (and the interlock process) whose availability is not `online` after `timeout` s."""
-        wanted = wanted or {*self.stack.devices, "interlock"}
+        wanted = wanted or {*self.stack.devices, "interlock", *(["procedures"] if self.stack.procedures.enabled else [])}
         online: set[str] = set()
         endpoint = Endpoint(self._client_host(), self.stack.broker.port, "viewer", creds["viewer"])
         session = MqttSession(endpoint, f"slowctl-up-{os.getpid()}")
@@ -269,6 +278,8 @@ class NativeStack:
             )
         for dev_id, dev in self.stack.devices.items():
             say(f"device           {dev_id:<10} {dev.model:<12} {Topics(root, dev_id).base}/#")
+        if self.stack.procedures.enabled:
+            say(f"procedures       {root}/procedures/# (slowctl procedure available | run | list)")
         say(
             f"interlock        {len(self.stack.interlocks)} rules, {len(self.stack.alarms.limits)} alarm limits: "
             f"{root}/interlock/state, {root}/alarms/summary (slowctl alarms)"

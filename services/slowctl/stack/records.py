@@ -14,12 +14,35 @@ import sys
 from pathlib import Path
 
 from slowctl.config import StackConfig
-from slowctl.records.docstore import MongoSettings
+from slowctl.records.docstore import DocstoreError, MongoSettings
 from slowctl.stack.supervisor import ProcessSpec
 
 HOST = "127.0.0.1"
 DATABASE = USER = "slowctl"
 TOOLS = Path(os.environ.get("SLOWCTL_TOOLS_DIR") or Path.home() / ".cache" / "slowctl" / "tools")
+
+
+def record_settings(state_dir: Path) -> MongoSettings:
+    """Where the record is: SLOWCTL_MONGO_* (compose, or any MongoDB); else the running native stack's
+    FerretDB; DocstoreError saying why there is none."""
+    import json
+
+    if os.environ.get("SLOWCTL_MONGO_USER"):
+        return MongoSettings.from_env()
+    info_path = state_dir / "stack.json"
+    if not info_path.exists():
+        raise DocstoreError(
+            f"no running native stack in {state_dir} and no SLOWCTL_MONGO_* variables "
+            "(compose: set them as for `slowctl db-check`)"
+        )
+    records = json.loads(info_path.read_text()).get("records", {})
+    if "off" in records:
+        raise DocstoreError(
+            f"this native stack keeps no record: {records['off']} ({state_dir / 'logs'}; "
+            "the compose stack records into MongoDB)"
+        )
+    password = Path(records["password_file"]).read_text().strip()
+    return MongoSettings(HOST, int(records["mongo_port"]), DATABASE, USER, password)
 
 
 def find_ferretdb() -> str | None:
@@ -59,6 +82,19 @@ class NativeRecords:
                 f.write(secrets.token_urlsafe(24))
         return path.read_text().strip()
 
+    def mongo_env(self) -> dict[str, str]:
+        """SLOWCTL_MONGO_* for a process that writes the record (none when there is no record)."""
+        if not self.active:
+            return {}
+        m = self.settings()
+        return {
+            "SLOWCTL_MONGO_HOST": m.host,
+            "SLOWCTL_MONGO_PORT": str(m.port),
+            "SLOWCTL_MONGO_DATABASE": m.database,
+            "SLOWCTL_MONGO_USER": m.user,
+            "SLOWCTL_MONGO_PASSWORD": m.password,
+        }
+
     def specs(self, resolved_config: Path, recorder_password: str, mqtt_host: str, mqtt_port: int) -> list[ProcessSpec]:
         """FerretDB (tier 0, beside the broker) and the recorder (tier 2, with the services)."""
         if not self.active or self.ferretdb is None:
@@ -93,11 +129,7 @@ class NativeRecords:
                 "SLOWCTL_MQTT_PORT": str(mqtt_port),
                 "SLOWCTL_MQTT_USERNAME": "recorder",
                 "SLOWCTL_MQTT_PASSWORD": recorder_password,
-                "SLOWCTL_MONGO_HOST": m.host,
-                "SLOWCTL_MONGO_PORT": str(m.port),
-                "SLOWCTL_MONGO_DATABASE": m.database,
-                "SLOWCTL_MONGO_USER": m.user,
-                "SLOWCTL_MONGO_PASSWORD": m.password,
+                **self.mongo_env(),
                 "SLOWCTL_STATE_DIR": str(self.state_dir),
             },
             tier=2,
