@@ -32,7 +32,8 @@ class Param:
     """A scenario-settable model parameter (``set: {name: value}``).
 
     ``per_channel`` parameters live on the channel objects (attribute ``attr``
-    or ``name``); board parameters live on the instrument itself.
+    or ``name``; a dotted ``attr`` such as ``sensor.load`` reaches into a part of
+    the channel); board parameters live on the instrument itself.
     """
 
     kind: str  # "number", "bool" or "choice"
@@ -175,9 +176,13 @@ class Instrument:
         if not param.per_channel:
             setattr(self, attr, value)
             return
+        *path, last = attr.split(".")
         numbers = self.channel_numbers if channel is None else [channel]
         for n in numbers:
-            setattr(self.chan(n), attr, value)
+            target = self.chan(n)
+            for part in path:
+                target = getattr(target, part)
+            setattr(target, last, value)
 
     # --- requests ---------------------------------------------------------------
     def handle(self, line: str) -> bytes | None:

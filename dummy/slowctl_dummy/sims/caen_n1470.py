@@ -51,16 +51,20 @@ as the format of their parameter), BDNCH without padding, the IMON low-range for
 gives 3 decimals, not the width), BDILKM default OPEN, the interlock sense (mode OPEN: active while the
 contact is open), a missing PAR field answering PAR:ERR (manual wording "Field parameter not present").
 
-Physics: the output ramps toward VSET (ON) or 0 (OFF) at RUP/RDW.  The sensor
-leaks I = V/load * 2**((T-20)/7), times an avalanche factor 1/(1-(V/Vbd)**4)
-if a ``breakdown`` voltage is set.  When I would exceed ISET the output is
+Physics: the output ramps toward VSET (ON) or 0 (OFF) at RUP/RDW.  Each channel
+biases a silicon sensor (``slowctl_dummy.sensor``): a bulk generation current
+that rises as sqrt(V/``depletion``) up to ``bulk`` at full depletion, plus the
+ohmic path V/``load``, scaled with ``temperature``, times an avalanche factor
+1/(1-(V/Vbd)**4) if a ``breakdown`` voltage is set (the model is in A; IMON
+and ISET are in uA here).  When I would exceed ISET the output is
 current-limited (OVC); after TRIP seconds in OVC the channel trips: off, TRIP
 bit, ramp down at RDW (PDWN RAMP) or drop to 0 (PDWN KILL).  A trip is cleared
 by ``SET PAR:BDCLR`` (all channels, also the alarm word) or a new ``ON`` of
 that channel; it never clears itself.  An active interlock switches every channel off at once (no ramp),
 shows ILK in STAT and YES in BDILK, and keeps ``ON`` from taking effect until it is released.
 Scenario parameters: per channel ``load`` (ohm), ``temperature`` (degC),
-``breakdown`` (V), ``polarity`` (+/-); board ``local`` (true = LOCAL mode),
+``breakdown`` (V), ``depletion`` (V), ``bulk`` (A), ``polarity`` (+/-); board
+``local`` (true = LOCAL mode),
 ``interlock_open`` (true = the interlock contact is open).
 """
 
@@ -70,10 +74,11 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..base import MAX_STEP, Instrument, Param
+from ..sensor import SiliconSensor, sensor_params
 
 ON, RUP, RDW, OVC, MAXV, TRIP, ILK = 1 << 0, 1 << 1, 1 << 2, 1 << 3, 1 << 6, 1 << 7, 1 << 12
 VMAX, IMAX, MAXV_MAX, RAMP_MIN, RAMP_MAX, TRIP_MAX = 8000.0, 3000.0, 8100.0, 1.0, 500.0, 1000.0  # N1470 ranges
@@ -96,30 +101,19 @@ class HvChannel:
     vout: float = 0.0  # true output voltage (magnitude)
     ovc: bool = False
     ovc_time: float = 0.0  # how long OVC has lasted
-    load: float = 100e6  # ohm, sensor leakage resistance at 20 degC
-    temperature: float = 20.0  # degC
-    breakdown: float = math.inf  # V
+    sensor: SiliconSensor = field(default_factory=SiliconSensor)  # the load, in SI units
 
     @property
     def target(self) -> float:
         return min(self.vset, self.maxv) if self.on else 0.0
 
     def leakage(self, v: float) -> float:
-        """Load current in uA at output voltage v."""
-        if v >= self.breakdown:
-            return math.inf
-        avalanche = 1.0 / (1.0 - (v / self.breakdown) ** 4)
-        return v / self.load * 1e6 * 2 ** ((self.temperature - 20.0) / 7.0) * avalanche
+        """Sensor current in uA at output voltage v (the channel works in uA, the model in A)."""
+        return self.sensor.current(v) * 1e6
 
     def v_limit(self) -> float:
-        """Voltage at which the load draws exactly ISET."""
-        if math.isinf(self.breakdown):
-            return self.iset / self.leakage(1.0)
-        lo, hi = 0.0, self.breakdown  # leakage is monotonic: bisect
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.leakage(mid) < self.iset else (lo, mid)
-        return lo
+        """Voltage at which the sensor draws exactly ISET."""
+        return self.sensor.voltage_at(self.iset * 1e-6)
 
     def steady(self) -> bool:
         return self.vout == self.target and self.leakage(self.vout) <= self.iset
@@ -297,9 +291,7 @@ class CaenN1470(Instrument):
     first_channel = 0
     default_channels, min_channels, max_channels = 4, 1, 16
     params = {
-        "load": Param("number", lo=0, nonzero=True),
-        "temperature": Param("number", lo=-60, hi=100),
-        "breakdown": Param("number", lo=0, nonzero=True),
+        **sensor_params("sensor."),
         "polarity": Param("choice", choices=("+", "-"), attr="pol"),
         "local": Param("bool", per_channel=False),
         "interlock_open": Param("bool", per_channel=False),

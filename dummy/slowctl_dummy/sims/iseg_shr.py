@@ -94,16 +94,18 @@ latch in the simulation (its supply, temperature and safety-loop events never
 happen) and reads 0.
 
 Physics: the output ramps toward Vset (on) or 0 (off) at the up/down speed.
-The sensor leaks I = V/load * 2**((T-20)/7), times 1/(1-(V/Vbd)**4) with a
-``breakdown`` voltage.  When I would exceed Iset the channel is current
+Each channel biases a silicon sensor (``slowctl_dummy.sensor``): a bulk
+generation current rising as sqrt(V/``depletion``) up to ``bulk`` at full
+depletion, plus the ohmic path V/``load``, scaled with ``temperature``, times
+1/(1-(V/Vbd)**4) with a ``breakdown`` voltage.  When I would exceed Iset the channel is current
 limited (constant current, the voltage sags); after the trip time in constant
 current the trip action runs and the trip bit latches.  While a trip is
 latched (``:EVENT CLEAR`` clears it) or the channel is in emergency off,
 ``:VOLT ON`` is ignored: after a trip the event must be cleared before the
 channel ramps again.  An external inhibit switches the channel off without ramp.
 Scenario parameters, per channel: ``load`` (ohm, default 100e6),
-``temperature`` (degC, 20), ``breakdown`` (V, none), ``polarity`` (p/n),
-``inhibit`` (true/false).
+``temperature`` (degC, 20), ``breakdown`` (V, none), ``depletion`` (V, 100),
+``bulk`` (A, 0), ``polarity`` (p/n), ``inhibit`` (true/false).
 """
 
 from __future__ import annotations
@@ -112,10 +114,11 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..base import MAX_STEP, Param
 from ..scpi import Handler, ScpiError, ScpiInstrument, boolean, integer, number, scpi
+from ..sensor import SiliconSensor, sensor_params
 
 POS, ON, RAMP, EMCY, CC, CV, VBOUNDS, INHIBIT, TRIP, ILIM, VLIM = (
     1 << b for b in (0, 3, 4, 5, 6, 7, 11, 12, 13, 14, 15)
@@ -166,9 +169,7 @@ class IsegChannel:
     vout: float = 0.0  # V, magnitude
     cc: bool = False
     cc_time: float = 0.0  # s in constant current
-    load: float = 100e6  # ohm at 20 degC
-    temperature: float = 20.0  # degC
-    breakdown: float = math.inf  # V
+    sensor: SiliconSensor = field(default_factory=SiliconSensor)
     inhibit: bool = False
 
     @property
@@ -186,20 +187,11 @@ class IsegChannel:
 
     def leakage(self, v: float) -> float:
         """Sensor current (A) at output voltage v."""
-        if v >= self.breakdown:
-            return math.inf
-        avalanche = 1.0 / (1.0 - (v / self.breakdown) ** 4)
-        return v / self.load * 2 ** ((self.temperature - 20.0) / 7.0) * avalanche
+        return self.sensor.current(v)
 
     def v_limit(self) -> float:
         """Voltage at which the sensor draws exactly the current limit."""
-        if math.isinf(self.breakdown):
-            return self.ilim / self.leakage(1.0)
-        lo, hi = 0.0, self.breakdown
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.leakage(mid) < self.ilim else (lo, mid)
-        return lo
+        return self.sensor.voltage_at(self.ilim)
 
     @property
     def counting(self) -> bool:
@@ -292,9 +284,7 @@ class IsegShr(ScpiInstrument):
     first_channel = 0
     default_channels, min_channels, max_channels = 4, 1, 8
     params = {
-        "load": Param("number", lo=0, nonzero=True),
-        "temperature": Param("number", lo=-60, hi=100),
-        "breakdown": Param("number", lo=0, nonzero=True),
+        **sensor_params("sensor."),
         "polarity": Param("choice", choices=("p", "n")),
         "inhibit": Param("bool"),
     }

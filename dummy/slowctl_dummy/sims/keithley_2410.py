@@ -76,15 +76,19 @@ ranges, current compliance 105 uA, voltage compliance 21 V, only CURR
 measured, concurrent ON, all five elements, auto output-off OFF, auto delay ON.
 
 Physics: with the output on the source settles to the programmed level with a
-time constant of 0.2 ms.  The sensor leaks I = V/load * 2**((T-20)/7), times
-1/(1-(V/Vbd)**4) with a ``breakdown`` voltage.  Sourcing voltage, when I would
+time constant of 0.2 ms.  The output biases a silicon sensor
+(``slowctl_dummy.sensor``): a bulk generation current rising as
+sqrt(V/``depletion``) up to ``bulk`` at full depletion, plus the ohmic path
+V/``load``, scaled with ``temperature``, times 1/(1-(V/Vbd)**4) with a
+``breakdown`` voltage (the model works on |V|; the current has the sign of
+V, so a negative bias reads a negative current).  Sourcing voltage, when I would
 exceed the compliance the current clamps at the compliance and the voltage sags
 to where the sensor draws exactly that; sourcing current, the voltage is what
 the sensor needs for that current, clamped at the voltage compliance (compliance
 flag set, STAT bit 3).  Nothing latches: compliance ends when the load lets go.
 Output off: 0 V, no current.  Scenario parameters: ``load`` (ohm, default
-100e6), ``temperature`` (degC, 20), ``breakdown`` (V, none), and the
-instrument parameter ``interlock_open`` (true: the output goes off and
+100e6), ``temperature`` (degC, 20), ``breakdown`` (V, none), ``depletion``
+(V, 100), ``bulk`` (A, 0), and the instrument parameter ``interlock_open`` (true: the output goes off and
 output on is refused with 802).
 """
 
@@ -94,10 +98,10 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..base import MAX_STEP, Param
 from ..scpi import ScpiError, ScpiInstrument, boolean, number, scpi
+from ..sensor import SiliconSensor, sensor_params
 
 VARIANTS = {"2410": 1100.0, "2400": 210.0}  # V, highest source level
 ENVELOPE = {"2410": 0.021, "2400": 0.105}  # A, highest compliance above 21 V
@@ -118,29 +122,6 @@ STEPS = {
     "CURR": {1e-6: 50e-12, 1e-5: 500e-12, 1e-4: 5e-9, 1e-3: 50e-9, 1e-2: 500e-9, 2e-2: 500e-9, 1e-1: 5e-6, 1.0: 50e-6},
 }
 VLOW = 21.0  # V, the envelope corner: above it the current is limited to ENVELOPE
-
-
-@dataclass
-class Sensor:
-    load: float = 100e6  # ohm at 20 degC
-    temperature: float = 20.0  # degC
-    breakdown: float = math.inf  # V
-
-    def leakage(self, v: float) -> float:
-        """Current (A) at |v| volts."""
-        if v >= self.breakdown:
-            return math.inf
-        return v / self.load * 2 ** ((self.temperature - 20.0) / 7.0) / (1.0 - (v / self.breakdown) ** 4)
-
-    def v_limit(self, current: float) -> float:
-        """Voltage at which the sensor draws `current`."""
-        if math.isinf(self.breakdown):
-            return current / self.leakage(1.0)
-        lo, hi = 0.0, self.breakdown
-        for _ in range(40):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if self.leakage(mid) < current else (lo, mid)
-        return lo
 
 
 def _function(word: str | None) -> str:
@@ -186,9 +167,7 @@ class Keithley2410(ScpiInstrument):
     first_channel = 0
     default_channels, min_channels, max_channels = 1, 1, 1
     params = {
-        "load": Param("number", lo=0, nonzero=True),
-        "temperature": Param("number", lo=-60, hi=100),
-        "breakdown": Param("number", lo=0, nonzero=True),
+        **sensor_params(),
         "interlock_open": Param("bool", per_channel=False),
     }
 
@@ -210,7 +189,7 @@ class Keithley2410(ScpiInstrument):
             raise ValueError(f"terminator: expected one of {', '.join(TERMINATORS)}, got {terminator!r}")
         self.variant, self.serial = variant, serial
         self.request_terminator, self.reply_terminator = TERMINATORS[terminator]
-        self.channels = [Sensor()]
+        self.channels = [SiliconSensor()]  # the one output's load
         self.interlock_open = False
         self.src = 0.0  # the source output (V or A, signed) before the compliance clamp
         self._reset()
@@ -234,7 +213,7 @@ class Keithley2410(ScpiInstrument):
         self.sample: str | None = None  # the last reading, for :FETCh?
 
     @property
-    def sensor(self) -> Sensor:
+    def sensor(self) -> SiliconSensor:
         return self.channels[0]
 
     # --- physics -------------------------------------------------------------------
@@ -266,14 +245,14 @@ class Keithley2410(ScpiInstrument):
             return 0.0, 0.0, False
         sign = 1.0 if source > 0 else -1.0
         if self.function == "CURR":
-            v = self.sensor.v_limit(abs(source))
+            v = self.sensor.voltage_at(abs(source))
             if v > self.vcompliance:
-                return sign * self.vcompliance, sign * self.sensor.leakage(self.vcompliance), True
+                return sign * self.vcompliance, sign * self.sensor.current(self.vcompliance), True
             return sign * v, source, False
-        limit = self.sensor.v_limit(self.i_compliance)
+        limit = self.sensor.voltage_at(self.i_compliance)
         if abs(source) > limit:
             return sign * limit, sign * self.i_compliance, True
-        return source, sign * self.sensor.leakage(abs(source)), False
+        return source, sign * self.sensor.current(abs(source)), False
 
     def settled(self, source: float) -> float:
         """The source level one source delay from now."""
