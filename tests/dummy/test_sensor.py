@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
+import yaml
 
-from slowctl_dummy.scenario import ScenarioError, parse_scenario
+from slowctl_dummy.scenario import ScenarioError, load_scenario, parse_scenario
 from slowctl_dummy.sensor import SiliconSensor, generation_scale
 from slowctl_dummy.sims import SIMULATORS
 from slowctl_dummy.sims.caen_n1470 import CaenN1470
 from slowctl_dummy.sims.iseg_shr import IsegShr
 from slowctl_dummy.sims.keithley_2410 import Keithley2410
 
+REPO = Path(__file__).parents[2]
 BULK_ONLY = {"load": 1e30, "depletion": 100.0, "bulk": 2e-6}  # the ohmic path out of the way
 REAL = {"load": 10e9, "depletion": 100.0, "bulk": 3e-6, "breakdown": 520.0}  # a bench-like sensor
 
@@ -172,3 +175,34 @@ def test_keithley_reads_the_model_current(serve, connect, clock):
         assert v == pytest.approx(volts, abs=0.01)
         assert i == pytest.approx(-model.current(volts), rel=0.005)
     assert client.ask(":SYST:ERR?") == b'0,"No error"\n'
+
+
+def bench_sensors(inst):
+    """The example bench's sensors (bundled scenario bench-sensors, which config/bench.yaml names)."""
+    for event in load_scenario("bench-sensors", inst):
+        inst.apply_event(event)
+    return [getattr(ch, "sensor", ch) for ch in inst.channels]
+
+
+def test_bench_bias_sensor_gives_a_real_iv_curve():
+    (sensor,) = bench_sensors(Keithley2410())
+    iv = {v: sensor.current(-v) for v in range(10, 510, 10)}  # an IV scan to -500 V in 10 V steps
+    assert iv[40] / iv[10] == pytest.approx(2, rel=0.01)  # sqrt rise below full depletion (80 V)
+    assert max(iv[v] for v in range(80, 260, 10)) < 1.15 * iv[80]  # the plateau
+    over = min(v for v in iv if iv[v] > 10e-6)  # the 10 uA compliance (imax of bias.0)
+    assert 400 < over < 500 and iv[over - 10] > 2 * iv[250]  # a sharp breakdown rise before 500 V
+
+
+def test_bench_hv_sensors_stay_below_the_alarm_limit_but_one():
+    config = yaml.safe_load((REPO / "config" / "bench.yaml").read_text())["devices"]
+    assert {dev for dev, c in config.items() if c["simulator"].get("scenario") == "bench-sensors"} == {
+        "hv",
+        "hv2",
+        "bias",
+    }
+    hv = bench_sensors(CaenN1470())
+    high = 8e-6  # the bench's hv.*.imon high limit
+    assert [s.current(600) < high for s in hv[:3]] == [True, False, True]  # channel 1 breaks down
+    assert hv[1].current(450) < high < hv[1].current(480)
+    hv2 = bench_sensors(IsegShr())
+    assert hv2[0].current(800) < high and hv2[1].current(500) < high < hv2[1].current(650)
