@@ -64,8 +64,8 @@ class Procedure:
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         found: dict[str, Param[Any]] = {}
-        for klass in reversed(cls.__mro__):
-            found.update({k: v for k, v in vars(klass).items() if isinstance(v, Param)})
+        for klass in cls.__mro__:  # the procedure's own first, then what every procedure has
+            found.update({k: v for k, v in vars(klass).items() if isinstance(v, Param) and k not in found})
         cls.params = found
 
     def __init__(self, **raw: Any) -> None:
@@ -259,7 +259,8 @@ class Run:
         return out
 
     def ramp(self, ref: ChannelRef, volts: float, timeout: float | None = None) -> dict[str, Any]:
-        """vset and wait until the channel is there (not ramping, vmon within 1 % or 1 V)."""
+        """vset and wait until the channel is there (not ramping, vmon within 1 % or 1 V), or held below it
+        by its current limit (state COMPLIANCE)."""
         before = self.client.channel(ref.device, ref.channel)
         self.set(ref, "vset", volts)
         if not before.get("on"):
@@ -270,6 +271,8 @@ class Run:
         def there(c: Client) -> bool:
             ch = c.channel(ref.device, ref.channel)
             vmon = ch.get("vmon")
+            if ch.get("state") == "COMPLIANCE":
+                return True  # held by the current limit: it will not get there (the caller sees the state)
             return (
                 ch.get("state") not in ("RAMP_UP", "RAMP_DOWN")
                 and vmon is not None

@@ -195,7 +195,11 @@ class NativeStack:
 
     def wait_online(self, creds: dict[str, str], timeout: float, wanted: set[str] | None = None) -> list[str]:
         """Devices (and the interlock process) whose availability is not `online` after `timeout` s."""
-        wanted = wanted or {*self.stack.devices, "interlock", *(["procedures"] if self.stack.procedures.enabled else [])}
+        wanted = wanted or {
+            *self.stack.devices,
+            "interlock",
+            *(["procedures"] if self.stack.procedures.enabled else []),
+        }
         online: set[str] = set()
         endpoint = Endpoint(self._client_host(), self.stack.broker.port, "viewer", creds["viewer"])
         session = MqttSession(endpoint, f"slowctl-up-{os.getpid()}")

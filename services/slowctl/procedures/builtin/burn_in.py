@@ -33,7 +33,7 @@ class BurnIn(Procedure):
     voltage = Number("V", doc="the bias held (signed like the bias, or a magnitude)")
     duration = Duration(doc="how long to hold: 90, 30m, 12h, 7d", lo=1)
     interval = Duration(10.0, lo=0.5, hi=86400, doc="time between samples")
-    current_limit = Number("A", math.inf, positive=True, doc="stop when a current exceeds this (magnitude)")
+    current_limit = Number("A", None, positive=True, doc="stop when a current exceeds this (magnitude); none: no limit")
 
     def check(self, client: Client) -> list[str]:
         return [p for ref in self.channels for p in bias_problems(client, ref, "voltage", self.voltage)]
@@ -63,7 +63,7 @@ class BurnIn(Procedure):
             run.point(**values)
             left = self.duration - (time.monotonic() - start)
             run.progress(n, steps, f"max {worst[0] * 1e6:.4g} µA ({worst[1]})", eta=max(left, 0.0))
-            if worst[0] > self.current_limit:
+            if self.current_limit is not None and worst[0] > self.current_limit:
                 raise Stopped(f"{worst[1]}: {worst[0] * 1e6:.4g} µA above the limit {self.current_limit * 1e6:g} µA")
             if n < steps:
                 run.sleep(min(self.interval, max(left, 0.0)))

@@ -28,9 +28,9 @@ class IVScan(Procedure):
     step = Number("V", positive=True, doc="voltage step (a magnitude)")
     settle = Duration(2.0, lo=0, hi=3600, doc="wait after each step before sampling")
     samples = Integer(3, lo=1, hi=1000, doc="fresh current readings averaged per step")
-    current_limit = Number("A", math.inf, positive=True, doc="stop above this current (magnitude)")
+    current_limit = Number("A", None, positive=True, doc="stop above this current (magnitude); none: no limit")
     jump = Number("", 10.0, lo=1.5, doc="stop when the current grows more than this factor in one step")
-    jump_floor = Number("A", 1e-8, lo=0, doc="currents below this never count as a jump")
+    jump_floor = Number("A", 1e-8, lo=0, doc="a jump counts only from a current above this")
 
     def validate(self) -> list[str]:
         problems = []
@@ -87,9 +87,9 @@ class IVScan(Procedure):
             run.progress(n, len(voltages), f"{v:g} V: {i * 1e6:.4g} µA")
             if ch.get("state") == "COMPLIANCE":
                 raise Stopped(f"compliance at {v:g} V ({i * 1e6:.4g} µA)")
-            if i > self.current_limit:
+            if self.current_limit is not None and i > self.current_limit:
                 raise Stopped(f"current {i * 1e6:.4g} µA above the limit {self.current_limit * 1e6:g} µA at {v:g} V")
-            if previous is not None and i > self.jump_floor and i > previous * self.jump:
+            if previous is not None and previous > self.jump_floor and i > previous * self.jump:
                 raise Stopped(
                     f"breakdown: the current rose {i / max(previous, 1e-15):.1f} times in one step, to "
                     f"{i * 1e6:.4g} µA at {v:g} V"
