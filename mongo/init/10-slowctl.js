@@ -9,6 +9,8 @@ if (!dbName || !user || !pwd) {
 const slowctl = db.getSiblingDB(dbName);
 slowctl.createUser({user: user, pwd: pwd, roles: [{role: "readWrite", db: dbName}]});
 // collections exist from the start, so the database does too
-slowctl.createCollection("commands");    // command audit trail (the recorder; docs/records.md)
-slowctl.createCollection("events");      // the event stream (the recorder)
-slowctl.createCollection("procedures");  // procedure results
+slowctl.createCollection("commands");          // command audit trail (the recorder; docs/records.md)
+slowctl.createCollection("events");            // the event stream (the recorder)
+slowctl.createCollection("procedures");        // one document per procedure run (the procedure runner; docs/procedures.md)
+slowctl.createCollection("procedure_points");  // the data points of the runs
+// their indexes: made by the recorder, the procedure runner and `slowctl db-check` (the mongo-check service)

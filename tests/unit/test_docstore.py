@@ -7,7 +7,7 @@ import sys
 import pytest
 from tests.harness import free_port
 
-from slowctl.records.docstore import DocstoreError, MongoSettings, check
+from slowctl.records.docstore import DocstoreError, MongoSettings, check, check_records
 
 ENV = {"SLOWCTL_MONGO_DATABASE": "slowctl", "SLOWCTL_MONGO_USER": "slowctl", "SLOWCTL_MONGO_PASSWORD": "p@ss:/w"}
 
@@ -38,6 +38,49 @@ def test_no_server_gives_a_clear_error_quickly():
     )
     assert r.returncode == 1 and r.stderr.startswith("slowctl db-check: cannot reach mongodb")
     assert "Traceback" not in r.stderr
+
+
+class _Collection:
+    """Just what check_records uses of a pymongo collection."""
+
+    def __init__(self) -> None:
+        self.indexes: list[list[tuple[str, int]]] = [[("_id", 1)]]
+        self.docs: dict[int, dict] = {}
+
+    def create_index(self, keys):
+        if list(keys) not in self.indexes:
+            self.indexes.append(list(keys))
+
+    def list_indexes(self):
+        return [{"key": dict(keys)} for keys in self.indexes]
+
+    def insert_one(self, doc):
+        doc_id = len(self.docs) + 1
+        self.docs[doc_id] = doc
+        return type("Inserted", (), {"inserted_id": doc_id})()
+
+    def find_one(self, query):
+        return self.docs.get(query["_id"])
+
+    def delete_one(self, query):
+        self.docs.pop(query["_id"], None)
+
+
+def test_db_check_makes_sure_of_the_recorder_and_the_procedure_runner_collections():
+    from slowctl.records import procedures, store
+
+    class Db(dict):
+        def __missing__(self, name):
+            return self.setdefault(name, _Collection())
+
+    db = Db()
+    summary = check_records(db)
+    wanted = {**store.INDEXES, **procedures.INDEXES}
+    assert set(wanted) == {"commands", "events", "procedures", "procedure_points"}
+    assert summary == f"collections {', '.join(wanted)} ok"
+    for name, indexes in wanted.items():
+        assert all(keys in db[name].indexes for keys in map(list, indexes)), name
+        assert db[name].docs == {}, f"{name}: the check's document is removed"
 
 
 @pytest.mark.skipif(

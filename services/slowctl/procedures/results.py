@@ -18,11 +18,10 @@ from typing import Any
 
 from slowctl.diskqueue import DiskQueue, QueueFull
 from slowctl.records.docstore import MongoSettings
+from slowctl.records.procedures import POINTS, RUNS, ensure_indexes
 
 log = logging.getLogger(__name__)
 
-RUNS, POINTS = "procedures", "procedure_points"
-INDEXES = {RUNS: [[("started", 1)], [("procedure", 1), ("started", 1)]], POINTS: [[("run", 1), ("seq", 1)]]}
 BATCH = 500
 
 
@@ -152,9 +151,3 @@ def _dates(doc: dict[str, Any]) -> dict[str, Any]:
         if isinstance(out.get(key), (int, float)):
             out[key] = utc(out[key])
     return out
-
-
-def ensure_indexes(db: Any) -> None:
-    for name, indexes in INDEXES.items():
-        for keys in indexes:
-            db[name].create_index(keys)

@@ -1,7 +1,8 @@
 """MongoDB, the store for what is not a time series: the connection check of the slowctl image.
 
 `slowctl db-check` connects as the least-privilege user, proves it can write and
-read the slowctl database, and that it holds no more than readWrite on it.
+read the slowctl database (the collections of the recorder and of the procedure
+runner, with their indexes), and that it holds no more than readWrite on it.
 """
 
 from __future__ import annotations
@@ -53,12 +54,14 @@ class MongoSettings:
 
 
 def check_records(db: Any) -> str:
-    """The recorder's collections: its indexes in place (made here if missing: readWrite may), and a
-    document written, read back and removed in each."""
-    from slowctl.records.store import INDEXES, ensure_indexes
+    """The collections of the recorder and of the procedure runner: their indexes in place (made here if
+    missing: readWrite may), and a document written, read back and removed in each."""
+    from slowctl.records import procedures, store
 
-    ensure_indexes(db)
-    for name, wanted in INDEXES.items():
+    store.ensure_indexes(db)
+    procedures.ensure_indexes(db)
+    wanted_indexes = {**store.INDEXES, **procedures.INDEXES}
+    for name, wanted in wanted_indexes.items():
         have = [list(ix["key"].items()) for ix in db[name].list_indexes()]
         missing = [keys for keys in wanted if [(k, d) for k, d in keys] not in have]
         if missing:
@@ -68,7 +71,7 @@ def check_records(db: Any) -> str:
         db[name].delete_one({"_id": doc_id})
         if not found:
             raise DocstoreError(f"collection {name}: a document written could not be read back")
-    return f"recorder collections {', '.join(INDEXES)} ok"
+    return f"collections {', '.join(wanted_indexes)} ok"
 
 
 def check(settings: MongoSettings, timeout: float = 5.0) -> str:
