@@ -18,7 +18,7 @@ umask 077
 # not a role is a device service and gets its ACL block from acl-device.template.
 # Written beside and then renamed: a reload never lets the broker read half a file.
 render_access() {
-ROLES=" viewer operator nodered telegraf interlock recorder "
+ROLES=" viewer operator nodered telegraf interlock recorder procedures "
 : > "$RUN/passwd.new"
 cp "$CONF/acl" "$RUN/acl.new"
 env | grep '^MQTT_PASSWORD_[A-Z0-9_]*=' | while read -r line; do

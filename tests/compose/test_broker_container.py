@@ -116,7 +116,7 @@ def test_password_file_built_from_env_and_private(broker):
     passwd = broker.root / "run" / "passwd"
     users = [line.split(":", 1)[0] for line in passwd.read_text().splitlines()]
     assert sorted(users) == sorted(
-        ["viewer", "operator", "nodered", "telegraf", "interlock", "recorder"]
+        ["viewer", "operator", "nodered", "telegraf", "interlock", "recorder", "procedures"]
         + list(load_config(REPO / "config" / "bench.yaml").devices)
     )
     assert all(line.split(":", 1)[1].startswith("$7$") for line in passwd.read_text().splitlines())

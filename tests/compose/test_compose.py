@@ -196,6 +196,8 @@ def test_every_piece_of_state_is_on_a_named_volume():
         "influxdb": "/var/lib/influxdb2",
         "grafana": "/var/lib/grafana",
         "nodered": "/data",
+        "recorder": "/var/lib/slowctl/recorder",
+        "procedures": "/var/lib/slowctl/procedures",
         **{f"device-{d}": "/var/lib/slowctl/devices" for d in DEVICES},
     }
     for svc, path in state.items():
@@ -217,6 +219,28 @@ def test_device_services_match_the_stack_config():
         assert svc["environment"]["SLOWCTL_MQTT_PASSWORD"] == broker_env[var] == f"${{{var}:?run slowctl init}}"
     for role in ("VIEWER", "OPERATOR", "NODERED", "TELEGRAF"):
         assert f"MQTT_PASSWORD_{role}" in broker_env
+
+
+def test_procedure_runner_is_set_up_like_the_recorder():
+    """Its own broker login, the recorder's least-privilege MongoDB user, its journal on a volume of its own,
+    the config directory mounted so that `procedures.paths` (relative to the config) resolve."""
+    prod = services("prod")
+    runner, recorder = prod["procedures"], prod["recorder"]
+    config = "/etc/slowctl/config/${SLOWCTL_CONFIG:-bench.yaml}"
+    assert runner["command"] == ["procedure-runner", "--config", config, "--base", "/etc/slowctl/config"]
+    env = runner["environment"]
+    assert env["SLOWCTL_MQTT_USERNAME"] == "procedures"
+    assert env["SLOWCTL_MQTT_PASSWORD"] == prod["mosquitto"]["environment"]["MQTT_PASSWORD_PROCEDURES"]
+    assert {k: v for k, v in env.items() if k.startswith("SLOWCTL_MONGO_")} == {
+        k: v for k, v in recorder["environment"].items() if k.startswith("SLOWCTL_MONGO_")
+    }
+    mounts = dict(mount(v)[::-1] for v in runner["volumes"])
+    assert mounts[env["SLOWCTL_STATE_DIR"]] == "procedures-state"
+    assert mounts["/etc/slowctl/config"].endswith("config") and mounts["/etc/slowctl/config"] != "procedures-state"
+    assert runner["depends_on"] == recorder["depends_on"]
+    assert runner["image"] == recorder["image"] and runner["healthcheck"]["test"] == recorder["healthcheck"]["test"]
+    dockerfile = (REPO / "services" / "Dockerfile").read_text()
+    assert env["SLOWCTL_STATE_DIR"] in dockerfile, "a fresh named volume takes the owner of the image's directory"
 
 
 def test_serial_instruments_are_mapped_in_production_and_reset_for_the_dummy_stack():
@@ -307,6 +331,8 @@ def test_compose_references_secrets_only_where_needed():
         secret_vars = {v for v in variables(json.dumps(svc.get("environment", {}))) if SECRET.search(v)}
         if name.startswith("device-"):
             assert secret_vars == {f"MQTT_PASSWORD_{name[len('device-') :].upper()}"}, name
+        if name in ("recorder", "procedures"):
+            assert secret_vars == {f"MQTT_PASSWORD_{name.upper()}", "MONGO_PASSWORD"}, name
         if name == "mosquitto":
             assert all(v.startswith("MQTT_PASSWORD_") for v in secret_vars)
         assert "env_file" not in svc, f"{name}: env_file hands over every secret"

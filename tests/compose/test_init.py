@@ -41,7 +41,7 @@ def test_writes_every_variable_with_random_secrets(project):
     assert set(env) == example - set(OPTIONAL), "everything but the optional notification settings"
     assert stat.S_IMODE((project / ".env").stat().st_mode) == 0o600
     secrets = {k: v for k, v in env.items() if re.search("PASSWORD|TOKEN|SECRET", k)}
-    assert len(secrets) == 20 and all(len(v) >= 32 for v in secrets.values())
+    assert len(secrets) == 21 and all(len(v) >= 32 for v in secrets.values())
     assert len(set(secrets.values())) == len(secrets), "every secret is its own"
     assert env["SLOWCTL_HOSTNAME"] == "dcs.lab.example" and env["SLOWCTL_CONFIG"] == "bench.yaml"
 
