@@ -4,6 +4,9 @@ Grafana's read-only token, and returns data."""
 from __future__ import annotations
 
 import pytest
+import yaml
+
+from harness import DUMMY_CONFIG
 
 from .grafana_queries import (
     annotation_queries,
@@ -17,7 +20,7 @@ from .influx2 import series, tag_values
 
 pytestmark = pytest.mark.stack
 
-DEVICES = {"hv", "hv2", "bias", "lv", "lv2", "climate", "chiller"}
+DEVICES = set(yaml.safe_load(DUMMY_CONFIG.read_text())["devices"])  # the example bench
 
 
 def test_every_contract_topic_kind_was_archived(archive):

@@ -6,12 +6,19 @@ import os
 import signal
 
 import pytest
+import yaml
 
-from harness import channel, send, wait_until
+from harness import DUMMY_CONFIG, channel, send, wait_until
+from slowctl.drivers import DRIVERS, kind_of
 
 pytestmark = pytest.mark.stack
 
-SUPPLIES = ("hv", "hv2", "bias", "lv", "lv2", "chiller")
+# every device of the example bench with outputs (supplies and chillers; not the climate box)
+SUPPLIES = tuple(
+    d
+    for d, c in yaml.safe_load(DUMMY_CONFIG.read_text())["devices"].items()
+    if kind_of(DRIVERS[c["model"]]) != "sensor"
+)
 
 
 def events(probe, device):

@@ -8,6 +8,7 @@ import yaml
 
 from harness import DUMMY_CONFIG
 from slowctl.config import load_config, parse_config
+from slowctl.drivers import supply_kind
 from slowctl.stack.nodered import (
     BROKER_ID,
     PREFIX,
@@ -18,8 +19,6 @@ from slowctl.stack.nodered import (
     merge,
     write_flows,
 )
-
-HV_DEVICES = {"hv", "hv2", "bias"}
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +52,13 @@ def test_a_page_per_device_plus_environment_and_health(stack, flows):
     assert len(flows) < 20 * len(stack.devices)
 
 
-def test_hv_devices_need_confirmation(flows):
+def test_hv_devices_need_confirmation(stack, flows):
     described = {
         w["name"]: device_config(w) for w in by_type(flows, "ui-template") if w["name"] not in ("environment", "health")
     }
-    assert {d for d, c in described.items() if c["confirm"]} == HV_DEVICES
+    hv = {d for d, c in stack.devices.items() if supply_kind(c.model, [ch.vmax for ch in c.channels.values()]) == "hv"}
+    assert {"hv", "hv2", "bias"} <= hv and "lv" not in hv  # the example bench's HV: the sensor bias supplies
+    assert {d for d, c in described.items() if c["confirm"]} == hv
     assert described["hv"]["confirm_actions"] == ["on", "vset", "iset"]
     assert described["hv"]["current_unit"] == "µA" and described["lv"]["current_unit"] == "A"
     assert described["chiller"]["kind"] == "chiller" and described["climate"]["kind"] == "sensor"
@@ -226,7 +227,8 @@ def test_cli_writes_flows(tmp_path):
         env={**os.environ, "NODERED_CREDENTIAL_SECRET": "k"},
     )
     assert r.returncode == 0, r.stderr
-    assert "flows for 7 devices" in r.stdout and out.exists() and (out.parent / "flows_cred.json").exists()
+    devices = len(load_config(DUMMY_CONFIG).devices)
+    assert f"flows for {devices} devices" in r.stdout and out.exists() and (out.parent / "flows_cred.json").exists()
     r = subprocess.run(
         [sys.executable, "-m", "slowctl", "nodered-flows", "--config", str(DUMMY_CONFIG), "--out", str(out)],
         capture_output=True,

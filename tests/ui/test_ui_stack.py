@@ -11,13 +11,14 @@ import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
+import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import wait_until
+from harness import DUMMY_CONFIG, wait_until
 
 pytestmark = pytest.mark.stack
 
-DEVICE_PAGES = ["hv", "hv2", "bias", "lv", "lv2", "chiller", "climate"]
+DEVICE_PAGES = list(yaml.safe_load(DUMMY_CONFIG.read_text())["devices"])  # the example bench
 UI_CMD = "slowctl/%s/by/nodered/cmd"  # where the control UI's commands go (the broker lets `nodered` write only there)
 
 

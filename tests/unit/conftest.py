@@ -10,6 +10,7 @@ from slowctl.config import load_config
 
 DUMMY_YAML = Path(__file__).resolve().parents[2] / "config" / "bench.yaml"
 _RAW = yaml.safe_load(DUMMY_YAML.read_text())
+BENCH_DEVICE = {cfg["model"]: dev for dev, cfg in _RAW["devices"].items()}  # model -> its device in the bench
 
 
 @pytest.fixture

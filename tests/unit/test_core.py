@@ -11,10 +11,12 @@ from slowctl.device.capabilities import Capabilities, CommandError
 from slowctl.device.commands import Command, Request
 from slowctl.device.core import OUTPUT_LOST, SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED, DeviceCore
 from slowctl.device.memory import UNREADABLE, MemoryFile
-from slowctl.drivers import DRIVERS
+from slowctl.drivers import DRIVERS, kind_of
 from slowctl.drivers.base import SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError
 from slowctl.drivers.readings import ChannelState, SupplyChannel
+
+from .conftest import BENCH_DEVICE
 
 SETPOINT, TRIP = SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED
 
@@ -164,9 +166,10 @@ def test_instrument_holding_something_else_is_not_ok():
     assert out.events[-1].kind == "command_failed" and out.events[-1].severity == "major"
 
 
-@pytest.mark.parametrize("device", ["hv", "hv2", "bias", "lv", "lv2", "chiller"])
-def test_values_finer_than_the_instrument_step_are_refused(stack_config, device):
+@pytest.mark.parametrize("model", sorted(m for m, cls in DRIVERS.items() if kind_of(cls) != "sensor"))
+def test_values_finer_than_the_instrument_step_are_refused(stack_config, model):
     """Every settable parameter of every model with settable parameters (the climate box has none)."""
+    device = BENCH_DEVICE[model]
     caps = Capabilities.build(stack_config.devices[device])
     settable = [
         cap
