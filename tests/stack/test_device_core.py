@@ -111,3 +111,32 @@ def test_unreadable_latch_file_keeps_channels_latched(own_stack):
     assert "unreadable" in s.service_log("service-lv2")
     assert send(op, "slowctl/lv2/cmd/clear/0", "")["ok"]
     assert send(op, "slowctl/lv2/cmd/on/0", "")["ok"]
+
+
+def test_reply_is_not_ok_when_the_instrument_holds_another_value(own_stack):
+    """A JULABO that holds its setpoint at 0.1 °C while the config declares the default 0.01 °C
+    (`setpoint_resolution`): 18.06 is on the declared grid, so it is sent, and the chiller holds 18.1.
+    The reply says so with both values and the read-back, and so does an event."""
+
+    def coarse(c):
+        c["devices"]["chiller"]["simulator"]["args"] = ["--option", "setpoint_resolution=0.1"]
+
+    s = own_stack(coarse).start()
+    op = s.probe("operator")
+    op.subscribe("slowctl/chiller/reply", "slowctl/chiller/event", "slowctl/chiller/status")
+    before = channel(op, "chiller", 0, lambda c: c["tset"] is not None, timeout=10)["tset"]
+    reply = send(op, "slowctl/chiller/cmd/tset/0", "18.06")
+    assert not reply["ok"], reply
+    assert "18.06" in reply["error"] and "reads 18.1" in reply["error"], reply["error"]
+    assert reply["applied"] == pytest.approx(18.1) and reply["before"] == pytest.approx(before)
+    wait_until(lambda: any(e["kind"] == "command_failed" for e in events(op, "chiller")), 5, what="the event")
+    failed = next(e for e in events(op, "chiller") if e["kind"] == "command_failed")
+    assert failed["channel"] == 0 and failed["severity"] == "major"
+    assert "18.06" in failed["message"] and "18.1" in failed["message"] and failed["after"] == pytest.approx(18.1)
+    # what the chiller holds now was read back for the reply: not a change behind our back
+    seq = op.wait_json("slowctl/chiller/status", lambda d: d["channels"][0]["tset"] == pytest.approx(18.1))["seq"]
+    op.wait_json("slowctl/chiller/status", lambda d: d["seq"] >= seq + 2, timeout=10)  # polls since
+    assert not [e for e in events(op, "chiller") if e["kind"] == "setpoint_changed"]
+    # on the chiller's own grid the same command is applied
+    reply = send(op, "slowctl/chiller/cmd/tset/0", "18.2")
+    assert reply["ok"] and reply["applied"] == pytest.approx(18.2), reply

@@ -166,6 +166,33 @@ def test_instrument_holding_something_else_is_not_ok():
     assert out.events[-1].kind == "command_failed" and out.events[-1].severity == "major"
 
 
+class CheckingSupply(FakeSupply):
+    """Reads a setting back itself and raises when it holds another value (as the JULABO driver does)."""
+
+    unreadable_after_set = None  # an exception for the first read after the next setting
+
+    def _hold(self, ch, key, value):
+        super()._hold(ch, key, value)
+        self.fail_read, self.unreadable_after_set = self.unreadable_after_set, None
+        if getattr(self.held[ch], key) != value:
+            raise InstrumentError(f"{key} {value:g} was not taken: reads {getattr(self.held[ch], key):g}")
+
+
+def test_instrument_refusal_carries_what_the_instrument_holds():
+    core, drv = make_core(), CheckingSupply([0, 1], grid=1.0, vset=10.0)
+    core.connected(drv, "fake", first=True)
+    out = core.execute(drv, cmd("vset", 0, 12.3), "test")
+    assert not out.ok and out.error == "instrument refused: vset 12.3 was not taken: reads 12"
+    assert out.applied == pytest.approx(12.0) and out.before == pytest.approx(10.0)
+    failed = out.events[-1]
+    assert failed.kind == "command_failed" and (failed.before, failed.after) == (10.0, 12.0)
+    assert SETPOINT not in core.latched(0), "what the instrument holds after our command is not a change behind us"
+    drv.unreadable_after_set = InstrumentError("no answer")  # not readable afterwards: the refusal alone
+    out = core.execute(drv, cmd("vset", 0, 14.3), "test")
+    assert not out.ok and out.error == "instrument refused: vset 14.3 was not taken: reads 14" and out.applied is None
+    assert drv.calls[-1] == ("vset", 0, 14.3)
+
+
 @pytest.mark.parametrize("model", sorted(m for m, cls in DRIVERS.items() if kind_of(cls) != "sensor"))
 def test_values_finer_than_the_instrument_step_are_refused(stack_config, model):
     """Every settable parameter of every model with settable parameters (the climate box has none)."""

@@ -514,7 +514,7 @@ class DeviceCore:
         try:
             events += self._apply(driver, cmd, current)
         except InstrumentError as exc:
-            return self._failed(cmd, f"instrument refused: {exc}", events, cause)
+            return self._not_taken(driver, cmd, cap, before, own, exc, events, cause)
         if cmd.action in ("on", "off", "kill"):
             self.expect_on[ch] = cmd.action == "on"
         try:
@@ -544,6 +544,29 @@ class DeviceCore:
             )
         )
         return Outcome(mismatch is None, mismatch, applied, self._drain(events), before=before)
+
+    def _not_taken(
+        self,
+        driver: Driver,
+        cmd: Command,
+        cap: Capability,
+        before: Any,
+        own: Expect,
+        exc: InstrumentError,
+        events: list[Event],
+        cause: str,
+    ) -> Outcome:
+        """The instrument refused the command, or did not take it as sent (a JULABO reads its setpoint back
+        itself): the reason, and what the instrument holds now, read back like after any command."""
+        ch, applied = cmd.channel, None
+        try:
+            events += self.observe(driver.read([ch], full=True), self.clock(), cause=cause, expect={ch: own})
+            applied = self._value_of(cap, self.readings.get(ch))
+        except InstrumentError:
+            pass  # the refusal is the reply; the next poll reads the channel again
+        msg = f"{cmd.action} on {self.where(ch)}: instrument refused: {exc}"
+        events.append(self.event("command_failed", msg, ch, before=before, after=applied, cause=cause))
+        return Outcome(False, f"instrument refused: {exc}", applied, self._drain(events), before=before)
 
     def _look_before(self, driver: Driver, cmd: Command, full: bool) -> list[Event]:
         return self.observe(driver.read([cmd.channel], full=full), self.clock(), "seen before a command")
