@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from slowctl.drivers import DRIVERS
+from slowctl.drivers.actions import LIMIT_KEY, RATES
 from slowctl.drivers.base import Driver, off_grid
 from slowctl.safety.alarms import AlarmConfig, limit_errors
 from slowctl.safety.rules import READINGS, RULE_KINDS, RULE_NAME, Rule, device_shapes, reference_errors
@@ -87,14 +88,15 @@ class ChannelConfig(Strict):
 
     @model_validator(mode="after")
     def _rates_within_max(self) -> ChannelConfig:
-        for key in ("rampup", "rampdown"):
-            rate = getattr(self, key)
-            if rate is not None and self.ramp_max is not None and rate > self.ramp_max:
-                raise ValueError(f"{key} {rate} exceeds ramp_max {self.ramp_max}")
+        for key in RATES:
+            rate, top = getattr(self, key), getattr(self, LIMIT_KEY[key])
+            if rate is not None and top is not None and rate > top:
+                raise ValueError(f"{key} {rate} exceeds {LIMIT_KEY[key]} {top}")
         if self.tmin is not None and self.tmax is not None and self.tmin > self.tmax:
             raise ValueError(f"tmin {self.tmin} is above tmax {self.tmax}")
         if self.startup is not None:
-            for key, limit in (("vset", "vmax"), ("iset", "imax")):
+            for key in StartupSettings.model_fields:
+                limit = LIMIT_KEY[key]
                 value, top = getattr(self.startup, key), getattr(self, limit)
                 if value is not None and top is not None and value > top:
                     raise ValueError(f"startup.{key} {value:g} exceeds {limit} {top:g}")
@@ -376,7 +378,7 @@ def _startup_errors(driver: type[Driver], options: dict[str, Any], channels: dic
         return []  # reported by check_config
     errors = []
     for ch, cfg in channels.items():
-        for key in ("vset", "iset"):
+        for key in StartupSettings.model_fields:
             value = getattr(cfg.startup, key) if cfg.startup else None
             if value is None:
                 continue

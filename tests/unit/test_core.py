@@ -406,6 +406,20 @@ def test_capabilities_payload_and_docs_come_from_the_declaration(stack_config):
     assert actions_table() in docs, "docs/mqtt.md: paste the output of `slowctl actions`"
 
 
+def test_the_layers_below_read_the_same_declaration():
+    """config and drivers may not import slowctl.device: they read limit keys and rates from slowctl.drivers.actions,
+    as ACTIONS does, and every name there is an action and a config key."""
+    from slowctl.config import ChannelConfig, StartupSettings
+    from slowctl.device.capabilities import ACTIONS
+    from slowctl.drivers.actions import LIMIT_KEY, RATES, SUPPLY_ACTIONS
+
+    assert {n: a.limit for n, a in ACTIONS.items() if a.limit} == dict(LIMIT_KEY)
+    assert set(LIMIT_KEY.values()) | set(RATES) <= set(ChannelConfig.model_fields)
+    assert set(StartupSettings.model_fields) <= set(LIMIT_KEY)
+    assert {n for n, a in ACTIONS.items() if "supply" in a.kinds} >= set(SUPPLY_ACTIONS) | set(RATES)
+    assert all(ACTIONS[r].positive for r in RATES)
+
+
 def test_every_model_is_described(stack_config):
     assert {d.model for d in stack_config.devices.values()} == set(DRIVERS)
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from slowctl.config import ChannelConfig, DeviceConfig
 from slowctl.drivers import DRIVERS, SupplyDriver, kind_of
+from slowctl.drivers.actions import LIMIT_KEY, RATES
 from slowctl.drivers.base import off_grid
 
 
@@ -35,13 +36,19 @@ class Action:
     kinds: frozenset[str]
     apply: Apply
     unit: str = ""  # empty: the action takes no value
-    limit: str | None = None  # channel config key of the highest accepted value
     positive: bool = False  # value must be > 0 (else >= 0); tset has both bounds from the config
     reading: str | None = None  # the read-back field that shows the applied value
+    raises: bool = False  # may raise an output's voltage or current: the control UI asks to confirm it on HV
 
     @property
     def takes_value(self) -> bool:
         return bool(self.unit)
+
+    @property
+    def limit(self) -> str | None:
+        """The channel config key of the highest accepted value (slowctl.drivers.actions, which config and
+        drivers read too)."""
+        return LIMIT_KEY.get(self.name)
 
 
 def _switch(on: bool) -> Apply:
@@ -53,36 +60,24 @@ def _clear(driver: Any, ch: int, _: Any) -> None:
         driver.clear(ch)  # chillers: the latched alarms only, nothing on the instrument
 
 
+def _ramp(direction: str) -> Apply:
+    return lambda driver, ch, v: driver.set_ramp(ch, **{direction: v})
+
+
 SUPPLY, CHILLER = frozenset({"supply"}), frozenset({"chiller"})
 
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action("on", "switch the channel output on", SUPPLY | CHILLER, _switch(True)),
+        Action("on", "switch the channel output on", SUPPLY | CHILLER, _switch(True), raises=True),
         Action("off", "switch the channel output off (ramped unless off_mode: kill)", SUPPLY | CHILLER, _switch(False)),
         Action("kill", "switch the channel output off at once, without a ramp", SUPPLY, lambda d, ch, _: d.kill(ch)),
-        Action("vset", "set voltage", SUPPLY, lambda d, ch, v: d.set_voltage(ch, v), "V", "vmax", reading="vset"),
-        Action("iset", "set current limit", SUPPLY, lambda d, ch, v: d.set_current(ch, v), "A", "imax", reading="iset"),
+        Action("vset", "set voltage", SUPPLY, lambda d, ch, v: d.set_voltage(ch, v), "V", reading="vset", raises=True),
         Action(
-            "rampup",
-            "ramp-up rate",
-            SUPPLY,
-            lambda d, ch, v: d.set_ramp(ch, up=v),
-            "V/s",
-            "ramp_max",
-            positive=True,
-            reading="rampup",
+            "iset", "set current limit", SUPPLY, lambda d, ch, v: d.set_current(ch, v), "A", reading="iset", raises=True
         ),
-        Action(
-            "rampdown",
-            "ramp-down rate",
-            SUPPLY,
-            lambda d, ch, v: d.set_ramp(ch, down=v),
-            "V/s",
-            "ramp_max",
-            positive=True,
-            reading="rampdown",
-        ),
+        Action("rampup", "ramp-up rate", SUPPLY, _ramp("up"), "V/s", positive=True, reading="rampup"),
+        Action("rampdown", "ramp-down rate", SUPPLY, _ramp("down"), "V/s", positive=True, reading="rampdown"),
         Action("clear", "reset a trip and acknowledge the channel's latched alarms", SUPPLY | CHILLER, _clear),
         Action(
             "tset",
@@ -94,7 +89,7 @@ ACTIONS: dict[str, Action] = {
         ),
     )
 }
-RAMP_ACTIONS = ("rampup", "rampdown")
+RAMP_ACTIONS = RATES
 
 
 @dataclass(frozen=True)

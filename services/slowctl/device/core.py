@@ -21,6 +21,7 @@ from slowctl.device.events import Event
 from slowctl.device.memory import UNREADABLE, Memory, MemoryFile
 from slowctl.device.ramp import SoftRamp
 from slowctl.drivers import Driver, SupplyDriver
+from slowctl.drivers.actions import RATES
 from slowctl.drivers.link import InstrumentError, LinkError
 from slowctl.drivers.readings import ChannelState, ChillerChannel, Reading, SupplyChannel
 
@@ -31,9 +32,7 @@ OUTPUT_ON_EXTERNALLY = "OUTPUT_ON_EXTERNALLY"
 SETPOINT_CHANGED_EXTERNALLY = "SETPOINT_CHANGED_EXTERNALLY"
 # latched alarms that forbid `on` (and raising a voltage) until an operator clears them
 BLOCKING = frozenset({TRIP_LATCHED, OUTPUT_LOST, UNREADABLE})
-RATES = ("rampup", "rampdown")
 Expect = frozenset[str]  # what a read may show changed by our own doing: "on" and setting names
-ALL: Expect = frozenset({"on", "vset", "iset", "rampup", "rampdown", "tset"})
 NOTHING: Expect = frozenset()
 
 Controlled = SupplyChannel | ChillerChannel  # channels with an output and settings

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from slowctl.drivers.actions import LIMIT_KEY, RATES, SUPPLY_ACTIONS
 from slowctl.drivers.link import InstrumentError, Link, LinkError, LinkSettings
 from slowctl.drivers.readings import Reading, SupplyChannel
 
@@ -258,9 +259,9 @@ class SupplyDriver(Driver):
 
     @classmethod
     def actions(cls) -> frozenset[str]:
-        base = {"on", "off", "kill", "vset", "iset"} | set(cls.extra_actions)
+        base = set(SUPPLY_ACTIONS) | set(cls.extra_actions)
         if cls.hardware_ramp:
-            base |= {"rampup", "rampdown"}
+            base |= set(RATES)
         return frozenset(base)
 
     @classmethod
@@ -272,14 +273,13 @@ class SupplyDriver(Driver):
     def check_config(cls, options: dict[str, Any], channels: dict[int, ChannelLimits]) -> list[str]:
         errors = super().check_config(options, channels)
         opts = cls._options_or_none(options)
+        # config key -> the action whose instrument range it must lie in: each limit, and the start rates
+        ranged: dict[str, str] = {}
+        for action, limit in LIMIT_KEY.items():
+            ranged.setdefault(limit, action)
+        ranged.update({rate: rate for rate in RATES})
         for ch, cfg in channels.items():
-            for key, action in (
-                ("vmax", "vset"),
-                ("imax", "iset"),
-                ("ramp_max", "rampup"),
-                ("rampup", "rampup"),
-                ("rampdown", "rampdown"),
-            ):
+            for key, action in ranged.items():
                 value, limits = getattr(cfg, key), cls.instrument_limits(action, opts)
                 if value is not None and limits and not limits[0] <= value <= limits[1]:
                     errors.append(

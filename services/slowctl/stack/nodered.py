@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from slowctl.config import DeviceConfig, StackConfig
+from slowctl.device.capabilities import ACTIONS
 from slowctl.device.contract import Topics
 
 PREFIX = "slowctl."
-HV_CONFIRM_ACTIONS = ("on", "vset", "iset")  # the actions that can raise a high voltage or its current
+HV_CONFIRM_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.raises)  # may raise a high voltage or its current
 BROKER_ID = PREFIX + "broker"
 BROKER_USER = "nodered"
 WIDGET_MARKER = "__SLOWCTL_DEVICE__"
