@@ -1,4 +1,5 @@
-"""Instrument simulators for slowctl: CAEN N1470, HMP4040 and the climate box.
+"""Instrument simulators for slowctl: one per model of the drivers (``SIMULATORS``, by model id; the
+table in dummy/README.md lists them).
 
 Declare, don't wire: an instrument (``sims/``) is a physics model plus a
 command table; ``server.SimulatorServer`` serves any of them on TCP or a pty.

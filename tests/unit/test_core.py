@@ -406,6 +406,16 @@ def test_capabilities_payload_and_docs_come_from_the_declaration(stack_config):
     assert actions_table() in docs, "docs/mqtt.md: paste the output of `slowctl actions`"
 
 
+def test_a_ramp_rate_changed_without_a_command_is_latched():
+    core, drv = make_core(), FakeSupply([0, 1])
+    core.connected(drv, "fake", first=True)
+    look(core, drv)
+    drv.held[0].rampup = 5.0  # the front panel
+    events = look(core, drv)
+    assert kinds(events) == ["setpoint_changed"] and "rampup changed from 20 V/s to 5 V/s" in events[0].message
+    assert SETPOINT in core.latched(0)
+
+
 def test_the_layers_below_read_the_same_declaration():
     """config and drivers may not import slowctl.device: they read limit keys and rates from slowctl.drivers.actions,
     as ACTIONS does, and every name there is an action and a config key."""
