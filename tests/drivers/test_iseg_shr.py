@@ -135,6 +135,7 @@ def test_connect_refuses_channels_the_module_lacks(clock, serve, make_driver):
     drv = make_driver(IsegDriver, tcp(server), CHANNELS)
     with pytest.raises(InstrumentError, match=r"\(@0-3\) not all on this module.*-222"):
         drv.connect()
+    assert drv.link.query(":SYST:ERR?").startswith("0,"), "the error queue was read to its end"
 
 
 def test_connect_drains_stale_errors_and_never_clears_events(hv, server, iseg, clock):

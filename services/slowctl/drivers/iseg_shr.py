@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from slowctl.drivers.base import ChannelParam, NoOptions, Steps, SupplyDriver
 from slowctl.drivers.link import InstrumentError, LinkError, LinkSettings
 from slowctl.drivers.readings import ChannelState, SupplyChannel
-from slowctl.drivers.scpi import ErrorQueue, error_code
+from slowctl.drivers.scpi import ErrorQueue
 from slowctl.drivers.wire import ask, decimal
 
 STATUS_BITS = {
@@ -279,10 +279,10 @@ class IsegShr(SupplyDriver):
         if self.options.error_queue and self.options.joined_queries:
             # a channel the module lacks is refused here, with a reason, not later with a timeout
             sel = channel_list(self.channels) if self.options.channel_lists else f"(@{max(self.channels)})"
-            reply = self.link.query(f":READ:CHAN:STATUS? {sel};:SYST:ERR?")
-            status, _, error = reply.rpartition(";")
-            if not status or error_code(error) != 0:
-                raise InstrumentError(f"channels {sel} not all on this module ({identity}): {error}")
+            status, errors = self.ERRORS.checked_query(self.link, f":READ:CHAN:STATUS? {sel}")
+            if not status or errors:
+                why = "; ".join(errors) or "no status reply"
+                raise InstrumentError(f"channels {sel} not all on this module ({identity}): {why}")
             if self.options.channel_lists:  # the polarities, for the sign of the first Vset
                 words = [IsegShr.status.parse(w.strip()) for w in status.split(",")]
                 if len(words) != len(self.channels):

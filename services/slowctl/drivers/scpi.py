@@ -68,6 +68,12 @@ class ErrorQueue(ErrorCheck):
         super().__init__(clear)
         self.query = query
 
+    def checked_query(self, link: Link, request: str) -> tuple[str, list[str]]:
+        """A query with the error query in its line (one round trip): its reply, and what went wrong (the
+        rest of the queue read too, so nothing stale is left); empty when all is well."""
+        reply, _, error = link.query(f"{request};{self.query}").rpartition(";")
+        return (reply, []) if error_code(error) == 0 else (reply, [error, *self.errors(link)])
+
     def errors(self, link: Link) -> list[str]:
         found = []
         for _ in range(MAX_ERRORS):
