@@ -10,6 +10,7 @@ runner then calls `safe(run)`: by default every driven channel is ramped to the 
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Callable
@@ -124,7 +125,7 @@ class Procedure:
         return {
             "name": cls.name,
             "title": cls.title,
-            "doc": (cls.__doc__ or "").strip(),
+            "doc": inspect.cleandoc(cls.__doc__ or ""),
             "params": {n: p.describe() for n, p in cls.params.items()},
         }
 
@@ -328,6 +329,9 @@ def make_safe(client: Client, ref: ChannelRef, volts: float, note: Callable[[str
             client.wait_until(down, timeout=(ch.get("vmon") or 0) / max(rate, 1e-3) * 1.5 + 15)
         if volts == 0:
             client.set(ref.device, ref.channel, "off")
+            # until the output says off: a run that ends sooner hands over a channel still ramping its last volt
+            # down (`on`), and the next run on it would take it for on and then see it go off under it
+            client.wait_until(lambda c: not c.channel(ref.device, ref.channel).get("on"), timeout=30)
         note(f"{ref} brought to {volts:g} V{' and switched off' if volts == 0 else ''}")
     except Refused as exc:
         note(f"{ref}: could not bring it to {volts:g} V: {exc.reason}")

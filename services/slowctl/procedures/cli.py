@@ -134,7 +134,10 @@ def _available(client: Client, name: str | None) -> int:
             print(f"  {p['doc']}")
         for pname, d in p["params"].items():
             unit = f" {d['unit']}" if d.get("unit") else ""
-            default = "required" if d["required"] else f"default {d['default']}{unit}"
+            if d["required"]:
+                default = "required"
+            else:
+                default = "default none" if d["default"] is None else f"default {d['default']}{unit}"
             print(f"    {pname:<15} {d['kind']:<9} {default:<24} {d.get('doc', '')}")
     return 0
 

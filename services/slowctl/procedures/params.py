@@ -67,6 +67,8 @@ class Param(Generic[T]):
 
     def parse(self, raw: Any) -> T:
         """The value from text or JSON, or ParamError saying why not."""
+        if self.default is None and (raw is None or (isinstance(raw, str) and raw.strip().lower() == "none")):
+            return None  # type: ignore[return-value]  # an optional setting left out on purpose ("none: no limit")
         value = self._convert(raw)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             unit = f" {self.unit}" if self.unit else ""
@@ -134,6 +136,8 @@ class Param(Generic[T]):
         for key in ("unit", "lo", "hi", "choices"):
             if getattr(self, key) not in ("", None, ()):
                 out[key] = getattr(self, key)
+        if self.positive:
+            out["positive"] = True  # strictly above 0: a form cannot tell from lo
         if self.drives:
             out["drives"] = True
         return out

@@ -64,9 +64,10 @@ class ResultStore:
     def run(self, doc: dict[str, Any]) -> None:
         self._put({"op": "run", "doc": doc})
 
-    def update(self, run: str, fields: dict[str, Any]) -> None:
-        """Changes some fields of a run's document (a run closed after a crash of the runner)."""
-        self._put({"op": "set", "run": run, "fields": fields})
+    def update(self, run: str, fields: dict[str, Any], count_points: bool = False) -> None:
+        """Changes some fields of a run's document (a run closed after a crash of the runner); `count_points`:
+        and sets `points` to the run's points in MongoDB (written in journal order, so all of them by then)."""
+        self._put({"op": "set", "run": run, "fields": fields, "count": count_points})
 
     def point(self, run: str, point: dict[str, Any]) -> None:
         self._put({"op": "point", "run": run, "point": point})
@@ -119,7 +120,10 @@ class ResultStore:
                         doc = r["doc"]
                         db[RUNS].replace_one({"_id": doc["_id"]}, _dates(doc), upsert=True)
                     elif r["op"] == "set":
-                        db[RUNS].update_one({"_id": r["run"]}, {"$set": _dates(r["fields"])}, upsert=True)
+                        fields = _dates(r["fields"])
+                        if r.get("count"):
+                            fields["points"] = db[POINTS].count_documents({"run": r["run"]})
+                        db[RUNS].update_one({"_id": r["run"]}, {"$set": fields}, upsert=True)
                     else:
                         p = r["point"]
                         try:

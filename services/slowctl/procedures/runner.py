@@ -18,6 +18,7 @@ import json
 import logging
 import queue
 import secrets
+import sys
 import threading
 import time
 import traceback
@@ -69,11 +70,11 @@ def load_catalog(paths: Iterable[Path] = ()) -> tuple[dict[str, type[Procedure]]
                 spec = importlib.util.spec_from_file_location(module_name, file)
                 assert spec is not None and spec.loader is not None
                 module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module  # as an import does: dataclasses, pickle look the module up
                 spec.loader.exec_module(module)
             except Exception as exc:  # a lab's file: its error is shown, the runner goes on
-                last = traceback.extract_tb(exc.__traceback__)[-1:]
-                where = f" (line {last[0].lineno})" if last else ""
-                problems.append(f"{file}{where}: {type(exc).__name__}: {exc}")
+                sys.modules.pop(module_name, None)
+                problems.append(_import_problem(exc, file))
                 continue
             for _, cls in inspect.getmembers(module, inspect.isclass):
                 if issubclass(cls, Procedure) and cls.__module__ == module_name and getattr(cls, "name", None):
@@ -82,6 +83,22 @@ def load_catalog(paths: Iterable[Path] = ()) -> tuple[dict[str, type[Procedure]]
                     else:
                         catalog[cls.name] = cls
     return catalog, problems
+
+
+def _import_problem(exc: Exception, file: Path) -> str:
+    """`file (line N): Error: message`, the line being the lab's file's: a syntax error's own, else the file's
+    last frame in the traceback (not importlib's, nor a library's where the error was finally raised)."""
+    if isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename) == file:
+        line, message = exc.lineno, exc.msg
+    else:
+        ours = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == file]
+        line, message = (ours[-1].lineno if ours else None), str(exc)
+    where = f" (line {line})" if line else ""
+    return f"{file}{where}: {type(exc).__name__}: {message}"
+
+
+def _has_progress(run: str, client: Client) -> bool:
+    return client.run_progress(run) is not None
 
 
 class ActiveRun:
@@ -289,7 +306,7 @@ class Runner:
             elif not self.client.online(ref.device):
                 problems.append(f"{ref}: {ref.device} is not online")
             else:
-                problems += self.client.interlocked(ref.device, ref.channel)
+                problems += [f"{ref}: {why}" for why in self.client.interlocked(ref.device, ref.channel)]
                 if self.stack.interlocks and not self.client.online("interlock"):
                     problems.append(f"{ref}: the interlock process is not running (devices refuse `on` without it)")
         return problems
@@ -319,6 +336,7 @@ class Runner:
     def _execute(self, a: ActiveRun) -> None:
         run, proc = a.run, a.procedure
         a.state = "running"
+        self._record(a)  # the record says running (slowctl procedure list), not starting, until it ends
         self._publish_progress(a)
         outcome, reason = "completed", None
         try:
@@ -503,6 +521,8 @@ class Runner:
         threading.Thread(target=self._close_interrupted, args=(left,), name="recover", daemon=True).start()
 
     def _close_interrupted(self, left: dict[str, Any]) -> None:
+        reason = "the procedure runner stopped during the run (crash or restart)"
+        closed: list[tuple[str, dict[str, Any]]] = []
         for rid, info in left.items():
             log.error("run %s was interrupted by a stop of the runner: bringing its channels to safety", rid)
             notes: list[str] = []
@@ -515,11 +535,35 @@ class Runner:
                         make_safe(self.client, ref, float(info.get("safe_voltage", 0.0)), notes.append)
                     except ClientError as exc:
                         notes.append(f"{ref}: {exc}")
-            reason = "the procedure runner stopped during the run (crash or restart)"
+            finished = time.time()
             self.store.update(
                 rid,
-                {"finished": time.time(), "state": "failed", "outcome": "failed", "reason": reason, "notes": notes},
+                {"finished": finished, "state": "failed", "outcome": "failed", "reason": reason, "notes": notes},
+                count_points=True,  # the points the runner journaled before it stopped, not the count at start
             )
-            self._event_text("run_failed", f"run {rid} failed: {reason}", rid)
+            try:  # what the dead runner last said of the run (retained): step, points, the last point
+                self.client.wait_until(functools.partial(_has_progress, rid), timeout=2.0)
+            except ClientError:
+                pass
+            progress = {
+                "run": rid,
+                "procedure": info.get("procedure"),
+                "by": info.get("by"),
+                "channels": info.get("channels", []),
+                "started": int(float(info.get("started") or 0) * 1000) or None,
+                **(self.client.run_progress(rid) or {}),
+                "state": "failed",
+                "finished": int(finished * 1000),
+                "reason": reason,
+                "notes": notes[-5:],
+                "eta": 0,
+            }
+            closed.append((rid, progress))
         with self.lock:
-            self._save_active()
+            self._save_active()  # nothing left to recover before anyone is told the runs are closed
+            self.finished += [rid for rid, _ in closed]
+        for rid, progress in closed:
+            # the retained progress still said running: whoever follows the run (wait_for_run) learns its end
+            self.mqtt.publish(self.topics.progress(rid), json.dumps(progress, default=str), qos=1, retain=True)
+            self._event_text("run_failed", f"run {rid} failed: {reason}", rid)
+        self._publish_state()

@@ -1,5 +1,6 @@
 """The procedures every bench has."""
 
+from slowctl.procedures.base import Procedure
 from slowctl.procedures.builtin.burn_in import BurnIn
 from slowctl.procedures.builtin.iv_scan import IVScan
 from slowctl.procedures.builtin.ramp_hold import RampAndHold
@@ -7,7 +8,7 @@ from slowctl.procedures.builtin.ramp_hold import RampAndHold
 BUILTIN = (IVScan, BurnIn, RampAndHold)
 
 
-def params_table(procedure: type) -> str:
+def params_table(procedure: type[Procedure]) -> str:
     """The parameter table of docs/procedures.md, made from the declaration (a test keeps the docs equal)."""
     rows = ["| parameter | kind | default | what it is |", "|---|---|---|---|"]
     for name, p in procedure.params.items():
