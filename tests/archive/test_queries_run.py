@@ -27,8 +27,9 @@ def test_every_contract_topic_kind_was_archived(archive):
     kinds = {t.split("/")[2] for t in archive.topics}
     assert kinds == {"metrics", "availability", "health"}
     assert {t.split("/")[1] for t in archive.topics if not t.endswith("/availability")} == DEVICES
-    # the interlock process (interlocks and alarm handler) is archived by its availability too
-    assert {t.split("/")[1] for t in archive.topics if t.endswith("/availability")} == DEVICES | {"interlock"}
+    # the interlock process (interlocks and alarm handler) and the procedure runner are archived by their availability
+    services = DEVICES | {"interlock", "procedures"}
+    assert {t.split("/")[1] for t in archive.topics if t.endswith("/availability")} == services
     for measurement in ("supply", "environment", "chiller", "event", "availability", "service_health"):
         assert series(archive.influx.query(f'SELECT count(*) FROM "{measurement}"', archive.db)), measurement
 
@@ -142,7 +143,8 @@ def test_alert_queries_find_what_they_are_meant_to_find(archive):
     tripped = {(s["tags"]["device"], s["tags"]["channel"]) for s in run("alert Channel tripped")}
     assert tripped == {("hv", "2"), ("lv", "1")}
     online = {s["tags"]["device"]: s["values"][-1][1] for s in run("alert Device offline")}
-    assert online == dict.fromkeys(DEVICES | {"interlock"}, 1), "'Device offline' covers the interlock process"
+    services = DEVICES | {"interlock", "procedures"}
+    assert online == dict.fromkeys(services, 1), "'Device offline' covers the interlock process and the runner"
     stale = {s["tags"]["device"]: s["values"][-1][1] for s in run("alert Stale data")}
     assert set(stale) == DEVICES and all(v > 0 for v in stale.values()), stale
     margin = run("alert Dew-point margin low")

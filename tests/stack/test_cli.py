@@ -78,8 +78,9 @@ def test_env_status_get_set(stack):
     r = stack.slowctl("status", *state)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[-1].startswith("interlock process online: 0 rules, active: none; alarms: ")
-    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
+    assert lines[-2].startswith("interlock process online: 0 rules, active: none; alarms: ")
+    assert lines[-1] == "procedure runner online: running: none (slowctl procedure list)", r.stdout
+    rows = {line.split()[0]: line.split() for line in lines[1:-2]}
     assert set(rows) == set(stack.config["devices"])
     assert all(row[1] == "online" and row[2] == "ok" for row in rows.values()), r.stdout
 

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from slowctl.device.contract import AlarmTopics, CommandTopics, InterlockTopics, Topics
+from slowctl.device.contract import AlarmTopics, CommandTopics, InterlockTopics, ProcedureTopics, Topics
 from slowctl.mqtt import Endpoint, Handler, MqttSession, publish_properties
 
 
@@ -97,15 +97,16 @@ def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: fl
 
 
 def status_rows(endpoint: Endpoint, root: str) -> tuple[list[dict[str, Any]], str | None]:
-    """One row per device (availability, state, age, health), and a line on the interlock process and the
-    alarms (None when it has never announced itself)."""
+    """One row per device (availability, state, age, health), and a line each on the interlock process and the
+    alarms, the recorder and the procedure runner (None when none of them has ever announced itself)."""
     safety = [InterlockTopics(root).availability, InterlockTopics(root).state, AlarmTopics(root).summary]
-    got = collect(endpoint, [f"{root}/+/availability", f"{root}/+/status", f"{root}/+/health", *safety])
+    runner = (ProcedureTopics(root).availability, ProcedureTopics(root).state)
+    got = collect(endpoint, [f"{root}/+/availability", f"{root}/+/status", f"{root}/+/health", *safety, runner[1]])
     devices: dict[str, dict[str, Any]] = {}
     now_ms = time.time() * 1000
     recorder = (f"{root}/recorder/availability", f"{root}/recorder/health")
     for topic, payload in got.items():
-        if topic in safety or topic in recorder:
+        if topic in safety or topic in recorder or topic in runner:
             continue
         device, kind = topic[len(root) + 1 :].split("/", 1)
         row = devices.setdefault(device, {"device": device})
@@ -122,7 +123,7 @@ def status_rows(endpoint: Endpoint, root: str) -> tuple[list[dict[str, Any]], st
             elif kind == "health":
                 for key in ("poll_cycles", "errors", "restarts"):
                     row[key] = data.get(key)
-    lines = [line for line in (_safety_line(got, safety), _recorder_line(got, recorder)) if line]
+    lines = [line for line in (_safety_line(got, safety), _recorder_line(got, recorder), _runner_line(got, runner)) if line]
     return [devices[d] for d in sorted(devices)], "\n".join(lines) or None
 
 
@@ -137,6 +138,21 @@ def _recorder_line(got: dict[str, bytes], topics: tuple[str, str]) -> str | None
     return (
         f"recorder {got[availability].decode(errors='replace')}: MongoDB {health.get('mongodb', '?')}, "
         f"{health.get('written', '?')} written, {health.get('buffered', '?')} buffered (slowctl log)"
+    )
+
+
+def _runner_line(got: dict[str, bytes], topics: tuple[str, str]) -> str | None:
+    availability, state_topic = topics
+    if availability not in got:
+        return None
+    try:
+        runs = json.loads(got.get(state_topic) or b"{}").get("runs", {})
+    except (json.JSONDecodeError, AttributeError):
+        runs = {}
+    running = ", ".join(f"{r.get('procedure')} on {'/'.join(r.get('channels', []))}" for r in runs.values()) or "none"
+    return (
+        f"procedure runner {got[availability].decode(errors='replace')}: running: {running} "
+        "(slowctl procedure list)"
     )
 
 
