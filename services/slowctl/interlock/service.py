@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 
 from slowctl.atomic import write_json
 from slowctl.config import StackConfig
-from slowctl.device.commands import Request, sender
+from slowctl.device.commands import Request, json_command
 from slowctl.device.contract import AlarmTopics, CommandTopics, InterlockTopics
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
@@ -159,12 +159,8 @@ class InterlockService:
 
     def _on_command(self, msg: paho.MQTTMessage) -> None:
         """{"action": "clear", "rule": name, "id": ...}: an operator clears a latched rule (never an output)."""
-        try:
-            body = json.loads(msg.payload)
-        except ValueError:
-            body = None
-        req = body if isinstance(body, dict) else {}
-        origin, error = _sender(self.topics.commands, msg, req)
+        body, origin, error = json_command(self.topics.commands, msg.topic, msg.payload, msg.retain)
+        req = body or {}
         if error is None and req.get("action") == "off-all-hv":
             self._off_all_hv(req, origin)
             return
@@ -189,14 +185,10 @@ class InterlockService:
     def _on_alarm_command(self, msg: paho.MQTTMessage) -> None:
         """{"action": "ack", "device": ..., "channel": n, "kind": ..., "id": ...}: an operator acknowledges
         alarms (channel and kind narrow it down; the login says who); refused with the reason when none matches."""
-        try:
-            body = json.loads(msg.payload)
-        except ValueError:
-            body = None
-        req = body if isinstance(body, dict) else {}
+        body, origin, error = json_command(self.alarm_topics.commands, msg.topic, msg.payload, msg.retain)
+        req = body or {}
         channel, kind = req.get("channel"), req.get("kind")
         changes: list[Change] = []
-        origin, error = _sender(self.alarm_topics.commands, msg, req)
         error = error or _ack_problem(req)
         if error is None:
             with self.evaluating:
@@ -366,14 +358,6 @@ class InterlockService:
         self.mqtt.publish(self.topics.state, json.dumps(body), qos=1, retain=True)
         for name, rule in body["rules"].items():
             self.mqtt.publish(f"{self.topics.rules}/{name}", json.dumps(rule), qos=1, retain=True)
-
-
-def _sender(topics: CommandTopics, msg: paho.MQTTMessage, req: dict[str, Any]) -> tuple[Request, str | None]:
-    """Who sent a command to the interlock process or the alarm handler, and why it is refused as it came."""
-    origin, error = sender(topics, msg.topic, req)
-    if error is None and msg.retain:
-        error = "retained commands are refused: a stale command must never run"
-    return origin, error
 
 
 def _ack_problem(req: dict[str, Any]) -> str | None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from slowctl.diskqueue import DiskQueue, QueueFull
-from slowctl.records.docstore import MongoSettings
+from slowctl.records.docstore import Batch, MongoSettings, drain_journal
 from slowctl.records.procedures import POINTS, RUNS, ensure_indexes
 
 log = logging.getLogger(__name__)
@@ -96,56 +96,50 @@ class ResultStore:
 
     # --- journal -> MongoDB ----------------------------------------------------------------------------------------
     def _write_loop(self) -> None:
-        from pymongo import MongoClient
-        from pymongo.errors import DuplicateKeyError, PyMongoError
-
         assert self.mongo is not None
-        client: MongoClient = MongoClient(self.mongo.uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
-        db = client[self.mongo.database]
-        indexed, backoff = False, 0.5
-        while not self.stop_event.is_set() or len(self.journal):
-            batch = self.journal.peek(BATCH)
-            if not batch:
-                if self.stop_event.is_set():
-                    break
-                self.news.wait(1.0)
-                self.news.clear()
-                continue
+        drain_journal(
+            self.journal,
+            self.mongo,
+            self.stop_event,
+            self.news,
+            ensure_indexes,
+            _write,
+            self._failed,
+            self._written,
+            BATCH,
+        )
+
+    def _failed(self, exc: Exception) -> None:
+        if self.error is None:
+            self.outages.append([time.time(), None])
+            log.error("MongoDB: %s; results kept on disk", str(exc)[:200])
+        self.error = str(exc)[:300]
+
+    def _written(self, batch: Batch, recovered: bool) -> None:
+        if recovered:
+            self.outages[-1][1] = time.time()
+            self.error = None
+            log.info("MongoDB: writing results again")
+
+
+def _write(db: Any, batch: Batch) -> None:
+    from pymongo.errors import DuplicateKeyError
+
+    for _, r in batch:
+        if r["op"] == "run":
+            doc = r["doc"]
+            db[RUNS].replace_one({"_id": doc["_id"]}, _dates(doc), upsert=True)
+        elif r["op"] == "set":
+            fields = _dates(r["fields"])
+            if r.get("count"):
+                fields["points"] = db[POINTS].count_documents({"run": r["run"]})
+            db[RUNS].update_one({"_id": r["run"]}, {"$set": fields}, upsert=True)
+        else:
+            p = r["point"]
             try:
-                if not indexed:
-                    ensure_indexes(db)
-                    indexed = True
-                for _, r in batch:
-                    if r["op"] == "run":
-                        doc = r["doc"]
-                        db[RUNS].replace_one({"_id": doc["_id"]}, _dates(doc), upsert=True)
-                    elif r["op"] == "set":
-                        fields = _dates(r["fields"])
-                        if r.get("count"):
-                            fields["points"] = db[POINTS].count_documents({"run": r["run"]})
-                        db[RUNS].update_one({"_id": r["run"]}, {"$set": fields}, upsert=True)
-                    else:
-                        p = r["point"]
-                        try:
-                            db[POINTS].insert_one({"_id": point_id(r["run"], p["seq"]), "run": r["run"], **_dates(p)})
-                        except DuplicateKeyError:
-                            pass  # written before a crash
-            except PyMongoError as exc:
-                if self.error is None:
-                    self.outages.append([time.time(), None])
-                    log.error("MongoDB: %s; results kept on disk", str(exc)[:200])
-                self.error = str(exc)[:300]
-                if self.stop_event.wait(backoff):
-                    break
-                backoff = min(backoff * 2, 5.0)
-                continue
-            self.journal.commit(batch[-1][0])
-            backoff = 0.5
-            if self.error is not None:
-                self.outages[-1][1] = time.time()
-                self.error = None
-                log.info("MongoDB: writing results again")
-        client.close()
+                db[POINTS].insert_one({"_id": point_id(r["run"], p["seq"]), "run": r["run"], **_dates(p)})
+            except DuplicateKeyError:
+                pass  # written before a crash
 
 
 def _dates(doc: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from slowctl.atomic import write_json
 from slowctl.client.api import ClientError
 from slowctl.client.client import Client
 from slowctl.config import StackConfig
-from slowctl.device.commands import Request, sender
+from slowctl.device.commands import Request, json_command
 from slowctl.device.contract import ProcedureTopics
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
@@ -209,14 +209,8 @@ class Runner:
 
     # --- commands -----------------------------------------------------------------------------------------------
     def _on_command(self, msg: paho.MQTTMessage) -> None:
-        try:
-            body = json.loads(msg.payload)
-        except ValueError:
-            body = None
-        req = body if isinstance(body, dict) else {}
-        origin, error = sender(self.topics.commands, msg.topic, req)
-        if error is None and msg.retain:
-            error = "retained commands are refused: a stale command must never run"
+        body, origin, error = json_command(self.topics.commands, msg.topic, msg.payload, msg.retain)
+        req = body or {}
         if error is None and body is None:
             error = 'expected JSON: {"action": "start", "procedure": ..., "params": {...}} or {"action": "abort", ...}'
         action = req.get("action")

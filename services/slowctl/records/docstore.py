@@ -1,4 +1,5 @@
-"""MongoDB, the store for what is not a time series: the connection check of the slowctl image.
+"""MongoDB, the store for what is not a time series: the connection check of the slowctl image, and the
+writer that moves a service's on-disk journal into it (the recorder's, the procedure runner's).
 
 `slowctl db-check` connects as the least-privilege user, proves it can write and
 read the slowctl database (the collections of the recorder and of the procedure
@@ -8,11 +9,14 @@ runner, with their indexes), and that it holds no more than readWrite on it.
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote_plus
+
+from slowctl.diskqueue import DiskQueue
 
 PREFIX = "SLOWCTL_MONGO_"
 
@@ -109,5 +113,57 @@ def check(settings: MongoSettings, timeout: float = 5.0) -> str:
         raise DocstoreError(
             f"cannot reach mongodb at {settings.host}:{settings.port}: {str(exc).split(' (configured timeouts')[0]}"
         ) from None
+    finally:
+        client.close()
+
+
+Batch = list[tuple[int, Any]]
+
+
+def drain_journal(
+    journal: DiskQueue,
+    settings: MongoSettings,
+    stop: threading.Event,
+    news: threading.Event,
+    prepare: Callable[[Any], None],
+    write: Callable[[Any, Batch], None],
+    failed: Callable[[Exception], None],
+    written: Callable[[Batch, bool], None],
+    batch_size: int = 500,
+) -> None:
+    """Moves `journal` into MongoDB in order until `stop` (and the journal is empty): `prepare(db)` once
+    (indexes), `write(db, batch)` per batch, committed only when it returns. While a write fails the batch
+    stays in the journal and is tried again with a growing pause; `failed(exc)` is told each time,
+    `written(batch, recovered)` after each commit (`recovered`: the first after a failure)."""
+    from pymongo import MongoClient
+
+    client: MongoClient = MongoClient(settings.uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+    db = client[settings.database]
+    prepared, failing, backoff = False, False, 0.5
+    try:
+        while not stop.is_set() or len(journal):
+            batch = journal.peek(batch_size)
+            if not batch:
+                if stop.is_set():
+                    break
+                news.wait(1.0)
+                news.clear()
+                continue
+            try:
+                if not prepared:
+                    prepare(db)
+                    prepared = True
+                write(db, batch)
+            except Exception as exc:  # the writer never dies: what it cannot write stays in the journal
+                failing = True
+                failed(exc)
+                if stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, 5.0)
+                continue
+            journal.commit(batch[-1][0])
+            backoff = 0.5
+            written(batch, failing)
+            failing = False
     finally:
         client.close()

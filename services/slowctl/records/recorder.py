@@ -25,7 +25,7 @@ from slowctl.config import StackConfig
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.diskqueue import DiskQueue, QueueFull
 from slowctl.mqtt import Endpoint, MqttSession
-from slowctl.records.docstore import MongoSettings
+from slowctl.records.docstore import Batch, MongoSettings, drain_journal
 from slowctl.records.store import apply, ensure_indexes, expire, to_write
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Recorder:
         self.take_lock = threading.Lock()
         self.db_error: str | None = None
         self.last_write: float | None = None
+        self.expired_at = 0.0  # when retention last deleted old documents (monotonic)
         self.heartbeat = Heartbeat.from_env()
         base = f"{self.root}/{NAME}"
         self.health_topic, self.availability = f"{base}/health", f"{base}/availability"
@@ -141,57 +142,50 @@ class Recorder:
 
     # --- journal -> MongoDB (writer thread) -------------------------------------------------------
     def _write_loop(self) -> None:
-        from pymongo import MongoClient
+        drain_journal(
+            self.journal,
+            self.mongo,
+            self.stop_event,
+            self.news,
+            ensure_indexes,
+            self._write,
+            self._failed,
+            self._written,
+            BATCH,
+        )
+
+    def _write(self, db: Any, batch: Batch) -> None:
+        writes = [w for _, r in batch if (w := to_write(self.root, r["k"], r["t"], r["p"], r["at"]))]
+        rejected = apply(db, writes)
+        if rejected:
+            self.rejected += rejected
+            log.error("MongoDB refused %d documents: kept in its `rejected` collection", rejected)
+        if time.monotonic() - self.expired_at > EXPIRE_EVERY:
+            self.expired_at = time.monotonic()
+            gone = expire(db, self.cfg.retention_days)
+            if gone:
+                log.info("retention: %d documents older than %d days deleted", gone, self.cfg.retention_days)
+
+    def _failed(self, exc: Exception) -> None:
         from pymongo.errors import PyMongoError
 
-        client: MongoClient = MongoClient(self.mongo.uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
-        db = client[self.mongo.database]
-        backoff, indexed, expired_at = 0.5, False, 0.0
-        while not self.stop_event.is_set() or len(self.journal):
-            batch = self.journal.peek(BATCH)
-            if not batch:
-                if self.stop_event.is_set():
-                    break
-                self.news.wait(1.0)
-                self.news.clear()
-                continue
-            try:
-                if not indexed:
-                    ensure_indexes(db)
-                    indexed = True
-                writes = [w for _, r in batch if (w := to_write(self.root, r["k"], r["t"], r["p"], r["at"]))]
-                rejected = apply(db, writes)
-                if rejected:
-                    self.rejected += rejected
-                    log.error("MongoDB refused %d documents: kept in its `rejected` collection", rejected)
-                if time.monotonic() - expired_at > EXPIRE_EVERY:
-                    expired_at = time.monotonic()
-                    gone = expire(db, self.cfg.retention_days)
-                    if gone:
-                        log.info("retention: %d documents older than %d days deleted", gone, self.cfg.retention_days)
-            except Exception as exc:  # the writer never dies: what it cannot write stays in the journal, alarmed
-                if not isinstance(exc, PyMongoError):
-                    log.exception("writing the journal into MongoDB failed")
-                first = self.db_error is None
-                self.db_error = _short(exc)
-                if first:
-                    log.error("MongoDB: %s; buffering on disk", self.db_error)
-                    self._publish_health()
-                if self.stop_event.wait(backoff):
-                    break
-                backoff = min(backoff * 2, 5.0)
-                continue
-            self.journal.commit(batch[-1][0])
-            with self.take_lock:
-                self._take()  # room again for what was held back
-            self.written += len(batch)
-            self.last_write = time.time()
-            backoff = 0.5
-            if self.db_error is not None:
-                log.info("MongoDB: writing again")
-                self.db_error = None
-                self._publish_health()
-        client.close()
+        if not isinstance(exc, PyMongoError):
+            log.exception("writing the journal into MongoDB failed", exc_info=exc)
+        first = self.db_error is None
+        self.db_error = _short(exc)
+        if first:
+            log.error("MongoDB: %s; buffering on disk", self.db_error)
+            self._publish_health()
+
+    def _written(self, batch: Batch, recovered: bool) -> None:
+        with self.take_lock:
+            self._take()  # room again for what was held back
+        self.written += len(batch)
+        self.last_write = time.time()
+        if recovered:
+            log.info("MongoDB: writing again")
+            self.db_error = None
+            self._publish_health()
 
     # --- health (the alarm handler reads its `alarms`) -------------------------------------------
     def health(self) -> dict[str, Any]:
