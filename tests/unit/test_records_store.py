@@ -54,3 +54,16 @@ def test_for_is_recorded_only_from_a_front_end_and_values_are_kept_storable():
     huge = w("slowctl/hv/by/alice/cmd", '{"action": "vset", "channel": 0, "value": 1' + "0" * 400 + "}")
     assert huge.doc["value"] is None or isinstance(huge.doc["value"], (str, float))
     assert w("slowctl/hv/by/alice/cmd", "{not json").doc["reason"].startswith("malformed JSON")
+
+
+def test_procedure_commands_replies_and_events_are_the_runners():
+    start = w(
+        "slowctl/procedures/by/alice/cmd",
+        {"action": "start", "procedure": "iv_scan", "params": {"channel": "bias.0", "a.b": 1, "$x": [1]}, "id": "s"},
+    )
+    assert start.collection == COMMANDS and start.doc["reason"] is None and start.doc["action"] == "start"
+    assert start.doc["value"] == {"procedure": "iv_scan", "params": {"channel": "bias.0", "a_b": 1, "x": "[1]"}}
+    reply = w("slowctl/procedures/reply", {"id": "s", "action": "start", "by": "alice", "ok": True, "run": "r1"})
+    assert start.doc["reply_key"] == reply.match["reply_key"]
+    event = w("slowctl/procedures/event", {"device": "bias", "channel": 0, "kind": "run_started", "message": "m"})
+    assert event.collection == EVENTS and event.doc["device"] == "bias" and event.doc["source"] == "procedures"

@@ -37,7 +37,7 @@ from slowctl.device.commands import Request, json_command
 from slowctl.device.contract import ProcedureTopics
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
-from slowctl.mqtt import Endpoint, MqttSession
+from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 from slowctl.procedures.base import Aborted, Failed, Procedure, Run, Stopped, make_safe
 from slowctl.procedures.builtin import BUILTIN
 from slowctl.procedures.params import ChannelRef, ParamError
@@ -232,10 +232,14 @@ class Runner:
         reply.update(ok=error is None, error=error)
         if error:
             log.info("refused %s from %s: %s", action, origin.who, error)
+        text = json.dumps(reply)
+        self.mqtt.publish(self.topics.reply, text, qos=1)  # always here too, as the devices do: the record reads it
         props = getattr(msg, "properties", None)
         response = getattr(props, "ResponseTopic", None)
-        topic = response if isinstance(response, str) and response.startswith(self.topics.reply + "/") else None
-        self.mqtt.publish(topic or self.topics.reply, json.dumps(reply), qos=1)
+        if isinstance(response, str) and response.startswith(self.topics.reply + "/"):
+            correlation = getattr(props, "CorrelationData", None)
+            extra = publish_properties(CorrelationData=correlation) if correlation else None
+            self.mqtt.publish(response, text, qos=1, properties=extra)
 
     def _start(self, req: dict[str, Any], origin: Request) -> tuple[str | None, str | None]:
         """(why not, None) or (None, the run id): every check before anything moves."""

@@ -46,7 +46,10 @@ class Write:
 REJECTED = "rejected"  # documents MongoDB refused, with the message they came from
 LATEST = 4102444800.0  # 2100-01-01: a time beyond this is not a time
 MATCH_WINDOW = timedelta(minutes=5)  # a reply completes a command received at most this long before it
-BY_THE_HANDLER = ("alarms", "interlock")  # their events name the device they are about (only `interlock` may publish)
+# services, not devices: their commands are JSON of their own, their replies name no channel, and their events name
+# the device they are about (only the service itself may publish them: interlock, procedures)
+SERVICES = ("alarms", "interlock", "procedures")
+SERVICE_KEYS = ("device", "channel", "kind", "rule", "kill", "procedure", "run", "params")  # what their commands say
 
 
 def when(ms: Any, fallback: float) -> datetime:
@@ -63,6 +66,13 @@ def plain(value: Any) -> Any:
     if isinstance(value, float):
         return value if finite_number(value) else str(value)
     return str(value)[:256]
+
+
+def _plain_or_map(value: Any) -> Any:
+    """A procedure's parameters stay a map of plain values (at most 64 of them)."""
+    if isinstance(value, dict):
+        return {str(k)[:64].replace(".", "_").lstrip("$"): plain(v) for k, v in list(value.items())[:64]}
+    return plain(value)
 
 
 def to_write(root: str, key: str, topic: str, payload: str, received: float) -> Write | None:
@@ -103,14 +113,14 @@ def _command(key: str, target: str, login: str, levels: list[str], topic: str, p
         req, form = parse_plain(levels[0], levels[1], data), "plain"
     else:
         req, form = Request(error="unknown command topic"), "unknown"
-    if form == "json" and target in BY_THE_HANDLER:  # their commands are not device commands
+    if form == "json" and target in SERVICES:  # their commands are not device commands
         try:
             body = json.loads(payload)
         except ValueError:
             body = {}
         if isinstance(body, dict):
             req.action, req.id, req.on_behalf = body.get("action"), body.get("id"), body.get("for")
-            what = {k: plain(body[k]) for k in ("device", "channel", "kind", "rule", "kill") if k in body}
+            what = {k: _plain_or_map(body[k]) for k in SERVICE_KEYS if k in body}
             req.value, req.error = what or None, None
     return Write(COMMANDS, _command_doc(key, target, login, req, topic, payload, received, form))
 
@@ -146,7 +156,7 @@ def _command_doc(
 
 
 def _reply_key(device: str, login: Any, action: Any, channel: Any, cid: Any) -> str:
-    if device in BY_THE_HANDLER:
+    if device in SERVICES:
         channel = None  # their replies name no channel (an ack's channel is part of what it acknowledges)
     return json.dumps([device, login, action, channel, cid])
 
@@ -205,7 +215,7 @@ def _event(key: str, target: str, payload: str, received: float) -> Write | None
     doc["channel"] = (
         doc["channel"] if isinstance(doc["channel"], int) and not isinstance(doc["channel"], bool) else None
     )
-    if target not in BY_THE_HANDLER or not doc["device"]:
+    if target not in SERVICES or not doc["device"]:
         doc["device"] = target  # a device speaks for itself only (the ACL: its own event topic)
     return Write(EVENTS, {"_id": key, "ts": when(body.get("ts"), received), "source": target, **doc})
 

@@ -85,14 +85,17 @@ class IVScan(Procedure):
                 state=ch.get("state"),
             )
             run.progress(n, len(voltages), f"{v:g} V: {i * 1e6:.4g} µA")
+            at = f"{v:g} V"  # as asked; and what the output held when it sagged (compliance, a current limit)
+            if isinstance(vmon, (int, float)) and abs(abs(vmon) - abs(v)) > max(1.0, 0.01 * abs(v)):
+                at += f" (the output held {sign * vmon:.4g} V)"
             if ch.get("state") == "COMPLIANCE":
-                raise Stopped(f"compliance at {v:g} V ({i * 1e6:.4g} µA)")
+                raise Stopped(f"compliance at {at}, {i * 1e6:.4g} µA")
             if self.current_limit is not None and i > self.current_limit:
-                raise Stopped(f"current {i * 1e6:.4g} µA above the limit {self.current_limit * 1e6:g} µA at {v:g} V")
+                raise Stopped(f"current {i * 1e6:.4g} µA above the limit {self.current_limit * 1e6:g} µA at {at}")
             if previous is not None and previous > self.jump_floor and i > previous * self.jump:
                 raise Stopped(
                     f"breakdown: the current rose {i / max(previous, 1e-15):.1f} times in one step, to "
-                    f"{i * 1e6:.4g} µA at {v:g} V"
+                    f"{i * 1e6:.4g} µA at {at}"
                 )
             previous = i
 
