@@ -401,10 +401,10 @@ class DeviceService:
         text = json.dumps(body)
         if not ok:
             log.info("refused %s: %s", req.action, error)
-        self.mqtt.publish(self.topics.reply, text, qos=1)
-        if req.response_topic:
+        if req.response_topic:  # the one who asked first; then the shared topic (the record, the UI)
             props = publish_properties(CorrelationData=req.correlation) if req.correlation else None
             self.mqtt.publish(req.response_topic, text, qos=1, properties=props)
+        self.mqtt.publish(self.topics.reply, text, qos=1)
 
     def _command_loop(self) -> None:
         while not self.stop_event.is_set():

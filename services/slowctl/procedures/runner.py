@@ -233,13 +233,13 @@ class Runner:
         if error:
             log.info("refused %s from %s: %s", action, origin.who, error)
         text = json.dumps(reply)
-        self.mqtt.publish(self.topics.reply, text, qos=1)  # always here too, as the devices do: the record reads it
         props = getattr(msg, "properties", None)
         response = getattr(props, "ResponseTopic", None)
         if isinstance(response, str) and response.startswith(self.topics.reply + "/"):
             correlation = getattr(props, "CorrelationData", None)
             extra = publish_properties(CorrelationData=correlation) if correlation else None
             self.mqtt.publish(response, text, qos=1, properties=extra)
+        self.mqtt.publish(self.topics.reply, text, qos=1)  # always here too, as the devices do: the record reads it
 
     def _start(self, req: dict[str, Any], origin: Request) -> tuple[str | None, str | None]:
         """(why not, None) or (None, the run id): every check before anything moves."""
