@@ -238,7 +238,7 @@ class DummyStack:
         self.proc: subprocess.Popen | None = None
         self._probes: list[Probe] = []
 
-    def start(self, timeout: float = 20.0) -> DummyStack:
+    def start(self, timeout: float = 40.0) -> DummyStack:  # generous: CI machines are shared
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "slowctl", "up", "--dummy", "--config", str(self.config_path)],
