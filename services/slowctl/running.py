@@ -63,6 +63,8 @@ def check(state_dir: Path) -> Path:
     try:
         pid = int(json.loads(info.read_text())["pid"])
     except FileNotFoundError:
+        if (state_dir / "credentials.json").exists():  # a stack has run here
+            raise NotRunning(f"the native stack in {state_dir} has stopped (start it again with: slowctl up)") from None
         raise NotRunning(f"no running native stack in {state_dir} (start one with: slowctl up --dummy)") from None
     except (ValueError, KeyError, TypeError):
         raise NotRunning(f"{info} is unreadable: is a `slowctl up` of another version running there?") from None
@@ -98,6 +100,8 @@ def find(explicit: Path | None = None) -> Path:
         return running[0]
     if entries:  # all stale: killed without cleaning up
         return check(entries[0][0])
+    if LOCAL.is_dir():
+        return check(LOCAL)  # says it has stopped
     raise NotRunning(
         f"no running native stack: none in {LOCAL.resolve()}, none registered in {runtime_dir()} "
         "(start one with: slowctl up --dummy)"

@@ -209,6 +209,8 @@ def test_up_says_everything_stopped(own_stack, tmp_path, monkeypatch):
     assert not list((tmp_path / "running").iterdir()), "unregistered"
     r = slowctl("status", cwd=tmp_path)
     assert r.returncode == 1 and "no running native stack: none in" in r.stderr, r.stderr
+    r = slowctl("status", "--state-dir", str(s.state))
+    assert r.returncode == 1 and f"the native stack in {s.state} has stopped (start it again" in r.stderr
 
 
 @pytest.mark.stack
