@@ -88,14 +88,19 @@ NOT_AUTHORIZED = 135  # MQTT v5 reason code: the broker's ACL denies the topic t
 def accepted(session: MqttSession, info: Any, login: str | None, target: str, timeout: float) -> None:
     """ClientError when the broker refused a command (its PUBACK's reason code) rather than wait in vain for
     a reply that cannot come."""
+    refused = refusal(session, info, login, target, timeout)
+    if refused:
+        raise ClientError(refused)
+
+
+def refusal(session: MqttSession, info: Any, login: str | None, target: str, timeout: float) -> str | None:
+    """Why the broker refused a command, for people; None when it took it (or has not answered)."""
     reason = session.refusal(info, timeout)
     if reason is None:
-        return
+        return None
     if reason.value == NOT_AUTHORIZED:
-        raise ClientError(
-            f"not authorised ({login} may not command {target}: the broker refused it, reason code {reason.value})"
-        )
-    raise ClientError(f"the broker refused the command to {target}: {reason} (reason code {reason.value})")
+        return f"not authorised ({login} may not command {target}: the broker refused it, reason code {reason.value})"
+    return f"the broker refused the command to {target}: {reason} (reason code {reason.value})"
 
 
 def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: float = 3.0) -> dict[str, bytes]:
@@ -294,6 +299,8 @@ def off_all_hv(
     lock = threading.Lock()
     all_in = threading.Event()
     expected = [(dev, ch) for dev, ch in outputs if dev in online]
+    sent: dict[tuple[str, int], Any] = {}
+    refused: dict[tuple[str, int], str] = {}
 
     def on_reply(msg) -> None:
         parts = msg.topic.split("/")
@@ -312,10 +319,16 @@ def off_all_hv(
             props = publish_properties(
                 ResponseTopic=f"{topics.reply}/emergency-{run}/{ch}", MessageExpiryInterval=int(timeout) + 1
             )
-            info = s.publish(topics.commands.of(endpoint.username), json.dumps(body), qos=1, properties=props)
-            accepted(s, info, endpoint.username, dev, timeout)
-        if expected:
-            all_in.wait(timeout)
+            sent[(dev, ch)] = s.publish(
+                topics.commands.of(endpoint.username), json.dumps(body), qos=1, properties=props
+            )
+        deadline = time.monotonic() + timeout  # every output sent before any refusal is looked at
+        for (dev, ch), info in sent.items():
+            why = refusal(s, info, endpoint.username, dev, max(0.0, deadline - time.monotonic()))
+            if why:
+                refused[(dev, ch)] = why
+        if len(refused) < len(expected):
+            all_in.wait(max(0.0, deadline - time.monotonic()))
     finally:
         s.stop()
     rows = []
@@ -323,6 +336,8 @@ def off_all_hv(
         reply = replies.get((dev, ch))
         if dev not in online:
             rows.append({"device": dev, "channel": ch, "ok": False, "result": "device offline: not switched off"})
+        elif (dev, ch) in refused:
+            rows.append({"device": dev, "channel": ch, "ok": False, "result": refused[(dev, ch)]})
         elif reply is None:
             rows.append({"device": dev, "channel": ch, "ok": False, "result": f"no reply within {timeout:g} s"})
         else:
@@ -377,9 +392,10 @@ def request(
     try:
         if not s.subscribe(reply_topic, on_reply, wait=timeout):
             raise ClientError(f"the broker did not acknowledge the subscription to {reply_topic}")
+        deadline = time.monotonic() + timeout
         info = s.publish(commands.of(endpoint.username), json.dumps({**body, "id": cmd_id}), qos=1)
         accepted(s, info, endpoint.username, commands.target, timeout)
-        if not done.wait(timeout):
+        if not done.wait(max(0.0, deadline - time.monotonic())):
             raise ClientError(f"no reply on {reply_topic} within {timeout:g} s (is the interlock process running?)")
     finally:
         s.stop()

@@ -276,10 +276,11 @@ class Client:
             CorrelationData=cid.encode(),
             MessageExpiryInterval=max(1, math.ceil(timeout)),
         )
+        deadline = time.monotonic() + timeout
         info = self.session.publish(commands.of(self.login), json.dumps(body), qos=1, properties=props)
         accepted(self.session, info, self.login, target, timeout)
         with self._lock:
-            if not self._lock.wait_for(lambda: cid in self._replies, timeout):
+            if not self._lock.wait_for(lambda: cid in self._replies, max(0.0, deadline - time.monotonic())):
                 where = "online" if self._availability.get(target) == "online" else "not online"
                 raise ClientError(f"no reply from {target!r} within {timeout:g} s (it is {where})")
             return self._replies.pop(cid)
