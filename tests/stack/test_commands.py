@@ -98,7 +98,7 @@ BAD = [
     ("slowctl/hv/cmd/vset", "1", "cmd/<action>/<channel>"),
     ("slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 1, "ts": time.time() - 60}), "stale"),
     ("slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 1, "ts": "2020-01-01T00:00:00Z"}), "stale"),
-    ("slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 1, "ts": time.time() + 600}), "future"),
+    ("slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 1, "ts": time.time() + 86400}), "future"),
     ("slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 1, "colour": "red"}), "unknown field"),
     ("slowctl/climate/cmd/on/0", "", "not supported by this device"),
     ("slowctl/lv/cmd/vset/3", "13", "vmax=12"),
