@@ -1,4 +1,5 @@
-"""The README's first command on a stock Debian/Ubuntu: the distribution's Python first on PATH.
+"""The README's commands on a stock Debian/Ubuntu, the distribution's Python first on PATH: `./scripts/up.sh`,
+a second terminal, and the test setup and command.
 
 Its Python is externally managed (PEP 668: `pip install` refuses), so scripts/install.sh installs into a
 virtual environment that it makes and up.sh runs from; a second terminal activates it and finds the
@@ -52,3 +53,29 @@ def test_up_with_the_distribution_python(own_stack, tmp_path):
     s.proc.wait(30)
     assert s.log().splitlines()[-1].startswith("[slowctl] stopped: all "), s.log()[-2000:]
     assert s.log().splitlines()[-1].endswith(" processes have exited")
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not DISTRIBUTION_PYTHON.exists(), reason="no distribution Python at /usr/bin/python3")
+def test_the_readme_test_commands_with_the_distribution_python(tmp_path):
+    """`./scripts/install.sh --test`, then the README's test command (on one file: the whole suite runs in CI)."""
+    built = subprocess.run(["bash", str(REPO / "scripts" / "build-test-tools.sh"), "--paths"], capture_output=True)
+    if len(built.stdout.splitlines()) < 4:
+        pytest.skip("the test tools are not built: install.sh --test would build them for minutes here")
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHON", "VIRTUAL_ENV")}
+    env.update(PATH=STOCK_PATH, SLOWCTL_VENV=str(venv))
+    r = subprocess.run(
+        ["bash", "scripts/install.sh", "--test"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert os.path.realpath(venv / "bin" / "python3") == os.path.realpath(DISTRIBUTION_PYTHON)
+    r = subprocess.run(
+        [venv / "bin" / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/test_config.py"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0 and " passed" in r.stdout.splitlines()[-1], r.stdout[-2000:]
