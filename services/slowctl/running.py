@@ -78,7 +78,8 @@ def check(state_dir: Path) -> Path:
 
 def find(explicit: Path | None = None) -> Path:
     """The state directory of the running native stack: `explicit`, else ./.slowctl when its stack runs,
-    else the one registered (NotRunning when none or several are, or when it has stopped)."""
+    else the one registered (NotRunning when none or several are, or when it has stopped; also when
+    ./.slowctl holds a stack that has stopped: a command must not go to another bench unasked)."""
     if explicit is not None:
         return check(explicit)
     if (LOCAL / "stack.json").exists():
@@ -91,6 +92,13 @@ def find(explicit: Path | None = None) -> Path:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # being written, or not ours
     running = [d for d, pid in entries if alive(pid) and (d / "stack.json").exists()]
+    if (LOCAL / "credentials.json").exists():  # this directory's own stack, stopped: never another one silently
+        elsewhere = (
+            f"; running: {', '.join(map(str, running))} (--state-dir DIR)"
+            if running
+            else " (start it again with: slowctl up)"
+        )
+        raise NotRunning(f"the native stack in {LOCAL.resolve()} has stopped{elsewhere}")
     if len(running) > 1:
         raise NotRunning(
             f"{len(running)} native stacks are running ({', '.join(map(str, running))}): "
@@ -100,8 +108,6 @@ def find(explicit: Path | None = None) -> Path:
         return running[0]
     if entries:  # all stale: killed without cleaning up
         return check(entries[0][0])
-    if LOCAL.is_dir():
-        return check(LOCAL)  # says it has stopped
     raise NotRunning(
         f"no running native stack: none in {LOCAL.resolve()}, none registered in {runtime_dir()} "
         "(start one with: slowctl up --dummy)"

@@ -192,6 +192,14 @@ def test_stack_found_from_any_directory(own_stack, tmp_path, monkeypatch):
     assert r.returncode == 0 and "online" in r.stdout, r.stderr
     r = slowctl("env", "--role", "viewer", cwd=elsewhere)
     assert f"SLOWCTL_MQTT_PORT={s.port}" in r.stdout
+    # a directory whose own stack has stopped: the running one is named, not used unasked
+    mine = tmp_path / "mine"
+    (mine / ".slowctl").mkdir(parents=True)
+    (mine / ".slowctl" / "credentials.json").write_text("{}")
+    r = slowctl("status", cwd=mine)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"slowctl status: the native stack in {mine / '.slowctl'} has stopped; running: {s.state} (--state-dir DIR)"
+    )
 
     os.kill(s.proc.pid, signal.SIGKILL)  # no cleaning up: its files say it runs
     s.proc.wait()
