@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Installs what slowctl needs on a Debian/Ubuntu machine.
-#   scripts/install.sh          runtime: Mosquitto and nginx (apt), slowctl (pip), Node-RED (npm, in nodered/),
-#                               FerretDB for the record when Go is installed (scripts/build-test-tools.sh ferretdb)
-#   scripts/install.sh --test   also what the tests need: Chromium (apt), and the programs
+#   scripts/install.sh          runtime: Mosquitto and nginx (apt), slowctl (pip, into the virtual environment
+#                               .venv or $SLOWCTL_VENV, made with ${PYTHON:-python3} and reused), Node-RED (npm,
+#                               in nodered/), FerretDB for the record when Go is installed
+#                               (scripts/build-test-tools.sh ferretdb)
+#   scripts/install.sh --test   also what the tests need: the test and lint extras (pip), Chromium (apt), and the programs
 #                               built from source by scripts/build-test-tools.sh (docker compose, Telegraf,
 #                               InfluxDB 2, FerretDB: needs Go >= 1.26 and rustup's stable Rust)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    "" | --test) ;;
+    *) echo "usage: scripts/install.sh [--test]" >&2; exit 2 ;;
+esac
 
-APT_RUNTIME=(mosquitto mosquitto-clients nginx-light)
+APT_RUNTIME=(mosquitto mosquitto-clients nginx-light python3-venv)   # venv: a stock Debian's Python has no ensurepip
 APT_TEST=(chromium build-essential pkg-config)   # the last two: cgo in build-test-tools.sh
 
 packages=("${APT_RUNTIME[@]}")
@@ -37,7 +43,14 @@ if command -v systemctl >/dev/null 2>&1; then
         systemctl is-active --quiet "$unit" 2>/dev/null && $SUDO systemctl disable --now "$unit" >/dev/null 2>&1 || true
     done
 fi
-"${PYTHON:-python3}" -m pip install -q --disable-pip-version-check -e '.[test,lint]'
+. scripts/venv.sh
+if ! "$VENV/bin/python" -c '' 2>/dev/null; then
+    echo "creating the virtual environment $VENV with ${PYTHON:-python3}"
+    "${PYTHON:-python3}" -m venv --clear "$VENV"
+fi
+extras=""
+[ "${1:-}" = "--test" ] && extras="[test,lint]"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".$extras"
 # the control UI: Node-RED and its dashboard, exactly as nodered/package-lock.json pins them;
 # skipped while node_modules matches the lock file
 if ! command -v npm >/dev/null 2>&1; then
@@ -56,3 +69,4 @@ elif command -v go >/dev/null 2>&1; then
 else
     echo "no Go toolchain: slowctl up runs without a recorder (FerretDB is built from source; docs/records.md)"
 fi
+echo "slowctl is installed in $VENV; to use it from another terminal (any directory): . $VENV/bin/activate"

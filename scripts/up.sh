@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-exec "${PYTHON:-python3}" -m slowctl up --dummy "$@"
+. scripts/venv.sh
+exec "$VENV/bin/slowctl" up --dummy "$@"

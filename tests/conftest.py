@@ -1,4 +1,6 @@
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -7,6 +9,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import DummyStack
+
+# the stacks the tests start register here, not where a person's own `slowctl up` does (slowctl.running)
+os.environ["SLOWCTL_RUNTIME_DIR"] = tempfile.mkdtemp(prefix="slowctl-tests-running-")
 
 
 def _need_mosquitto() -> None:

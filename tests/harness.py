@@ -238,13 +238,19 @@ class DummyStack:
         self.proc: subprocess.Popen | None = None
         self._probes: list[Probe] = []
 
-    def start(self, timeout: float = 40.0) -> DummyStack:  # generous: CI machines are shared
+    def start(
+        self, timeout: float = 40.0, command: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> DummyStack:
+        """`command` (default `python -m slowctl up --dummy`) gets `--config` with this stack's config;
+        `timeout` is generous: CI machines are shared."""
         self._log = open(self.log_path, "wb")
+        command = command or [sys.executable, "-m", "slowctl", "up", "--dummy"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "slowctl", "up", "--dummy", "--config", str(self.config_path)],
+            [*command, "--config", str(self.config_path)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            env=env,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )

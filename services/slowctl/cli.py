@@ -17,8 +17,19 @@ from slowctl.config import ConfigError, StackConfig, load_config
 DEFAULT_CONFIG = "config/bench.yaml"
 
 
+def _given_state_dir(args: argparse.Namespace) -> Path | None:
+    return Path(args.state_dir) if args.state_dir else None
+
+
 def _state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir)
+    """The running native stack's state directory: --state-dir, ./.slowctl, else the one registered."""
+    from slowctl import running
+    from slowctl.client.api import ClientError
+
+    try:
+        return running.find(_given_state_dir(args))
+    except running.NotRunning as exc:
+        raise ClientError(str(exc)) from None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -188,7 +199,7 @@ def _record_settings(args: argparse.Namespace):
     from slowctl.stack.records import record_settings
 
     try:
-        return record_settings(_state_dir(args))
+        return record_settings(_given_state_dir(args))
     except DocstoreError as exc:
         raise ClientError(str(exc)) from None
 
@@ -282,13 +293,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _endpoint(args: argparse.Namespace, role: str):
     from slowctl.client.api import resolve_endpoint
 
-    return resolve_endpoint(_state_dir(args), role)
+    return resolve_endpoint(_given_state_dir(args), role)
 
 
 def cmd_env(args: argparse.Namespace) -> int:
     from slowctl.client.api import env_exports, stack_endpoint
 
-    endpoint, root = stack_endpoint(_state_dir(args), args.role)
+    endpoint, root = stack_endpoint(_given_state_dir(args), args.role)
     print(env_exports(endpoint, root))
     return 0
 
@@ -307,11 +318,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_get(args: argparse.Namespace) -> int:
-    from slowctl.client.api import get_status
+def _client(args: argparse.Namespace, role: str):
+    from slowctl.client.client import Client
 
-    endpoint, root = _endpoint(args, "viewer")
-    print(json.dumps(get_status(endpoint, root, args.device), indent=2))
+    return Client(state_dir=args.state_dir, role=role)
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from slowctl.client.api import format_status
+
+    with _client(args, "viewer") as client:
+        status = client.status(args.device)
+        print(json.dumps(status, indent=2) if args.json else format_status(status, client.capabilities(args.device)))
     return 0
 
 
@@ -384,7 +402,8 @@ def cmd_interlocks(args: argparse.Namespace) -> int:
 
 
 def cmd_set(args: argparse.Namespace) -> int:
-    from slowctl.client.client import Client, Refused
+    from slowctl.client.api import format_reply
+    from slowctl.client.client import Refused
 
     value = None
     if args.value is not None:
@@ -392,13 +411,12 @@ def cmd_set(args: argparse.Namespace) -> int:
             value = float(args.value)
         except ValueError:
             value = args.value  # the device explains why it refuses it
-    e, root = _endpoint(args, "operator")
-    with Client(e.host, e.port, e.username, e.password, tls_ca=e.tls_ca, topic_root=root) as client:
+    with _client(args, "operator") as client:
         try:
             reply = client.set(args.device, args.channel, args.action, value)
         except Refused as exc:
             reply = exc.reply
-    print(json.dumps(reply))
+        print(json.dumps(reply) if args.json else format_reply(args.device, reply, client.capabilities(args.device)))
     return 0 if reply.get("ok") else 1
 
 
@@ -508,8 +526,9 @@ def build_parser() -> argparse.ArgumentParser:
     def client_opts(sp: argparse.ArgumentParser) -> None:
         sp.add_argument(
             "--state-dir",
-            default=".slowctl",
-            help="native stack state directory (default .slowctl); SLOWCTL_MQTT_* env vars win",
+            metavar="DIR",
+            help="the native stack's state directory (default: ./.slowctl when its stack runs, else the running "
+            "stack registered by slowctl up); SLOWCTL_MQTT_* env vars win",
         )
 
     sp = sub.add_parser("up", help="run the whole stack natively in the foreground")
@@ -578,8 +597,9 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(sp)
     sp.set_defaults(func=cmd_status)
 
-    sp = sub.add_parser("get", help="print a device's status")
+    sp = sub.add_parser("get", help="print a device's status (HV currents in µA, as in the control UI)")
     sp.add_argument("device")
+    sp.add_argument("--json", action="store_true", help="the status as published (SI units: A, V)")
     client_opts(sp)
     sp.set_defaults(func=cmd_get)
 
@@ -615,11 +635,14 @@ def build_parser() -> argparse.ArgumentParser:
     client_opts(sp)
     sp.set_defaults(func=cmd_interlocks)
 
-    sp = sub.add_parser("set", help="send a command and print the reply (exit 1 when refused)")
+    from slowctl.device.capabilities import ACTIONS
+
+    sp = sub.add_parser("set", help="send a command and print the reply, HV currents in µA (exit 1 when refused)")
     sp.add_argument("device")
     sp.add_argument("channel", type=int)
-    sp.add_argument("action", help="on, off, kill, vset, iset, rampup, rampdown, clear, tset (`slowctl actions`)")
-    sp.add_argument("value", nargs="?")
+    sp.add_argument("action", choices=list(ACTIONS), metavar="ACTION", help=f"{', '.join(ACTIONS)} (`slowctl actions`)")
+    sp.add_argument("value", nargs="?", help="in SI units, as `slowctl actions` says (iset: A)")
+    sp.add_argument("--json", action="store_true", help="the reply as sent (SI units)")
     client_opts(sp)
     sp.set_defaults(func=cmd_set)
 
@@ -684,7 +707,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check)
 
     sp = sub.add_parser("env", help="print export lines for the running native stack's broker")
-    sp.add_argument("--role", default="operator", help="viewer, operator, nodered, telegraf or a device id")
+    sp.add_argument(
+        "--role",
+        default="operator",
+        help="an MQTT login of the stack: viewer, operator, nodered, telegraf, interlock, recorder, procedures "
+        "or a device id (default operator)",
+    )
     client_opts(sp)
     sp.set_defaults(func=cmd_env)
     return p

@@ -19,6 +19,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from slowctl.config import MqttConfig
@@ -81,6 +82,9 @@ class MqttSession:
         self.connect_failure: str | None = None
         self._on_connect_hook = on_connect
         self._subs: dict[str, SubscribeOptions] = {}
+        self.subscribed = threading.Event()  # the broker acknowledged the subscriptions made on connecting
+        self._connect_suback: int | None = None
+        self._refused: dict[int, ReasonCode] = {}  # mid -> the broker's reason, for publishes it refused
         self._subacks: dict[int, threading.Event] = {}
         self._suback_lock = threading.Lock()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
@@ -95,6 +99,7 @@ class MqttSession:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
+        c.on_publish = self._on_publish
         self.client = c
 
     # --- lifecycle ------------------------------------------------------------
@@ -161,6 +166,16 @@ class MqttSession:
     ) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos, retain=retain, properties=properties)
 
+    def refusal(self, info: mqtt.MQTTMessageInfo, timeout: float) -> ReasonCode | None:
+        """Waits up to `timeout` s for the PUBACK of a QoS 1 publish: the broker's reason when it refused it
+        (MQTT v5: 135 "Not authorized" when the ACL denies the topic), else None (accepted, or no answer)."""
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return None  # not sent (no connection): the caller's wait for an answer says so
+        with self._suback_lock:
+            return self._refused.pop(info.mid, None)
+
     def ack(self, msg: mqtt.MQTTMessage) -> None:
         """With manual_ack: the message is safe, the broker may forget it."""
         if msg.qos > 0:
@@ -187,7 +202,11 @@ class MqttSession:
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # commands and status are small packets
         if self._subs:
-            client.subscribe(list(self._subs.items()))
+            _, mid = client.subscribe(list(self._subs.items()))
+            with self._suback_lock:
+                self._connect_suback = mid
+        else:
+            self.subscribed.set()
         self.connected.set()
         log.info("connected to %s:%s", self.endpoint.host, self.endpoint.port)
         if self._on_connect_hook:
@@ -199,10 +218,20 @@ class MqttSession:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         with self._suback_lock:
             event = self._subacks.pop(mid, None)
+            if mid == self._connect_suback:
+                self.subscribed.set()  # retained messages of these subscriptions follow the SUBACK at once
         if event:
             event.set()
+
+    def _on_publish(self, client, userdata, mid, reason, properties) -> None:
+        if reason.is_failure:
+            with self._suback_lock:
+                if len(self._refused) >= 100:  # nobody asked about the oldest ones
+                    self._refused.pop(next(iter(self._refused)))
+                self._refused[mid] = reason
 
     def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
         if self.connected.is_set() and reason.is_failure:
             log.warning("disconnected from broker: %s", reason)
         self.connected.clear()
+        self.subscribed.clear()

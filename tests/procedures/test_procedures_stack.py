@@ -504,11 +504,11 @@ def test_an_offline_device_is_refused(bench, op):
 def test_a_viewer_cannot_start_a_run_an_operators_account_can(bench, op):
     with Client("127.0.0.1", bench.port, "vera", VERA_PW) as vera:
         assert vera.procedures()["procedures"], "a viewer reads the catalog"
-        with pytest.raises(ClientError, match="no reply from 'procedures' within 2 s") as info:
+        with pytest.raises(ClientError, match=r"^not authorised \(vera may not command procedures") as info:
             vera.start_procedure("iv_scan", {"channel": "bias.0", "stop": -20, "step": 20}, timeout=2)
-        assert not isinstance(info.value, Refused), "the broker never delivered it: no reply at all"
+        assert not isinstance(info.value, Refused), "the broker never delivered it: the runner did not refuse"
     with Client(state_dir=bench.state, role="viewer") as viewer:
-        with pytest.raises(ClientError, match="no reply from 'procedures'"):
+        with pytest.raises(ClientError, match=r"^not authorised \(viewer may not command procedures"):
             viewer.start_procedure("iv_scan", {"channel": "bias.0", "stop": -20, "step": 20}, timeout=2)
     assert active_runs(bench) == {} and not op.channel("bias", 0)["on"]
     # (alice, an operator's own account, started the IV scan above: test_an_iv_scan_completes...)

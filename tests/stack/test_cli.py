@@ -84,16 +84,141 @@ def test_env_status_get_set(stack):
     assert set(rows) == set(stack.config["devices"])
     assert all(row[1] == "online" and row[2] == "ok" for row in rows.values()), r.stdout
 
-    r = stack.slowctl("get", "climate", *state)
+    r = stack.slowctl("get", "climate", "--json", *state)
     assert r.returncode == 0 and json.loads(r.stdout)["device"] == "climate"
-    assert stack.slowctl("get", "nope", *state).returncode == 1
+    r = stack.slowctl("get", "climate", *state)
+    assert r.returncode == 0 and r.stdout.startswith("climate (climate): ok, status "), r.stdout
+    assert " %" in r.stdout and " °C" in r.stdout, r.stdout
 
     r = stack.slowctl("set", "lv", "2", "iset", "0.75", *state)
-    assert r.returncode == 0 and json.loads(r.stdout)["ok"]
-    r = stack.slowctl("set", "lv", "2", "vset", "99", *state)
+    assert r.returncode == 0 and r.stdout.startswith("lv.2 iset 0.75 A: ok (before: "), r.stdout
+    r = stack.slowctl("set", "lv", "2", "iset", "0.5", "--json", *state)
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"] and json.loads(r.stdout)["before"] == 0.75
+    r = stack.slowctl("set", "lv", "2", "vset", "99", "--json", *state)
     assert r.returncode == 1 and "exceeds the configured limit" in json.loads(r.stdout)["error"]
+    r = stack.slowctl("set", "lv", "2", "vset", "99", *state)
+    assert r.returncode == 1 and r.stdout.startswith("lv.2 vset 99 V: refused: vset 99 V exceeds"), r.stdout
     r = stack.slowctl("set", "lv", "2", "vset", "abc", *state)
     assert r.returncode == 1 and "must be a number" in r.stdout
+
+
+@pytest.mark.stack
+def test_hv_currents_in_microamps(stack):
+    """As the control UI shows them; --json keeps the SI units of the payloads."""
+    state = ["--state-dir", str(stack.state)]
+    r = stack.slowctl("set", "hv", "0", "iset", "0.00005", *state)
+    assert r.returncode == 0 and r.stdout.startswith("hv.0 iset 50 µA: ok (before: "), r.stdout
+    r = stack.slowctl("get", "hv", *state)
+    assert r.returncode == 0, r.stderr
+    head, row = r.stdout.splitlines()[1:3]
+    cells = dict(zip(head.split(), row.replace(" µA", "µA").replace(" V", "V").split()))
+    assert cells["CH"] == "0" and cells["ISET"] == "50µA", r.stdout
+    assert cells["IMON"].endswith("µA"), r.stdout
+    r = stack.slowctl("get", "hv", "--json", *state)
+    assert json.loads(r.stdout)["channels"][0]["iset"] == pytest.approx(0.00005)
+    r = stack.slowctl("get", "lv", *state)
+    assert " µA" not in r.stdout and " A" in r.stdout, r.stdout
+
+
+@pytest.mark.stack
+def test_refusals_come_at_once_and_say_why(stack):
+    """A mistyped device, a viewer commanding, an unknown action: answered at once, nothing sent or changed."""
+    import time
+
+    state = ["--state-dir", str(stack.state)]
+    known = ", ".join(sorted(stack.config["devices"]))
+    for cmd in (("get", "nope"), ("set", "nope", "0", "on")):
+        t0 = time.monotonic()
+        r = stack.slowctl(*cmd, *state)
+        assert r.returncode == 1 and f"unknown device 'nope' (known: {known})" in r.stderr, r.stderr
+        assert time.monotonic() - t0 < 3, "answered without waiting for a timeout"
+
+    env = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in stack.slowctl("env", "--role", "viewer", *state).stdout.splitlines()
+    )
+    env = {k: v.strip("'") for k, v in env.items()}
+    before = stack.slowctl("get", "lv", "--json", *state)
+    t0 = time.monotonic()
+    r = stack.slowctl("set", "lv", "1", "vset", "2.5", env=env)
+    assert r.returncode == 1 and "not authorised (viewer may not command lv" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 3, "the broker's refusal, not a reply timeout"
+    assert stack.slowctl("ack", "lv", env=env).stderr.startswith(
+        "slowctl ack: not authorised (viewer may not command alarms"
+    )
+    after = stack.slowctl("get", "lv", "--json", *state)
+    assert json.loads(after.stdout)["channels"][1]["vset"] == json.loads(before.stdout)["channels"][1]["vset"]
+
+
+def test_one_action_list():
+    """`set --help`, the CLI's refusal and the device's refusal name the actions the core declares."""
+    from slowctl.device.capabilities import ACTIONS, Capabilities, CommandError
+
+    names = ", ".join(ACTIONS)
+    assert f"{names} (`slowctl actions`)" in " ".join(slowctl("set", "--help").stdout.split())
+    r = slowctl("set", "hv", "0", "frobnicate")
+    assert r.returncode == 2 and "invalid choice: 'frobnicate'" in r.stderr
+    assert ", ".join(f"'{n}'" for n in ACTIONS) in r.stderr
+    with pytest.raises(CommandError, match=f"expected one of {names}"):
+        Capabilities(model="m", kind="supply", channels={}, names={}, soft_ramp=frozenset()).get("x", 0)
+
+
+@pytest.mark.stack
+def test_env_only_mqtt_logins(stack):
+    """credentials.json also holds the control UI's secrets: they are never printed as MQTT credentials."""
+    from slowctl.stack.broker import load_credentials
+    from slowctl.stack.ui import LOGINS, SECRET_KEY
+
+    state = ["--state-dir", str(stack.state)]
+    creds = load_credentials(stack.state / "credentials.json", [SECRET_KEY, *LOGINS])  # as the UI makes them
+    for key in (SECRET_KEY, *LOGINS):
+        r = stack.slowctl("env", "--role", key, *state)
+        assert r.returncode == 1 and f"unknown role '{key}' (MQTT logins of this stack: viewer, operator" in r.stderr
+        assert r.stdout == "" and creds[key] not in r.stderr
+    assert stack.slowctl("env", "--role", "hv", *state).returncode == 0  # a device service's own login
+
+
+def test_stack_found_from_any_directory(own_stack, tmp_path, monkeypatch):
+    """`slowctl up` registers its state directory while it runs; a client elsewhere finds it, and says so
+    when it has stopped."""
+    import os
+    import signal
+
+    monkeypatch.setenv("SLOWCTL_RUNTIME_DIR", str(tmp_path / "running"))
+    s = own_stack().start()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = slowctl("status", cwd=elsewhere)
+    assert r.returncode == 0 and "online" in r.stdout, r.stderr
+    r = slowctl("env", "--role", "viewer", cwd=elsewhere)
+    assert f"SLOWCTL_MQTT_PORT={s.port}" in r.stdout
+    # a directory whose own stack has stopped: the running one is named, not used unasked
+    mine = tmp_path / "mine"
+    (mine / ".slowctl").mkdir(parents=True)
+    (mine / ".slowctl" / "credentials.json").write_text("{}")
+    r = slowctl("status", cwd=mine)
+    assert r.returncode == 1 and r.stderr.strip() == (
+        f"slowctl status: the native stack in {mine / '.slowctl'} has stopped; running: {s.state} (--state-dir DIR)"
+    )
+
+    os.kill(s.proc.pid, signal.SIGKILL)  # no cleaning up: its files say it runs
+    s.proc.wait()
+    r = slowctl("status", cwd=elsewhere)
+    assert r.returncode == 1, r.stdout
+    assert f"the native stack in {s.state} has stopped (its slowctl up, process {s.proc.pid}, is gone" in r.stderr
+
+
+def test_up_says_everything_stopped(own_stack, tmp_path, monkeypatch):
+    monkeypatch.setenv("SLOWCTL_RUNTIME_DIR", str(tmp_path / "running"))
+    s = own_stack().start()
+    n = 1 + 2 * len(s.config["devices"]) + 2  # broker, simulators and services, interlock, procedure runner
+    s.stop()
+    assert f"[slowctl] stopped: all {n} processes have exited" in s.log().splitlines()[-1], s.log()[-2000:]
+    assert not list((tmp_path / "running").iterdir()), "unregistered"
+    r = slowctl("status", cwd=tmp_path)
+    assert r.returncode == 1 and "no running native stack: none in" in r.stderr, r.stderr
+    r = slowctl("status", "--state-dir", str(s.state))
+    assert r.returncode == 1 and f"the native stack in {s.state} has stopped (start it again" in r.stderr
 
 
 @pytest.mark.stack

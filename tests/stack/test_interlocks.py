@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -152,6 +153,17 @@ def test_emergency_off_from_the_cli_says_what_it_could_not_reach(own_stack):
     op.subscribe("slowctl/+/reply", "slowctl/+/status", "slowctl/+/availability")
     for dev, ch, v in (("hv", 0, "30"), ("hv2", 0, "30"), ("bias", 0, "10")):
         assert send(op, f"slowctl/{dev}/cmd/vset/{ch}", v)["ok"] and send(op, f"slowctl/{dev}/cmd/on/{ch}", "")["ok"]
+    # a viewer's emergency off: every output tried, each refused by the broker at once, nothing switched
+    env = s.slowctl("env", "--role", "viewer", "--state-dir", str(s.state)).stdout.splitlines()
+    viewer = {k.removeprefix("export "): v.strip("'") for k, v in (line.split("=", 1) for line in env)}
+    t0 = time.monotonic()
+    r = s.slowctl("off", "--all-hv", "--state-dir", str(s.state), env=viewer)
+    assert r.returncode == 1 and time.monotonic() - t0 < 4, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == len(hv_outputs(load_config(s.config_path).devices)), r.stdout
+    assert all("FAILED  not authorised (viewer may not command " in line for line in lines), r.stdout
+    time.sleep(1)  # a switched output would show in the next status by now
+    assert json.loads(op.last["slowctl/hv/status"].payload)["channels"][0]["on"], "still on"
     os.kill(s.pids()["service-hv2"], signal.SIGKILL)
     wait_until(lambda: op.last["slowctl/hv2/availability"].payload == b"offline", 6, what="hv2's last will")
     r = s.slowctl("off", "--all-hv", "--kill", "--state-dir", str(s.state))

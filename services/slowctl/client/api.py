@@ -11,7 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from slowctl import running
+from slowctl.device.capabilities import ACTIONS
 from slowctl.device.contract import AlarmTopics, CommandTopics, InterlockTopics, ProcedureTopics, Topics
+from slowctl.drivers import current_unit
 from slowctl.mqtt import Endpoint, Handler, MqttSession, publish_properties
 
 
@@ -19,20 +22,23 @@ class ClientError(Exception):
     pass
 
 
-def stack_endpoint(state_dir: Path, role: str) -> tuple[Endpoint, str]:
-    """The running native stack's broker and the password of `role`; returns (endpoint, topic root)."""
-    info_path, creds_path = state_dir / "stack.json", state_dir / "credentials.json"
-    if not info_path.exists():
-        raise ClientError(f"no running native stack in {state_dir} (start one with: slowctl up --dummy)")
-    info = json.loads(info_path.read_text())
-    creds = json.loads(creds_path.read_text())
-    if role not in creds:
-        raise ClientError(f"unknown role {role!r} (known: {', '.join(sorted(creds))})")
+def stack_endpoint(state_dir: Path | None, role: str) -> tuple[Endpoint, str]:
+    """The running native stack's broker (in `state_dir`, else found: slowctl.running) and the password of
+    the MQTT login `role`; returns (endpoint, topic root)."""
+    try:
+        state_dir = running.find(state_dir)
+    except running.NotRunning as exc:
+        raise ClientError(str(exc)) from None
+    info = json.loads((state_dir / "stack.json").read_text())
     mqtt = info["mqtt"]
+    roles = mqtt.get("roles", [])
+    if role not in roles:  # credentials.json also holds the UI's secrets: never printed as MQTT credentials
+        raise ClientError(f"unknown role {role!r} (MQTT logins of this stack: {', '.join(roles)})")
+    creds = json.loads((state_dir / "credentials.json").read_text())
     return Endpoint(mqtt["host"], mqtt["port"], role, creds[role]), mqtt.get("topic_root", "slowctl")
 
 
-def resolve_endpoint(state_dir: Path, role: str, env: dict[str, str] | None = None) -> tuple[Endpoint, str]:
+def resolve_endpoint(state_dir: Path | None, role: str, env: dict[str, str] | None = None) -> tuple[Endpoint, str]:
     """SLOWCTL_MQTT_* from the environment win; otherwise the native stack's files."""
     env = dict(os.environ) if env is None else env
     root = env.get("SLOWCTL_TOPIC_ROOT", "slowctl")
@@ -74,6 +80,27 @@ def open_session(
         reason = s.connect_failure or "no answer"
         raise ClientError(f"cannot connect to {endpoint.host}:{endpoint.port} as {endpoint.username}: {reason}")
     return s
+
+
+NOT_AUTHORIZED = 135  # MQTT v5 reason code: the broker's ACL denies the topic to this login
+
+
+def accepted(session: MqttSession, info: Any, login: str | None, target: str, timeout: float) -> None:
+    """ClientError when the broker refused a command (its PUBACK's reason code) rather than wait in vain for
+    a reply that cannot come."""
+    refused = refusal(session, info, login, target, timeout)
+    if refused:
+        raise ClientError(refused)
+
+
+def refusal(session: MqttSession, info: Any, login: str | None, target: str, timeout: float) -> str | None:
+    """Why the broker refused a command, for people; None when it took it (or has not answered)."""
+    reason = session.refusal(info, timeout)
+    if reason is None:
+        return None
+    if reason.value == NOT_AUTHORIZED:
+        return f"not authorised ({login} may not command {target}: the broker refused it, reason code {reason.value})"
+    return f"the broker refused the command to {target}: {reason} (reason code {reason.value})"
 
 
 def collect(endpoint: Endpoint, topics: list[str], quiet: float = 0.3, limit: float = 3.0) -> dict[str, bytes]:
@@ -119,7 +146,7 @@ def status_rows(endpoint: Endpoint, root: str) -> tuple[list[dict[str, Any]], st
                 continue
             if kind == "status":
                 row["state"] = data.get("state")
-                row["age"] = (now_ms - data["ts"]) / 1000 if isinstance(data.get("ts"), (int, float)) else None
+                row["age"] = age_s(data.get("ts"), now_ms)
             elif kind == "health":
                 for key in ("poll_cycles", "errors", "restarts"):
                     row[key] = data.get(key)
@@ -172,6 +199,73 @@ def _safety_line(got: dict[str, bytes], topics: list[str]) -> str | None:
     )
 
 
+def age_s(ts_ms: Any, now_ms: float) -> float | None:
+    """Seconds since a status's `ts` (ms), never negative: a device host's clock a little ahead of ours
+    means 'just now', not a time in the future."""
+    return max(0.0, (now_ms - ts_ms) / 1000) if isinstance(ts_ms, (int, float)) else None
+
+
+# units of the status fields as people read them; currents go through current_units
+UNITS = {
+    **{a.reading: a.unit for a in ACTIONS.values() if a.reading},
+    **{"vmon": "V", "imon": "A", "temperature": "°C", "dewpoint": "°C", "humidity": "%"},
+}
+
+
+def current_units(caps: dict[str, Any]) -> tuple[str, float]:
+    """The unit the control UI shows this device's currents in (µA for HV), from its capabilities."""
+    if caps.get("kind") != "supply":
+        return "A", 1.0
+    limits = [
+        (c["actions"].get("vset", {}).get("max"), c["actions"].get("iset", {}).get("max")) for c in caps["channels"]
+    ]
+    return current_unit(caps["model"], [v for v, _ in limits], [i for _, i in limits])
+
+
+def shown(key: str, value: Any, current: tuple[str, float]) -> str:
+    """A status or reply value for people: with its unit, currents in `current`'s unit."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if not isinstance(value, (int, float)):
+        return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    unit = UNITS.get(key, "")
+    if unit == "A":
+        unit, value = current[0], value / current[1]
+    return f"{value:.6g} {unit}".rstrip()
+
+
+def format_status(status: dict[str, Any], caps: dict[str, Any]) -> str:
+    """`slowctl get`: the device line, then a row per channel (--json: the payload as published, SI)."""
+    current = current_units(caps)
+    age = age_s(status.get("ts"), time.time() * 1000)
+    head = f"{status['device']} ({status.get('model')}): {status.get('state')}"
+    head += f", {status['error']}" if status.get("error") else ""
+    head += f", status {age:.1f} s old" if age is not None else ""
+    keys: list[str] = []
+    for c in status.get("channels", []):
+        keys += [k for k in c if k not in ("channel", "name", *keys)]
+    rows = [("CH", "NAME", *(k.upper() for k in keys))]
+    rows += [(str(c["channel"]), c["name"], *(shown(k, c.get(k), current) for k in keys)) for c in status["channels"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join([head, *("  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in rows)])
+
+
+def format_reply(device: str, reply: dict[str, Any], caps: dict[str, Any]) -> str:
+    """`slowctl set`: the device's reply in a line, currents in the UI's unit (--json: as sent, SI)."""
+    action = reply.get("action") or "command"
+    key = getattr(ACTIONS.get(action), "reading", None) or action
+    current = current_units(caps)
+    what = f"{device}.{reply.get('channel')} {action}"
+    if reply.get("value") is not None:
+        what += f" {shown(key, reply['value'], current)}"
+    if not reply.get("ok"):
+        return f"{what}: refused: {reply.get('error')}"
+    before = f" (before: {shown(key, reply['before'], current)})" if reply.get("before") is not None else ""
+    return f"{what}: ok{before}"
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = ("DEVICE", "AVAILABILITY", "STATE", "AGE", "POLLS", "ERRORS", "RESTARTS")
     lines = [header]
@@ -192,14 +286,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in lines)
 
 
-def get_status(endpoint: Endpoint, root: str, device: str, timeout: float = 3.0) -> dict[str, Any]:
-    topic = Topics(root, device).status
-    got = collect(endpoint, [topic], limit=timeout)
-    if topic not in got:
-        raise ClientError(f"no status for device {device!r} (is it configured and running?)")
-    return json.loads(got[topic])
-
-
 def off_all_hv(
     endpoint: Endpoint, root: str, outputs: list[tuple[str, int]], kill: bool = False, timeout: float = 5.0
 ) -> list[dict[str, Any]]:
@@ -213,6 +299,8 @@ def off_all_hv(
     lock = threading.Lock()
     all_in = threading.Event()
     expected = [(dev, ch) for dev, ch in outputs if dev in online]
+    sent: dict[tuple[str, int], Any] = {}
+    refused: dict[tuple[str, int], str] = {}
 
     def on_reply(msg) -> None:
         parts = msg.topic.split("/")
@@ -231,9 +319,16 @@ def off_all_hv(
             props = publish_properties(
                 ResponseTopic=f"{topics.reply}/emergency-{run}/{ch}", MessageExpiryInterval=int(timeout) + 1
             )
-            s.publish(topics.commands.of(endpoint.username), json.dumps(body), qos=1, properties=props)
-        if expected:
-            all_in.wait(timeout)
+            sent[(dev, ch)] = s.publish(
+                topics.commands.of(endpoint.username), json.dumps(body), qos=1, properties=props
+            )
+        deadline = time.monotonic() + timeout  # every output sent before any refusal is looked at
+        for (dev, ch), info in sent.items():
+            why = refusal(s, info, endpoint.username, dev, max(0.0, deadline - time.monotonic()))
+            if why:
+                refused[(dev, ch)] = why
+        if len(refused) < len(expected):
+            all_in.wait(max(0.0, deadline - time.monotonic()))
     finally:
         s.stop()
     rows = []
@@ -241,6 +336,8 @@ def off_all_hv(
         reply = replies.get((dev, ch))
         if dev not in online:
             rows.append({"device": dev, "channel": ch, "ok": False, "result": "device offline: not switched off"})
+        elif (dev, ch) in refused:
+            rows.append({"device": dev, "channel": ch, "ok": False, "result": refused[(dev, ch)]})
         elif reply is None:
             rows.append({"device": dev, "channel": ch, "ok": False, "result": f"no reply within {timeout:g} s"})
         else:
@@ -295,8 +392,10 @@ def request(
     try:
         if not s.subscribe(reply_topic, on_reply, wait=timeout):
             raise ClientError(f"the broker did not acknowledge the subscription to {reply_topic}")
-        s.publish(commands.of(endpoint.username), json.dumps({**body, "id": cmd_id}), qos=1)
-        if not done.wait(timeout):
+        deadline = time.monotonic() + timeout
+        info = s.publish(commands.of(endpoint.username), json.dumps({**body, "id": cmd_id}), qos=1)
+        accepted(s, info, endpoint.username, commands.target, timeout)
+        if not done.wait(max(0.0, deadline - time.monotonic())):
             raise ClientError(f"no reply on {reply_topic} within {timeout:g} s (is the interlock process running?)")
     finally:
         s.stop()

@@ -17,11 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slowctl.client.api import ClientError, open_session, resolve_endpoint
+from slowctl.client.api import ClientError, accepted, open_session, resolve_endpoint
 from slowctl.device.contract import CommandTopics, InterlockTopics, ProcedureTopics, Topics
 from slowctl.mqtt import Endpoint, MqttSession, publish_properties
 
 RAMPING = ("RAMP_UP", "RAMP_DOWN")
+# the devices' retained capabilities arrive right behind the SUBACK: this long without one, all have come
+RETAINED_QUIET = 0.3
 
 
 class Refused(ClientError):
@@ -38,7 +40,8 @@ Handler = Callable[[str, str, dict[str, Any]], None]  # (kind: "status" | "event
 
 class Client:
     """Connect with explicit settings, else SLOWCTL_MQTT_* from the environment, else the running native
-    stack in `state_dir` (as `role`)."""
+    stack in `state_dir` (default: ./.slowctl when its stack runs, else the one `slowctl up` registered) as
+    `role`."""
 
     def __init__(
         self,
@@ -49,14 +52,14 @@ class Client:
         *,
         tls_ca: str | None = None,
         topic_root: str | None = None,
-        state_dir: str | Path = ".slowctl",
+        state_dir: str | Path | None = None,
         role: str = "operator",
         timeout: float = 5.0,
     ) -> None:
         if host is not None:
             endpoint, root = Endpoint(host, port, username, password, tls_ca), topic_root or "slowctl"
         else:
-            endpoint, root = resolve_endpoint(Path(state_dir), role)
+            endpoint, root = resolve_endpoint(Path(state_dir) if state_dir else None, role)
             root = topic_root or root
         self.endpoint = endpoint
         self.root = root
@@ -66,6 +69,7 @@ class Client:
         self._lock = threading.Condition()
         self._status: dict[str, dict[str, Any]] = {}
         self._availability: dict[str, str] = {}
+        self._last_announced = 0.0  # monotonic time of the latest capabilities (or of the SUBACK before)
         self._replies: dict[str, dict[str, Any]] = {}
         self._handlers: list[tuple[str, str, Handler]] = []
         self._capabilities: dict[str, dict[str, Any]] = {}
@@ -126,12 +130,32 @@ class Client:
     # --- reading --------------------------------------------------------------------------------
     def status(self, device: str, timeout: float | None = None) -> dict[str, Any]:
         """The device's latest status (retained: there at once once it has spoken)."""
-        self.connect()
+        self.require(device)
         with self._lock:
             if not self._lock.wait_for(lambda: device in self._status, timeout or self.timeout):
-                known = ", ".join(sorted(self._status)) or "none yet"
-                raise ClientError(f"no status from device {device!r} (devices with a status: {known})")
+                where = self._availability.get(device, "not announced")
+                raise ClientError(f"no status from device {device!r} (it is {where})")
             return self._status[device]
+
+    def require(self, device: str, timeout: float | None = None) -> None:
+        """Returns once `device` has announced itself (its retained capabilities); ClientError naming the
+        known devices as soon as the retained announcements are in and it is not among them (a mistyped name)."""
+        self.connect()
+        with self._lock:
+            if device in self._capabilities:
+                return
+        timeout = timeout or self.timeout
+        if not self.session.subscribed.wait(timeout):
+            raise ClientError(f"the broker did not acknowledge the subscriptions within {timeout:g} s")
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            self._last_announced = max(self._last_announced, time.monotonic())
+            while device not in self._capabilities:
+                now = time.monotonic()
+                if now - self._last_announced > RETAINED_QUIET or now > deadline:
+                    known = ", ".join(sorted(self._capabilities)) or "none: is the stack running?"
+                    raise ClientError(f"unknown device {device!r} (known: {known})")
+                self._lock.wait(RETAINED_QUIET / 3)
 
     def channel(self, device: str, channel: int) -> dict[str, Any]:
         for c in self.status(device)["channels"]:
@@ -147,11 +171,8 @@ class Client:
     def capabilities(self, device: str, timeout: float | None = None) -> dict[str, Any]:
         """The device's retained capabilities: per channel, each action it accepts with unit, min, max, step
         (and the channel's polarity where the instrument has one)."""
-        self.connect()
+        self.require(device, timeout)
         with self._lock:
-            if not self._lock.wait_for(lambda: device in self._capabilities, timeout or self.timeout):
-                known = ", ".join(sorted(self._capabilities)) or "none yet"
-                raise ClientError(f"no capabilities from device {device!r} (devices known: {known})")
             return self._capabilities[device]
 
     def action(self, device: str, channel: int, action: str) -> dict[str, Any]:
@@ -234,11 +255,7 @@ class Client:
     ) -> dict[str, Any]:
         """Send one command and return the device's reply; `Refused` when it refuses."""
         timeout = timeout or self.timeout
-        self.connect()
-        with self._lock:  # the retained availabilities come right after connecting
-            if not self._lock.wait_for(lambda: device in self._availability, 1.0):
-                known = ", ".join(sorted(self._availability)) or "none"
-                raise ClientError(f"unknown device {device!r} (known: {known})")
+        self.require(device)
         body: dict[str, Any] = {"action": action, "channel": channel}
         if value is not None:
             body["value"] = value
@@ -259,9 +276,11 @@ class Client:
             CorrelationData=cid.encode(),
             MessageExpiryInterval=max(1, math.ceil(timeout)),
         )
-        self.session.publish(commands.of(self.login), json.dumps(body), qos=1, properties=props)
+        deadline = time.monotonic() + timeout
+        info = self.session.publish(commands.of(self.login), json.dumps(body), qos=1, properties=props)
+        accepted(self.session, info, self.login, target, timeout)
         with self._lock:
-            if not self._lock.wait_for(lambda: cid in self._replies, timeout):
+            if not self._lock.wait_for(lambda: cid in self._replies, max(0.0, deadline - time.monotonic())):
                 where = "online" if self._availability.get(target) == "online" else "not online"
                 raise ClientError(f"no reply from {target!r} within {timeout:g} s (it is {where})")
             return self._replies.pop(cid)
@@ -388,7 +407,11 @@ class Client:
             h(kind, device, data)
 
     def _on_capabilities(self, msg: Any) -> None:
-        self._keep(msg, lambda data: self._capabilities.__setitem__(self._device(msg.topic), data))
+        def keep(data: dict[str, Any]) -> None:
+            self._capabilities[self._device(msg.topic)] = data
+            self._last_announced = time.monotonic()
+
+        self._keep(msg, keep)
 
     def _on_interlock(self, msg: Any) -> None:
         self._keep(msg, lambda data: self._interlock.__setitem__("state", data))

@@ -23,6 +23,7 @@ class CommandTopics:
     """The command topics of one target (a device, `alarms`, `interlock`): plain and per login."""
 
     def __init__(self, root: str, target: str) -> None:
+        self.target = target
         self.base = f"{root}/{target}"
         self.cmd = f"{self.base}/cmd"
         # `x/#` matches x as well: these two cover cmd, cmd/<action>/<ch>, by/<login>/cmd and below it

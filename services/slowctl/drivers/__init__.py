@@ -32,4 +32,21 @@ def supply_kind(model: str, vmax: list[float | None]) -> str | None:
     return "hv" if cls.high_voltage or any((v or 0) > SELV_LIMIT for v in vmax) else "lv"
 
 
-__all__ = ["DRIVERS", "SELV_LIMIT", "ChillerDriver", "Driver", "SensorDriver", "SupplyDriver", "kind_of", "supply_kind"]
+def current_unit(model: str, vmax: list[float | None], imax: list[float | None]) -> tuple[str, float]:
+    """The unit people read and type a supply's currents in, and its size in A: µA for HV and sensor bias
+    (also when no imax is configured: an operator types µA out of habit) and for supplies limited to 10 mA."""
+    small = supply_kind(model, vmax) == "hv" or 0 < max((i or 0 for i in imax), default=0) <= 0.01
+    return ("µA", 1e-6) if small else ("A", 1.0)
+
+
+__all__ = [
+    "DRIVERS",
+    "SELV_LIMIT",
+    "ChillerDriver",
+    "Driver",
+    "SensorDriver",
+    "SupplyDriver",
+    "current_unit",
+    "kind_of",
+    "supply_kind",
+]

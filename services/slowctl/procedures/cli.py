@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slowctl.client.api import ClientError, resolve_endpoint
+from slowctl.client.api import ClientError
 from slowctl.client.client import Client, Refused
 from slowctl.config import load_config
 from slowctl.procedures.params import ParamError
@@ -84,10 +84,7 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
 
 def _client(args: argparse.Namespace) -> Client:
-    endpoint, root = resolve_endpoint(Path(args.state_dir), "operator")
-    return Client(
-        endpoint.host, endpoint.port, endpoint.username, endpoint.password, tls_ca=endpoint.tls_ca, topic_root=root
-    )
+    return Client(state_dir=args.state_dir, role="operator")
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -202,7 +199,7 @@ def _from_record(args: argparse.Namespace) -> int:
     from slowctl.stack.records import record_settings
 
     try:
-        settings = record_settings(Path(args.state_dir))
+        settings = record_settings(Path(args.state_dir) if args.state_dir else None)
     except DocstoreError as exc:
         raise ClientError(str(exc)) from None
     mongo: MongoClient = MongoClient(settings.uri, serverSelectionTimeoutMS=5000, tz_aware=True)

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import yaml
 
+from slowctl import running
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.contract import Topics
 from slowctl.mqtt import Endpoint, MqttSession
-from slowctl.stack.broker import service_user, write_broker_files
+from slowctl.stack.broker import service_user, users_for, write_broker_files
 from slowctl.stack.records import NativeRecords
 from slowctl.stack.supervisor import ProcessSpec, Supervisor, port_open
 from slowctl.stack.tls import TlsFiles
@@ -183,6 +184,7 @@ class NativeStack:
                 "websockets_port": self.stack.broker.websockets_port,
                 "tls_ca": str(self.tls.ca_cert),
                 "topic_root": self.stack.mqtt.topic_root,
+                "roles": users_for(self.stack),  # the MQTT logins in credentials.json (`slowctl env --role`)
             },
             "devices": list(self.stack.devices),
             "records": (
@@ -192,6 +194,7 @@ class NativeStack:
             ),
         }
         (self.state_dir / "stack.json").write_text(json.dumps(info, indent=2))
+        running.register(self.state_dir, os.getpid())  # clients in other directories find it
 
     def wait_online(self, creds: dict[str, str], timeout: float, wanted: set[str] | None = None) -> list[str]:
         """Devices (and the interlock process) whose availability is not `online` after `timeout` s."""
@@ -262,9 +265,18 @@ class NativeStack:
             return 1
         finally:
             self.say("stopping")
-            self.supervisor.stop_all()
-            (self.state_dir / "stack.json").unlink(missing_ok=True)
+            (self.state_dir / "stack.json").unlink(missing_ok=True)  # clients: no stack here from now on
+            running.unregister(self.state_dir)
+            self._stopped(*self.supervisor.stop_all())
         return 0
+
+    def _stopped(self, count: int, killed: list[str], alive: list[str]) -> None:
+        if alive:
+            self.say(f"WARNING: still running after SIGKILL: {', '.join(alive)}; stop them by hand")
+        elif killed:
+            self.say(f"stopped: all {count} processes; killed after not stopping on SIGTERM: {', '.join(killed)}")
+        else:
+            self.say(f"stopped: all {count} processes have exited")
 
     def _summary(self, sims: list[ProcessSpec], missing: list[str], elapsed: float) -> None:
         host, port = self._client_host(), self.stack.broker.port

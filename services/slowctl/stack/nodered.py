@@ -75,12 +75,16 @@ def is_hv(dev: DeviceConfig) -> bool:
 def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
     """What the device widget needs to know: kind, HV confirmation, channels with limits and actions."""
     from slowctl.device.capabilities import Capabilities
+    from slowctl.drivers import current_unit
 
     kind = device_kind(dev.model)
     caps = Capabilities.build(dev)
-    imax = max((c.imax or 0) for c in dev.channels.values())
-    # µA for sensor bias, also when no imax is configured (an operator types µA out of habit)
-    small = kind == "supply" and (is_hv(dev) or 0 < imax <= 0.01)
+    channels = dev.channels.values()
+    unit, scale = (
+        current_unit(dev.model, [c.vmax for c in channels], [c.imax for c in channels])
+        if kind == "supply"
+        else ("A", 1.0)
+    )
     return {
         "id": dev_id,
         "model": dev.model,
@@ -88,8 +92,8 @@ def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
         "confirm": kind == "supply" and is_hv(dev),
         "confirm_actions": list(HV_CONFIRM_ACTIONS),
         # HV currents are typed and shown in µA; the command carries A
-        "current_unit": "µA" if small else "A",
-        "current_scale": 1e-6 if small else 1.0,
+        "current_unit": unit,
+        "current_scale": scale,
         "channels": [
             {
                 "channel": ch,

@@ -13,6 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from slowctl import running
 from slowctl.config import StackConfig
 from slowctl.records.docstore import DocstoreError, MongoSettings
 from slowctl.stack.supervisor import ProcessSpec
@@ -22,20 +23,20 @@ DATABASE = USER = "slowctl"
 TOOLS = Path(os.environ.get("SLOWCTL_TOOLS_DIR") or Path.home() / ".cache" / "slowctl" / "tools")
 
 
-def record_settings(state_dir: Path) -> MongoSettings:
-    """Where the record is: SLOWCTL_MONGO_* (compose, or any MongoDB); else the running native stack's
-    FerretDB; DocstoreError saying why there is none."""
+def record_settings(state_dir: Path | None) -> MongoSettings:
+    """Where the record is: SLOWCTL_MONGO_* (compose, or any MongoDB); else the FerretDB of the running native
+    stack (in `state_dir`, else found: slowctl.running); DocstoreError saying why there is none."""
     import json
 
     if os.environ.get("SLOWCTL_MONGO_USER"):
         return MongoSettings.from_env()
-    info_path = state_dir / "stack.json"
-    if not info_path.exists():
+    try:
+        state_dir = running.find(state_dir)
+    except running.NotRunning as exc:
         raise DocstoreError(
-            f"no running native stack in {state_dir} and no SLOWCTL_MONGO_* variables "
-            "(compose: set them as for `slowctl db-check`)"
-        )
-    records = json.loads(info_path.read_text()).get("records", {})
+            f"{exc}; and no SLOWCTL_MONGO_* variables (compose: set them as for `slowctl db-check`)"
+        ) from None
+    records = json.loads((state_dir / "stack.json").read_text()).get("records", {})
     if "off" in records:
         raise DocstoreError(
             f"this native stack keeps no record: {records['off']} ({state_dir / 'logs'}; "

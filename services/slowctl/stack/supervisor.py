@@ -147,22 +147,31 @@ class Supervisor:
         while not stop.wait(period):
             self.tick()
 
-    def stop_all(self, timeout: float = 5.0) -> None:
-        """Stop tier by tier, highest first (services, then simulators, then the broker)."""
+    def stop_all(self, timeout: float = 5.0) -> tuple[int, list[str], list[str]]:
+        """Stop tier by tier, highest first (services, then simulators, then the broker). Returns how many
+        were running, those killed after `timeout` s without stopping on SIGTERM, and those still there
+        after SIGKILL (name and pid)."""
         with self._lock:
             self._stopping = True
+        count, killed, alive = 0, [], []
         for tier in sorted({m.spec.tier for m in self.procs.values()}, reverse=True):
             running = [
-                m.proc
+                (m.spec.name, m.proc)
                 for m in self.procs.values()
                 if m.spec.tier == tier and m.proc is not None and m.proc.poll() is None
             ]
-            for p in running:
+            count += len(running)
+            for _, p in running:
                 p.send_signal(signal.SIGTERM)
             deadline = time.monotonic() + timeout
-            for p in running:
+            for name, p in running:
                 try:
                     p.wait(max(0.0, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
+                    killed.append(name)
                     p.kill()
-                    p.wait()
+                    try:
+                        p.wait(timeout)
+                    except subprocess.TimeoutExpired:
+                        alive.append(f"{name} (pid {p.pid})")
+        return count, killed, alive
