@@ -268,10 +268,26 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     first_age = text(page.locator("[data-test=status-age]"))
     assert first_age.startswith("status ")
 
-    # set the voltage: a confirmation first, nothing sent before it
+    # state-aware controls: the switch shows the output (off), ON is offered, nothing to clear on a fresh channel
+    assert ch.locator("[data-test=switch]").get_attribute("data-output") == "off"
+    assert ch.locator("[data-test=off]").get_attribute("aria-pressed") == "true"
+    assert ch.locator("[data-test=on]").is_enabled() and ch.locator("[data-test=clear]").count() == 0
+    # the inputs are wide enough for their hints (the issue's "up V/s, max 5" for a limit of 50)
+    ramp = ch.locator("[data-test=rampup-input]")
+    assert ramp.get_attribute("placeholder") == "up V/s, max 50"
+    assert ramp.evaluate("e => e.scrollWidth <= e.clientWidth && e.clientWidth > 0")
+    hint_fits = "e => { const c = document.createElement('canvas').getContext('2d'); c.font = getComputedStyle(e).font;"
+    hint_fits += " return c.measureText(e.placeholder).width < e.clientWidth }"
+    for field in ("vset", "iset", "rampup", "rampdown"):
+        assert ch.locator(f"[data-test={field}-input]").evaluate(hint_fits), f"{field}'s hint is cut off"
+
+    # set the voltage: a confirmation naming channel, target, rate and limit first, nothing sent before it
     ch.locator("[data-test=vset-input]").fill("50")
     ch.locator("[data-test=vset-set]").click()
-    assert "vset 50 V" in text(page.locator("[data-test=confirm-text]"))
+    assert text(page.locator("[data-test=confirm-where]")) == "hv channel 1 (sensor-B)"
+    assert text(page.locator("[data-test=confirm-text]")) == (
+        "sensor-B: set to 50.00 V (output off: reached at the next ON at 20.00 V/s), limit 20.00 µA"
+    )
     time.sleep(0.5)
     assert not probe.seen(UI_CMD % "hv")
     page.locator("[data-test=confirm-ok]").click()
@@ -288,9 +304,12 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     time.sleep(0.5)
     assert len(probe.seen(UI_CMD % "hv")) == 1
 
-    # switch on: confirmed, the device ramps, the page follows
+    # switch on: the confirmation says to which voltage at which rate with which limit; the page follows
+    wait_text(ch.locator("[data-test=vset]"), lambda t: t == "50.00 V", what="the new vset")
     ch.locator("[data-test=on]").click()
-    assert "on" in text(page.locator("[data-test=confirm-text]"))
+    assert text(page.locator("[data-test=confirm-text]")) == (
+        "sensor-B: switch on, ramp to 50.00 V at 20.00 V/s, limit 20.00 µA"
+    )
     page.locator("[data-test=confirm-ok]").click()
     status = probe.wait_json("slowctl/hv/status", lambda s: s["channels"][1]["on"] and s["channels"][1]["vset"] == 50)
     assert status["channels"][1]["state"] in ("RAMP_UP", "ON")
@@ -298,22 +317,45 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     wait_text(ch.locator("[data-test=channel-state]"), lambda t: t in ("RAMP_UP", "ON"), what="RAMP_UP/ON shown")
     wait_text(ch.locator("[data-test=vmon]"), lambda t: t != "–" and float(t.split()[0]) > 0, what="rising vmon")
     assert ch.locator("[data-test=channel-state]").get_attribute("class").split()[-1] in ("sc-st-RAMP_UP", "sc-st-ON")
+    assert ch.locator("[data-test=switch]").get_attribute("data-output") == "on"
+    assert ch.locator("[data-test=on]").get_attribute("aria-pressed") == "true"
+    assert ch.locator("[data-test=on]").is_disabled() and ch.locator("[data-test=off]").is_enabled()
 
-    # a refused command: the operator sees the service's reason
+    # beyond the limit: refused in the page with the limit, before any confirmation, nothing sent
+    sent = len(probe.seen(UI_CMD % "hv"))
     ch.locator("[data-test=vset-input]").fill("9999")
+    ch.locator("[data-test=vset-set]").click()
+    assert page.locator("[data-test=confirm-dialog]").count() == 0
+    assert text(page.locator("[data-test=last-reply]")) == (
+        "REFUSED: vset ch 1 = 9999: 9999 V exceeds the limit 600 V of sensor-B (nothing sent)"
+    )
+    ch.locator("[data-test=iset-input]").fill("150")  # µA, the limit is 100 µA
+    ch.locator("[data-test=iset-set]").click()
+    assert "150 µA exceeds the limit 100 µA of sensor-B" in text(page.locator("[data-test=last-reply]"))
+    ch.locator("[data-test=rampup-input]").fill("0")
+    ch.locator("[data-test=rampup-set]").click()
+    assert "rampup must be > 0 V/s (nothing sent)" in text(page.locator("[data-test=last-reply]"))
+    # a ramp to a lower voltage names the ramp-down rate
+    wait_text(ch.locator("[data-test=vmon]"), lambda t: float(t.split()[0]) > 45, what="the ramp near 50 V")
+    ch.locator("[data-test=vset-input]").fill("40")
+    ch.locator("[data-test=vset-set]").click()
+    assert text(page.locator("[data-test=confirm-text]")).startswith("sensor-B: ramp to 40.00 V at 40.00 V/s")
+    page.locator("[data-test=confirm-cancel]").click()
+    # what only the service knows (the instrument's 0.1 V step): its refusal with its reason
+    ch.locator("[data-test=vset-input]").fill("50.05")
     ch.locator("[data-test=vset-set]").click()
     page.locator("[data-test=confirm-ok]").click()
     wait_text(
         page.locator("[data-test=last-reply]"),
-        lambda t: t.startswith("REFUSED: vset ch 1 = 9999") and "exceeds the configured limit vmax=600 V" in t,
-        what="the refusal",
+        lambda t: t.startswith("REFUSED: vset ch 1 = 50.05") and "finer than the caen-n1470's 0.1 V step" in t,
+        what="the service's refusal",
     )
+    assert len(probe.seen(UI_CMD % "hv")) == sent + 1
     # not a number: refused in the page, nothing sent
-    sent = len(probe.seen(UI_CMD % "hv"))
     ch.locator("[data-test=vset-input]").fill("abc")
     ch.locator("[data-test=vset-set]").click()
     assert "not a number" in text(page.locator("[data-test=last-reply]"))
-    assert len(probe.seen(UI_CMD % "hv")) == sent
+    assert len(probe.seen(UI_CMD % "hv")) == sent + 1
 
     ch.locator("[data-test=off]").click()  # off needs no confirmation
     probe.wait_json("slowctl/hv/status", lambda s: s["channels"][1]["state"] in ("RAMP_DOWN", "OFF"))
@@ -348,6 +390,52 @@ def test_low_voltage_and_chiller_without_confirmation(dashboard, ui_stack):
     probe.wait_json("slowctl/chiller/status", lambda s: s["channels"][0]["on"] and s["channels"][0]["tset"] == 18.5)
     page.locator("[data-test=stop]").click()
     wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: off ch 0")
+
+
+def test_a_power_cycled_instrument_shows_the_lost_output_and_offers_clear(dashboard, ui_stack):
+    """The issue's case: the HV instrument power-cycled under an ON channel. The page shows the output off,
+    the latched alarm on the channel, and offers clear there (only there); clear ends it."""
+    import os
+    import signal
+
+    from harness import channel, send
+
+    page, _ = dashboard
+    op = ui_stack.stack.probe("operator")
+    op.subscribe("slowctl/hv/reply", "slowctl/hv/status", "slowctl/hv/event")
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 3, "value": 30}))["ok"]
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "on", "channel": 3}))["ok"]
+    channel(op, "hv", 3, lambda c: c["state"] == "ON", timeout=10)
+    open_page(page, ui_stack, "hv")
+    ch3 = page.locator('[data-channel="3"]')
+    wait_text(ch3.locator("[data-test=channel-state]"), lambda t: t == "ON")
+    assert page.locator("[data-test=clear]").count() == 0  # nothing to clear anywhere
+    os.kill(ui_stack.stack.pids()["sim-hv"], signal.SIGKILL)  # the supervisor restarts it: all outputs off
+    channel(op, "hv", 3, lambda c: "OUTPUT_LOST" in c.get("alarms", []), timeout=20)
+    lost = ch3.locator(".sc-alarm", has_text="OUTPUT_LOST")
+    wait_until(lambda: lost.count() == 1, 10, what="the latched alarm on the page")
+    assert "sc-card-alarm" in ch3.get_attribute("class").split()
+    assert ch3.locator("[data-test=switch]").get_attribute("data-output") == "off"
+    clear = ch3.locator("[data-test=clear]")
+    wait_text(clear, lambda t: t.startswith("Clear OUTPUT_LOST"), what="clear offered for the latch")
+    # offered exactly where the status shows a latch (the fresh instrument's settings changed on every channel)
+    from slowctl.stack.nodered import LATCHED
+
+    def offered_where_latched():
+        latest = json.loads(op.seen("slowctl/hv/status")[-1].payload)
+        return latest["state"] == "ok" and all(
+            page.locator(f'[data-channel="{c["channel"]}"] [data-test=clear]').count()
+            == (1 if set(c["alarms"]) & set(LATCHED) or c["state"] == "TRIPPED" else 0)
+            for c in latest["channels"]
+        )
+
+    wait_until(offered_where_latched, 10, interval=0.2, what="clear offered where a latch is shown, only there")
+    clear.click()  # clear raises nothing: no confirmation
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: clear ch 3", what="the clear reply")
+    # the latches are gone; what is not latched (the fresh instrument's own current limit) is still shown
+    wait_until(lambda: ch3.locator("[data-test=clear]").count() == 0, 10, what="clear gone with the latches")
+    assert lost.count() == 0
+    wait_text(ch3.locator("[data-test=channel-state]"), lambda t: t == "OFF")
 
 
 # --- people: who may command, and who did ------------------------------------------------------

@@ -26,8 +26,11 @@ from typing import Any
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.capabilities import ACTIONS
 from slowctl.device.contract import Topics
+from slowctl.device.core import OUTPUT_LOST, OUTPUT_ON_EXTERNALLY, SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED
+from slowctl.device.memory import UNREADABLE
 
 PREFIX = "slowctl."
+LATCHED = (TRIP_LATCHED, OUTPUT_LOST, OUTPUT_ON_EXTERNALLY, SETPOINT_CHANGED_EXTERNALLY, UNREADABLE)
 HV_CONFIRM_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.raises)  # may raise a high voltage or its current
 BROKER_ID = PREFIX + "broker"
 BROKER_USER = "nodered"
@@ -84,6 +87,8 @@ def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
     return {
         "id": dev_id,
         "model": dev.model,
+        # what `clear` ends (with a trip): the page offers clear only while one of them is shown
+        "latched": sorted(LATCHED),
         "kind": kind,
         "confirm": kind == "supply" and is_hv(dev),
         "confirm_actions": list(HV_CONFIRM_ACTIONS),
@@ -101,6 +106,14 @@ def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
                 "tmax": c.tmax,
                 "actions": sorted(caps.channels[ch]),
                 "steps": {n: cap.step for n, cap in caps.channels[ch].items() if cap.step},
+                # the service's own bounds (config and instrument): the page refuses outside them before
+                # asking to confirm; the resolution is left to the service (its refusal says the step)
+                "limits": {
+                    n: {"min": lo, "max": hi, "positive": cap.action.positive}
+                    for n, cap in caps.channels[ch].items()
+                    if cap.action.takes_value
+                    for lo, hi in [cap.bounds]
+                },
             }
             for ch, c in sorted(dev.channels.items())
         ],
