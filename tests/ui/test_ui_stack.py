@@ -19,6 +19,7 @@ from harness import DUMMY_CONFIG, wait_until
 pytestmark = pytest.mark.stack
 
 DEVICE_PAGES = list(yaml.safe_load(DUMMY_CONFIG.read_text())["devices"])  # the example bench
+BENCH_PAGES = ["overview", "alarms", "log", "environment", "health"]
 UI_CMD = "slowctl/%s/by/nodered/cmd"  # where the control UI's commands go (the broker lets `nodered` write only there)
 
 
@@ -227,7 +228,7 @@ def test_no_command_without_a_user_action(browser, ui_stack):
     ctx = browser.new_context(http_credentials=login(ui_stack.operator))
     try:
         pages = []
-        for name in ["health", "environment", *DEVICE_PAGES]:
+        for name in [*BENCH_PAGES, *DEVICE_PAGES]:
             page = ctx.new_page()
             page.set_default_timeout(20000)
             consoles = Console(page)
@@ -605,3 +606,175 @@ def test_mqtt_over_websockets_through_the_gateway(ui_stack):
             assert result["connack"].is_failure, (user, result["connack"])
         finally:
             c.loop_stop()
+
+
+# --- the bench pages: overview, alarms, log, all HV off --------------------------------------------
+
+
+def test_the_overview_is_the_landing_page_with_every_channel(dashboard, ui_stack):
+    from conftest import screenshot
+
+    page, console = dashboard
+    page.goto(f"{ui_stack.base}/dashboard/")
+    page.wait_for_url("**/dashboard/overview")  # the landing page
+    config = yaml.safe_load(ui_stack.stack.config_path.read_text())["devices"]
+    for dev, d in config.items():
+        box = page.locator(f'.sc-ov-dev[data-device="{dev}"]')
+        wait_text(box.locator("[data-test=device-state]"), lambda t: t == "ok", what=f"{dev} ok")
+        assert text(box.locator("[data-test=availability]")) == "online"
+        assert float(text(box.locator("[data-test=status-age]")).split()[0]) < 5
+        assert box.locator("[data-channel]").count() == len(d["channels"]), dev
+    hv0 = page.locator('.sc-ov-dev[data-device="hv"] [data-channel="0"]')
+    assert text(hv0.locator("[data-test=vmon]")).endswith(" V") and text(hv0.locator("[data-test=imon]")).endswith(
+        " µA"
+    )
+    assert text(page.locator('.sc-ov-dev[data-device="lv"] [data-channel="0"] [data-test=imon]')).endswith(" A")
+    box = page.locator('.sc-ov-dev[data-device="climate"] [data-channel="0"]')
+    assert text(box.locator("[data-test=humidity]")).endswith("%RH")
+    assert text(page.locator('.sc-ov-dev[data-device="chiller"] [data-test=temperature]')).endswith("°C")
+    # the humid box of the simulator's scenario: its alarm on the channel and in the count
+    wait_text(page.locator("[data-test=alarm-count]"), lambda t: not t.startswith("0 "), timeout=40, what="an alarm")
+    wait_until(lambda: box.locator("[data-test=alarm]", has_text="humidity").count(), 10, what="the alarm on climate.0")
+    assert text(page.locator("[data-test=interlock-count]")) == "no interlock active"
+    screenshot(page, "overview")
+    hv0.click()  # a channel opens its device page
+    page.wait_for_url("**/dashboard/hv")
+    wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
+    screenshot(page, "device")
+    assert not console.csp(), console.csp()
+
+
+def test_an_alarm_raised_by_the_simulator_is_acknowledged_on_the_alarm_page(browser, dashboard, ui_stack):
+    from conftest import Console, login, screenshot
+
+    page, console = dashboard
+    probe = ui_stack.stack.probe("viewer")
+    probe.subscribe("slowctl/alarms/#")
+    open_page(page, ui_stack, "alarms")
+    row = page.locator('[data-alarm="climate.0.humidity.HIHI"]')
+    wait_until(lambda: row.count() == 1, 40, interval=0.2, what="the humid box's HIHI alarm on the page")
+    assert text(row.locator("[data-test=severity]")) == "major" and text(row.locator("[data-test=state]")) == "active"
+    assert text(row.locator("[data-test=message]")).startswith("climate.0 humidity")
+    rule = page.locator('[data-rule="bath-hot"]')
+    assert text(rule.locator("[data-test=rule-state]")) == "clear"
+    assert text(rule.locator("[data-test=rule-reason]")).startswith("chiller.0.temperature ")  # with the reading
+    screenshot(page, "alarms")
+
+    # a viewer's acknowledgement: refused on the page, nothing sent
+    ctx = browser.new_context(http_credentials=login(ui_stack.viewer))
+    try:
+        vpage = ctx.new_page()
+        vconsole = Console(vpage)
+        open_page(vpage, ui_stack, "alarms")
+        vrow = vpage.locator('[data-alarm="climate.0.humidity.HIHI"]')
+        wait_until(lambda: vrow.count() == 1, 15, what="the alarm, for a viewer")
+        vrow.locator("[data-test=ack]").click()
+        wait_text(
+            vpage.locator("[data-test=last-reply]"),
+            lambda t: t == f"REFUSED: ack: {ui_stack.viewer[0]} is a viewer: commands need an operator account",
+        )
+        assert not vconsole.csp()
+    finally:
+        ctx.close()
+    assert not probe.seen("slowctl/alarms/by/nodered/cmd")
+
+    row.locator("[data-test=ack]").click()
+    wait_text(
+        page.locator("[data-test=last-reply]"),
+        lambda t: t == "OK: acknowledged climate.0 humidity.HIHI",
+        what="the acknowledgement's reply",
+    )
+    cmd = json.loads(probe.seen("slowctl/alarms/by/nodered/cmd")[0].payload)
+    assert cmd["for"] == ui_stack.operator[0] and cmd["device"] == "climate" and cmd["kind"] == "humidity.HIHI"
+    wait_text(row.locator("[data-test=acked]"), lambda t: t.startswith(f"nodered for {ui_stack.operator[0]} "))
+    listed = probe.wait_json("slowctl/alarms/summary", lambda s: any(a["acked"] for a in s["alarms"]))
+    acked = next(a for a in listed["alarms"] if a["kind"] == "humidity.HIHI")
+    assert acked["acked_by"] == f"nodered for {ui_stack.operator[0]}"
+    assert not console.csp(), console.csp()
+
+
+def test_the_log_shows_commands_with_their_person_after_a_reload(dashboard, ui_stack):
+    from conftest import screenshot
+
+    page, console = dashboard
+    alice = ui_stack.operator[0]
+    open_page(page, ui_stack, "lv")  # a command from the page, so that the log has one of alice's
+    ch = page.locator('[data-channel="1"]')
+    wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
+    ch.locator("[data-test=vset-input]").fill("1.25")
+    ch.locator("[data-test=vset-set]").click()
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: vset ch 1 = 1.25")
+    open_page(page, ui_stack, "log")
+    entry = page.locator('[data-test=entry][data-kind="command_applied"][data-device="lv"]')
+    wait_until(lambda: entry.count() >= 1, 15, what="the command in the log")
+    first = entry.first
+    assert text(first.locator("[data-test=who]")) == f"nodered for {alice}"
+    assert text(first.locator("[data-test=outcome]")) == "ok"
+    page.reload()  # the log is Node-RED's, not the page's: it is there again
+    wait_until(lambda: entry.count() >= 1, 15, what="the log after a reload")
+    page.locator("[data-test=device-filter]").select_option("lv")
+    devices = {e.get_attribute("data-device") for e in page.locator("[data-test=entry]").all()}
+    assert devices == {"lv"}
+    page.locator("[data-test=device-filter]").select_option("")
+    screenshot(page, "log")
+    page.locator("[data-test=commands-only]").check()
+    kinds = {e.get_attribute("data-kind") for e in page.locator("[data-test=entry]").all()}
+    assert kinds and all(k.startswith("command_") for k in kinds)
+    assert not console.csp(), console.csp()
+
+
+def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui_stack):
+    from conftest import login, screenshot
+    from harness import channel, send
+    from slowctl.config import load_config
+    from slowctl.safety.rules import hv_outputs
+
+    page, console = dashboard
+    outputs = hv_outputs(load_config(ui_stack.stack.config_path).devices)
+    op = ui_stack.stack.probe("operator")
+    op.subscribe("slowctl/hv/reply", "slowctl/hv/status", "slowctl/+/by/nodered/cmd")
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 40}))["ok"]
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "on", "channel": 0}))["ok"]
+    channel(op, "hv", 0, lambda c: c["on"], timeout=10)
+    for name in [*BENCH_PAGES, "lv", "climate"]:  # on every page, and who is logged in beside it
+        open_page(page, ui_stack, name)
+        page.locator("[data-test=all-hv-off]").wait_for(state="visible")
+        wait_text(page.locator("[data-test=user]"), lambda t: t == f"{ui_stack.operator[0]} · operator", what=name)
+    page.locator("[data-test=all-hv-off]").click()
+    dialog_text = text(page.locator("[data-test=all-hv-off-text]"))
+    devices = load_config(ui_stack.stack.config_path).devices
+    names = ", ".join(f"{d}.{c} {devices[d].channels[c].name}" for d, c in outputs)
+    assert dialog_text == f"{len(outputs)} outputs: {names}" and "hv.0 sensor-A" in names
+    page.locator("[data-test=all-hv-off-cancel]").click()
+    time.sleep(0.5)
+    assert not op.seen("slowctl/+/by/nodered/cmd") and not [m for m in op.seen() if "/by/nodered/cmd" in m.topic]
+
+    # a viewer: refused on the page, nothing sent
+    ctx = browser.new_context(http_credentials=login(ui_stack.viewer))
+    try:
+        vpage = ctx.new_page()
+        open_page(vpage, ui_stack, "overview")
+        wait_text(vpage.locator("[data-test=user]"), lambda t: t == f"{ui_stack.viewer[0]} · viewer")
+        vpage.locator("[data-test=all-hv-off]").click()
+        vpage.locator("[data-test=all-hv-off-confirm]").click()
+        wait_text(vpage.locator("[data-test=all-hv-off-summary]"), lambda t: t.startswith("REFUSED: all HV off: "))
+    finally:
+        ctx.close()
+    time.sleep(0.5)
+    assert not [m for m in op.seen() if "/by/nodered/cmd" in m.topic]
+
+    page.locator("[data-test=all-hv-off]").click()
+    screenshot(page, "all-hv-off")
+    page.locator("[data-test=all-hv-off-confirm]").click()
+    wait_text(
+        page.locator("[data-test=all-hv-off-summary]"),
+        lambda t: t.endswith(f"{len(outputs)} of {len(outputs)} outputs confirmed off"),
+        what="every HV output confirmed off",
+    )
+    sent = [json.loads(m.payload) | {"topic": m.topic} for m in op.seen() if "/by/nodered/cmd" in m.topic]
+    assert sorted((c["topic"].split("/")[1], c["channel"]) for c in sent) == sorted(outputs)
+    assert {(c["action"], c["for"]) for c in sent} == {("off", ui_stack.operator[0])}
+    channel(op, "hv", 0, lambda c: not c["on"] or c["state"] == "RAMP_DOWN", timeout=10)
+    assert text(page.locator("[data-test=all-hv-off-summary]")).startswith(f"All HV off by {ui_stack.operator[0]} at ")
+    screenshot(page, "all-hv-off-result")
+    assert not console.csp(), console.csp()

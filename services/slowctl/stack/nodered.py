@@ -25,7 +25,7 @@ from typing import Any
 
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.capabilities import ACTIONS
-from slowctl.device.contract import Topics
+from slowctl.device.contract import AlarmTopics, InterlockTopics, Topics
 from slowctl.device.core import OUTPUT_LOST, OUTPUT_ON_EXTERNALLY, SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED
 from slowctl.device.memory import UNREADABLE
 
@@ -34,7 +34,8 @@ LATCHED = (TRIP_LATCHED, OUTPUT_LOST, OUTPUT_ON_EXTERNALLY, SETPOINT_CHANGED_EXT
 HV_CONFIRM_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.raises)  # may raise a high voltage or its current
 BROKER_ID = PREFIX + "broker"
 BROKER_USER = "nodered"
-WIDGET_MARKER = "__SLOWCTL_DEVICE__"
+MAX_AGE = 10.0  # s: expiry of the UI's commands that are not one device's (alarm acks, all HV off)
+LOG_KEEP = 500  # events the log page keeps (the record keeps all: slowctl log)
 BREAKPOINTS = [
     {"name": "Default", "px": 0, "cols": 3},
     {"name": "Tablet", "px": 576, "cols": 6},
@@ -120,11 +121,38 @@ def describe(dev_id: str, dev: DeviceConfig) -> dict[str, Any]:
     }
 
 
-def device_widget(description: dict[str, Any], source: str) -> str:
-    if source.count(WIDGET_MARKER) != 1:
-        raise FlowError(f"nodered/widgets/device.vue must contain {WIDGET_MARKER} exactly once")
+COMMON = "__SLOWCTL_COMMON__"  # the shared Vue mixin (nodered/widgets/common.js)
+COMMON_STYLE = "/* __SLOWCTL_COMMON_STYLE__ */"  # the shared styles (nodered/widgets/common.css)
+
+
+def js_value(value: Any) -> str:
     # JSON is a JS expression; '</' must not end the <script> element of the template
-    return source.replace(WIDGET_MARKER, json.dumps(description, ensure_ascii=False).replace("</", "<\\/"))
+    return json.dumps(value, ensure_ascii=False).replace("</", "<\\/")
+
+
+class Widgets:
+    """The Vue sources of nodered/widgets/, filled in: each `__SLOWCTL_<NAME>__` marker once, by its data."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.common = self._strip_comment((directory / "common.js").read_text())
+        self.style = (directory / "common.css").read_text()
+
+    @staticmethod
+    def _strip_comment(js: str) -> str:
+        return "\n".join(line for line in js.splitlines() if not line.startswith("//")).strip()
+
+    def vue(self, name: str, **data: Any) -> str:
+        source = (self.dir / f"{name}.vue").read_text()
+        fills = {f"__SLOWCTL_{k.upper()}__": js_value(v) for k, v in data.items()}
+        if COMMON in source:
+            fills[COMMON] = self.common
+            fills[COMMON_STYLE] = self.style
+        for marker, text in fills.items():
+            if source.count(marker) != 1:
+                raise FlowError(f"nodered/widgets/{name}.vue must contain {marker} exactly once")
+            source = source.replace(marker, text)
+        return source
 
 
 # --- function nodes (JavaScript that runs in Node-RED) ---------------------------------------
@@ -143,16 +171,29 @@ if (msg._client) out._client = msg._client
 return out
 """
 
-GUARD_JS = """\
+PERSON_JS = """\
+// The person logged in on the connection a message came from: msg._client.user, set by Dashboard 2's
+// plugin (nodered/accounts/plugin.js) from the socket's login, never by the browser. A command without a
+// person, or from a viewer, is not sent: error says why.
+const LOGIN = /^[a-z][a-z0-9_.-]{1,31}$/
+function person (msg) {
+    const user = msg._client && msg._client.user
+    const login = user && typeof user.username === 'string' && LOGIN.test(user.username) ? user.username : null
+    if (!login) return { login: null, role: null, error: 'no logged-in person on this connection (log in again): nothing sent' }
+    if (user.role !== 'operator') return { login, role: user.role, error: login + ' is a ' + user.role + ': commands need an operator account' }
+    return { login, role: user.role, error: null }
+}
+"""
+
+GUARD_JS = (
+    PERSON_JS
+    + """\
 // Only what an operator can send leaves here: a known action on a configured
-// channel, with the widget's id, a fresh ts, and "for": the person logged in
-// (msg._client.user, set by Dashboard 2's plugin from the socket's login, never
-// by the browser). Anything else (e.g. a status that reached this node by a
-// wiring mistake) is dropped with a warning. A command without a person, or
-// from a viewer, is not sent: output 2 answers the page with a refusal.
+// channel, with the widget's id, a fresh ts, and "for": the person logged in.
+// Anything else (e.g. a status that reached this node by a wiring mistake) is
+// dropped with a warning. A refusal goes to output 2, answered on the page.
 const allowed = %s
 const REPLY_TOPIC = %s
-const LOGIN = /^[a-z][a-z0-9_.-]{1,31}$/
 const c = msg.payload
 const actions = c && typeof c === 'object' ? allowed[String(c.channel)] : null
 if (!actions || !actions.includes(c.action)) {
@@ -162,18 +203,133 @@ if (!actions || !actions.includes(c.action)) {
 const cmd = { action: c.action, channel: c.channel, ts: Date.now() / 1000 }
 if (c.value !== undefined && c.value !== null) cmd.value = c.value
 if (typeof c.id === 'string' || typeof c.id === 'number') cmd.id = c.id
-const user = msg._client && msg._client.user
-const login = user && typeof user.username === 'string' && LOGIN.test(user.username) ? user.username : null
-function refuse (error) {
-    node.warn('slowctl: refused ' + cmd.action + ' ch ' + cmd.channel + ': ' + error)
+const who = person(msg)
+if (who.error) {
+    node.warn('slowctl: refused ' + cmd.action + ' ch ' + cmd.channel + ': ' + who.error)
     const reply = { id: cmd.id === undefined ? null : cmd.id, action: cmd.action, channel: cmd.channel,
-        value: cmd.value === undefined ? null : cmd.value, ok: false, error, applied: null }
+        value: cmd.value === undefined ? null : cmd.value, ok: false, error: who.error, applied: null }
     return [null, { topic: REPLY_TOPIC, payload: reply, _client: msg._client }]
 }
-if (!login) return refuse('no logged-in person on this connection (log in again): nothing sent')
-if (user.role !== 'operator') return refuse(login + ' is a ' + user.role + ': commands need an operator account')
-cmd.for = login
+cmd.for = who.login
 return [{ payload: cmd }, null]
+"""
+)
+
+EMERGENCY_JS = (
+    PERSON_JS
+    + """\
+// "All HV off" (and "who am I" for the banner): `off` to every HV output, each on its device's own
+// Node-RED command topic with "for" the person, as `slowctl off --all-hv` sends them (straight to the
+// device services: no other process needed). Devices that are offline are sent it all the same (off is
+// always safe) and said to be offline. Output 1: the commands; output 2: the answer for the page(s).
+const OUTPUTS = %s
+const ROOT = %s
+const c = msg.payload
+if (!c || typeof c !== 'object') return null
+const who = person(msg)
+if (c.action === 'whoami') return [null, { payload: { whoami: who.login ? { username: who.login, role: who.role } : null }, _client: msg._client }]
+if (c.action !== 'off-all-hv') {
+    node.warn('slowctl: dropped a message that is not an emergency off')
+    return null
+}
+const id = 'emergency-' + (typeof c.id === 'string' ? c.id.slice(0, 40) : String(Date.now()))
+if (who.error) return [null, { payload: { run: { id, by: who.login, ok: false, error: who.error, outputs: [] } }, _client: msg._client }]
+const online = flow.get('availability') || {}
+const ts = Date.now() / 1000
+const run = { id, by: who.login, started: Date.now(), outputs: [] }
+const commands = []
+for (const o of OUTPUTS) {
+    run.outputs.push(Object.assign({ ok: null, result: online[o.device] === 'online' ? 'sent' : 'device offline: sent, no service to answer' }, o))
+    commands.push({ topic: ROOT + '/' + o.device + '/by/nodered/cmd', payload: { action: 'off', channel: o.channel, id, ts, for: who.login } })
+}
+flow.set('run', run)
+node.warn('slowctl: all HV off by ' + who.login + ': ' + OUTPUTS.length + ' outputs')
+return [commands, { payload: { run } }]
+"""
+)
+
+EMERGENCY_REPLIES_JS = """\
+// The devices' replies to the last "all HV off", per output; availability for the next one.
+const parts = msg.topic.split('/')
+const leaf = parts.pop()
+const device = parts.pop()
+if (leaf === 'availability') {
+    const online = flow.get('availability') || {}
+    online[device] = String(msg.payload)
+    flow.set('availability', online)
+    return null
+}
+const r = msg.payload
+const run = flow.get('run')
+if (!run || !r || typeof r !== 'object' || r.id !== run.id) return null
+const o = run.outputs.find(x => x.device === device && x.channel === r.channel)
+if (!o) return null
+o.ok = r.ok === true
+o.result = r.ok ? 'off (' + r.applied + ')' : 'refused: ' + r.error
+flow.set('run', run)
+return { payload: { run } }
+"""
+
+BENCH_JS = """\
+// The whole bench for the overview and the alarm page: every device's status and availability, the
+// alarm list, the interlock rules, whether the interlock process (the alarm handler) runs; an
+// acknowledgement's reply (or the flow's refusal, to its own page only) rides along once.
+const parts = msg.topic.split('/')
+const leaf = parts.pop()
+const target = parts.pop()
+const bench = context.get('bench') || { devices: {}, alarms: null, interlocks: null, handler: null }
+let reply = null
+if (msg._client || (target === 'alarms' && leaf === 'reply')) reply = msg.payload
+else if (target === 'alarms' && leaf === 'summary') bench.alarms = msg.payload
+else if (target === 'interlock' && leaf === 'state') bench.interlocks = msg.payload
+else if (target === 'interlock' && leaf === 'availability') bench.handler = String(msg.payload)
+else if (leaf === 'status' || leaf === 'availability') {
+    const d = bench.devices[target] || { status: null, availability: null }
+    d[leaf] = leaf === 'status' ? msg.payload : String(msg.payload)
+    bench.devices[target] = d
+} else return null
+context.set('bench', bench)
+const out = { payload: Object.assign({ reply }, bench) }
+if (msg._client) out._client = msg._client
+return out
+"""
+
+ACK_JS = (
+    PERSON_JS
+    + """\
+// An operator acknowledges an alarm: {action: 'ack', device, channel, kind} to the alarm handler on
+// Node-RED's own topic, "for" the person (the handler records who). Output 2: a refusal for the page.
+const DEVICES = %s
+const c = msg.payload
+if (!c || c.action !== 'ack' || !DEVICES.includes(c.device)) {
+    node.warn('slowctl: dropped a message that is not an acknowledgement')
+    return null
+}
+const cmd = { action: 'ack', device: c.device, ts: Date.now() / 1000 }
+if (Number.isInteger(c.channel)) cmd.channel = c.channel
+if (typeof c.kind === 'string') cmd.kind = c.kind
+if (typeof c.id === 'string') cmd.id = c.id
+const who = person(msg)
+if (who.error) return [null, { topic: 'refused', payload: { id: cmd.id || null, action: 'ack', ok: false, error: who.error }, _client: msg._client }]
+cmd.for = who.login
+return [{ payload: cmd }, null]
+"""
+)
+
+LOG_JS = """\
+// The bench's log: every event (device, interlock, alarm handler, procedure runner) as it comes, the
+// newest KEEP kept in Node-RED's file-backed context (it survives a page reload and a Node-RED restart;
+// the full record is the recorder's: slowctl log). Commands are in it as command_applied / _refused /
+// _failed events whose cause names the person ("nodered for alice id=...").
+const KEEP = %d
+const e = msg.payload
+if (!e || typeof e !== 'object') return null
+const log = context.get('log', 'file') || []
+log.push({ ts: e.ts, device: e.device, channel: e.channel, kind: e.kind, severity: e.severity, message: e.message,
+    cause: e.cause === undefined ? null : e.cause })
+if (log.length > KEEP) log.splice(0, log.length - KEEP)
+context.set('log', log, 'file')
+return { payload: { log } }
 """
 
 HEALTH_JS = """\
@@ -330,6 +486,7 @@ class _Flow:
         return gid
 
     def widget(self, nid: str, tab: str, group: str, name: str, vue: str, to: list[str], y: int) -> None:
+        """A widget in `group`; with group "", on every page (Dashboard 2's UI scope: the emergency bar)."""
         # passthru false: an incoming status must never leave the widget (it would become a command)
         self.add(
             {
@@ -338,7 +495,7 @@ class _Flow:
                 "z": tab,
                 "group": group,
                 "page": "",
-                "ui": "",
+                "ui": "" if group else f"{PREFIX}ui",
                 "name": name,
                 "order": 1,
                 "width": "12",
@@ -348,7 +505,7 @@ class _Flow:
                 "storeOutMessages": False,
                 "passthru": False,
                 "resendOnRefresh": True,
-                "templateScope": "local",
+                "templateScope": "local" if group else "widget:ui",
                 "className": "",
                 "x": 650,
                 "y": y,
@@ -435,7 +592,30 @@ class _Flow:
             }
         )
 
-    def device(self, dev_id: str, dev: DeviceConfig, order: int, source: str) -> None:
+    def mqtt_out(self, nid: str, tab: str, topic: str, expiry: float, y: int = 120) -> None:
+        """Commands: never retained, expiring (a command that waited must not run late); topic "": msg.topic."""
+        self.add(
+            {
+                "id": nid,
+                "type": "mqtt out",
+                "z": tab,
+                "name": topic or "msg.topic",
+                "topic": topic,
+                "qos": "1",
+                "retain": "false",
+                "respTopic": "",
+                "contentType": "application/json",
+                "userProps": "",
+                "correl": "",
+                "expiry": str(int(expiry)),
+                "broker": BROKER_ID,
+                "x": 1090,
+                "y": y,
+                "wires": [],
+            }
+        )
+
+    def device(self, dev_id: str, dev: DeviceConfig, order: int, widgets: Widgets) -> None:
         t = Topics(self.root, dev_id)
         p = f"{PREFIX}{dev_id}."
         tab = self.tab(dev_id, dev_id)
@@ -451,14 +631,10 @@ class _Flow:
             self.mqtt_in(f"{p}in.{topic.rsplit('/', 1)[1]}", tab, topic, datatype, f"{p}merge", 60 + 60 * i)
         self.function(f"{p}merge", tab, "latest status, availability, reply", MERGE_JS, [f"{p}widget"], 420, 120)
         commands = desc["kind"] != "sensor"
-        self.widget(
-            f"{p}widget", tab, group, dev_id, device_widget(desc, source), [f"{p}guard"] if commands else [], 120
-        )
+        vue = widgets.vue("device", device=desc)
+        self.widget(f"{p}widget", tab, group, dev_id, vue, [f"{p}guard"] if commands else [], 120)
         if commands:
             allowed = {str(c["channel"]): c["actions"] for c in desc["channels"]}
-            # Node-RED's own topic: the broker lets the login `nodered` publish only there, and the
-            # device records "nodered for <person>" from it and the command's "for"
-            cmd_topic = t.commands.of(BROKER_USER)
             # output 1: the command, for the logged-in operator; output 2: a refusal shown on the page
             self.function(
                 f"{p}guard",
@@ -470,28 +646,11 @@ class _Flow:
                 120,
                 second=[f"{p}merge"],
             )
-            self.add(
-                {
-                    "id": f"{p}out",
-                    "type": "mqtt out",
-                    "z": tab,
-                    "name": cmd_topic,
-                    "topic": cmd_topic,
-                    "qos": "1",
-                    "retain": "false",
-                    "respTopic": "",
-                    "contentType": "application/json",
-                    "userProps": "",
-                    "correl": "",
-                    "expiry": str(int(dev.max_command_age)),
-                    "broker": BROKER_ID,
-                    "x": 1090,
-                    "y": 120,
-                    "wires": [],
-                }
-            )
+            # Node-RED's own topic: the broker lets the login `nodered` publish only there, and the
+            # device records "nodered for <person>" from it and the command's "for"
+            self.mqtt_out(f"{p}out", tab, t.commands.of(BROKER_USER), dev.max_command_age)
 
-    def overview(
+    def table_page(
         self, key: str, label: str, path: str, icon: str, order: int, topics: list[tuple[str, str]], code: str, vue: str
     ) -> None:
         p = f"{PREFIX}{key}."
@@ -502,41 +661,122 @@ class _Flow:
         self.function(f"{p}table", tab, label, code, [f"{p}widget"], 420, 120)
         self.widget(f"{p}widget", tab, group, label, vue, [], 120)
 
+    def bench(self, widgets: Widgets, bench: list[dict[str, Any]]) -> None:
+        """The overview (landing page) and the alarm page: one picture of the bench, fed to both; the alarm
+        page's acknowledgements go to the alarm handler through the operator guard."""
+        p = f"{PREFIX}bench."
+        tab = self.tab("bench", "overview and alarms")
+        root = self.root
+        alarms, interlock = AlarmTopics(root), InterlockTopics(root)
+        topics = [
+            (f"{root}/+/status", "json"),
+            (f"{root}/+/availability", "utf8"),
+            (alarms.summary, "json"),
+            (alarms.reply, "json"),
+            (interlock.state, "json"),
+        ]
+        for i, (topic, datatype) in enumerate(topics):
+            self.mqtt_in(f"{p}in.{i}", tab, topic, datatype, f"{p}merge", 60 + 60 * i)
+        widgets_out = [f"{p}overview", f"{p}alarms"]
+        self.function(f"{p}merge", tab, "the bench", BENCH_JS, widgets_out, 420, 120)
+        overview = self.page("overview", "Overview", "/overview", "view-dashboard", 1)
+        self.widget(f"{p}overview", tab, overview, "overview", widgets.vue("overview", bench=bench), [], 120)
+        group = self.page("alarms", "Alarms", "/alarms", "alarm-light", 2)
+        self.widget(f"{p}alarms", tab, group, "alarms", widgets.vue("alarms"), [f"{p}ack"], 240)
+        devices = [d["id"] for d in bench] + ["recorder", "interlock"]  # the services that report alarms too
+        self.function(
+            f"{p}ack",
+            tab,
+            "operator acknowledgements only",
+            ACK_JS % json.dumps(devices),
+            [f"{p}out"],
+            870,
+            240,
+            second=[f"{p}merge"],
+        )
+        self.mqtt_out(f"{p}out", tab, alarms.commands.of(BROKER_USER), self.max_age(), 240)
 
-def generate(stack: StackConfig, widgets: Path | None = None) -> list[dict[str, Any]]:
+    def max_age(self) -> float:
+        return min((d.max_command_age for d in self.stack.devices.values()), default=MAX_AGE)
+
+    def emergency(self, widgets: Widgets, outputs: list[dict[str, Any]]) -> None:
+        """ "All HV off" on every page (a UI-scoped widget), with the person logged in beside it."""
+        p = f"{PREFIX}emergency."
+        tab = self.tab("emergency", "all HV off")
+        self.mqtt_in(f"{p}in.reply", tab, f"{self.root}/+/reply", "json", f"{p}replies", 60)
+        self.mqtt_in(f"{p}in.availability", tab, f"{self.root}/+/availability", "utf8", f"{p}replies", 120)
+        self.function(f"{p}replies", tab, "replies to all HV off", EMERGENCY_REPLIES_JS, [f"{p}widget"], 420, 90)
+        vue = widgets.vue("emergency", outputs=outputs)
+        self.widget(f"{p}widget", tab, "", "all HV off", vue, [f"{p}off"], 120)
+        code = EMERGENCY_JS % (json.dumps(outputs), json.dumps(self.root))
+        self.function(f"{p}off", tab, "all HV off, operators only", code, [f"{p}out"], 870, 120, second=[f"{p}widget"])
+        # the topic of each command is its device's Node-RED topic (msg.topic), as the guard's are
+        self.mqtt_out(f"{p}out", tab, "", self.max_age())
+
+    def log(self, widgets: Widgets) -> None:
+        self.table_page(
+            "log",
+            "log",
+            "/log",
+            "format-list-bulleted",
+            3,
+            [(f"{self.root}/+/event", "json")],
+            LOG_JS % LOG_KEEP,
+            widgets.vue("log", devices=list(self.stack.devices)),
+        )
+
+
+def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[str, Any]]:
     """The generated nodes, in the order the editor shows their tabs."""
-    widgets = widgets or widgets_dir()
-    device_vue = (widgets / "device.vue").read_text()
+    from slowctl.safety.rules import hv_outputs
+
+    widgets = Widgets(widgets_path or widgets_dir())
     flow = _Flow(stack)
     flow.shared()
     root = flow.root
-    flow.overview(
+    bench = [bench_entry(d, describe(d, dev)) for d, dev in stack.devices.items()]
+    flow.bench(widgets, bench)
+    flow.log(widgets)
+    outputs = [
+        {"device": d, "channel": ch, "name": stack.devices[d].channels[ch].name} for d, ch in hv_outputs(stack.devices)
+    ]
+    flow.emergency(widgets, outputs)
+    flow.table_page(
         "health",
         "health",
         "/health",
         "heart-pulse",
-        1,
+        5,
         [(f"{root}/+/availability", "utf8"), (f"{root}/+/status", "json"), (f"{root}/+/health", "json")],
         HEALTH_JS,
-        (widgets / "health.vue").read_text(),
+        widgets.vue("health"),
     )
     climate = [d for d, dev in stack.devices.items() if device_kind(dev.model) in ("sensor", "chiller")]
-    flow.overview(
+    flow.table_page(
         "environment",
         "environment",
         "/environment",
         "water-percent",
-        2,
+        4,
         [(Topics(root, d).status, "json") for d in climate],
         ENVIRONMENT_JS,
-        (widgets / "environment.vue").read_text(),
+        widgets.vue("environment"),
     )
-    for order, (dev_id, dev) in enumerate(stack.devices.items(), start=3):
-        flow.device(dev_id, dev, order, device_vue)
+    for order, (dev_id, dev) in enumerate(stack.devices.items(), start=10):
+        flow.device(dev_id, dev, order, widgets)
     ids = [n["id"] for n in flow.nodes]
     if len(ids) != len(set(ids)):
         raise FlowError(f"duplicate node ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     return flow.nodes
+
+
+def bench_entry(dev_id: str, desc: dict[str, Any]) -> dict[str, Any]:
+    """What the overview shows of a device: its kind, channels and current unit (the rest is its status)."""
+    keys = ("id", "model", "kind", "current_unit", "current_scale")
+    return {
+        **{k: desc[k] for k in keys},
+        "channels": [{"channel": c["channel"], "name": c["name"]} for c in desc["channels"]],
+    }
 
 
 def owned(node: dict[str, Any], owned_tabs: set[str]) -> bool:
