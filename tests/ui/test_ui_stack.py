@@ -723,6 +723,68 @@ def test_the_log_shows_commands_with_their_person_after_a_reload(dashboard, ui_s
     assert not console.csp(), console.csp()
 
 
+def test_a_procedure_started_watched_and_aborted(dashboard, ui_stack):
+    """An IV scan from the form built from the catalog: confirmed, run for the person, its curve drawn from
+    the progress; a burn-in started and aborted from the page."""
+    from conftest import screenshot
+
+    page, console = dashboard
+    alice = ui_stack.operator[0]
+    probe = ui_stack.stack.probe("viewer")
+    probe.subscribe("slowctl/procedures/by/nodered/cmd", "slowctl/procedures/progress/+")
+    open_page(page, ui_stack, "procedures")
+    page.locator("[data-test=procedure]").select_option("iv_scan")
+    assert "required" in page.locator("[data-test=param-stop]").get_attribute("placeholder")
+    page.locator("[data-test=start]").click()  # the required parameters are missing: refused here
+    assert "channel is required (nothing sent)" in text(page.locator("[data-test=last-reply]"))
+    page.locator("[data-test=param-channel]").fill("bias.0")
+    page.locator("[data-test=param-stop]").fill("-40")
+    page.locator("[data-test=param-step]").fill("0")
+    page.locator("[data-test=start]").click()
+    assert "step must be > 0 V (nothing sent)" in text(page.locator("[data-test=last-reply]"))
+    page.locator("[data-test=param-step]").fill("10")
+    page.locator("[data-test=param-settle]").fill("0.2")
+    page.locator("[data-test=param-samples]").fill("1")
+    page.locator("[data-test=start]").click()
+    assert text(page.locator("[data-test=confirm-text]")) == (
+        "IV scan: channel=bias.0, stop=-40 V, step=10 V, settle=0.2 s, samples=1"
+    )
+    time.sleep(0.5)
+    assert not probe.seen("slowctl/procedures/by/nodered/cmd")  # nothing before the confirmation
+    page.locator("[data-test=confirm-ok]").click()
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t.startswith("OK: start "), what="the runner's reply")
+    run = text(page.locator("[data-test=last-reply]")).split()[-1]
+    cmd = json.loads(probe.seen("slowctl/procedures/by/nodered/cmd")[0].payload)
+    assert cmd["for"] == alice and cmd["procedure"] == "iv_scan" and cmd["params"]["channel"] == "bias.0"
+    row = page.locator(f'[data-run="{run}"]')
+    wait_text(
+        row.locator("[data-test=run-state]"), lambda t: t in ("completed", "stopped"), timeout=60, what="the scan"
+    )
+    final = probe.wait_json(f"slowctl/procedures/progress/{run}", lambda p: p["state"] in ("completed", "stopped"))
+    assert final["by"] == f"nodered for {alice}"  # the runner's record: who asked for the run
+    wait_until(lambda: page.locator("[data-test=curve]").count(), 10, what="the curve")
+    drawn = len(page.locator("[data-test=curve]").get_attribute("points").split())
+    assert drawn == final["points"] == 5  # 0, -10, ..., -40 V
+    assert "5 points" in text(page.locator("[data-test=run-message]"))
+    screenshot(page, "procedures")
+
+    # a burn-in, aborted from the page
+    page.locator("[data-test=procedure]").select_option("burn_in")
+    for name, value in (("channels", "bias.0"), ("voltage", "-20"), ("duration", "1h"), ("interval", "1")):
+        page.locator(f"[data-test=param-{name}]").fill(value)
+    page.locator("[data-test=start]").click()
+    page.locator("[data-test=confirm-ok]").click()
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t.startswith("OK: start "), what="the burn-in started")
+    burn = text(page.locator("[data-test=last-reply]")).split()[-1]
+    brow = page.locator(f'[data-run="{burn}"]')
+    wait_text(brow.locator("[data-test=run-state]"), lambda t: t == "running", timeout=30, what="the burn-in running")
+    brow.locator("[data-test=abort]").click()
+    wait_text(brow.locator("[data-test=run-state]"), lambda t: t == "aborted", timeout=60, what="the burn-in aborted")
+    aborted = probe.wait_json(f"slowctl/procedures/progress/{burn}", lambda p: p["state"] == "aborted")
+    assert alice in aborted["reason"]
+    assert not console.csp(), console.csp()
+
+
 def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui_stack):
     from conftest import login, screenshot
     from harness import channel, send

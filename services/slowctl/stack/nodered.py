@@ -25,7 +25,7 @@ from typing import Any
 
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.capabilities import ACTIONS
-from slowctl.device.contract import AlarmTopics, InterlockTopics, Topics
+from slowctl.device.contract import AlarmTopics, InterlockTopics, ProcedureTopics, Topics
 from slowctl.device.core import OUTPUT_LOST, OUTPUT_ON_EXTERNALLY, SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED
 from slowctl.device.memory import UNREADABLE
 
@@ -311,6 +311,59 @@ if (typeof c.kind === 'string') cmd.kind = c.kind
 if (typeof c.id === 'string') cmd.id = c.id
 const who = person(msg)
 if (who.error) return [null, { topic: 'refused', payload: { id: cmd.id || null, action: 'ack', ok: false, error: who.error }, _client: msg._client }]
+cmd.for = who.login
+return [{ payload: cmd }, null]
+"""
+)
+
+PROCEDURES_JS = """\
+// The procedure runner as the page needs it: the catalog, whether the runner runs, every run's progress
+// (retained: the runner keeps the last 20 finished) and each run's points as they come (the live curve:
+// the runs seen since Node-RED started; the record has them all: slowctl procedure show). A reply (or
+// the flow's refusal, to its own page only) rides along once.
+const KEEP_RUNS = 20
+const KEEP_POINTS = 2000
+const parts = msg.topic.split('/')
+const leaf = parts.pop()
+const s = context.get('procs') || { catalog: null, runner: null, runs: {}, points: {} }
+let reply = null
+if (msg._client || leaf === 'reply') reply = msg.payload
+else if (leaf === 'catalog') s.catalog = msg.payload
+else if (leaf === 'availability') s.runner = String(msg.payload)
+else if (parts[parts.length - 1] === 'progress' && msg.payload && typeof msg.payload === 'object') {
+    const p = msg.payload
+    s.runs[leaf] = p
+    const pts = s.points[leaf] || []
+    const last = p.last
+    if (last && typeof last === 'object' && !pts.some(x => x.seq === last.seq)) pts.push(last)
+    if (pts.length > KEEP_POINTS) pts.splice(0, pts.length - KEEP_POINTS)
+    s.points[leaf] = pts
+    const ids = Object.keys(s.runs).sort((a, b) => (s.runs[b].started || 0) - (s.runs[a].started || 0))
+    for (const old of ids.slice(KEEP_RUNS + 5)) { delete s.runs[old]; delete s.points[old] }
+} else return null
+context.set('procs', s)
+const out = { payload: Object.assign({ reply }, s) }
+if (msg._client) out._client = msg._client
+return out
+"""
+
+PROCEDURE_GUARD_JS = (
+    PERSON_JS
+    + """\
+// Start or abort a run for the logged-in operator: the runner checks the parameters and the bench (and
+// answers with its reason); "for" is the person, who the runner records. Output 2: a refusal for the page.
+const c = msg.payload
+if (!c || typeof c !== 'object' || (c.action !== 'start' && c.action !== 'abort')) {
+    node.warn('slowctl: dropped a message that is not a procedure command')
+    return null
+}
+const cmd = c.action === 'start'
+    ? { action: 'start', procedure: String(c.procedure), params: c.params && typeof c.params === 'object' ? c.params : {} }
+    : { action: 'abort', run: String(c.run) }
+cmd.ts = Date.now() / 1000
+if (typeof c.id === 'string') cmd.id = c.id
+const who = person(msg)
+if (who.error) return [null, { topic: 'refused', payload: { id: cmd.id || null, action: cmd.action, ok: false, error: who.error }, _client: msg._client }]
 cmd.for = who.login
 return [{ payload: cmd }, null]
 """
@@ -713,6 +766,27 @@ class _Flow:
         # the topic of each command is its device's Node-RED topic (msg.topic), as the guard's are
         self.mqtt_out(f"{p}out", tab, "", self.max_age())
 
+    def procedures(self, widgets: Widgets) -> None:
+        """Start an IV scan, a burn-in or a lab procedure with a form built from the runner's catalog, watch
+        its progress and curve, abort; the recent runs."""
+        p = f"{PREFIX}procedures."
+        tab = self.tab("procedures", "procedures")
+        t = ProcedureTopics(self.root)
+        topics = [
+            (t.catalog, "json"),
+            (t.availability, "utf8"),
+            (f"{t.progress_root}/+", "json"),
+            (t.reply, "json"),
+        ]
+        for i, (topic, datatype) in enumerate(topics):
+            self.mqtt_in(f"{p}in.{i}", tab, topic, datatype, f"{p}merge", 60 + 60 * i)
+        self.function(f"{p}merge", tab, "the runner and its runs", PROCEDURES_JS, [f"{p}widget"], 420, 120)
+        group = self.page("procedures", "Procedures", "/procedures", "chart-bell-curve", 4)
+        self.widget(f"{p}widget", tab, group, "procedures", widgets.vue("procedures"), [f"{p}guard"], 120)
+        code = PROCEDURE_GUARD_JS
+        self.function(f"{p}guard", tab, "operator runs only", code, [f"{p}out"], 870, 120, second=[f"{p}merge"])
+        self.mqtt_out(f"{p}out", tab, t.commands.of(BROKER_USER), self.max_age())
+
     def log(self, widgets: Widgets) -> None:
         self.table_page(
             "log",
@@ -737,6 +811,8 @@ def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[
     bench = [bench_entry(d, describe(d, dev)) for d, dev in stack.devices.items()]
     flow.bench(widgets, bench)
     flow.log(widgets)
+    if stack.procedures.enabled:
+        flow.procedures(widgets)
     outputs = [
         {"device": d, "channel": ch, "name": stack.devices[d].channels[ch].name} for d, ch in hv_outputs(stack.devices)
     ]
@@ -746,7 +822,7 @@ def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[
         "health",
         "/health",
         "heart-pulse",
-        5,
+        7,
         [(f"{root}/+/availability", "utf8"), (f"{root}/+/status", "json"), (f"{root}/+/health", "json")],
         HEALTH_JS,
         widgets.vue("health"),
@@ -757,7 +833,7 @@ def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[
         "environment",
         "/environment",
         "water-percent",
-        4,
+        6,
         [(Topics(root, d).status, "json") for d in climate],
         ENVIRONMENT_JS,
         widgets.vue("environment"),
