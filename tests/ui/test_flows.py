@@ -42,7 +42,7 @@ def device_config(widget):
     return json.loads(m.group(1).replace("<\\/", "</"))
 
 
-BENCH_PAGES = {"overview", "alarms", "log", "environment", "health"}
+BENCH_PAGES = {"overview", "alarms", "log", "procedures", "environment", "health"}
 
 
 def device_widgets(flows, stack):
@@ -135,7 +135,12 @@ def test_status_is_never_wired_to_a_command(flows):
         assert not reached & outs, f"{mqtt_in['topic']} reaches {[ids[o]['topic'] for o in reached & outs]}"
         assert any(ids[n]["type"] == "ui-template" for n in reached), f"{mqtt_in['topic']} feeds no widget"
     # and the only way into a command output is a widget's own output, through a guard
-    guards = {"operator commands only", "operator acknowledgements only", "all HV off, operators only"}
+    guards = {
+        "operator commands only",
+        "operator acknowledgements only",
+        "all HV off, operators only",
+        "operator runs only",
+    }
     for out in outs:
         feeders = [n for n in flows if any(out in port for port in n.get("wires", []))]
         assert len(feeders) == 1 and feeders[0]["name"] in guards
@@ -156,6 +161,9 @@ def test_commands_go_to_the_own_device_never_retained(stack, flows):
     assert '"0": ["clear", "iset", "kill", "off", "on", "rampdown", "rampup", "vset"]' in guard["func"]
     ack = next(n for n in flows if n["id"] == f"{PREFIX}bench.out")
     assert ack["topic"] == "slowctl/alarms/by/nodered/cmd"
+    assert (
+        next(n for n in flows if n["id"] == f"{PREFIX}procedures.out")["topic"] == "slowctl/procedures/by/nodered/cmd"
+    )
     # all HV off: the topic is each command's own (msg.topic), set by the function from the config only
     assert next(n for n in flows if n["id"] == f"{PREFIX}emergency.out")["topic"] == ""
 
@@ -445,3 +453,32 @@ def test_the_log_keeps_the_newest_events(flows):
     out = run_js(code, events)["out"]
     assert len(out[-1]["payload"]["log"]) == 500 and out[-1]["payload"]["log"][0]["ts"] == 5
     assert "'file')" in log["func"]  # kept in the file-backed store (settings.js contextStorage)
+
+
+def test_a_run_starts_or_aborts_for_an_operator_only(flows):
+    guard = next(n for n in flows if n["id"] == f"{PREFIX}procedures.guard")
+    start = {"action": "start", "procedure": "iv_scan", "params": {"channel": "bias.0"}, "id": "ui-p-1", "for": "x"}
+    got = run_js(
+        guard["func"],
+        [
+            {"payload": start, **client("alice", "operator")},
+            {"payload": {"action": "abort", "run": "r1", "id": "ui-p-2"}, **client("alice", "operator")},
+            {"payload": start, **client("victor", "viewer")},
+            {"payload": {"action": "delete", "run": "r1"}, **client("alice", "operator")},
+        ],
+    )["out"]
+    assert {k: v for k, v in got[0][0]["payload"].items() if k != "ts"} == {
+        "action": "start",
+        "procedure": "iv_scan",
+        "params": {"channel": "bias.0"},
+        "id": "ui-p-1",
+        "for": "alice",
+    }
+    assert {k: v for k, v in got[1][0]["payload"].items() if k != "ts"} == {
+        "action": "abort",
+        "run": "r1",
+        "id": "ui-p-2",
+        "for": "alice",
+    }
+    assert got[2][0] is None and got[2][1]["payload"]["error"].startswith("victor is a viewer")
+    assert got[3] is None
