@@ -42,7 +42,7 @@ def device_config(widget):
     return json.loads(m.group(1).replace("<\\/", "</"))
 
 
-BENCH_PAGES = {"overview", "alarms", "log", "procedures", "environment", "health"}
+BENCH_PAGES = {"overview", "alarms", "log", "procedures", "trends", "environment", "health"}
 
 
 def device_widgets(flows, stack):
@@ -482,3 +482,30 @@ def test_a_run_starts_or_aborts_for_an_operator_only(flows):
     }
     assert got[2][0] is None and got[2][1]["payload"]["error"].startswith("victor is a viewer")
     assert got[3] is None
+
+
+def test_the_trends_follow_the_config(stack, flows):
+    from slowctl.stack.nodered import trend_charts
+
+    charts = {c["title"]: c for c in trend_charts(stack)}
+    assert list(charts) == [
+        "HV Vmon",
+        "HV Imon",
+        "LV Vmon",
+        "LV Imon",
+        "Temperature",
+        "Humidity",
+        "Dew point",
+        "Dew-point margin",
+    ]
+    hv = [s["key"] for s in charts["HV Vmon"]["series"]]
+    assert hv == [f"{d}.{c}.vmon" for d in ("hv", "hv2", "bias") for c in sorted(stack.devices[d].channels)]
+    assert charts["HV Imon"]["unit"] == "µA" and charts["LV Imon"]["unit"] == "A"
+    assert "chiller.0.temperature" in [s["key"] for s in charts["Temperature"]["series"]]
+    table = next(n for n in flows if n["id"] == f"{PREFIX}trends.table")
+    statuses = [n["topic"] for n in by_type(flows, "mqtt in") if n["wires"] == [[table["id"]]]]
+    assert sorted(statuses) == sorted(f"slowctl/{d}/status" for d in stack.devices)
+    # a status becomes points (margin computed), sent at most once per step
+    status = {"ts": 1_000_000, "channels": [{"channel": 0, "temperature": 20.0, "dewpoint": 5.0, "humidity": 40.0}]}
+    out = run_js(table["func"], [{"topic": "slowctl/climate/status", "payload": status}] * 2)["out"]
+    assert out[0]["payload"]["history"]["climate.0.margin"] == [[1_000_000, 15.0]] and out[1] is None

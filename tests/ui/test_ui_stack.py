@@ -19,7 +19,7 @@ from harness import DUMMY_CONFIG, wait_until
 pytestmark = pytest.mark.stack
 
 DEVICE_PAGES = list(yaml.safe_load(DUMMY_CONFIG.read_text())["devices"])  # the example bench
-BENCH_PAGES = ["overview", "alarms", "log", "environment", "health"]
+BENCH_PAGES = ["overview", "alarms", "log", "procedures", "trends", "environment", "health"]
 UI_CMD = "slowctl/%s/by/nodered/cmd"  # where the control UI's commands go (the broker lets `nodered` write only there)
 
 
@@ -782,6 +782,34 @@ def test_a_procedure_started_watched_and_aborted(dashboard, ui_stack):
     wait_text(brow.locator("[data-test=run-state]"), lambda t: t == "aborted", timeout=60, what="the burn-in aborted")
     aborted = probe.wait_json(f"slowctl/procedures/progress/{burn}", lambda p: p["state"] == "aborted")
     assert alice in aborted["reason"]
+    assert not console.csp(), console.csp()
+
+
+def test_a_trend_moves_with_the_channel(dashboard, ui_stack):
+    from conftest import screenshot
+    from harness import channel, send
+
+    page, console = dashboard
+    op = ui_stack.stack.probe("operator")
+    op.subscribe("slowctl/hv/reply", "slowctl/hv/status")
+    open_page(page, ui_stack, "trends")
+    chart = page.locator('[data-chart="HV Vmon"]')
+    line = chart.locator('polyline[data-series="hv.2.vmon"]')
+    last = chart.locator('.sc-tr-item[data-series="hv.2.vmon"] [data-test=last]')
+    wait_text(last, lambda t: t.endswith(" V"), what="a first point")
+    assert text(page.locator('[data-chart="HV Imon"] .sc-tr-item[data-series="hv.2.imon"] [data-test=last]')).endswith(
+        "µA"
+    )
+    assert text(page.locator('[data-chart="Humidity"] .sc-tr-item[data-series="climate.0.humidity"] [data-test=last]'))
+    before = len(line.get_attribute("points").split())
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 2, "value": 60}))["ok"]
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "on", "channel": 2}))["ok"]
+    wait_text(last, lambda t: float(t.split()[0]) > 50, timeout=30, what="the trend following the ramp")
+    assert len(line.get_attribute("points").split()) > before
+    assert text(page.locator("[data-test=no-grafana]")).startswith("no archive here")  # natively: no Grafana
+    screenshot(page, "trends")
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "off", "channel": 2}))["ok"]
+    channel(op, "hv", 2, lambda c: not c["on"], timeout=10)
     assert not console.csp(), console.csp()
 
 

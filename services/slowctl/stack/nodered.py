@@ -35,6 +35,7 @@ HV_CONFIRM_ACTIONS = tuple(n for n, a in ACTIONS.items() if a.raises)  # may rai
 BROKER_ID = PREFIX + "broker"
 BROKER_USER = "nodered"
 MAX_AGE = 10.0  # s: expiry of the UI's commands that are not one device's (alarm acks, all HV off)
+TREND_STEP_MS = 5000  # the trend page's resolution (and how often it is sent): 720 points per series and hour
 LOG_KEEP = 500  # events the log page keeps (the record keeps all: slowctl log)
 BREAKPOINTS = [
     {"name": "Default", "px": 0, "cols": 3},
@@ -368,6 +369,38 @@ cmd.for = who.login
 return [{ payload: cmd }, null]
 """
 )
+
+TRENDS_JS = """\
+// The last hour of every trended reading, one point per STEP (the bucket's latest value), from the
+// statuses: the trend page's live view (no archive needed). Sent whole at most once per STEP.
+const FIELDS = %s
+const STEP = %d
+const SPAN = 3600 * 1000
+const parts = msg.topic.split('/')
+parts.pop()
+const dev = parts.pop()
+const s = msg.payload
+if (!s || typeof s !== 'object' || !Array.isArray(s.channels) || !FIELDS[dev]) return null
+const history = context.get('history') || {}
+const t = Math.floor((typeof s.ts === 'number' ? s.ts : Date.now()) / STEP) * STEP
+for (const c of s.channels) {
+    for (const f of FIELDS[dev]) {
+        // the dew-point margin: how far the air is above condensing
+        const v = f === 'margin' ? (typeof c.temperature === 'number' && typeof c.dewpoint === 'number' ? c.temperature - c.dewpoint : null) : c[f]
+        if (typeof v !== 'number') continue
+        const key = dev + '.' + c.channel + '.' + f
+        const pts = history[key] || (history[key] = [])
+        if (pts.length && pts[pts.length - 1][0] === t) pts[pts.length - 1][1] = v
+        else pts.push([t, v])
+        while (pts.length && pts[0][0] < t - SPAN) pts.shift()
+    }
+}
+context.set('history', history)
+const now = Date.now()
+if (now - (context.get('sent') || 0) < STEP) return null
+context.set('sent', now)
+return { payload: { history, now } }
+"""
 
 LOG_JS = """\
 // The bench's log: every event (device, interlock, alarm handler, procedure runner) as it comes, the
@@ -787,6 +820,25 @@ class _Flow:
         self.function(f"{p}guard", tab, "operator runs only", code, [f"{p}out"], 870, 120, second=[f"{p}merge"])
         self.mqtt_out(f"{p}out", tab, t.commands.of(BROKER_USER), self.max_age())
 
+    def trends(self, widgets: Widgets, charts: list[dict[str, Any]]) -> None:
+        fields: dict[str, list[str]] = {}
+        for chart in charts:
+            for series in chart["series"]:
+                dev, _, field = series["key"].split(".")
+                if field not in fields.setdefault(dev, []):
+                    fields[dev].append(field)
+        devices = sorted(fields)
+        self.table_page(
+            "trends",
+            "trends",
+            "/trends",
+            "chart-line",
+            5,
+            [(Topics(self.root, d).status, "json") for d in devices],
+            TRENDS_JS % (json.dumps(fields), TREND_STEP_MS),
+            widgets.vue("trends", charts=charts),
+        )
+
     def log(self, widgets: Widgets) -> None:
         self.table_page(
             "log",
@@ -813,6 +865,7 @@ def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[
     flow.log(widgets)
     if stack.procedures.enabled:
         flow.procedures(widgets)
+    flow.trends(widgets, trend_charts(stack))
     outputs = [
         {"device": d, "channel": ch, "name": stack.devices[d].channels[ch].name} for d, ch in hv_outputs(stack.devices)
     ]
@@ -844,6 +897,34 @@ def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[
     if len(ids) != len(set(ids)):
         raise FlowError(f"duplicate node ids: {sorted({i for i in ids if ids.count(i) > 1})}")
     return flow.nodes
+
+
+def trend_charts(stack: StackConfig) -> list[dict[str, Any]]:
+    """The trend page's charts from the config: Vmon and Imon of the HV and the LV channels, the climate
+    sensors' temperature (with the chillers' baths), humidity, dew point and margin."""
+    charts: dict[str, dict[str, Any]] = {}
+
+    def add(title: str, unit: str, scale: float, key: str, label: str) -> None:
+        chart = charts.setdefault(title, {"title": title, "unit": unit, "scale": scale, "series": []})
+        chart["series"].append({"key": key, "label": label})
+
+    for dev_id, dev in stack.devices.items():
+        desc = describe(dev_id, dev)
+        for c in desc["channels"]:
+            where, label = f"{dev_id}.{c['channel']}", f"{dev_id}.{c['channel']} {c['name']}"
+            if desc["kind"] == "supply":
+                group = "HV" if is_hv(dev) else "LV"
+                add(f"{group} Vmon", "V", 1.0, f"{where}.vmon", label)
+                add(f"{group} Imon", desc["current_unit"], desc["current_scale"], f"{where}.imon", label)
+            elif desc["kind"] == "sensor":
+                add("Temperature", "°C", 1.0, f"{where}.temperature", label)
+                add("Humidity", "%RH", 1.0, f"{where}.humidity", label)
+                add("Dew point", "°C", 1.0, f"{where}.dewpoint", label)
+                add("Dew-point margin", "K", 1.0, f"{where}.margin", label)
+            else:
+                add("Temperature", "°C", 1.0, f"{where}.temperature", label + " (bath)")
+    order = ["HV Vmon", "HV Imon", "LV Vmon", "LV Imon", "Temperature", "Humidity", "Dew point", "Dew-point margin"]
+    return [charts[t] for t in order if t in charts]
 
 
 def bench_entry(dev_id: str, desc: dict[str, Any]) -> dict[str, Any]:
