@@ -98,7 +98,9 @@ def test_status_has_a_line_for_the_recorder_not_a_device_row(rec):
     r = rec.slowctl("status", "--state-dir", str(rec.state))
     assert r.returncode == 0, r.stderr
     rows = [
-        line.split()[0] for line in r.stdout.splitlines()[1:] if line and not line.startswith(("interlock", "recorder", "procedure runner"))
+        line.split()[0]
+        for line in r.stdout.splitlines()[1:]
+        if line and not line.startswith(("interlock", "recorder", "procedure runner"))
     ]
     assert "recorder" not in rows and set(rows) == set(rec.config["devices"]), r.stdout
     assert "recorder online: MongoDB ok" in r.stdout, r.stdout
