@@ -26,3 +26,12 @@
     timeOf (ms) {
         return typeof ms === 'number' ? new Date(ms).toLocaleTimeString() : '–'
     },
+    // a command from a button: an id the reply will carry, waited for (pending), the last answer cleared;
+    // the widget has seq, session, pending and last in its data
+    transmit (cmd) {
+        this.seq += 1
+        cmd.id = 'ui-' + this.session + '-' + this.seq
+        this.pending[cmd.id] = Date.now()
+        this.last = null
+        this.send({ payload: cmd })
+    },

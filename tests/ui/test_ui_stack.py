@@ -543,6 +543,8 @@ def test_people_come_and_go_while_node_red_runs(ui_stack):
 
 
 def test_environment_and_health_pages(dashboard, ui_stack):
+    from conftest import screenshot
+
     page, _ = dashboard
     open_page(page, ui_stack, "environment")
     box = page.locator('[data-sensor="climate/0"]')
@@ -550,6 +552,7 @@ def test_environment_and_health_pages(dashboard, ui_stack):
     t, d, m = (float(text(box.locator(f"[data-test={k}]")).split()[0]) for k in ("temperature", "dewpoint", "margin"))
     assert abs((t - d) - m) < 0.11
     wait_text(page.locator('[data-chiller="chiller/0"] [data-test=chiller-margin]'), lambda t: t.endswith(" K"))
+    screenshot(page, "environment")
 
     open_page(page, ui_stack, "health")
     for dev in DEVICE_PAGES:
@@ -558,6 +561,7 @@ def test_environment_and_health_pages(dashboard, ui_stack):
         wait_text(row.locator("[data-test=state]"), lambda t: t.startswith("ok"))
         wait_text(row.locator("[data-test=restarts]"), lambda t: t == "0")
         wait_text(row.locator("[data-test=age]"), lambda t: t.endswith(" s") and float(t.split()[0]) < 5)
+    screenshot(page, "health")
 
 
 # --- MQTT over websockets through the gateway -------------------------------------------------

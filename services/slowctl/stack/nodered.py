@@ -271,7 +271,19 @@ flow.set('run', run)
 return { payload: { run } }
 """
 
-BENCH_JS = """\
+ANSWER_JS = """\
+// What a page shows, with a reply riding along once; a refusal (it carries the sender's _client) goes to
+// that browser only, and Dashboard 2 keeps no such message for replay.
+function answer (state, reply) {
+    const out = { payload: Object.assign({ reply }, state) }
+    if (msg._client) out._client = msg._client
+    return out
+}
+"""
+
+BENCH_JS = (
+    ANSWER_JS
+    + """\
 // The whole bench for the overview and the alarm page: every device's status and availability, the
 // alarm list, the interlock rules, whether the interlock process (the alarm handler) runs; an
 // acknowledgement's reply (or the flow's refusal, to its own page only) rides along once.
@@ -290,10 +302,9 @@ else if (leaf === 'status' || leaf === 'availability') {
     bench.devices[target] = d
 } else return null
 context.set('bench', bench)
-const out = { payload: Object.assign({ reply }, bench) }
-if (msg._client) out._client = msg._client
-return out
+return answer(bench, reply)
 """
+)
 
 ACK_JS = (
     PERSON_JS
@@ -317,7 +328,9 @@ return [{ payload: cmd }, null]
 """
 )
 
-PROCEDURES_JS = """\
+PROCEDURES_JS = (
+    ANSWER_JS
+    + """\
 // The procedure runner as the page needs it: the catalog, whether the runner runs, every run's progress
 // (retained: the runner keeps the last 20 finished) and each run's points as they come (the live curve:
 // the runs seen since Node-RED started; the record has them all: slowctl procedure show). A reply (or
@@ -343,10 +356,9 @@ else if (parts[parts.length - 1] === 'progress' && msg.payload && typeof msg.pay
     for (const old of ids.slice(KEEP_RUNS + 5)) { delete s.runs[old]; delete s.points[old] }
 } else return null
 context.set('procs', s)
-const out = { payload: Object.assign({ reply }, s) }
-if (msg._client) out._client = msg._client
-return out
+return answer(s, reply)
 """
+)
 
 PROCEDURE_GUARD_JS = (
     PERSON_JS
