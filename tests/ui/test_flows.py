@@ -453,6 +453,11 @@ def test_the_log_keeps_the_newest_events(flows):
     out = run_js(code, events)["out"]
     assert len(out[-1]["payload"]["log"]) == 500 and out[-1]["payload"]["log"][0]["ts"] == 5
     assert "'file')" in log["func"]  # kept in the file-backed store (settings.js contextStorage)
+    # at start, what was kept goes to the page (not only with the next event); nothing else is injected
+    replay = run_js(code, [*events[:3], {"topic": "replay"}])["out"][-1]
+    assert [e["ts"] for e in replay["payload"]["log"]] == [0, 1, 2]
+    (inject,) = by_type(flows, "inject")
+    assert inject["topic"] == "replay" and inject["wires"] == [[log["id"]]] and inject["once"] is True
 
 
 def test_a_run_starts_or_aborts_for_an_operator_only(flows):

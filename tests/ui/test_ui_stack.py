@@ -645,6 +645,13 @@ def test_the_overview_is_the_landing_page_with_every_channel(dashboard, ui_stack
     page.wait_for_url("**/dashboard/hv")
     wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
     screenshot(page, "device")
+    # a tablet at the bench: the pages reflow, nothing sideways out of reach
+    page.set_viewport_size({"width": 768, "height": 1024})
+    for name in ("overview", "hv", "alarms", "procedures", "trends"):
+        open_page(page, ui_stack, name)
+        page.locator("[data-test=all-hv-off]").wait_for(state="visible")
+        time.sleep(0.5)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), f"{name} scrolls sideways"
     assert not console.csp(), console.csp()
 
 
@@ -872,3 +879,36 @@ def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui
     assert text(page.locator("[data-test=all-hv-off-summary]")).startswith(f"All HV off by {ui_stack.operator[0]} at ")
     screenshot(page, "all-hv-off-result")
     assert not console.csp(), console.csp()
+
+
+def test_the_log_outlives_a_node_red_restart(dashboard, ui_stack):
+    """The log is Node-RED's file-backed context: a clean restart of Node-RED keeps it (last: it restarts
+    Node-RED under the other tests' feet)."""
+    import signal
+
+    import psutil
+
+    from slowctl.stack.supervisor import port_open
+
+    page, _ = dashboard
+    alice = ui_stack.operator[0]
+    open_page(page, ui_stack, "log")
+    mine = page.locator('[data-test=entry][data-kind="command_applied"]', has_text=f"nodered for {alice}")
+    wait_until(lambda: mine.count() >= 1, 15, what="alice's commands in the log")
+    before = mine.count()
+
+    def node_red():
+        # Node-RED names its process "node-red" (process.title): its cmdline says so, not red.js
+        children = psutil.Process(ui_stack.stack.proc.pid).children(recursive=True)
+        return next((c for c in children if any("node-red" in a or a.endswith("red.js") for a in c.cmdline())), None)
+
+    old = node_red()
+    old.send_signal(signal.SIGTERM)  # a clean stop writes the file context store
+    old.wait(30)
+    wait_until(lambda: (lambda n: n and n.pid != old.pid)(node_red()), 30, what="Node-RED restarted")
+    wait_until(lambda: port_open("127.0.0.1", ui_stack.nodered_port), 60, what="Node-RED listening again")
+    # its HTTP server answers before the flows (and the dashboard in them) have started
+    setup = "/dashboard/_setup"
+    wait_until(lambda: request(ui_stack, "GET", setup, auth=ui_stack.operator)[0].status == 200, 30, interval=0.5)
+    open_page(page, ui_stack, "log")
+    wait_until(lambda: mine.count() >= before, 30, interval=0.5, what="the kept log after the restart")

@@ -420,9 +420,10 @@ LOG_JS = """\
 // the full record is the recorder's: slowctl log). Commands are in it as command_applied / _refused /
 // _failed events whose cause names the person ("nodered for alice id=...").
 const KEEP = %d
+const log = context.get('log', 'file') || []
+if (msg.topic === 'replay') return { payload: { log } }  // at start: what was kept before a restart
 const e = msg.payload
 if (!e || typeof e !== 'object') return null
-const log = context.get('log', 'file') || []
 log.push({ ts: e.ts, device: e.device, channel: e.channel, kind: e.kind, severity: e.severity, message: e.message,
     cause: e.cause === undefined ? null : e.cause })
 if (log.length > KEEP) log.splice(0, log.length - KEEP)
@@ -852,6 +853,24 @@ class _Flow:
         )
 
     def log(self, widgets: Widgets) -> None:
+        # at start the log kept in the file context store goes to the page at once, not only with the next event
+        self.add(
+            {
+                "id": f"{PREFIX}log.replay",
+                "type": "inject",
+                "z": f"{PREFIX}tab.log",
+                "name": "the kept log, at start",
+                "props": [{"p": "topic", "vt": "str"}],
+                "topic": "replay",
+                "repeat": "",
+                "crontab": "",
+                "once": True,
+                "onceDelay": "1",
+                "x": 170,
+                "y": 180,
+                "wires": [[f"{PREFIX}log.table"]],
+            }
+        )
         self.table_page(
             "log",
             "log",
