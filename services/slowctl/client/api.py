@@ -123,7 +123,9 @@ def status_rows(endpoint: Endpoint, root: str) -> tuple[list[dict[str, Any]], st
             elif kind == "health":
                 for key in ("poll_cycles", "errors", "restarts"):
                     row[key] = data.get(key)
-    lines = [line for line in (_safety_line(got, safety), _recorder_line(got, recorder), _runner_line(got, runner)) if line]
+    lines = [
+        line for line in (_safety_line(got, safety), _recorder_line(got, recorder), _runner_line(got, runner)) if line
+    ]
     return [devices[d] for d in sorted(devices)], "\n".join(lines) or None
 
 
@@ -150,10 +152,7 @@ def _runner_line(got: dict[str, bytes], topics: tuple[str, str]) -> str | None:
     except (json.JSONDecodeError, AttributeError):
         runs = {}
     running = ", ".join(f"{r.get('procedure')} on {'/'.join(r.get('channels', []))}" for r in runs.values()) or "none"
-    return (
-        f"procedure runner {got[availability].decode(errors='replace')}: running: {running} "
-        "(slowctl procedure list)"
-    )
+    return f"procedure runner {got[availability].decode(errors='replace')}: running: {running} (slowctl procedure list)"
 
 
 def _safety_line(got: dict[str, bytes], topics: list[str]) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from slowctl.config import DeviceConfig, StackConfig
 from slowctl.device.capabilities import ACTIONS
-from slowctl.device.contract import AlarmTopics, InterlockTopics, ProcedureTopics, Topics
+from slowctl.device.contract import AlarmTopics, InterlockTopics, ProcedureTopics, RecorderTopics, Topics
 from slowctl.device.core import OUTPUT_LOST, OUTPUT_ON_EXTERNALLY, SETPOINT_CHANGED_EXTERNALLY, TRIP_LATCHED
 from slowctl.device.memory import UNREADABLE
 
@@ -36,7 +36,8 @@ BROKER_ID = PREFIX + "broker"
 BROKER_USER = "nodered"
 MAX_AGE = 10.0  # s: expiry of the UI's commands that are not one device's (alarm acks, all HV off)
 TREND_STEP_MS = 5000  # the trend page's resolution (and how often it is sent): 720 points per series and hour
-LOG_KEEP = 500  # events the log page keeps (the record keeps all: slowctl log)
+LOG_KEEP = 500  # events the log page keeps live, and asks the record for (the record keeps all: slowctl log)
+RUNS_ASKED = 50  # past runs the procedures page lists from the record
 BREAKPOINTS = [
     {"name": "Default", "px": 0, "cols": 3},
     {"name": "Tablet", "px": 576, "cols": 6},
@@ -366,6 +367,7 @@ PROCEDURE_GUARD_JS = (
 // Start or abort a run for the logged-in operator: the runner checks the parameters and the bench (and
 // answers with its reason); "for" is the person, who the runner records. Output 2: a refusal for the page.
 const c = msg.payload
+if (c && typeof c === 'object' && 'ask' in c) return null  // a question about past runs: the record node's
 if (!c || typeof c !== 'object' || (c.action !== 'start' && c.action !== 'abort')) {
     node.warn('slowctl: dropped a message that is not a procedure command')
     return null
@@ -429,6 +431,54 @@ log.push({ ts: e.ts, device: e.device, channel: e.channel, kind: e.kind, severit
 if (log.length > KEEP) log.splice(0, log.length - KEEP)
 context.set('log', log, 'file')
 return { payload: { log } }
+"""
+
+RECORD_ASK_JS = """\
+// The record, read through the recorder (Node-RED holds no MongoDB login): a page's question (its log's
+// history, the past runs, one run's points) goes to the recorder as Node-RED's, remembered with the browser
+// that asked (its answer goes there only: RECORD_ANSWER_JS). Without a recorder the page hears so at once.
+const LIMIT = %d
+const KEY = %s
+const q = msg.payload
+if (q && typeof q === 'object' && 'action' in q) return null  // a command from the same page: the guard's
+if (!msg._client || !q || typeof q !== 'object' || !['log', 'runs', 'run'].includes(q.ask) || typeof q.id !== 'string') {
+    node.warn('slowctl: dropped a message that is not a question about the record')
+    return null
+}
+const ask = { action: q.ask, id: q.id.slice(0, 64) }
+if (q.ask === 'log') {
+    ask.limit = LIMIT
+    if (q.device) ask.device = String(q.device)
+} else if (q.ask === 'runs') ask.limit = LIMIT
+else ask.run = String(q.run)
+const recorder = flow.get('recorder')
+if (recorder !== 'online') {
+    const error = 'the recorder is ' + (recorder || 'not running: this stack keeps no record')
+    return [null, { payload: { answer: { id: ask.id, action: ask.action, ok: false, recorder: false, error } }, _client: msg._client }]
+}
+const now = Date.now()
+const pending = flow.get(KEY) || {}
+for (const k of Object.keys(pending)) if (now - pending[k].at > 60000) delete pending[k]
+pending[ask.id] = { client: msg._client, at: now }
+flow.set(KEY, pending)
+return [{ payload: ask }, null]
+"""
+
+RECORD_ANSWER_JS = """\
+// The recorder's answers, each to the browser that asked (RECORD_ASK_JS); its availability, for the next.
+const AVAILABILITY = %s
+const KEY = %s
+if (msg.topic === AVAILABILITY) {
+    flow.set('recorder', String(msg.payload))
+    return null
+}
+const a = msg.payload
+const pending = flow.get(KEY) || {}
+const p = a && typeof a === 'object' ? pending[a.id] : null
+if (!p) return null
+delete pending[a.id]
+flow.set(KEY, pending)
+return { payload: { answer: Object.assign({ recorder: true }, a) }, _client: p.client }
 """
 
 HEALTH_JS = """\
@@ -691,8 +741,9 @@ class _Flow:
             }
         )
 
-    def mqtt_out(self, nid: str, tab: str, topic: str, expiry: float, y: int = 120) -> None:
-        """Commands: never retained, expiring (a command that waited must not run late); topic "": msg.topic."""
+    def mqtt_out(self, nid: str, tab: str, topic: str, expiry: float, y: int = 120, response: str = "") -> None:
+        """Commands: never retained, expiring (a command that waited must not run late); topic "": msg.topic;
+        `response`: the MQTT v5 response topic the answer is asked for on."""
         self.add(
             {
                 "id": nid,
@@ -702,7 +753,7 @@ class _Flow:
                 "topic": topic,
                 "qos": "1",
                 "retain": "false",
-                "respTopic": "",
+                "respTopic": response,
                 "contentType": "application/json",
                 "userProps": "",
                 "correl": "",
@@ -750,15 +801,25 @@ class _Flow:
             self.mqtt_out(f"{p}out", tab, t.commands.of(BROKER_USER), dev.max_command_age)
 
     def table_page(
-        self, key: str, label: str, path: str, icon: str, order: int, topics: list[tuple[str, str]], code: str, vue: str
+        self,
+        key: str,
+        label: str,
+        path: str,
+        icon: str,
+        order: int,
+        topics: list[tuple[str, str]],
+        code: str,
+        vue: str,
+        to: list[str] | None = None,
     ) -> None:
+        """A read-only page fed by one function; `to`: where the widget's own messages go (questions)."""
         p = f"{PREFIX}{key}."
         tab = self.tab(key, label)
         group = self.page(key, label.capitalize(), path, icon, order)
         for i, (topic, datatype) in enumerate(topics):
             self.mqtt_in(f"{p}in.{i}", tab, topic, datatype, f"{p}table", 60 + 60 * i)
         self.function(f"{p}table", tab, label, code, [f"{p}widget"], 420, 120)
-        self.widget(f"{p}widget", tab, group, label, vue, [], 120)
+        self.widget(f"{p}widget", tab, group, label, vue, to or [], 120)
 
     def bench(self, widgets: Widgets, bench: list[dict[str, Any]]) -> None:
         """The overview (landing page) and the alarm page: one picture of the bench, fed to both; the alarm
@@ -795,6 +856,23 @@ class _Flow:
         )
         self.mqtt_out(f"{p}out", tab, alarms.commands.of(BROKER_USER), self.max_age(), 240)
 
+    def record(self, tab: str, key: str, widget: str, limit: int, y: int = 300) -> None:
+        """The nodes that let a page ask the recorder about the record: {key}.ask takes the widget's
+        questions, {key}.answer brings the answers back (no MQTT input reaches the output)."""
+        p = f"{PREFIX}{key}."
+        t = RecorderTopics(self.root)
+        answers = f"{t.reply}/{BROKER_USER}/{key}"  # each page its own: answers reach the page that asked
+        waiting = json.dumps(f"questions.{key}")
+        code = RECORD_ASK_JS % (limit, waiting)
+        self.function(f"{p}ask", tab, "ask the record", code, [f"{p}ask.out"], 420, y, second=[widget])
+        # a fixed topic (Node-RED's own question topic) and the page's answer topic; a question that waited
+        # is not worth answering: it expires like a command
+        self.mqtt_out(f"{p}ask.out", tab, t.commands.of(BROKER_USER), self.max_age(), y, response=answers)
+        self.mqtt_in(f"{p}in.answers", tab, answers, "json", f"{p}answer", y + 60)
+        self.mqtt_in(f"{p}in.recorder", tab, t.availability, "utf8", f"{p}answer", y + 120)
+        code = RECORD_ANSWER_JS % (json.dumps(t.availability), waiting)
+        self.function(f"{p}answer", tab, "the record's answers", code, [widget], 420, y + 60)
+
     def max_age(self) -> float:
         return min((d.max_command_age for d in self.stack.devices.values()), default=MAX_AGE)
 
@@ -828,7 +906,9 @@ class _Flow:
             self.mqtt_in(f"{p}in.{i}", tab, topic, datatype, f"{p}merge", 60 + 60 * i)
         self.function(f"{p}merge", tab, "the runner and its runs", PROCEDURES_JS, [f"{p}widget"], 420, 120)
         group = self.page("procedures", "Procedures", "/procedures", "chart-bell-curve", 4)
-        self.widget(f"{p}widget", tab, group, "procedures", widgets.vue("procedures"), [f"{p}guard"], 120)
+        # output: start/abort to the guard, questions about past runs to the record
+        self.widget(f"{p}widget", tab, group, "procedures", widgets.vue("procedures"), [f"{p}guard", f"{p}ask"], 120)
+        self.record(tab, "procedures", f"{p}widget", RUNS_ASKED)
         code = PROCEDURE_GUARD_JS
         self.function(f"{p}guard", tab, "operator runs only", code, [f"{p}out"], 870, 120, second=[f"{p}merge"])
         self.mqtt_out(f"{p}out", tab, t.commands.of(BROKER_USER), self.max_age())
@@ -880,7 +960,10 @@ class _Flow:
             [(f"{self.root}/+/event", "json")],
             LOG_JS % LOG_KEEP,
             widgets.vue("log", devices=list(self.stack.devices)),
+            to=[f"{PREFIX}log.ask"],
         )
+        # the history from before Node-RED started (or saw it): the record, on page open and per device filter
+        self.record(f"{PREFIX}tab.log", "log", f"{PREFIX}log.widget", LOG_KEEP)
 
 
 def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[str, Any]]:
