@@ -4,11 +4,10 @@ queries as `slowctl log` and `slowctl procedure show`, through the real broker (
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
-from tests.tools import tool
+from tests.records import records_stack
 
 from harness import DummyStack, Probe, send, wait_until
 from slowctl import Client
@@ -25,14 +24,7 @@ def fast_bias(c: dict) -> None:
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
-    from slowctl.stack.native import StackError, find_mosquitto
-
-    try:
-        find_mosquitto()
-    except StackError as exc:
-        pytest.skip(str(exc))
-    os.environ.setdefault("SLOWCTL_FERRETDB", str(tool("ferretdb")))  # fails, not skips, when it is not built
-    s = DummyStack(tmp_path_factory.mktemp("questions"), fast_bias, records=True).start()
+    s = records_stack(tmp_path_factory.mktemp("questions"), fast_bias)
     assert s.user_add("alice", "operator", ALICE_PW).returncode == 0
     assert s.user_add("vera", "viewer", VERA_PW).returncode == 0
     yield s

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.tools import tool
 
 from harness import DummyStack
 
@@ -112,7 +113,9 @@ def humid_box(config: dict) -> None:
 @pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory):
     _need_ui()
-    stack = DummyStack(tmp_path_factory.mktemp("ui"), ui=True, tweak=humid_box)
+    # with the record (FerretDB): the log and procedures pages read their history through the recorder
+    os.environ.setdefault("SLOWCTL_FERRETDB", str(tool("ferretdb")))  # fails, not skips, when it is not built
+    stack = DummyStack(tmp_path_factory.mktemp("ui"), ui=True, tweak=humid_box, records=True)
     (stack.workdir / "ui-humid-box.yaml").write_text(HUMID_BOX)
     s = stack.start(timeout=60)
     yield UiStack(s)

@@ -515,3 +515,28 @@ def test_the_trends_follow_the_config(stack, flows):
     status = {"ts": 1_000_000, "channels": [{"channel": 0, "temperature": 20.0, "dewpoint": 5.0, "humidity": 40.0}]}
     out = run_js(table["func"], [{"topic": "slowctl/climate/status", "payload": status}] * 2)["out"]
     assert out[0]["payload"]["history"]["climate.0.margin"] == [[1_000_000, 15.0]] and out[1] is None
+
+
+def test_the_log_asks_the_record_and_the_answer_goes_to_the_asker_only(flows):
+    ask = next(n for n in flows if n["id"] == f"{PREFIX}log.ask")
+    answer = next(n for n in flows if n["id"] == f"{PREFIX}log.answer")
+    (out,) = [n for n in by_type(flows, "mqtt out") if n["id"] == f"{PREFIX}log.ask.out"]
+    assert (
+        out["topic"] == "slowctl/recorder/by/nodered/cmd" and out["respTopic"] == "slowctl/recorder/reply/nodered/log"
+    )
+    alice = {"socketId": "s1", "user": {"username": "alice", "role": "viewer"}}
+    question = {"payload": {"ask": "log", "device": "hv", "id": "log-x-1"}, "_client": alice}
+    # without a recorder: the page is told at once, nothing is asked
+    (told,) = run_js(ask["func"], [question])["out"]
+    assert told[0] is None and told[1]["_client"] == alice
+    assert told[1]["payload"]["answer"]["ok"] is False and "not running" in told[1]["payload"]["answer"]["error"]
+    r = run_js(ask["func"], [question, {"payload": {"ask": "drop"}, "_client": alice}, {"payload": {"ask": "log"}}],
+               {"recorder": "online"})  # fmt: skip
+    sent, dropped, anonymous = r["out"]
+    assert sent == [{"payload": {"action": "log", "id": "log-x-1", "limit": 500, "device": "hv"}}, None]
+    assert dropped is None and anonymous is None and len(r["warnings"]) == 2
+    # the answer goes to the browser that asked, once; an answer nobody waits for goes nowhere
+    pending = {"questions.log": {"log-x-1": {"client": alice, "at": 0}}}
+    reply = {"topic": "slowctl/recorder/reply/nodered/log", "payload": {"id": "log-x-1", "ok": True, "rows": []}}
+    first, again = run_js(answer["func"], [reply, reply], pending)["out"]
+    assert first["_client"] == alice and first["payload"]["answer"]["rows"] == [] and again is None

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import DUMMY_CONFIG, wait_until
+from harness import DUMMY_CONFIG, send, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -616,7 +616,6 @@ def test_mqtt_over_websockets_through_the_gateway(ui_stack):
 
 
 def test_the_overview_is_the_landing_page_with_every_channel(dashboard, ui_stack):
-    from conftest import screenshot
 
     page, console = dashboard
     page.goto(f"{ui_stack.base}/dashboard/")
@@ -640,11 +639,9 @@ def test_the_overview_is_the_landing_page_with_every_channel(dashboard, ui_stack
     wait_text(page.locator("[data-test=alarm-count]"), lambda t: not t.startswith("0 "), timeout=40, what="an alarm")
     wait_until(lambda: box.locator("[data-test=alarm]", has_text="humidity").count(), 10, what="the alarm on climate.0")
     assert text(page.locator("[data-test=interlock-count]")) == "no interlock active"
-    screenshot(page, "overview")
     hv0.click()  # a channel opens its device page
     page.wait_for_url("**/dashboard/hv")
     wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
-    screenshot(page, "device")
     # a tablet at the bench: the pages reflow, nothing sideways out of reach
     page.set_viewport_size({"width": 768, "height": 1024})
     for name in ("overview", "hv", "alarms", "procedures", "trends"):
@@ -656,7 +653,7 @@ def test_the_overview_is_the_landing_page_with_every_channel(dashboard, ui_stack
 
 
 def test_an_alarm_raised_by_the_simulator_is_acknowledged_on_the_alarm_page(browser, dashboard, ui_stack):
-    from conftest import Console, login, screenshot
+    from conftest import Console, login
 
     page, console = dashboard
     probe = ui_stack.stack.probe("viewer")
@@ -669,7 +666,6 @@ def test_an_alarm_raised_by_the_simulator_is_acknowledged_on_the_alarm_page(brow
     rule = page.locator('[data-rule="bath-hot"]')
     assert text(rule.locator("[data-test=rule-state]")) == "clear"
     assert text(rule.locator("[data-test=rule-reason]")).startswith("chiller.0.temperature ")  # with the reading
-    screenshot(page, "alarms")
 
     # a viewer's acknowledgement: refused on the page, nothing sent
     ctx = browser.new_context(http_credentials=login(ui_stack.viewer))
@@ -716,21 +712,27 @@ def test_the_log_shows_commands_with_their_person_after_a_reload(dashboard, ui_s
     ch.locator("[data-test=vset-set]").click()
     wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: vset ch 1 = 1.25")
     open_page(page, ui_stack, "log")
-    entry = page.locator('[data-test=entry][data-kind="command_applied"][data-device="lv"]')
+    # from the record (the recorder's answer): the command as `slowctl log` shows it
+    entry = page.locator('[data-test=entry][data-type="command"][data-kind="vset 1.25"][data-device="lv"]')
     wait_until(lambda: entry.count() >= 1, 15, what="the command in the log")
     first = entry.first
     assert text(first.locator("[data-test=who]")) == f"nodered for {alice}"
     assert text(first.locator("[data-test=outcome]")) == "ok"
-    page.reload()  # the log is Node-RED's, not the page's: it is there again
+    assert page.locator("[data-test=source]").count() == 0  # no note: the record answered
+    page.reload()  # the page asks again: it is there again
     wait_until(lambda: entry.count() >= 1, 15, what="the log after a reload")
-    page.locator("[data-test=device-filter]").select_option("lv")
-    devices = {e.get_attribute("data-device") for e in page.locator("[data-test=entry]").all()}
-    assert devices == {"lv"}
+    page.locator("[data-test=device-filter]").select_option("lv")  # the page asks the record for lv's
+
+    def entries(attr: str) -> set:  # read at once: the rows change when the record's answer comes
+        return set(page.eval_on_selector_all("[data-test=entry]", f"els => els.map(e => e.getAttribute('{attr}'))"))
+
+    wait_until(lambda: entries("data-device") == {"lv"}, 15, what="only lv in the log")
+    wait_until(lambda: entry.count() >= 1, 15, what="alice's command among lv's")
     page.locator("[data-test=device-filter]").select_option("")
+    wait_until(lambda: len(entries("data-device")) > 1, 15, what="every device's entries again")
     screenshot(page, "log")
     page.locator("[data-test=commands-only]").check()
-    kinds = {e.get_attribute("data-kind") for e in page.locator("[data-test=entry]").all()}
-    assert kinds and all(k.startswith("command_") for k in kinds)
+    assert entries("data-type") == {"command"}
     assert not console.csp(), console.csp()
 
 
@@ -793,6 +795,38 @@ def test_a_procedure_started_watched_and_aborted(dashboard, ui_stack):
     wait_text(brow.locator("[data-test=run-state]"), lambda t: t == "aborted", timeout=60, what="the burn-in aborted")
     aborted = probe.wait_json(f"slowctl/procedures/progress/{burn}", lambda p: p["state"] == "aborted")
     assert alice in aborted["reason"]
+    assert not console.csp(), console.csp()
+
+
+def test_a_past_run_from_the_record_with_its_plot(dashboard, ui_stack):
+    """A run made with the Python API (not the page) is in the page's past runs, read from the record through
+    the recorder, and drawn from the record's points as the procedure declares its plot (IV: I against V)."""
+    from slowctl import Client
+
+    page, console = dashboard
+    alice, pw = ui_stack.operator
+    with Client("127.0.0.1", ui_stack.stack.port, alice, pw, timeout=10) as c:
+        params = {"channel": "bias.0", "stop": -30, "step": 10, "settle": 0.2, "samples": 1}
+        run = c.start_procedure("iv_scan", params)
+        final = c.wait_for_run(run, 90)
+    assert final["state"] == "completed", final
+    open_page(page, ui_stack, "procedures")
+    row = page.locator(f'[data-past-run="{run}"]')
+
+    def listed() -> int:  # the result journal writes the run's end a moment after it
+        if not row.count():
+            page.locator("[data-test=past-refresh]").click()
+            time.sleep(0.5)
+        return row.count()
+
+    wait_until(listed, 20, interval=0.5, what="the run in the record's list")
+    assert alice in text(row) and "completed" in text(row)
+    row.locator("a").click()
+    wait_text(page.locator("[data-test=run-message]"), lambda t: t.endswith("4 points (the record)"), what="its points")
+    assert text(page.locator("[data-test=plot-title]")).startswith(f"IV scan {run} (bias.0)")
+    curve = page.locator('[data-test=curve][data-series="i"]')
+    assert len(curve.get_attribute("points").split()) == final["points"] == 4  # 0, -10, -20, -30 V
+    assert "bias voltage (V)" in page.locator("[data-test=plot]").text_content()  # an SVG: no inner text
     assert not console.csp(), console.csp()
 
 
@@ -881,9 +915,10 @@ def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui
     assert not console.csp(), console.csp()
 
 
-def test_the_log_outlives_a_node_red_restart(dashboard, ui_stack):
-    """The log is Node-RED's file-backed context: a clean restart of Node-RED keeps it (last: it restarts
-    Node-RED under the other tests' feet)."""
+def test_the_log_outlives_a_node_red_restart_and_shows_what_happened_meanwhile(dashboard, ui_stack):
+    """The history is the record's, read through the recorder: a command made while Node-RED was down is on
+    the page after its restart, with its person; the live log (Node-RED's file-backed context) is kept too
+    (last: it restarts Node-RED under the other tests' feet)."""
     import signal
 
     import psutil
@@ -893,7 +928,7 @@ def test_the_log_outlives_a_node_red_restart(dashboard, ui_stack):
     page, _ = dashboard
     alice = ui_stack.operator[0]
     open_page(page, ui_stack, "log")
-    mine = page.locator('[data-test=entry][data-kind="command_applied"]', has_text=f"nodered for {alice}")
+    mine = page.locator('[data-test=entry][data-type="command"]', has_text=f"nodered for {alice}")
     wait_until(lambda: mine.count() >= 1, 15, what="alice's commands in the log")
     before = mine.count()
 
@@ -905,6 +940,11 @@ def test_the_log_outlives_a_node_red_restart(dashboard, ui_stack):
     old = node_red()
     old.send_signal(signal.SIGTERM)  # a clean stop writes the file context store
     old.wait(30)
+    # alice with her own MQTT account (as `slowctl set` does) while Node-RED is down: it never sees this one
+    probe = ui_stack.stack.probe(alice, ui_stack.operator[1])
+    probe.subscribe("slowctl/lv/reply")
+    assert send(probe, f"slowctl/lv/by/{alice}/cmd/vset/1", "1.37")["ok"]
+    assert not port_open("127.0.0.1", ui_stack.nodered_port), "Node-RED came back too soon for this test"
     wait_until(lambda: (lambda n: n and n.pid != old.pid)(node_red()), 30, what="Node-RED restarted")
     wait_until(lambda: port_open("127.0.0.1", ui_stack.nodered_port), 60, what="Node-RED listening again")
     # its HTTP server answers before the flows (and the dashboard in them) have started
@@ -912,3 +952,8 @@ def test_the_log_outlives_a_node_red_restart(dashboard, ui_stack):
     wait_until(lambda: request(ui_stack, "GET", setup, auth=ui_stack.operator)[0].status == 200, 30, interval=0.5)
     open_page(page, ui_stack, "log")
     wait_until(lambda: mine.count() >= before, 30, interval=0.5, what="the kept log after the restart")
+    meanwhile = page.locator('[data-test=entry][data-type="command"][data-kind="vset 1.37"][data-device="lv"]')
+    wait_until(lambda: meanwhile.count() == 1, 15, what="the command made while Node-RED was down")
+    assert text(meanwhile.locator("[data-test=who]")) == alice
+    assert text(meanwhile.locator("[data-test=outcome]")) == "ok"
+    assert meanwhile.get_attribute("data-live") == "no"  # the record's row, not a live event

@@ -200,6 +200,23 @@ def sender(topics: CommandTopics, topic: str, body: dict[str, Any]) -> tuple[Req
     return req, None
 
 
+def json_command(
+    topics: CommandTopics, topic: str, payload: bytes, retain: bool
+) -> tuple[dict[str, Any] | None, Request, str | None]:
+    """A JSON command to a service (the interlock process, the alarm handler, the procedure runner): its body
+    (None unless a JSON object), who sent it, and why it is refused as it came (or None)."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = None
+    origin, error = sender(topics, topic, body or {})
+    if error is None and retain:
+        error = "retained commands are refused: a stale command must never run"
+    return body, origin, error
+
+
 def check_size(payload: bytes) -> None:
     if len(payload) > MAX_PAYLOAD:
         raise CommandError(f"payload too large: {len(payload)} bytes (max {MAX_PAYLOAD})")

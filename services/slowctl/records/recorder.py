@@ -26,7 +26,7 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from slowctl.config import StackConfig
-from slowctl.device.commands import sender
+from slowctl.device.commands import json_command
 from slowctl.device.contract import RecorderTopics
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.diskqueue import DiskQueue, QueueFull
@@ -162,25 +162,17 @@ class Recorder:
             self._answer(msg, {}, f"busy: {QUESTIONS} questions waiting, ask again in a moment")
 
     def _answer_loop(self) -> None:
-        from pymongo import MongoClient
         from pymongo.errors import PyMongoError
 
-        client: MongoClient = MongoClient(self.mongo.uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
-        db = client[self.mongo.database]
+        client, db = self.mongo.connect()
         while not self.stop_event.is_set():
             try:
                 msg = self.questions.get(timeout=1.0)
             except queue.Empty:
                 continue
-            try:
-                body = json.loads(msg.payload)
-            except ValueError:
-                body = None
-            ask = body if isinstance(body, dict) else {}
-            origin, error = sender(self.topics.commands, msg.topic, ask)
+            body, origin, error = json_command(self.topics.commands, msg.topic, msg.payload, msg.retain)
+            ask = body or {}
             found: dict[str, Any] = {}
-            if error is None and msg.retain:
-                error = "retained questions are refused (they would be asked again at every connection)"
             if error is None and body is None:
                 error = 'expected a JSON object: {"action": "log" | "runs" | "run", ...} (docs/records.md)'
             if error is None:
