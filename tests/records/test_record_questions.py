@@ -45,7 +45,9 @@ def ask(probe: Probe, login: str, body: dict | str, response: str | None = None)
     props = publish_properties(ResponseTopic=response, CorrelationData=key.encode())
     payload = body if isinstance(body, str) else json.dumps(body)
     assert probe.publish(f"slowctl/recorder/by/{login}/cmd", payload, properties=props) == 0
-    msg = probe.wait_message("slowctl/recorder/reply/#", lambda m: m.properties.CorrelationData == key.encode(), 10)
+    msg = probe.wait_message(
+        "slowctl/recorder/reply/#", lambda m: getattr(m.properties, "CorrelationData", None) == key.encode(), 10
+    )
     return json.loads(msg.payload)
 
 
@@ -104,6 +106,15 @@ def test_questions_are_not_recorded_and_answers_stay_in_the_reply_tree(rec, vera
     props = publish_properties(ResponseTopic="slowctl/hv/cmd", CorrelationData=key.encode())
     vera.publish("slowctl/recorder/by/vera/cmd", json.dumps({"action": "runs", "id": key}), properties=props)
     assert vera.wait_json("slowctl/recorder/reply", lambda r: r["id"] == key)["ok"]
+    # a retained question would be asked again at every connection: refused
+    key = uuid.uuid4().hex
+    props = publish_properties(ResponseTopic=f"slowctl/recorder/reply/vera/{key}")
+    vera.publish(
+        "slowctl/recorder/by/vera/cmd", json.dumps({"action": "runs", "id": key}), retain=True, properties=props
+    )
+    vera.publish("slowctl/recorder/by/vera/cmd", "", retain=True)  # and gone again
+    refused = vera.wait_json(f"slowctl/recorder/reply/vera/{key}", lambda r: r["id"] == key)
+    assert refused["ok"] is False and "retained" in refused["error"] and "runs" not in refused
     assert cli_log(rec, "--device", "recorder") == []  # reads: not commands of the record
 
 

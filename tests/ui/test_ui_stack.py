@@ -222,8 +222,10 @@ def test_no_command_without_a_user_action(browser, ui_stack):
     operator = ui_stack.stack.probe("operator")
     operator.wait_connected()
 
+    questions = "slowctl/recorder/by/nodered/cmd"  # the log and procedures pages read the record: not commands
+
     def commands():
-        return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic]
+        return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic and m.topic != questions]
 
     ctx = browser.new_context(http_credentials=login(ui_stack.operator))
     try:
@@ -253,6 +255,8 @@ def test_no_command_without_a_user_action(browser, ui_stack):
         assert seen == [
             ("slowctl/lv/cmd", json.dumps({"action": "vset", "channel": 1, "value": 1.1, "id": "other"}).encode())
         ]
+        asked = [json.loads(m.payload)["action"] for m in watch.seen(questions)]
+        assert asked and set(asked) <= {"log", "runs"}, asked  # reads only, one per page opened (and reloaded)
         for name, _, console in pages:
             assert not console.csp(), (name, console.csp())
     finally:
@@ -739,8 +743,6 @@ def test_the_log_shows_commands_with_their_person_after_a_reload(dashboard, ui_s
 def test_a_procedure_started_watched_and_aborted(dashboard, ui_stack):
     """An IV scan from the form built from the catalog: confirmed, run for the person, its curve drawn from
     the progress; a burn-in started and aborted from the page."""
-    from conftest import screenshot
-
     page, console = dashboard
     alice = ui_stack.operator[0]
     probe = ui_stack.stack.probe("viewer")
@@ -779,7 +781,6 @@ def test_a_procedure_started_watched_and_aborted(dashboard, ui_stack):
     drawn = len(page.locator("[data-test=curve]").get_attribute("points").split())
     assert drawn == final["points"] == 5  # 0, -10, ..., -40 V
     assert "5 points" in text(page.locator("[data-test=run-message]"))
-    screenshot(page, "procedures")
 
     # a burn-in, aborted from the page
     page.locator("[data-test=procedure]").select_option("burn_in")
@@ -801,6 +802,7 @@ def test_a_procedure_started_watched_and_aborted(dashboard, ui_stack):
 def test_a_past_run_from_the_record_with_its_plot(dashboard, ui_stack):
     """A run made with the Python API (not the page) is in the page's past runs, read from the record through
     the recorder, and drawn from the record's points as the procedure declares its plot (IV: I against V)."""
+    from conftest import screenshot
     from slowctl import Client
 
     page, console = dashboard
@@ -827,6 +829,7 @@ def test_a_past_run_from_the_record_with_its_plot(dashboard, ui_stack):
     curve = page.locator('[data-test=curve][data-series="i"]')
     assert len(curve.get_attribute("points").split()) == final["points"] == 4  # 0, -10, -20, -30 V
     assert "bias voltage (V)" in page.locator("[data-test=plot]").text_content()  # an SVG: no inner text
+    screenshot(page, "procedures")
     assert not console.csp(), console.csp()
 
 
