@@ -21,6 +21,12 @@ pytestmark = pytest.mark.stack
 DEVICE_PAGES = list(yaml.safe_load(DUMMY_CONFIG.read_text())["devices"])  # the example bench
 BENCH_PAGES = ["overview", "alarms", "log", "procedures", "trends", "environment", "health"]
 UI_CMD = "slowctl/%s/by/nodered/cmd"  # where the control UI's commands go (the broker lets `nodered` write only there)
+QUESTIONS = "slowctl/recorder/by/nodered/cmd"  # the log and procedures pages read the record: not commands
+
+
+def ui_commands(probe) -> list:
+    """What the control UI commanded, as the probe saw it (its read-only questions to the recorder apart)."""
+    return [m for m in probe.seen() if "/by/nodered/cmd" in m.topic and m.topic != QUESTIONS]
 
 
 def request(ui_stack, method, path, *, auth=None, headers=None, body=None, port=None):
@@ -222,10 +228,8 @@ def test_no_command_without_a_user_action(browser, ui_stack):
     operator = ui_stack.stack.probe("operator")
     operator.wait_connected()
 
-    questions = "slowctl/recorder/by/nodered/cmd"  # the log and procedures pages read the record: not commands
-
     def commands():
-        return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic and m.topic != questions]
+        return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic and m.topic != QUESTIONS]
 
     ctx = browser.new_context(http_credentials=login(ui_stack.operator))
     try:
@@ -255,7 +259,7 @@ def test_no_command_without_a_user_action(browser, ui_stack):
         assert seen == [
             ("slowctl/lv/cmd", json.dumps({"action": "vset", "channel": 1, "value": 1.1, "id": "other"}).encode())
         ]
-        asked = [json.loads(m.payload)["action"] for m in watch.seen(questions)]
+        asked = [json.loads(m.payload)["action"] for m in watch.seen(QUESTIONS)]
         assert asked and set(asked) <= {"log", "runs"}, asked  # reads only, one per page opened (and reloaded)
         for name, _, console in pages:
             assert not console.csp(), (name, console.csp())
@@ -885,7 +889,7 @@ def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui
     assert dialog_text == f"{len(outputs)} outputs: {names}" and "hv.0 sensor-A" in names
     page.locator("[data-test=all-hv-off-cancel]").click()
     time.sleep(0.5)
-    assert not op.seen("slowctl/+/by/nodered/cmd") and not [m for m in op.seen() if "/by/nodered/cmd" in m.topic]
+    assert not ui_commands(op)
 
     # a viewer: refused on the page, nothing sent
     ctx = browser.new_context(http_credentials=login(ui_stack.viewer))
@@ -899,7 +903,7 @@ def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui
     finally:
         ctx.close()
     time.sleep(0.5)
-    assert not [m for m in op.seen() if "/by/nodered/cmd" in m.topic]
+    assert not ui_commands(op)
 
     page.locator("[data-test=all-hv-off]").click()
     screenshot(page, "all-hv-off")
@@ -909,7 +913,7 @@ def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui
         lambda t: t.endswith(f"{len(outputs)} of {len(outputs)} outputs confirmed off"),
         what="every HV output confirmed off",
     )
-    sent = [json.loads(m.payload) | {"topic": m.topic} for m in op.seen() if "/by/nodered/cmd" in m.topic]
+    sent = [json.loads(m.payload) | {"topic": m.topic} for m in ui_commands(op)]
     assert sorted((c["topic"].split("/")[1], c["channel"]) for c in sent) == sorted(outputs)
     assert {(c["action"], c["for"]) for c in sent} == {("off", ui_stack.operator[0])}
     channel(op, "hv", 0, lambda c: not c["on"] or c["state"] == "RAMP_DOWN", timeout=10)
