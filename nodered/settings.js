@@ -100,6 +100,12 @@ module.exports = {
         }]
     },
     httpNodeAuth: dashboardAuth,
+    // 'file': context kept in the user directory (written every 30 s and at a clean stop), for what a
+    // page must show after Node-RED restarts: the log page's events. Everything else stays in memory.
+    contextStorage: {
+        default: { module: 'memory' },
+        file: { module: 'localfilesystem' }
+    },
     dashboard: {
         ioMiddleware: dashboardSocketAuth
     },

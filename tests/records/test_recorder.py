@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+from tests.records import records_stack
 from tests.tools import tool
 
 from harness import DummyStack, send, wait_until
@@ -25,14 +26,7 @@ PW = "alice's long password"
 
 @pytest.fixture(scope="module")
 def rec(tmp_path_factory):
-    from slowctl.stack.native import StackError, find_mosquitto
-
-    try:
-        find_mosquitto()
-    except StackError as exc:
-        pytest.skip(str(exc))
-    os.environ.setdefault("SLOWCTL_FERRETDB", str(tool("ferretdb")))  # fails, not skips, when it is not built
-    s = DummyStack(tmp_path_factory.mktemp("records"), records=True).start()
+    s = records_stack(tmp_path_factory.mktemp("records"))
     assert "records          FerretDB" in s.log(), s.log()
     assert s.user_add("alice", "operator", PW).returncode == 0
     yield s

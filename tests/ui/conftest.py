@@ -3,13 +3,16 @@
 import base64
 import hashlib
 import json
+import os
 import secrets
 import shutil
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from tests.tools import tool
 
 from harness import DummyStack
 
@@ -86,10 +89,35 @@ class UiStack:
         return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
+# the box gets humid 5 s after the start and stays so: the alarm page's alarm (climate.0.humidity HIHI,
+# the example bench's limit) is raised by the simulator, as a real box would raise it
+HUMID_BOX = "events:\n  - {at: 5, channel: 1, set: {humidity: 75, tau: 0.3}}\n"
+
+
+def humid_box(config: dict) -> None:
+    config["devices"]["climate"]["simulator"]["scenario"] = "ui-humid-box.yaml"
+    # one of the bench's rules, for the alarm page's interlock table: never active here (the bath is at
+    # 20 °C) and protecting only hv2, so the other tests switch HV on as they need
+    config["interlocks"] = {
+        "bath-hot": {
+            "kind": "threshold",
+            "protects": ["hv2.*"],
+            "reading": "chiller.0.temperature",
+            "above": 30.0,
+            "hysteresis": 1.0,
+            "delay": 5,
+        }
+    }
+
+
 @pytest.fixture(scope="module")
 def ui_stack(tmp_path_factory):
     _need_ui()
-    s = DummyStack(tmp_path_factory.mktemp("ui"), ui=True).start(timeout=60)
+    # with the record (FerretDB): the log and procedures pages read their history through the recorder
+    os.environ.setdefault("SLOWCTL_FERRETDB", str(tool("ferretdb")))  # fails, not skips, when it is not built
+    stack = DummyStack(tmp_path_factory.mktemp("ui"), ui=True, tweak=humid_box, records=True)
+    (stack.workdir / "ui-humid-box.yaml").write_text(HUMID_BOX)
+    s = stack.start(timeout=60)
     yield UiStack(s)
     s.stop()
     from slowctl.stack.supervisor import port_open
@@ -130,10 +158,23 @@ def login(person: tuple[str, str]) -> dict:
     return {"username": person[0], "password": person[1]}
 
 
+SCREEN = {"width": 1280, "height": 800}  # a control-room screen; the screenshots in docs/img have this size
+
+
+def screenshot(page, name: str) -> Path:
+    """A PNG of the page as a test artefact (SLOWCTL_UI_SCREENSHOTS, default /tmp/slowctl-ui-screenshots):
+    docs/img/ui-<name>.png are these."""
+    folder = Path(os.environ.get("SLOWCTL_UI_SCREENSHOTS", "/tmp/slowctl-ui-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"ui-{name}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
 @pytest.fixture
 def dashboard(browser, ui_stack):
     """A dashboard page logged in as an operator (HTTP Basic answered by the browser) and its console."""
-    ctx = browser.new_context(http_credentials=login(ui_stack.operator))
+    ctx = browser.new_context(http_credentials=login(ui_stack.operator), viewport=SCREEN)
     page = ctx.new_page()
     page.set_default_timeout(15000)
     console = Console(page)

@@ -42,20 +42,41 @@ def device_config(widget):
     return json.loads(m.group(1).replace("<\\/", "</"))
 
 
-def test_a_page_per_device_plus_environment_and_health(stack, flows):
+BENCH_PAGES = {"overview", "alarms", "log", "procedures", "trends", "environment", "health"}
+
+
+def device_widgets(flows, stack):
+    return {w["name"]: w for w in by_type(flows, "ui-template") if w["name"] in stack.devices}
+
+
+def test_a_page_per_device_plus_the_bench_pages(stack, flows):
     pages = {p["path"]: p for p in by_type(flows, "ui-page")}
-    assert set(pages) == {f"/{d}" for d in stack.devices} | {"/environment", "/health"}
+    assert set(pages) == {f"/{d}" for d in stack.devices} | {f"/{p}" for p in BENCH_PAGES}
+    assert min(pages.values(), key=lambda p: p["order"])["path"] == "/overview"  # the landing page
     assert len(by_type(flows, "ui-base")) == 1 and by_type(flows, "ui-base")[0]["path"] == "/dashboard"
     widgets = {w["name"]: w for w in by_type(flows, "ui-template")}
-    assert set(widgets) == set(stack.devices) | {"environment", "health"}
+    assert set(widgets) == set(stack.devices) | BENCH_PAGES | {"all HV off"}
+    # the emergency bar is on every page (Dashboard 2's UI scope), every other widget in its page's group
+    assert widgets["all HV off"]["templateScope"] == "widget:ui" and widgets["all HV off"]["ui"] == f"{PREFIX}ui"
+    assert all(w["templateScope"] == "local" and w["group"] for n, w in widgets.items() if n != "all HV off")
     # one shared widget source, embedded per device: no hundreds of nodes
-    assert len(flows) < 20 * len(stack.devices)
+    assert len(flows) < 22 * len(stack.devices)  # (the bench pages: ~150 nodes, whatever the devices)
+    for w in widgets.values():  # every placeholder filled
+        assert "__SLOWCTL_" not in w["format"], w["name"]
+
+
+def test_the_overview_shows_every_device_and_channel_of_the_config(stack, flows):
+    widget = next(w for w in by_type(flows, "ui-template") if w["name"] == "overview")
+    m = re.search(r"bench: (\[.*?\]), devices: \{\}", widget["format"])
+    bench = {d["id"]: d for d in json.loads(m.group(1))}
+    assert list(bench) == list(stack.devices)
+    for dev_id, dev in stack.devices.items():
+        assert [c["channel"] for c in bench[dev_id]["channels"]] == sorted(dev.channels)
+    assert bench["hv"]["current_unit"] == "µA" and bench["climate"]["kind"] == "sensor"
 
 
 def test_hv_devices_need_confirmation(stack, flows):
-    described = {
-        w["name"]: device_config(w) for w in by_type(flows, "ui-template") if w["name"] not in ("environment", "health")
-    }
+    described = {name: device_config(w) for name, w in device_widgets(flows, stack).items()}
     hv = {d for d, c in stack.devices.items() if supply_kind(c.model, [ch.vmax for ch in c.channels.values()]) == "hv"}
     assert {"hv", "hv2", "bias"} <= hv and "lv" not in hv  # the example bench's HV: the sensor bias supplies
     assert {d for d, c in described.items() if c["confirm"]} == hv
@@ -65,6 +86,10 @@ def test_hv_devices_need_confirmation(stack, flows):
     # the software ramp of the Keithley offers ramp rates; the HMP's channel 1 has none
     assert "rampup" in described["bias"]["channels"][0]["actions"]
     assert "rampup" not in described["lv"]["channels"][1]["actions"]
+    # the service's own bounds, for the page's checks before a confirmation
+    assert described["hv"]["channels"][0]["limits"]["vset"] == {"min": 0.0, "max": 600.0, "positive": False}
+    assert described["hv"]["channels"][0]["limits"]["rampup"]["positive"] is True
+    assert "OUTPUT_LOST" in described["hv"]["latched"] and "ISET_ABOVE_IMAX" not in described["hv"]["latched"]
 
 
 def test_any_channel_above_60_v_counts_as_hv(stack):
@@ -109,23 +134,39 @@ def test_status_is_never_wired_to_a_command(flows):
         reached = reachable(flows, mqtt_in["id"], through=lambda n: n["type"] != "ui-template")
         assert not reached & outs, f"{mqtt_in['topic']} reaches {[ids[o]['topic'] for o in reached & outs]}"
         assert any(ids[n]["type"] == "ui-template" for n in reached), f"{mqtt_in['topic']} feeds no widget"
-    # and the only way into a command output is a widget's own output, through the guard
+    # and the only way into a command output is a widget's own output, through a guard
+    guards = {
+        "operator commands only",
+        "operator acknowledgements only",
+        "all HV off, operators only",
+        "operator runs only",
+        "ask the record",  # read-only questions, on the recorder's own topic only
+    }
     for out in outs:
         feeders = [n for n in flows if any(out in port for port in n.get("wires", []))]
-        assert [f["name"] for f in feeders] == ["operator commands only"]
+        assert len(feeders) == 1 and feeders[0]["name"] in guards
         widgets = [n for n in flows if any(feeders[0]["id"] in port for port in n.get("wires", []))]
         assert [w["type"] for w in widgets] == ["ui-template"]
 
 
 def test_commands_go_to_the_own_device_never_retained(stack, flows):
-    for out in by_type(flows, "mqtt out"):
+    device_outs = [o for o in by_type(flows, "mqtt out") if o["id"].split(".")[1] in stack.devices]
+    assert len(device_outs) == len([d for d in stack.devices if d != "climate"])  # sensors take no commands
+    for out in device_outs:
         dev = out["id"][len(PREFIX) :].split(".")[0]
         assert out["topic"] == f"slowctl/{dev}/by/nodered/cmd"  # Node-RED's own: the ACL lets it write only there
-        assert out["retain"] == "false"
         assert out["expiry"] == str(int(stack.devices[dev].max_command_age))
-    assert "climate" not in {o["id"].split(".")[1] for o in by_type(flows, "mqtt out")}  # sensors take no commands
+    for out in by_type(flows, "mqtt out"):
+        assert out["retain"] == "false" and int(out["expiry"]) > 0
     guard = next(n for n in flows if n["id"] == f"{PREFIX}hv.guard")
     assert '"0": ["clear", "iset", "kill", "off", "on", "rampdown", "rampup", "vset"]' in guard["func"]
+    ack = next(n for n in flows if n["id"] == f"{PREFIX}bench.out")
+    assert ack["topic"] == "slowctl/alarms/by/nodered/cmd"
+    assert (
+        next(n for n in flows if n["id"] == f"{PREFIX}procedures.out")["topic"] == "slowctl/procedures/by/nodered/cmd"
+    )
+    # all HV off: the topic is each command's own (msg.topic), set by the function from the config only
+    assert next(n for n in flows if n["id"] == f"{PREFIX}emergency.out")["topic"] == ""
 
 
 def test_no_secret_in_the_flows(flows):
@@ -253,7 +294,7 @@ def test_every_browser_message_carries_its_client_data(flows):
         assert guard["outputs"] == 2 and guard["wires"] == [[f"{PREFIX}{dev}.out"], [f"{PREFIX}{dev}.merge"]]
 
 
-def run_js(code: str, messages: list) -> dict:
+def run_js(code: str, messages: list, flow_context: dict | None = None) -> dict:
     """A function node's code run as Node-RED runs it (the body of a function of msg, node and context)."""
     import shutil
     import subprocess
@@ -264,11 +305,13 @@ def run_js(code: str, messages: list) -> dict:
     js = (
         "const warnings=[];const node={warn:t=>warnings.push(t)};"
         "const store={};const context={get:k=>store[k],set:(k,v)=>{store[k]=v}};"
-        "const f=new Function('msg','node','context',process.argv[1]);"
-        "const out=JSON.parse(process.argv[2]).map(m=>f(m,node,context));"
+        "const fstore=JSON.parse(process.argv[3]);const flow={get:k=>fstore[k],set:(k,v)=>{fstore[k]=v}};"
+        "const f=new Function('msg','node','context','flow',process.argv[1]);"
+        "const out=JSON.parse(process.argv[2]).map(m=>f(m,node,context,flow));"
         "process.stdout.write(JSON.stringify({out,warnings}))"
     )
-    r = subprocess.run([node, "-e", js, code, json.dumps(messages)], capture_output=True, text=True, check=True)
+    args = [node, "-e", js, code, json.dumps(messages), json.dumps(flow_context or {})]
+    r = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(r.stdout)
 
 
@@ -325,3 +368,175 @@ def test_the_merge_passes_a_refusal_to_its_browser_only(flows):
     )["out"]
     assert got[0]["_client"] == {"socketId": "s1"} and got[0]["payload"]["reply"] == reply
     assert "_client" not in got[1]
+
+
+def client(username, role):
+    return {"_client": {"user": {"username": username, "role": role}, "socketId": "s1"}}
+
+
+def test_all_hv_off_sends_off_to_every_hv_output_for_an_operator_only(stack, flows):
+    from slowctl.safety.rules import hv_outputs
+
+    off = next(n for n in flows if n["id"] == f"{PREFIX}emergency.off")
+    request = {"action": "off-all-hv", "id": "abc-1"}
+    got = run_js(
+        off["func"],
+        [
+            {"payload": request, **client("alice", "operator")},
+            {"payload": request, **client("victor", "viewer")},
+            {"payload": request},
+            {"payload": {"action": "whoami"}, **client("victor", "viewer")},
+            {"payload": {"action": "on", "channel": 0}, **client("alice", "operator")},
+        ],
+        {"availability": {"hv": "online", "hv2": "online", "bias": "offline"}},
+    )["out"]
+    commands, answer = got[0]
+    expected = hv_outputs(stack.devices)
+    assert {(c["topic"].split("/")[1], c["payload"]["channel"]) for c in commands} == set(expected)
+    assert len(commands) == len(expected) and {"hv", "hv2", "bias"} == {d for d, _ in expected}
+    for c in commands:
+        assert c["topic"] == f"slowctl/{c['topic'].split('/')[1]}/by/nodered/cmd"  # Node-RED's own topic
+        assert {k: v for k, v in c["payload"].items() if k != "ts"} == {
+            "action": "off",
+            "channel": c["payload"]["channel"],
+            "id": "emergency-abc-1",
+            "for": "alice",
+        }
+    run = answer["payload"]["run"]
+    assert run["by"] == "alice" and "_client" not in answer  # every open page sees that it happened
+    assert {o["result"] for o in run["outputs"] if o["device"] == "bias"} == {
+        "device offline: sent, no service to answer"
+    }
+    for out in got[1:3]:  # a viewer, nobody: refused on that page, nothing sent
+        assert out[0] is None and out[1]["payload"]["run"]["ok"] is False
+    assert got[1][1]["payload"]["run"]["error"] == "victor is a viewer: commands need an operator account"
+    assert got[1][1]["_client"]["socketId"] == "s1"
+    assert got[3] == [
+        None,
+        {"payload": {"whoami": {"username": "victor", "role": "viewer"}}, **client("victor", "viewer")},
+    ]
+    assert got[4] is None  # not an emergency off: dropped
+
+
+def test_an_acknowledgement_goes_out_for_an_operator_only(flows):
+    ack = next(n for n in flows if n["id"] == f"{PREFIX}bench.ack")
+    request = {"action": "ack", "device": "climate", "channel": 0, "kind": "humidity.HIHI", "id": "ui-a-1", "by": "x"}
+    got = run_js(
+        ack["func"],
+        [
+            {"payload": request, **client("alice", "operator")},
+            {"payload": request, **client("victor", "viewer")},
+            {"payload": dict(request, device="nowhere"), **client("alice", "operator")},
+        ],
+    )["out"]
+    sent, refused = got[0]
+    assert refused is None
+    assert {k: v for k, v in sent["payload"].items() if k != "ts"} == {
+        "action": "ack",
+        "device": "climate",
+        "channel": 0,
+        "kind": "humidity.HIHI",
+        "id": "ui-a-1",
+        "for": "alice",
+    }
+    assert got[1][0] is None and got[1][1]["payload"]["error"].startswith("victor is a viewer")
+    assert got[2] is None
+
+
+def test_the_log_keeps_the_newest_events(flows):
+    log = next(n for n in flows if n["id"] == f"{PREFIX}log.table")
+    code = (
+        log["func"]
+        .replace("context.get('log', 'file')", "context.get('log')")
+        .replace("context.set('log', log, 'file')", "context.set('log', log)")
+    )
+    events = [{"payload": {"ts": i, "device": "hv", "kind": "k", "message": str(i), "cause": "c"}} for i in range(505)]
+    out = run_js(code, events)["out"]
+    assert len(out[-1]["payload"]["log"]) == 500 and out[-1]["payload"]["log"][0]["ts"] == 5
+    assert "'file')" in log["func"]  # kept in the file-backed store (settings.js contextStorage)
+    # at start, what was kept goes to the page (not only with the next event); nothing else is injected
+    replay = run_js(code, [*events[:3], {"topic": "replay"}])["out"][-1]
+    assert [e["ts"] for e in replay["payload"]["log"]] == [0, 1, 2]
+    (inject,) = by_type(flows, "inject")
+    assert inject["topic"] == "replay" and inject["wires"] == [[log["id"]]] and inject["once"] is True
+
+
+def test_a_run_starts_or_aborts_for_an_operator_only(flows):
+    guard = next(n for n in flows if n["id"] == f"{PREFIX}procedures.guard")
+    start = {"action": "start", "procedure": "iv_scan", "params": {"channel": "bias.0"}, "id": "ui-p-1", "for": "x"}
+    got = run_js(
+        guard["func"],
+        [
+            {"payload": start, **client("alice", "operator")},
+            {"payload": {"action": "abort", "run": "r1", "id": "ui-p-2"}, **client("alice", "operator")},
+            {"payload": start, **client("victor", "viewer")},
+            {"payload": {"action": "delete", "run": "r1"}, **client("alice", "operator")},
+        ],
+    )["out"]
+    assert {k: v for k, v in got[0][0]["payload"].items() if k != "ts"} == {
+        "action": "start",
+        "procedure": "iv_scan",
+        "params": {"channel": "bias.0"},
+        "id": "ui-p-1",
+        "for": "alice",
+    }
+    assert {k: v for k, v in got[1][0]["payload"].items() if k != "ts"} == {
+        "action": "abort",
+        "run": "r1",
+        "id": "ui-p-2",
+        "for": "alice",
+    }
+    assert got[2][0] is None and got[2][1]["payload"]["error"].startswith("victor is a viewer")
+    assert got[3] is None
+
+
+def test_the_trends_follow_the_config(stack, flows):
+    from slowctl.stack.nodered import trend_charts
+
+    charts = {c["title"]: c for c in trend_charts(stack)}
+    assert list(charts) == [
+        "HV Vmon",
+        "HV Imon",
+        "LV Vmon",
+        "LV Imon",
+        "Temperature",
+        "Humidity",
+        "Dew point",
+        "Dew-point margin",
+    ]
+    hv = [s["key"] for s in charts["HV Vmon"]["series"]]
+    assert hv == [f"{d}.{c}.vmon" for d in ("hv", "hv2", "bias") for c in sorted(stack.devices[d].channels)]
+    assert charts["HV Imon"]["unit"] == "µA" and charts["LV Imon"]["unit"] == "A"
+    assert "chiller.0.temperature" in [s["key"] for s in charts["Temperature"]["series"]]
+    table = next(n for n in flows if n["id"] == f"{PREFIX}trends.table")
+    statuses = [n["topic"] for n in by_type(flows, "mqtt in") if n["wires"] == [[table["id"]]]]
+    assert sorted(statuses) == sorted(f"slowctl/{d}/status" for d in stack.devices)
+    # a status becomes points (margin computed), sent at most once per step
+    status = {"ts": 1_000_000, "channels": [{"channel": 0, "temperature": 20.0, "dewpoint": 5.0, "humidity": 40.0}]}
+    out = run_js(table["func"], [{"topic": "slowctl/climate/status", "payload": status}] * 2)["out"]
+    assert out[0]["payload"]["history"]["climate.0.margin"] == [[1_000_000, 15.0]] and out[1] is None
+
+
+def test_the_log_asks_the_record_and_the_answer_goes_to_the_asker_only(flows):
+    ask = next(n for n in flows if n["id"] == f"{PREFIX}log.ask")
+    answer = next(n for n in flows if n["id"] == f"{PREFIX}log.answer")
+    (out,) = [n for n in by_type(flows, "mqtt out") if n["id"] == f"{PREFIX}log.ask.out"]
+    assert (
+        out["topic"] == "slowctl/recorder/by/nodered/cmd" and out["respTopic"] == "slowctl/recorder/reply/nodered/log"
+    )
+    alice = {"socketId": "s1", "user": {"username": "alice", "role": "viewer"}}
+    question = {"payload": {"ask": "log", "device": "hv", "id": "log-x-1"}, "_client": alice}
+    # without a recorder: the page is told at once, nothing is asked
+    (told,) = run_js(ask["func"], [question])["out"]
+    assert told[0] is None and told[1]["_client"] == alice
+    assert told[1]["payload"]["answer"]["ok"] is False and "not running" in told[1]["payload"]["answer"]["error"]
+    r = run_js(ask["func"], [question, {"payload": {"ask": "drop"}, "_client": alice}, {"payload": {"ask": "log"}}],
+               {"recorder": "online"})  # fmt: skip
+    sent, dropped, anonymous = r["out"]
+    assert sent == [{"payload": {"action": "log", "id": "log-x-1", "limit": 500, "device": "hv"}}, None]
+    assert dropped is None and anonymous is None and len(r["warnings"]) == 2
+    # the answer goes to the browser that asked, once; an answer nobody waits for goes nowhere
+    pending = {"questions.log": {"log-x-1": {"client": alice, "at": 0}}}
+    reply = {"topic": "slowctl/recorder/reply/nodered/log", "payload": {"id": "log-x-1", "ok": True, "rows": []}}
+    first, again = run_js(answer["func"], [reply, reply], pending)["out"]
+    assert first["_client"] == alice and first["payload"]["answer"]["rows"] == [] and again is None

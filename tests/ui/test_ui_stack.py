@@ -14,12 +14,19 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from harness import DUMMY_CONFIG, wait_until
+from harness import DUMMY_CONFIG, send, wait_until
 
 pytestmark = pytest.mark.stack
 
 DEVICE_PAGES = list(yaml.safe_load(DUMMY_CONFIG.read_text())["devices"])  # the example bench
+BENCH_PAGES = ["overview", "alarms", "log", "procedures", "trends", "environment", "health"]
 UI_CMD = "slowctl/%s/by/nodered/cmd"  # where the control UI's commands go (the broker lets `nodered` write only there)
+QUESTIONS = "slowctl/recorder/by/nodered/cmd"  # the log and procedures pages read the record: not commands
+
+
+def ui_commands(probe) -> list:
+    """What the control UI commanded, as the probe saw it (its read-only questions to the recorder apart)."""
+    return [m for m in probe.seen() if "/by/nodered/cmd" in m.topic and m.topic != QUESTIONS]
 
 
 def request(ui_stack, method, path, *, auth=None, headers=None, body=None, port=None):
@@ -222,12 +229,12 @@ def test_no_command_without_a_user_action(browser, ui_stack):
     operator.wait_connected()
 
     def commands():
-        return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic]
+        return [(m.topic, m.payload) for m in watch.seen() if "/cmd" in m.topic and m.topic != QUESTIONS]
 
     ctx = browser.new_context(http_credentials=login(ui_stack.operator))
     try:
         pages = []
-        for name in ["health", "environment", *DEVICE_PAGES]:
+        for name in [*BENCH_PAGES, *DEVICE_PAGES]:
             page = ctx.new_page()
             page.set_default_timeout(20000)
             consoles = Console(page)
@@ -252,6 +259,8 @@ def test_no_command_without_a_user_action(browser, ui_stack):
         assert seen == [
             ("slowctl/lv/cmd", json.dumps({"action": "vset", "channel": 1, "value": 1.1, "id": "other"}).encode())
         ]
+        asked = [json.loads(m.payload)["action"] for m in watch.seen(QUESTIONS)]
+        assert asked and set(asked) <= {"log", "runs"}, asked  # reads only, one per page opened (and reloaded)
         for name, _, console in pages:
             assert not console.csp(), (name, console.csp())
     finally:
@@ -268,10 +277,26 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     first_age = text(page.locator("[data-test=status-age]"))
     assert first_age.startswith("status ")
 
-    # set the voltage: a confirmation first, nothing sent before it
+    # state-aware controls: the switch shows the output (off), ON is offered, nothing to clear on a fresh channel
+    assert ch.locator("[data-test=switch]").get_attribute("data-output") == "off"
+    assert ch.locator("[data-test=off]").get_attribute("aria-pressed") == "true"
+    assert ch.locator("[data-test=on]").is_enabled() and ch.locator("[data-test=clear]").count() == 0
+    # the inputs are wide enough for their hints (the issue's "up V/s, max 5" for a limit of 50)
+    ramp = ch.locator("[data-test=rampup-input]")
+    assert ramp.get_attribute("placeholder") == "up V/s, max 50"
+    assert ramp.evaluate("e => e.scrollWidth <= e.clientWidth && e.clientWidth > 0")
+    hint_fits = "e => { const c = document.createElement('canvas').getContext('2d'); c.font = getComputedStyle(e).font;"
+    hint_fits += " return c.measureText(e.placeholder).width < e.clientWidth }"
+    for field in ("vset", "iset", "rampup", "rampdown"):
+        assert ch.locator(f"[data-test={field}-input]").evaluate(hint_fits), f"{field}'s hint is cut off"
+
+    # set the voltage: a confirmation naming channel, target, rate and limit first, nothing sent before it
     ch.locator("[data-test=vset-input]").fill("50")
     ch.locator("[data-test=vset-set]").click()
-    assert "vset 50 V" in text(page.locator("[data-test=confirm-text]"))
+    assert text(page.locator("[data-test=confirm-where]")) == "hv channel 1 (sensor-B)"
+    assert text(page.locator("[data-test=confirm-text]")) == (
+        "sensor-B: set to 50.00 V (output off: reached at the next ON at 20.00 V/s), limit 20.00 µA"
+    )
     time.sleep(0.5)
     assert not probe.seen(UI_CMD % "hv")
     page.locator("[data-test=confirm-ok]").click()
@@ -288,9 +313,12 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     time.sleep(0.5)
     assert len(probe.seen(UI_CMD % "hv")) == 1
 
-    # switch on: confirmed, the device ramps, the page follows
+    # switch on: the confirmation says to which voltage at which rate with which limit; the page follows
+    wait_text(ch.locator("[data-test=vset]"), lambda t: t == "50.00 V", what="the new vset")
     ch.locator("[data-test=on]").click()
-    assert "on" in text(page.locator("[data-test=confirm-text]"))
+    assert text(page.locator("[data-test=confirm-text]")) == (
+        "sensor-B: switch on, ramp to 50.00 V at 20.00 V/s, limit 20.00 µA"
+    )
     page.locator("[data-test=confirm-ok]").click()
     status = probe.wait_json("slowctl/hv/status", lambda s: s["channels"][1]["on"] and s["channels"][1]["vset"] == 50)
     assert status["channels"][1]["state"] in ("RAMP_UP", "ON")
@@ -298,22 +326,45 @@ def test_live_values_and_hv_commands_with_confirmation(dashboard, ui_stack):
     wait_text(ch.locator("[data-test=channel-state]"), lambda t: t in ("RAMP_UP", "ON"), what="RAMP_UP/ON shown")
     wait_text(ch.locator("[data-test=vmon]"), lambda t: t != "–" and float(t.split()[0]) > 0, what="rising vmon")
     assert ch.locator("[data-test=channel-state]").get_attribute("class").split()[-1] in ("sc-st-RAMP_UP", "sc-st-ON")
+    assert ch.locator("[data-test=switch]").get_attribute("data-output") == "on"
+    assert ch.locator("[data-test=on]").get_attribute("aria-pressed") == "true"
+    assert ch.locator("[data-test=on]").is_disabled() and ch.locator("[data-test=off]").is_enabled()
 
-    # a refused command: the operator sees the service's reason
+    # beyond the limit: refused in the page with the limit, before any confirmation, nothing sent
+    sent = len(probe.seen(UI_CMD % "hv"))
     ch.locator("[data-test=vset-input]").fill("9999")
+    ch.locator("[data-test=vset-set]").click()
+    assert page.locator("[data-test=confirm-dialog]").count() == 0
+    assert text(page.locator("[data-test=last-reply]")) == (
+        "REFUSED: vset ch 1 = 9999: 9999 V exceeds the limit 600 V of sensor-B (nothing sent)"
+    )
+    ch.locator("[data-test=iset-input]").fill("150")  # µA, the limit is 100 µA
+    ch.locator("[data-test=iset-set]").click()
+    assert "150 µA exceeds the limit 100 µA of sensor-B" in text(page.locator("[data-test=last-reply]"))
+    ch.locator("[data-test=rampup-input]").fill("0")
+    ch.locator("[data-test=rampup-set]").click()
+    assert "rampup must be > 0 V/s (nothing sent)" in text(page.locator("[data-test=last-reply]"))
+    # a ramp to a lower voltage names the ramp-down rate
+    wait_text(ch.locator("[data-test=vmon]"), lambda t: float(t.split()[0]) > 45, what="the ramp near 50 V")
+    ch.locator("[data-test=vset-input]").fill("40")
+    ch.locator("[data-test=vset-set]").click()
+    assert text(page.locator("[data-test=confirm-text]")).startswith("sensor-B: ramp to 40.00 V at 40.00 V/s")
+    page.locator("[data-test=confirm-cancel]").click()
+    # what only the service knows (the instrument's 0.1 V step): its refusal with its reason
+    ch.locator("[data-test=vset-input]").fill("50.05")
     ch.locator("[data-test=vset-set]").click()
     page.locator("[data-test=confirm-ok]").click()
     wait_text(
         page.locator("[data-test=last-reply]"),
-        lambda t: t.startswith("REFUSED: vset ch 1 = 9999") and "exceeds the configured limit vmax=600 V" in t,
-        what="the refusal",
+        lambda t: t.startswith("REFUSED: vset ch 1 = 50.05") and "finer than the caen-n1470's 0.1 V step" in t,
+        what="the service's refusal",
     )
+    assert len(probe.seen(UI_CMD % "hv")) == sent + 1
     # not a number: refused in the page, nothing sent
-    sent = len(probe.seen(UI_CMD % "hv"))
     ch.locator("[data-test=vset-input]").fill("abc")
     ch.locator("[data-test=vset-set]").click()
     assert "not a number" in text(page.locator("[data-test=last-reply]"))
-    assert len(probe.seen(UI_CMD % "hv")) == sent
+    assert len(probe.seen(UI_CMD % "hv")) == sent + 1
 
     ch.locator("[data-test=off]").click()  # off needs no confirmation
     probe.wait_json("slowctl/hv/status", lambda s: s["channels"][1]["state"] in ("RAMP_DOWN", "OFF"))
@@ -348,6 +399,52 @@ def test_low_voltage_and_chiller_without_confirmation(dashboard, ui_stack):
     probe.wait_json("slowctl/chiller/status", lambda s: s["channels"][0]["on"] and s["channels"][0]["tset"] == 18.5)
     page.locator("[data-test=stop]").click()
     wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: off ch 0")
+
+
+def test_a_power_cycled_instrument_shows_the_lost_output_and_offers_clear(dashboard, ui_stack):
+    """The issue's case: the HV instrument power-cycled under an ON channel. The page shows the output off,
+    the latched alarm on the channel, and offers clear there (only there); clear ends it."""
+    import os
+    import signal
+
+    from harness import channel, send
+
+    page, _ = dashboard
+    op = ui_stack.stack.probe("operator")
+    op.subscribe("slowctl/hv/reply", "slowctl/hv/status", "slowctl/hv/event")
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 3, "value": 30}))["ok"]
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "on", "channel": 3}))["ok"]
+    channel(op, "hv", 3, lambda c: c["state"] == "ON", timeout=10)
+    open_page(page, ui_stack, "hv")
+    ch3 = page.locator('[data-channel="3"]')
+    wait_text(ch3.locator("[data-test=channel-state]"), lambda t: t == "ON")
+    assert page.locator("[data-test=clear]").count() == 0  # nothing to clear anywhere
+    os.kill(ui_stack.stack.pids()["sim-hv"], signal.SIGKILL)  # the supervisor restarts it: all outputs off
+    channel(op, "hv", 3, lambda c: "OUTPUT_LOST" in c.get("alarms", []), timeout=20)
+    lost = ch3.locator(".sc-alarm", has_text="OUTPUT_LOST")
+    wait_until(lambda: lost.count() == 1, 10, what="the latched alarm on the page")
+    assert "sc-card-alarm" in ch3.get_attribute("class").split()
+    assert ch3.locator("[data-test=switch]").get_attribute("data-output") == "off"
+    clear = ch3.locator("[data-test=clear]")
+    wait_text(clear, lambda t: t.startswith("Clear OUTPUT_LOST"), what="clear offered for the latch")
+    # offered exactly where the status shows a latch (the fresh instrument's settings changed on every channel)
+    from slowctl.stack.nodered import LATCHED
+
+    def offered_where_latched():
+        latest = json.loads(op.seen("slowctl/hv/status")[-1].payload)
+        return latest["state"] == "ok" and all(
+            page.locator(f'[data-channel="{c["channel"]}"] [data-test=clear]').count()
+            == (1 if set(c["alarms"]) & set(LATCHED) or c["state"] == "TRIPPED" else 0)
+            for c in latest["channels"]
+        )
+
+    wait_until(offered_where_latched, 10, interval=0.2, what="clear offered where a latch is shown, only there")
+    clear.click()  # clear raises nothing: no confirmation
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: clear ch 3", what="the clear reply")
+    # the latches are gone; what is not latched (the fresh instrument's own current limit) is still shown
+    wait_until(lambda: ch3.locator("[data-test=clear]").count() == 0, 10, what="clear gone with the latches")
+    assert lost.count() == 0
+    wait_text(ch3.locator("[data-test=channel-state]"), lambda t: t == "OFF")
 
 
 # --- people: who may command, and who did ------------------------------------------------------
@@ -454,6 +551,8 @@ def test_people_come_and_go_while_node_red_runs(ui_stack):
 
 
 def test_environment_and_health_pages(dashboard, ui_stack):
+    from conftest import screenshot
+
     page, _ = dashboard
     open_page(page, ui_stack, "environment")
     box = page.locator('[data-sensor="climate/0"]')
@@ -461,6 +560,7 @@ def test_environment_and_health_pages(dashboard, ui_stack):
     t, d, m = (float(text(box.locator(f"[data-test={k}]")).split()[0]) for k in ("temperature", "dewpoint", "margin"))
     assert abs((t - d) - m) < 0.11
     wait_text(page.locator('[data-chiller="chiller/0"] [data-test=chiller-margin]'), lambda t: t.endswith(" K"))
+    screenshot(page, "environment")
 
     open_page(page, ui_stack, "health")
     for dev in DEVICE_PAGES:
@@ -469,6 +569,7 @@ def test_environment_and_health_pages(dashboard, ui_stack):
         wait_text(row.locator("[data-test=state]"), lambda t: t.startswith("ok"))
         wait_text(row.locator("[data-test=restarts]"), lambda t: t == "0")
         wait_text(row.locator("[data-test=age]"), lambda t: t.endswith(" s") and float(t.split()[0]) < 5)
+    screenshot(page, "health")
 
 
 # --- MQTT over websockets through the gateway -------------------------------------------------
@@ -517,3 +618,349 @@ def test_mqtt_over_websockets_through_the_gateway(ui_stack):
             assert result["connack"].is_failure, (user, result["connack"])
         finally:
             c.loop_stop()
+
+
+# --- the bench pages: overview, alarms, log, all HV off --------------------------------------------
+
+
+def test_the_overview_is_the_landing_page_with_every_channel(dashboard, ui_stack):
+
+    page, console = dashboard
+    page.goto(f"{ui_stack.base}/dashboard/")
+    page.wait_for_url("**/dashboard/overview")  # the landing page
+    config = yaml.safe_load(ui_stack.stack.config_path.read_text())["devices"]
+    for dev, d in config.items():
+        box = page.locator(f'.sc-ov-dev[data-device="{dev}"]')
+        wait_text(box.locator("[data-test=device-state]"), lambda t: t == "ok", what=f"{dev} ok")
+        assert text(box.locator("[data-test=availability]")) == "online"
+        assert float(text(box.locator("[data-test=status-age]")).split()[0]) < 5
+        assert box.locator("[data-channel]").count() == len(d["channels"]), dev
+    hv0 = page.locator('.sc-ov-dev[data-device="hv"] [data-channel="0"]')
+    assert text(hv0.locator("[data-test=vmon]")).endswith(" V") and text(hv0.locator("[data-test=imon]")).endswith(
+        " µA"
+    )
+    assert text(page.locator('.sc-ov-dev[data-device="lv"] [data-channel="0"] [data-test=imon]')).endswith(" A")
+    box = page.locator('.sc-ov-dev[data-device="climate"] [data-channel="0"]')
+    assert text(box.locator("[data-test=humidity]")).endswith("%RH")
+    assert text(page.locator('.sc-ov-dev[data-device="chiller"] [data-test=temperature]')).endswith("°C")
+    # the humid box of the simulator's scenario: its alarm on the channel and in the count
+    wait_text(page.locator("[data-test=alarm-count]"), lambda t: not t.startswith("0 "), timeout=40, what="an alarm")
+    wait_until(lambda: box.locator("[data-test=alarm]", has_text="humidity").count(), 10, what="the alarm on climate.0")
+    assert text(page.locator("[data-test=interlock-count]")) == "no interlock active"
+    hv0.click()  # a channel opens its device page
+    page.wait_for_url("**/dashboard/hv")
+    wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
+    # a tablet at the bench: the pages reflow, nothing sideways out of reach
+    page.set_viewport_size({"width": 768, "height": 1024})
+    for name in ("overview", "hv", "alarms", "procedures", "trends"):
+        open_page(page, ui_stack, name)
+        page.locator("[data-test=all-hv-off]").wait_for(state="visible")
+        time.sleep(0.5)
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"), f"{name} scrolls sideways"
+    assert not console.csp(), console.csp()
+
+
+def test_an_alarm_raised_by_the_simulator_is_acknowledged_on_the_alarm_page(browser, dashboard, ui_stack):
+    from conftest import Console, login
+
+    page, console = dashboard
+    probe = ui_stack.stack.probe("viewer")
+    probe.subscribe("slowctl/alarms/#")
+    open_page(page, ui_stack, "alarms")
+    row = page.locator('[data-alarm="climate.0.humidity.HIHI"]')
+    wait_until(lambda: row.count() == 1, 40, interval=0.2, what="the humid box's HIHI alarm on the page")
+    assert text(row.locator("[data-test=severity]")) == "major" and text(row.locator("[data-test=state]")) == "active"
+    assert text(row.locator("[data-test=message]")).startswith("climate.0 humidity")
+    rule = page.locator('[data-rule="bath-hot"]')
+    assert text(rule.locator("[data-test=rule-state]")) == "clear"
+    assert text(rule.locator("[data-test=rule-reason]")).startswith("chiller.0.temperature ")  # with the reading
+
+    # a viewer's acknowledgement: refused on the page, nothing sent
+    ctx = browser.new_context(http_credentials=login(ui_stack.viewer))
+    try:
+        vpage = ctx.new_page()
+        vconsole = Console(vpage)
+        open_page(vpage, ui_stack, "alarms")
+        vrow = vpage.locator('[data-alarm="climate.0.humidity.HIHI"]')
+        wait_until(lambda: vrow.count() == 1, 15, what="the alarm, for a viewer")
+        vrow.locator("[data-test=ack]").click()
+        wait_text(
+            vpage.locator("[data-test=last-reply]"),
+            lambda t: t == f"REFUSED: ack: {ui_stack.viewer[0]} is a viewer: commands need an operator account",
+        )
+        assert not vconsole.csp()
+    finally:
+        ctx.close()
+    assert not probe.seen("slowctl/alarms/by/nodered/cmd")
+
+    row.locator("[data-test=ack]").click()
+    wait_text(
+        page.locator("[data-test=last-reply]"),
+        lambda t: t == "OK: acknowledged climate.0 humidity.HIHI",
+        what="the acknowledgement's reply",
+    )
+    cmd = json.loads(probe.seen("slowctl/alarms/by/nodered/cmd")[0].payload)
+    assert cmd["for"] == ui_stack.operator[0] and cmd["device"] == "climate" and cmd["kind"] == "humidity.HIHI"
+    wait_text(row.locator("[data-test=acked]"), lambda t: t.startswith(f"nodered for {ui_stack.operator[0]} "))
+    listed = probe.wait_json("slowctl/alarms/summary", lambda s: any(a["acked"] for a in s["alarms"]))
+    acked = next(a for a in listed["alarms"] if a["kind"] == "humidity.HIHI")
+    assert acked["acked_by"] == f"nodered for {ui_stack.operator[0]}"
+    assert not console.csp(), console.csp()
+
+
+def test_the_log_shows_commands_with_their_person_after_a_reload(dashboard, ui_stack):
+    from conftest import screenshot
+
+    page, console = dashboard
+    alice = ui_stack.operator[0]
+    open_page(page, ui_stack, "lv")  # a command from the page, so that the log has one of alice's
+    ch = page.locator('[data-channel="1"]')
+    wait_text(page.locator("[data-test=device-state]"), lambda t: t == "ok")
+    ch.locator("[data-test=vset-input]").fill("1.25")
+    ch.locator("[data-test=vset-set]").click()
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: vset ch 1 = 1.25")
+    open_page(page, ui_stack, "log")
+    # from the record (the recorder's answer): the command as `slowctl log` shows it
+    entry = page.locator('[data-test=entry][data-type="command"][data-kind="vset 1.25"][data-device="lv"]')
+    wait_until(lambda: entry.count() >= 1, 15, what="the command in the log")
+    first = entry.first
+    assert text(first.locator("[data-test=who]")) == f"nodered for {alice}"
+    assert text(first.locator("[data-test=outcome]")) == "ok"
+    assert page.locator("[data-test=source]").count() == 0  # no note: the record answered
+    page.reload()  # the page asks again: it is there again
+    wait_until(lambda: entry.count() >= 1, 15, what="the log after a reload")
+    page.locator("[data-test=device-filter]").select_option("lv")  # the page asks the record for lv's
+
+    def entries(attr: str) -> set:  # read at once: the rows change when the record's answer comes
+        return set(page.eval_on_selector_all("[data-test=entry]", f"els => els.map(e => e.getAttribute('{attr}'))"))
+
+    wait_until(lambda: entries("data-device") == {"lv"}, 15, what="only lv in the log")
+    wait_until(lambda: entry.count() >= 1, 15, what="alice's command among lv's")
+    page.locator("[data-test=device-filter]").select_option("")
+    wait_until(lambda: len(entries("data-device")) > 1, 15, what="every device's entries again")
+    screenshot(page, "log")
+    page.locator("[data-test=commands-only]").check()
+    assert entries("data-type") == {"command"}
+    assert not console.csp(), console.csp()
+
+
+def test_a_procedure_started_watched_and_aborted(dashboard, ui_stack):
+    """An IV scan from the form built from the catalog: confirmed, run for the person, its curve drawn from
+    the progress; a burn-in started and aborted from the page."""
+    page, console = dashboard
+    alice = ui_stack.operator[0]
+    probe = ui_stack.stack.probe("viewer")
+    probe.subscribe("slowctl/procedures/by/nodered/cmd", "slowctl/procedures/progress/+")
+    open_page(page, ui_stack, "procedures")
+    page.locator("[data-test=procedure]").select_option("iv_scan")
+    assert "required" in page.locator("[data-test=param-stop]").get_attribute("placeholder")
+    page.locator("[data-test=start]").click()  # the required parameters are missing: refused here
+    assert "channel is required (nothing sent)" in text(page.locator("[data-test=last-reply]"))
+    page.locator("[data-test=param-channel]").fill("bias.0")
+    page.locator("[data-test=param-stop]").fill("-40")
+    page.locator("[data-test=param-step]").fill("0")
+    page.locator("[data-test=start]").click()
+    assert "step must be > 0 V (nothing sent)" in text(page.locator("[data-test=last-reply]"))
+    page.locator("[data-test=param-step]").fill("10")
+    page.locator("[data-test=param-settle]").fill("0.2")
+    page.locator("[data-test=param-samples]").fill("1")
+    page.locator("[data-test=start]").click()
+    assert text(page.locator("[data-test=confirm-text]")) == (
+        "IV scan: channel=bias.0, stop=-40 V, step=10 V, settle=0.2 s, samples=1"
+    )
+    time.sleep(0.5)
+    assert not probe.seen("slowctl/procedures/by/nodered/cmd")  # nothing before the confirmation
+    page.locator("[data-test=confirm-ok]").click()
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t.startswith("OK: start "), what="the runner's reply")
+    run = text(page.locator("[data-test=last-reply]")).split()[-1]
+    cmd = json.loads(probe.seen("slowctl/procedures/by/nodered/cmd")[0].payload)
+    assert cmd["for"] == alice and cmd["procedure"] == "iv_scan" and cmd["params"]["channel"] == "bias.0"
+    row = page.locator(f'[data-run="{run}"]')
+    wait_text(
+        row.locator("[data-test=run-state]"), lambda t: t in ("completed", "stopped"), timeout=60, what="the scan"
+    )
+    final = probe.wait_json(f"slowctl/procedures/progress/{run}", lambda p: p["state"] in ("completed", "stopped"))
+    assert final["by"] == f"nodered for {alice}"  # the runner's record: who asked for the run
+    wait_until(lambda: page.locator("[data-test=curve]").count(), 10, what="the curve")
+    drawn = len(page.locator("[data-test=curve]").get_attribute("points").split())
+    assert drawn == final["points"] == 5  # 0, -10, ..., -40 V
+    assert "5 points" in text(page.locator("[data-test=run-message]"))
+
+    # a burn-in, aborted from the page
+    page.locator("[data-test=procedure]").select_option("burn_in")
+    for name, value in (("channels", "bias.0"), ("voltage", "-20"), ("duration", "1h"), ("interval", "1")):
+        page.locator(f"[data-test=param-{name}]").fill(value)
+    page.locator("[data-test=start]").click()
+    page.locator("[data-test=confirm-ok]").click()
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t.startswith("OK: start "), what="the burn-in started")
+    burn = text(page.locator("[data-test=last-reply]")).split()[-1]
+    brow = page.locator(f'[data-run="{burn}"]')
+    wait_text(brow.locator("[data-test=run-state]"), lambda t: t == "running", timeout=30, what="the burn-in running")
+    brow.locator("[data-test=abort]").click()
+    wait_text(brow.locator("[data-test=run-state]"), lambda t: t == "aborted", timeout=60, what="the burn-in aborted")
+    aborted = probe.wait_json(f"slowctl/procedures/progress/{burn}", lambda p: p["state"] == "aborted")
+    assert alice in aborted["reason"]
+    assert not console.csp(), console.csp()
+
+
+def test_a_past_run_from_the_record_with_its_plot(dashboard, ui_stack):
+    """A run made with the Python API (not the page) is in the page's past runs, read from the record through
+    the recorder, and drawn from the record's points as the procedure declares its plot (IV: I against V)."""
+    from conftest import screenshot
+    from slowctl import Client
+
+    page, console = dashboard
+    alice, pw = ui_stack.operator
+    with Client("127.0.0.1", ui_stack.stack.port, alice, pw, timeout=10) as c:
+        params = {"channel": "bias.0", "stop": -30, "step": 10, "settle": 0.2, "samples": 1}
+        run = c.start_procedure("iv_scan", params)
+        final = c.wait_for_run(run, 90)
+    assert final["state"] == "completed", final
+    open_page(page, ui_stack, "procedures")
+    row = page.locator(f'[data-past-run="{run}"]')
+
+    def listed() -> int:  # the result journal writes the run's end a moment after it
+        if not row.count():
+            page.locator("[data-test=past-refresh]").click()
+            time.sleep(0.5)
+        return row.count()
+
+    wait_until(listed, 20, interval=0.5, what="the run in the record's list")
+    assert alice in text(row) and "completed" in text(row)
+    row.locator("a").click()
+    wait_text(page.locator("[data-test=run-message]"), lambda t: t.endswith("4 points (the record)"), what="its points")
+    assert text(page.locator("[data-test=plot-title]")).startswith(f"IV scan {run} (bias.0)")
+    curve = page.locator('[data-test=curve][data-series="i"]')
+    assert len(curve.get_attribute("points").split()) == final["points"] == 4  # 0, -10, -20, -30 V
+    assert "bias voltage (V)" in page.locator("[data-test=plot]").text_content()  # an SVG: no inner text
+    screenshot(page, "procedures")
+    assert not console.csp(), console.csp()
+
+
+def test_a_trend_moves_with_the_channel(dashboard, ui_stack):
+    from conftest import screenshot
+    from harness import channel, send
+
+    page, console = dashboard
+    op = ui_stack.stack.probe("operator")
+    op.subscribe("slowctl/hv/reply", "slowctl/hv/status")
+    open_page(page, ui_stack, "trends")
+    chart = page.locator('[data-chart="HV Vmon"]')
+    line = chart.locator('polyline[data-series="hv.2.vmon"]')
+    last = chart.locator('.sc-tr-item[data-series="hv.2.vmon"] [data-test=last]')
+    wait_text(last, lambda t: t.endswith(" V"), what="a first point")
+    assert text(page.locator('[data-chart="HV Imon"] .sc-tr-item[data-series="hv.2.imon"] [data-test=last]')).endswith(
+        "µA"
+    )
+    assert text(page.locator('[data-chart="Humidity"] .sc-tr-item[data-series="climate.0.humidity"] [data-test=last]'))
+    before = len(line.get_attribute("points").split())
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 2, "value": 60}))["ok"]
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "on", "channel": 2}))["ok"]
+    wait_text(last, lambda t: float(t.split()[0]) > 50, timeout=30, what="the trend following the ramp")
+    assert len(line.get_attribute("points").split()) > before
+    assert text(page.locator("[data-test=no-grafana]")).startswith("no archive here")  # natively: no Grafana
+    screenshot(page, "trends")
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "off", "channel": 2}))["ok"]
+    channel(op, "hv", 2, lambda c: not c["on"], timeout=10)
+    assert not console.csp(), console.csp()
+
+
+def test_all_hv_off_from_every_page_with_one_confirmation(browser, dashboard, ui_stack):
+    from conftest import login, screenshot
+    from harness import channel, send
+    from slowctl.config import load_config
+    from slowctl.safety.rules import hv_outputs
+
+    page, console = dashboard
+    outputs = hv_outputs(load_config(ui_stack.stack.config_path).devices)
+    op = ui_stack.stack.probe("operator")
+    op.subscribe("slowctl/hv/reply", "slowctl/hv/status", "slowctl/+/by/nodered/cmd")
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "vset", "channel": 0, "value": 40}))["ok"]
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "on", "channel": 0}))["ok"]
+    channel(op, "hv", 0, lambda c: c["on"], timeout=10)
+    for name in [*BENCH_PAGES, "lv", "climate"]:  # on every page, and who is logged in beside it
+        open_page(page, ui_stack, name)
+        page.locator("[data-test=all-hv-off]").wait_for(state="visible")
+        wait_text(page.locator("[data-test=user]"), lambda t: t == f"{ui_stack.operator[0]} · operator", what=name)
+    page.locator("[data-test=all-hv-off]").click()
+    dialog_text = text(page.locator("[data-test=all-hv-off-text]"))
+    devices = load_config(ui_stack.stack.config_path).devices
+    names = ", ".join(f"{d}.{c} {devices[d].channels[c].name}" for d, c in outputs)
+    assert dialog_text == f"{len(outputs)} outputs: {names}" and "hv.0 sensor-A" in names
+    page.locator("[data-test=all-hv-off-cancel]").click()
+    time.sleep(0.5)
+    assert not ui_commands(op)
+
+    # a viewer: refused on the page, nothing sent
+    ctx = browser.new_context(http_credentials=login(ui_stack.viewer))
+    try:
+        vpage = ctx.new_page()
+        open_page(vpage, ui_stack, "overview")
+        wait_text(vpage.locator("[data-test=user]"), lambda t: t == f"{ui_stack.viewer[0]} · viewer")
+        vpage.locator("[data-test=all-hv-off]").click()
+        vpage.locator("[data-test=all-hv-off-confirm]").click()
+        wait_text(vpage.locator("[data-test=all-hv-off-summary]"), lambda t: t.startswith("REFUSED: all HV off: "))
+    finally:
+        ctx.close()
+    time.sleep(0.5)
+    assert not ui_commands(op)
+
+    page.locator("[data-test=all-hv-off]").click()
+    screenshot(page, "all-hv-off")
+    page.locator("[data-test=all-hv-off-confirm]").click()
+    wait_text(
+        page.locator("[data-test=all-hv-off-summary]"),
+        lambda t: t.endswith(f"{len(outputs)} of {len(outputs)} outputs confirmed off"),
+        what="every HV output confirmed off",
+    )
+    sent = [json.loads(m.payload) | {"topic": m.topic} for m in ui_commands(op)]
+    assert sorted((c["topic"].split("/")[1], c["channel"]) for c in sent) == sorted(outputs)
+    assert {(c["action"], c["for"]) for c in sent} == {("off", ui_stack.operator[0])}
+    channel(op, "hv", 0, lambda c: not c["on"] or c["state"] == "RAMP_DOWN", timeout=10)
+    assert text(page.locator("[data-test=all-hv-off-summary]")).startswith(f"All HV off by {ui_stack.operator[0]} at ")
+    screenshot(page, "all-hv-off-result")
+    assert not console.csp(), console.csp()
+
+
+def test_the_log_outlives_a_node_red_restart_and_shows_what_happened_meanwhile(dashboard, ui_stack):
+    """The history is the record's, read through the recorder: a command made while Node-RED was down is on
+    the page after its restart, with its person; the live log (Node-RED's file-backed context) is kept too
+    (last: it restarts Node-RED under the other tests' feet)."""
+    import signal
+
+    import psutil
+
+    from slowctl.stack.supervisor import port_open
+
+    page, _ = dashboard
+    alice = ui_stack.operator[0]
+    open_page(page, ui_stack, "log")
+    mine = page.locator('[data-test=entry][data-type="command"]', has_text=f"nodered for {alice}")
+    wait_until(lambda: mine.count() >= 1, 15, what="alice's commands in the log")
+    before = mine.count()
+
+    def node_red():
+        # Node-RED names its process "node-red" (process.title): its cmdline says so, not red.js
+        children = psutil.Process(ui_stack.stack.proc.pid).children(recursive=True)
+        return next((c for c in children if any("node-red" in a or a.endswith("red.js") for a in c.cmdline())), None)
+
+    old = node_red()
+    old.send_signal(signal.SIGTERM)  # a clean stop writes the file context store
+    old.wait(30)
+    # alice with her own MQTT account (as `slowctl set` does) while Node-RED is down: it never sees this one
+    probe = ui_stack.stack.probe(alice, ui_stack.operator[1])
+    probe.subscribe("slowctl/lv/reply")
+    assert send(probe, f"slowctl/lv/by/{alice}/cmd/vset/1", "1.37")["ok"]
+    assert not port_open("127.0.0.1", ui_stack.nodered_port), "Node-RED came back too soon for this test"
+    wait_until(lambda: (lambda n: n and n.pid != old.pid)(node_red()), 30, what="Node-RED restarted")
+    wait_until(lambda: port_open("127.0.0.1", ui_stack.nodered_port), 60, what="Node-RED listening again")
+    # its HTTP server answers before the flows (and the dashboard in them) have started
+    setup = "/dashboard/_setup"
+    wait_until(lambda: request(ui_stack, "GET", setup, auth=ui_stack.operator)[0].status == 200, 30, interval=0.5)
+    open_page(page, ui_stack, "log")
+    wait_until(lambda: mine.count() >= before, 30, interval=0.5, what="the kept log after the restart")
+    meanwhile = page.locator('[data-test=entry][data-type="command"][data-kind="vset 1.37"][data-device="lv"]')
+    wait_until(lambda: meanwhile.count() == 1, 15, what="the command made while Node-RED was down")
+    assert text(meanwhile.locator("[data-test=who]")) == alice
+    assert text(meanwhile.locator("[data-test=outcome]")) == "ok"
+    assert meanwhile.get_attribute("data-live") == "no"  # the record's row, not a live event

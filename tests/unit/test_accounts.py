@@ -33,7 +33,8 @@ def test_add_writes_the_account_the_broker_lines_and_the_acl(tmp_path):
     acl = (tmp_path / "users.acl").read_text()
     assert "user alice\ntopic read slowctl/#\ntopic read /+/status\ntopic write slowctl/+/by/alice/cmd\n" in acl
     victor = acl.split("user victor\n")[1]
-    assert "write" not in victor, "a viewer publishes nothing"
+    writes = [line for line in victor.splitlines() if "write" in line]
+    assert writes == ["topic write slowctl/recorder/by/victor/cmd"], "a viewer only asks the recorder"
     again = Accounts(tmp_path, ["hv"])
     assert {a.name: a.role for a in again.users.values()} == {"alice": "operator", "victor": "viewer"}
 

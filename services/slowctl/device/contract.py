@@ -74,9 +74,7 @@ class Topics:
 
     def owns_response_topic(self, topic: str) -> bool:
         """MQTT v5 response topics must stay in the device's own reply tree (ACL) and be publishable."""
-        if any(c in topic for c in "+#\0"):
-            return False
-        return topic == self.reply or topic.startswith(self.reply + "/")
+        return in_reply_tree(self.reply, topic)
 
 
 class LegacyTopics:
@@ -131,3 +129,26 @@ class AlarmTopics:
         self.cmd = f"{base}/cmd"  # operators: {"action": "ack", "device": ..., "channel": ..., "kind": ...}
         self.commands = CommandTopics(root, "alarms")
         self.reply = f"{base}/reply"
+
+
+class RecorderTopics:
+    """The recorder's topics: availability (last will), health, and the record read back (read-only
+    queries on its command topics, answered on reply/<...>: docs/records.md)."""
+
+    def __init__(self, root: str) -> None:
+        base = f"{root}/recorder"
+        self.base = base
+        self.availability = f"{base}/availability"
+        self.health = f"{base}/health"
+        self.reply = f"{base}/reply"
+        self.commands = CommandTopics(root, "recorder")
+
+    def owns_response_topic(self, topic: str) -> bool:
+        return in_reply_tree(self.reply, topic)
+
+
+def in_reply_tree(reply: str, topic: str) -> bool:
+    """A response topic a service may publish on: its reply topic or below it, no wildcards."""
+    if any(c in topic for c in "+#\0"):
+        return False
+    return topic == reply or topic.startswith(reply + "/")

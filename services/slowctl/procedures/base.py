@@ -14,7 +14,7 @@ import inspect
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from slowctl.client.api import ClientError
@@ -127,6 +127,8 @@ class Procedure:
             "title": cls.title,
             "doc": inspect.cleandoc(cls.__doc__ or ""),
             "params": {n: p.describe() for n, p in cls.params.items()},
+            # what export --png draws: the UI draws a past run's points the same way
+            "plot": asdict(cls.plot) if cls.plot is not None else None,
         }
 
 

@@ -12,38 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from slowctl.procedures.base import Plot, Procedure
-from slowctl.procedures.results import POINTS, RUNS
 
-
-class NotFound(LookupError):
-    pass
-
-
-def find_run(db: Any, run: str) -> dict[str, Any]:
-    """The run's document; a unique prefix of its id is enough (`20261201T1840`)."""
-    doc = db[RUNS].find_one({"_id": run})
-    if doc is not None:
-        return dict(doc)
-    found = list(db[RUNS].find({"_id": {"$regex": "^" + _escape(run)}}).limit(3))
-    if len(found) == 1:
-        return dict(found[0])
-    if found:
-        raise NotFound(f"{run!r} names several runs: {', '.join(d['_id'] for d in found)} ...")
-    raise NotFound(f"no run {run!r} in the record (slowctl procedure list shows the runs)")
-
-
-def _escape(text: str) -> str:
-    return "".join("\\" + c if c in ".^$*+?()[]{}|\\" else c for c in text)
-
-
-def points(db: Any, run: str) -> list[dict[str, Any]]:
-    return [dict(p) for p in db[POINTS].find({"run": run}).sort("seq", 1)]
-
-
-def runs(db: Any, limit: int, procedure: str | None = None) -> list[dict[str, Any]]:
-    query = {"procedure": procedure} if procedure else {}
-    newest = list(db[RUNS].find(query).sort("started", -1).limit(limit))
-    return [dict(d) for d in reversed(newest)]
+# the run queries live below both the CLI and the recorder (which answers the UI with them)
+from slowctl.records.procedures import NotFound, find_run, points, runs  # noqa: F401
 
 
 def _text(value: Any) -> str:

@@ -56,6 +56,14 @@ class MongoSettings:
             f"{self.database}?authSource={self.database}"
         )
 
+    def connect(self) -> tuple[Any, Any]:
+        """(client, database) for a service's own thread: it gives up on an unreachable server within seconds,
+        and the service says so and tries again."""
+        from pymongo import MongoClient
+
+        client: MongoClient = MongoClient(self.uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
+        return client, client[self.database]
+
 
 def check_records(db: Any) -> str:
     """The collections of the recorder and of the procedure runner: their indexes in place (made here if

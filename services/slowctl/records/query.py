@@ -167,8 +167,13 @@ def _fmt(v: Any) -> str:
     return "?" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
+def as_dict(r: dict[str, Any], when: Callable[[datetime], Any] = datetime.isoformat) -> dict[str, Any]:
+    """An entry's public fields (`when` writes its time)."""
+    return {k: (when(r[k]) if k == "ts" else r[k]) for k in FIELDS}
+
+
 def as_json(r: dict[str, Any]) -> str:
-    return json.dumps({k: (r[k].isoformat() if k == "ts" else r[k]) for k in FIELDS}, default=str)
+    return json.dumps(as_dict(r), default=str)
 
 
 def csv_header() -> str:

@@ -4,13 +4,17 @@ A message is on disk (the journal, a DiskQueue) before the broker hears it was r
 acknowledgement, persistent session): a crash of the recorder loses nothing the broker let go of. A
 writer thread moves the journal into MongoDB in order; while MongoDB is unreachable or refuses, the
 journal grows (bounded) and the recorder says so on its health topic, which the alarm handler turns
-into an alarm. It publishes nothing else and is not in the command path.
+into an alarm. It is not in the command path.
+
+It also answers read-only questions about the record on its own command topics (ask.py): the control UI
+reads the history through it rather than holding a MongoDB login of its own. They are not recorded.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
 import secrets
 import threading
 import time
@@ -22,9 +26,12 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from slowctl.config import StackConfig
+from slowctl.device.commands import json_command
+from slowctl.device.contract import RecorderTopics
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.diskqueue import DiskQueue, QueueFull
-from slowctl.mqtt import Endpoint, MqttSession
+from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+from slowctl.records.ask import Refused, answer, encode
 from slowctl.records.docstore import Batch, MongoSettings, drain_journal
 from slowctl.records.store import apply, ensure_indexes, expire, to_write
 
@@ -35,6 +42,7 @@ SESSION_EXPIRY = 7 * 24 * 3600  # s the broker keeps queueing for it while it is
 BATCH = 500
 EXPIRE_EVERY = 3600.0  # s between retention passes
 HEALTH_EVERY = 5.0
+QUESTIONS = 8  # waiting questions; more are refused at once (a page that asks in a loop slows nobody else)
 
 
 class Recorder:
@@ -55,8 +63,9 @@ class Recorder:
         self.last_write: float | None = None
         self.expired_at = 0.0  # when retention last deleted old documents (monotonic)
         self.heartbeat = Heartbeat.from_env()
-        base = f"{self.root}/{NAME}"
-        self.health_topic, self.availability = f"{base}/health", f"{base}/availability"
+        self.topics = RecorderTopics(self.root)
+        self.health_topic, self.availability = self.topics.health, self.topics.availability
+        self.questions: queue.Queue[paho.MQTTMessage] = queue.Queue(QUESTIONS)
         self.mqtt = MqttSession(
             endpoint,
             self._client_id(),
@@ -86,6 +95,7 @@ class Recorder:
         self.mqtt.subscribe("/+/cmd/#", self._on_message, qos=1)  # tracker_dcs topics
         writer = threading.Thread(target=self._write_loop, name="writer", daemon=True)
         writer.start()
+        threading.Thread(target=self._answer_loop, name="questions", daemon=True).start()
         self.mqtt.start()
         published = 0.0
         try:
@@ -111,6 +121,11 @@ class Recorder:
 
     # --- broker -> journal (paho's thread) ----------------------------------------------------
     def _on_message(self, msg: paho.MQTTMessage) -> None:
+        if msg.topic.startswith(self.topics.base + "/"):  # questions to the recorder and its answers: reads
+            self.mqtt.ack(msg)
+            if self.topics.commands.sender(msg.topic) is not None:
+                self._question(msg)
+            return
         if msg.retain:  # a retained message was recorded when it was published live
             self.mqtt.ack(msg)
             return
@@ -139,6 +154,67 @@ class Recorder:
         if self.journal_error is not None:
             log.info("journal: taking messages again")
             self.journal_error = None
+
+    # --- questions about the record (paho's thread hands them to the question thread) --------------------
+    def _question(self, msg: paho.MQTTMessage) -> None:
+        try:
+            self.questions.put_nowait(msg)
+        except queue.Full:
+            self._answer(msg, {}, f"busy: {QUESTIONS} questions waiting, ask again in a moment")
+
+    def _answer_loop(self) -> None:
+        from pymongo.errors import PyMongoError
+
+        client, db = self.mongo.connect()
+        while not self.stop_event.is_set():
+            try:
+                msg = self.questions.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            body, origin, error = json_command(self.topics.commands, msg.topic, msg.payload, msg.retain)
+            ask = body or {}
+            found: dict[str, Any] = {}
+            if error is None and body is None:
+                error = 'expected a JSON object: {"action": "log" | "runs" | "run", ...} (docs/records.md)'
+            if error is None:
+                try:
+                    found = answer(db, ask)
+                except Refused as exc:
+                    error = str(exc)
+                except PyMongoError as exc:
+                    error = f"the record cannot be read now: {_short(exc)}"
+            self._answer(msg, found, error, ask, origin.by, origin.reply(True)["for"])
+        client.close()
+
+    def _answer(
+        self,
+        msg: paho.MQTTMessage,
+        found: dict[str, Any],
+        error: str | None,
+        ask: dict[str, Any] | None = None,
+        by: str | None = None,
+        on_behalf: str | None = None,
+    ) -> None:
+        ask = ask or {}
+        ident = ask.get("id")
+        action = ask.get("action")
+        reply = {
+            "id": ident if isinstance(ident, (str, int)) and not isinstance(ident, bool) else None,
+            "action": action if isinstance(action, str) else None,
+            "by": by,
+            "for": on_behalf,
+            "ok": error is None,
+            "error": error,
+            **found,
+        }
+        if error:
+            log.info("question refused (%s): %s", by, error)
+        props = getattr(msg, "properties", None)
+        response = getattr(props, "ResponseTopic", None)
+        topic = response if isinstance(response, str) and self.topics.owns_response_topic(response) else None
+        correlation = getattr(props, "CorrelationData", None)
+        properties = publish_properties(CorrelationData=correlation) if correlation else None
+        self.mqtt.publish(topic or self.topics.reply, encode(reply), qos=1, properties=properties)
 
     # --- journal -> MongoDB (writer thread) -------------------------------------------------------
     def _write_loop(self) -> None:

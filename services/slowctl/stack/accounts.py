@@ -134,6 +134,8 @@ class Accounts:
             lines.append(f"\nuser {a.name}\ntopic read {r}/#\ntopic read /+/status\n")
             if a.role == "operator":
                 lines.append(f"topic write {r}/+/by/{a.name}/cmd\ntopic write {r}/+/by/{a.name}/cmd/#\n")
+            else:  # a viewer asks the recorder about the record (read-only questions), nothing else
+                lines.append(f"topic write {r}/recorder/by/{a.name}/cmd\n")
         return "".join(lines)
 
     def _load(self) -> dict[str, Account]:
