@@ -143,10 +143,7 @@ def drain_journal(
     (indexes), `write(db, batch)` per batch, committed only when it returns. While a write fails the batch
     stays in the journal and is tried again with a growing pause; `failed(exc)` is told each time,
     `written(batch, recovered)` after each commit (`recovered`: the first after a failure)."""
-    from pymongo import MongoClient
-
-    client: MongoClient = MongoClient(settings.uri, serverSelectionTimeoutMS=3000, connectTimeoutMS=3000)
-    db = client[settings.database]
+    client, db = settings.connect()
     prepared, failing, backoff = False, False, 0.5
     try:
         while not stop.is_set() or len(journal):
