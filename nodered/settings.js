@@ -76,6 +76,19 @@ people.onChange(() => {
     }
 })
 
+// The trend page's archive view (compose): InfluxDB's read-only token, a file influx-init writes (the one
+// Grafana reads; never the admin token). Read when asked, not at start: Node-RED does not wait for the
+// archive (the control UI runs without it), and a token influx-init replaced is picked up. '' = none.
+function archiveToken () {
+    const file = process.env.INFLUXDB_READONLY_FILE
+    if (!file) return ''
+    try {
+        return require('fs').readFileSync(file, 'utf8').trim()
+    } catch (err) {
+        return ''
+    }
+}
+
 module.exports = {
     uiHost: process.env.NODERED_HOST || '127.0.0.1',
     uiPort: Number(process.env.NODERED_PORT || 1880),
@@ -102,6 +115,8 @@ module.exports = {
     httpNodeAuth: dashboardAuth,
     // 'file': context kept in the user directory (written every 30 s and at a clean stop), for what a
     // page must show after Node-RED restarts: the log page's events. Everything else stays in memory.
+    functionGlobalContext: { archiveToken }, // global.get('archiveToken')() in the trend page's flow
+
     contextStorage: {
         default: { module: 'memory' },
         file: { module: 'localfilesystem' }

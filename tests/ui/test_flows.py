@@ -294,7 +294,7 @@ def test_every_browser_message_carries_its_client_data(flows):
         assert guard["outputs"] == 2 and guard["wires"] == [[f"{PREFIX}{dev}.out"], [f"{PREFIX}{dev}.merge"]]
 
 
-def run_js(code: str, messages: list, flow_context: dict | None = None) -> dict:
+def run_js(code: str, messages: list, flow_context: dict | None = None, env: dict | None = None) -> dict:
     """A function node's code run as Node-RED runs it (the body of a function of msg, node and context)."""
     import shutil
     import subprocess
@@ -306,11 +306,13 @@ def run_js(code: str, messages: list, flow_context: dict | None = None) -> dict:
         "const warnings=[];const node={warn:t=>warnings.push(t)};"
         "const store={};const context={get:k=>store[k],set:(k,v)=>{store[k]=v}};"
         "const fstore=JSON.parse(process.argv[3]);const flow={get:k=>fstore[k],set:(k,v)=>{fstore[k]=v}};"
-        "const f=new Function('msg','node','context','flow',process.argv[1]);"
-        "const out=JSON.parse(process.argv[2]).map(m=>f(m,node,context,flow));"
+        "const envs=JSON.parse(process.argv[4]);const env={get:k=>envs[k]};"
+        "const global={get:k=>k==='archiveToken'?()=>envs.TOKEN||'':undefined};"
+        "const f=new Function('msg','node','context','flow','env','global',process.argv[1]);"
+        "const out=JSON.parse(process.argv[2]).map(m=>f(m,node,context,flow,env,global));"
         "process.stdout.write(JSON.stringify({out,warnings}))"
     )
-    args = [node, "-e", js, code, json.dumps(messages), json.dumps(flow_context or {})]
+    args = [node, "-e", js, code, json.dumps(messages), json.dumps(flow_context or {}), json.dumps(env or {})]
     r = subprocess.run(args, capture_output=True, text=True, check=True)
     return json.loads(r.stdout)
 
@@ -540,3 +542,53 @@ def test_the_log_asks_the_record_and_the_answer_goes_to_the_asker_only(flows):
     reply = {"topic": "slowctl/recorder/reply/nodered/log", "payload": {"id": "log-x-1", "ok": True, "rows": []}}
     first, again = run_js(answer["func"], [reply, reply], pending)["out"]
     assert first["_client"] == alice and first["payload"]["answer"]["rows"] == [] and again is None
+
+
+def test_the_archive_queries_are_the_generators_for_fixed_ranges_only(stack):
+    from slowctl.stack.nodered import ARCHIVE_POINTS, ARCHIVE_RANGES, archive_queries, trend_charts
+
+    charts = trend_charts(stack)
+    for span, seconds in ARCHIVE_RANGES.items():
+        statements = archive_queries(charts, span)
+        # one per chart and measurement: the temperature chart reads the sensors and the chillers' baths
+        measurements = {(s["chart"], re.search(r'FROM "(\w+)"', s["q"]).group(1)) for s in statements}
+        assert len(statements) == len(measurements) == len(charts) + 1
+        assert {("Temperature", "environment"), ("Temperature", "chiller")} <= measurements
+        window = int(re.search(r"GROUP BY time\((\d+)s\)", statements[0]["q"]).group(1))
+        assert seconds / window + 1 <= ARCHIVE_POINTS  # bounded points per series, whatever the range
+        assert all(f"WHERE time > now() - {span} AND (" in s["q"] for s in statements)
+    by_field = {(s["chart"], s["field"]): s["q"] for s in archive_queries(charts, "6h")}
+    assert by_field[("HV Vmon", "vmon")].startswith('SELECT mean("vmon") AS "vmon" FROM "supply" WHERE')
+    assert """("device" = 'hv' AND "channel" = '2')""" in by_field[("HV Vmon", "vmon")]
+    assert "\"device\" = 'lv'" not in by_field[("HV Vmon", "vmon")]  # the LV channels have their own chart
+    margin = by_field[("Dew-point margin", "margin")]
+    assert margin.startswith('SELECT mean("temperature") - mean("dewpoint") AS "margin" FROM "environment"')
+    for bad in ("2h", "1h; DROP", ""):
+        with pytest.raises(FlowError, match="not one of 1h, 6h, 24h, 7d, 30d"):
+            archive_queries(charts, bad)
+
+
+def test_the_archive_is_asked_with_the_read_only_token_for_a_listed_range_only(flows):
+    ask = next(n for n in flows if n["id"] == f"{PREFIX}trends.archive")
+    (http,) = by_type(flows, "http request")
+    assert ask["wires"] == [[http["id"]], [f"{PREFIX}trends.widget"]] and http["url"] == "" and http["ret"] == "obj"
+    page = next(n for n in flows if n["id"] == f"{PREFIX}trends.widget")
+    assert page["wires"] == [[ask["id"]]]
+    alice = {"socketId": "s1", "user": {"username": "alice", "role": "viewer"}}
+    env = {"INFLUXDB_URL": "http://influxdb:8086/", "INFLUXDB_BUCKET": "slowctl", "TOKEN": "read-only"}
+    asked = [{"payload": {"archive": r}, "_client": alice} for r in ("24h", "2y", "SELECT 1", None)]
+    good, *bad = run_js(ask["func"], asked, env=env)["out"]
+    sent = good[0]
+    assert good[1] is None and sent["url"] == "http://influxdb:8086/query" and sent["method"] == "POST"
+    assert sent["headers"]["Authorization"] == "Token read-only" and sent["_client"] == alice
+    assert "db=slowctl&epoch=ms&q=SELECT%20mean" in sent["payload"] and "now()%20-%2024h" in sent["payload"]
+    for refused in bad:  # nothing to InfluxDB; the page is told why
+        assert (
+            refused[0] is None
+            and "refused: not one of 1h, 6h, 24h, 7d, 30d" in refused[1]["payload"]["archive"]["error"]
+        )
+    # natively (no INFLUXDB_URL) or before influx-init wrote the token: said, not asked
+    (native,) = run_js(ask["func"], asked[:1])["out"]
+    assert native[0] is None and native[1]["payload"]["archive"]["error"].startswith("no archive here")
+    (early,) = run_js(ask["func"], asked[:1], env={**env, "TOKEN": ""})["out"]
+    assert "no read-only token" in early[1]["payload"]["archive"]["error"]

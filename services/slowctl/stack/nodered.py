@@ -36,6 +36,10 @@ BROKER_ID = PREFIX + "broker"
 BROKER_USER = "nodered"
 MAX_AGE = 10.0  # s: expiry of the UI's commands that are not one device's (alarm acks, all HV off)
 TREND_STEP_MS = 5000  # the trend page's resolution (and how often it is sent): 720 points per series and hour
+# the trend page's archive view (compose: InfluxDB 2): the only ranges it may ask for, and at most this many
+# points per series whatever the range (the window of the mean is sized to it)
+ARCHIVE_RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400, "30d": 30 * 86400}
+ARCHIVE_POINTS = 500
 LOG_KEEP = 500  # events the log page keeps live, and asks the record for (the record keeps all: slowctl log)
 RUNS_ASKED = 50  # past runs the procedures page lists from the record
 BREAKPOINTS = [
@@ -418,6 +422,62 @@ const now = Date.now()
 if (now - (context.get('sent') || 0) < STEP) return null
 context.set('sent', now)
 return { payload: { history, now } }
+"""
+
+ARCHIVE_ASK_JS = """\
+// The trend page's archive view: the page names a range, the statements for it were built by the flow
+// generator from the config (no text from the page reaches InfluxDB). InfluxDB's InfluxQL endpoint with a
+// read-only token (influx-init's, compose only): the control UI can read the archive, never change it.
+const QUERIES = %s
+const range = msg.payload && msg.payload.archive
+const answer = archive => [null, { payload: { archive }, _client: msg._client }]
+if (typeof range !== 'string' || !Object.prototype.hasOwnProperty.call(QUERIES, range)) {
+    return answer({ range: null, error: 'archive range ' + JSON.stringify(String(range)).slice(0, 24) + ' refused: not one of ' + Object.keys(QUERIES).join(', ') })
+}
+const url = env.get('INFLUXDB_URL'), db = env.get('INFLUXDB_BUCKET')
+if (!url || !db) return answer({ range, error: "no archive here: the InfluxDB archive is the compose stack's (the live hour is kept)" })
+const tokenOf = global.get('archiveToken')  // settings.js: the read-only token file, read now
+const token = typeof tokenOf === 'function' ? tokenOf() : ''
+if (!token) return answer({ range, error: 'the archive is not readable yet: no read-only token (INFLUXDB_READONLY_FILE; did influxdb-init run?)' })
+const q = QUERIES[range].statements.map(s => s.q).join('; ')
+// a fresh message: nothing the page sent reaches the http request node but the range
+return [{
+    method: 'POST',
+    url: url.replace(/\\/+$/, '') + '/query',
+    headers: { Authorization: 'Token ' + token, 'Content-Type': 'application/x-www-form-urlencoded' },
+    payload: 'db=' + encodeURIComponent(db) + '&epoch=ms&q=' + encodeURIComponent(q),
+    requestTimeout: 20000,
+    range,
+    _client: msg._client
+}, null]
+"""
+
+ARCHIVE_ANSWER_JS = """\
+// InfluxDB's answer to the archive view, as the live view's history ({device.channel.field: [[ms, value]]})
+// with the range drawn; an error is said as it is.
+const QUERIES = %s
+const range = msg.range
+const asked = QUERIES[range]
+const r = msg.payload
+const to = Date.now()
+const out = { range, from: to - asked.seconds * 1000, to, history: {} }
+if (msg.statusCode !== 200 || !r || typeof r !== 'object' || !Array.isArray(r.results)) {
+    out.error = 'the archive did not answer: ' + (msg.statusCode || '') + ' ' + String(r && r.error || r || '').slice(0, 200)
+    return { payload: { archive: out }, _client: msg._client }
+}
+const errors = []
+for (const res of r.results) {
+    const s = asked.statements[res.statement_id]
+    if (res.error) errors.push(res.error)
+    if (!s) continue
+    for (const series of res.series || []) {
+        const tags = series.tags || {}
+        const key = tags.device + '.' + tags.channel + '.' + s.field
+        out.history[key] = series.values.filter(v => typeof v[0] === 'number' && typeof v[1] === 'number')
+    }
+}
+if (errors.length) out.error = 'the archive said: ' + errors.join('; ').slice(0, 200)
+return { payload: { archive: out }, _client: msg._client }
 """
 
 LOG_JS = """\
@@ -933,8 +993,41 @@ class _Flow:
             5,
             [(Topics(self.root, d).status, "json") for d in devices],
             TRENDS_JS % (json.dumps(fields), TREND_STEP_MS),
-            widgets.vue("trends", charts=charts),
+            widgets.vue("trends", charts=charts, ranges=list(ARCHIVE_RANGES)),
+            to=[f"{PREFIX}trends.archive"],
         )
+        # the archive view: the page's range -> InfluxDB (read-only) -> the same charts
+        p, tab = f"{PREFIX}trends.", f"{PREFIX}tab.trends"
+        queries = json.dumps(
+            {r: {"seconds": s, "statements": archive_queries(charts, r)} for r, s in ARCHIVE_RANGES.items()}
+        )
+        widget = [f"{p}widget"]
+        self.function(
+            f"{p}archive", tab, "the archive, read-only", ARCHIVE_ASK_JS % queries, [f"{p}influx"], 420, 240, widget
+        )
+        self.add(
+            {
+                "id": f"{p}influx",
+                "type": "http request",
+                "z": tab,
+                "name": "InfluxDB (InfluxQL)",
+                "method": "use",  # msg.method, msg.url: set above from the environment, never from the page
+                "ret": "obj",
+                "paytoqs": "ignore",
+                "url": "",
+                "tls": "",
+                "persist": False,
+                "proxy": "",
+                "insecureHTTPParser": False,
+                "authType": "",
+                "senderr": False,
+                "headers": [],
+                "x": 650,
+                "y": 240,
+                "wires": [[f"{p}archived"]],
+            }
+        )
+        self.function(f"{p}archived", tab, "the archive's answer", ARCHIVE_ANSWER_JS % queries, widget, 870, 240)
 
     def log(self, widgets: Widgets) -> None:
         # at start the log kept in the file context store goes to the page at once, not only with the next event
@@ -1017,6 +1110,39 @@ def generate(stack: StackConfig, widgets_path: Path | None = None) -> list[dict[
     return flow.nodes
 
 
+def influxql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def archive_queries(charts: list[dict[str, Any]], span: str) -> list[dict[str, str]]:
+    """The InfluxQL statements of the trend page's archive view for one of ARCHIVE_RANGES: one per chart and
+    measurement, the same schema as the Grafana dashboards (docs/data-model.md), the mean over a window
+    sized so that no series has more than ARCHIVE_POINTS points. Another range is refused."""
+    if span not in ARCHIVE_RANGES:
+        raise FlowError(f"archive range {span!r}: not one of {', '.join(ARCHIVE_RANGES)}")
+    # GROUP BY time() windows are aligned to the epoch: the range may start inside one, hence one more
+    window = -(-ARCHIVE_RANGES[span] // (ARCHIVE_POINTS - 1))
+    statements = []
+    for chart in charts:
+        where: dict[tuple[str, str], list[str]] = {}  # (measurement, field) -> the series' tag conditions
+        for s in chart["series"]:
+            dev, ch, field = s["key"].split(".")
+            one = f'("device" = {influxql_string(dev)} AND "channel" = {influxql_string(ch)})'
+            where.setdefault((s["measurement"], field), []).append(one)
+        for (measurement, field), tags in where.items():
+            # the margin is not stored: temperature - dewpoint, as the environment dashboard computes it
+            mean = 'mean("temperature") - mean("dewpoint")' if field == "margin" else f'mean("{field}")'
+            statements.append(
+                {
+                    "chart": chart["title"],
+                    "field": field,
+                    "q": f'SELECT {mean} AS "{field}" FROM "{measurement}" WHERE time > now() - {span} '
+                    f'AND ({" OR ".join(tags)}) GROUP BY time({window}s), "device", "channel" fill(none)',
+                }
+            )
+    return statements
+
+
 def trend_charts(stack: StackConfig) -> list[dict[str, Any]]:
     """The trend page's charts from the config: Vmon and Imon of the HV and the LV channels, the climate
     sensors' temperature (with the chillers' baths), humidity, dew point and margin."""
@@ -1024,7 +1150,9 @@ def trend_charts(stack: StackConfig) -> list[dict[str, Any]]:
 
     def add(title: str, unit: str, scale: float, key: str, label: str) -> None:
         chart = charts.setdefault(title, {"title": title, "unit": unit, "scale": scale, "series": []})
-        chart["series"].append({"key": key, "label": label})
+        # the archive's measurement of the series (docs/data-model.md)
+        measurement = {"supply": "supply", "sensor": "environment"}.get(desc["kind"], "chiller")
+        chart["series"].append({"key": key, "label": label, "measurement": measurement})
 
     for dev_id, dev in stack.devices.items():
         desc = describe(dev_id, dev)
