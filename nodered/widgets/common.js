@@ -35,3 +35,31 @@
         this.last = null
         this.send({ payload: cmd })
     },
+    // the confirmation dialogs (HV changes, All HV off), by keyboard: on opening, focus goes into the dialog,
+    // to its first button (Cancel: Enter alone never confirms); Tab stays in it, Escape cancels; on closing,
+    // focus goes back to what opened it
+    dialogOpened (ref) {
+        this.dialogOpener = document.activeElement
+        this.$nextTick(() => {
+            const first = this.$refs[ref] && this.$refs[ref].querySelector('button')
+            if (first) first.focus()
+        })
+    },
+    dialogClosed () {
+        const back = this.dialogOpener
+        this.dialogOpener = null
+        if (back && back.isConnected && typeof back.focus === 'function') this.$nextTick(() => back.focus())
+    },
+    dialogKey (event, cancel) {
+        if (event.key === 'Escape') {
+            event.preventDefault()
+            cancel()
+            return
+        }
+        if (event.key !== 'Tab') return
+        const buttons = Array.from(event.currentTarget.querySelectorAll('button:not([disabled])'))
+        const i = buttons.indexOf(document.activeElement)
+        const next = event.shiftKey ? (i <= 0 ? buttons.length - 1 : i - 1) : (i + 1) % buttons.length
+        event.preventDefault()
+        buttons[next].focus()
+    },

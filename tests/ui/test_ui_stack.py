@@ -969,3 +969,101 @@ def test_the_log_outlives_a_node_red_restart_and_shows_what_happened_meanwhile(d
     assert text(meanwhile.locator("[data-test=who]")) == alice
     assert text(meanwhile.locator("[data-test=outcome]")) == "ok"
     assert meanwhile.get_attribute("data-live") == "no"  # the record's row, not a live event
+
+
+def focused(page) -> str:
+    """The focused element's data-test (and its channel), '' for one without."""
+    return page.evaluate(
+        "() => { const e = document.activeElement; const ch = e && e.closest('[data-channel]');"
+        " return (e && e.dataset.test || '') + (ch ? '@' + ch.dataset.channel : '') }"
+    )
+
+
+def tab_to(page, target: str, limit: int = 250) -> None:
+    """Tab (the keyboard only) from the top of the page until `target` (focused()'s form) has the focus."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for _ in range(limit):
+        page.keyboard.press("Tab")
+        if focused(page) == target:
+            return
+    pytest.fail(f"{target} not reached with {limit} Tabs")
+
+
+def outlined(page) -> bool:
+    """The focus is visible: the focused control has the focus outline of common.css."""
+    return page.evaluate(
+        "() => { const s = getComputedStyle(document.activeElement); return s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) >= 2 }"
+    )
+
+
+def test_a_device_and_all_hv_off_are_operated_with_the_keyboard_only(dashboard, ui_stack):
+    page, console = dashboard
+    op = ui_stack.stack.probe("operator")
+    op.subscribe("slowctl/+/by/nodered/cmd", "slowctl/hv/status")
+    open_page(page, ui_stack, "hv")
+    wait_text(page.locator('[data-channel="1"] [data-test=vmon]'), lambda t: t.endswith(" V"), what="live vmon")
+    # Tab to channel 1's voltage, type it, Enter: the HV confirmation opens with the focus on Cancel
+    tab_to(page, "vset-input@1")
+    assert outlined(page)
+    page.keyboard.type("30")
+    page.keyboard.press("Enter")
+    dialog = page.locator("[data-test=confirm-dialog]")
+    dialog.wait_for(state="visible")
+    assert text(page.locator("[data-test=confirm-text]")).startswith("sensor-B: set to 30.00 V")
+    wait_until(lambda: focused(page) == "confirm-cancel", 5, what="the focus in the dialog")
+    assert outlined(page)
+    # Escape cancels: nothing sent, the focus back where it was
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="detached")
+    wait_until(lambda: focused(page) == "vset-input@1", 5, what="the focus back on the input")
+    # Tab to the Set button, Space: the dialog again; Tab stays in it (Confirm, then round to Cancel)
+    page.keyboard.press("Tab")
+    assert focused(page) == "vset-set@1" and outlined(page)
+    page.keyboard.press("Space")
+    dialog.wait_for(state="visible")
+    wait_until(lambda: focused(page) == "confirm-cancel", 5, what="the focus in the dialog")
+    page.keyboard.press("Tab")
+    assert focused(page) == "confirm-ok"
+    page.keyboard.press("Tab")
+    assert focused(page) == "confirm-cancel"
+    page.keyboard.press("Shift+Tab")
+    assert focused(page) == "confirm-ok"
+    time.sleep(0.5)
+    assert not ui_commands(op)  # nothing before the confirmation
+    page.keyboard.press("Enter")
+    wait_text(page.locator("[data-test=last-reply]"), lambda t: t == "OK: vset ch 1 = 30", what="the vset reply")
+    (cmd,) = [json.loads(m.payload) for m in ui_commands(op)]
+    assert (cmd["action"], cmd["channel"], cmd["value"]) == ("vset", 1, 30)
+    wait_until(lambda: focused(page) == "vset-set@1", 5, what="the focus back on the Set button")
+
+    # All HV off: reached by Tab, Escape cancels its confirmation, Tab and Enter confirm it (with an output on)
+    from harness import channel, send
+
+    op.subscribe("slowctl/hv/reply")
+    assert send(op, "slowctl/hv/cmd", json.dumps({"action": "on", "channel": 0}))["ok"]
+    channel(op, "hv", 0, lambda c: c["on"], timeout=10)
+    tab_to(page, "all-hv-off")
+    assert outlined(page)
+    page.keyboard.press("Enter")
+    page.locator("[data-test=all-hv-off-dialog]").wait_for(state="visible")
+    wait_until(lambda: focused(page) == "all-hv-off-cancel", 5, what="the focus in the All HV off dialog")
+    page.keyboard.press("Escape")
+    page.locator("[data-test=all-hv-off-dialog]").wait_for(state="detached")
+    wait_until(lambda: focused(page) == "all-hv-off", 5, what="the focus back on ALL HV OFF")
+    time.sleep(0.5)
+    assert len(ui_commands(op)) == 1
+    page.keyboard.press("Space")
+    wait_until(lambda: focused(page) == "all-hv-off-cancel", 5, what="the focus in the All HV off dialog")
+    page.keyboard.press("Tab")
+    assert focused(page) == "all-hv-off-confirm"
+    page.keyboard.press("Enter")
+    wait_text(
+        page.locator("[data-test=all-hv-off-summary]"),
+        lambda t: t.startswith(f"All HV off by {ui_stack.operator[0]} at ") and "outputs confirmed off" in t,
+        timeout=20,
+        what="All HV off done",
+    )
+    offs = [json.loads(m.payload) | {"device": m.topic.split("/")[1]} for m in ui_commands(op)[1:]]
+    assert {c["action"] for c in offs} == {"off"} and ("hv", 0) in {(c["device"], c["channel"]) for c in offs}
+    channel(op, "hv", 0, lambda c: not c["on"] or c["state"] == "RAMP_DOWN", timeout=10)
+    assert not console.csp(), console.csp()
