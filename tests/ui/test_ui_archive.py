@@ -85,6 +85,9 @@ def test_the_trend_page_draws_the_chosen_range_from_the_archive(dashboard, ui_st
     points = page.locator('[data-chart="HV Vmon"] polyline[data-series="hv.2.vmon"]').get_attribute("points")
     assert len(points.split()) == 2  # two windows with points, no more
     assert text(legend(page, "HV Vmon", "hv.0.vmon")) == "–"  # nothing archived for it
+    from conftest import screenshot
+
+    screenshot(page, "trends-archive")
     # the last hour of the archive holds none of them: the range really is the range asked for
     page.select_option("[data-test=view]", "1h")
     wait_text(state, lambda t: t.startswith("from the archive"), what="the archive's answer for 1 h")
