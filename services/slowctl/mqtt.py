@@ -56,6 +56,17 @@ def publish_properties(**props: object) -> Properties:
     return p
 
 
+def response_of(msg: mqtt.MQTTMessage) -> tuple[str | None, Properties | None]:
+    """An MQTT v5 request's response topic (None without one) and the properties its answer carries (the
+    request's correlation data)."""
+    props = getattr(msg, "properties", None)
+    topic = getattr(props, "ResponseTopic", None)
+    correlation = getattr(props, "CorrelationData", None)
+    return (topic if isinstance(topic, str) else None), (
+        publish_properties(CorrelationData=correlation) if correlation else None
+    )
+
+
 class MqttSession:
     """One MQTT v5 connection that survives broker restarts."""
 

@@ -118,6 +118,9 @@ class ProcedureTopics:
     def progress(self, run: str) -> str:
         return f"{self.progress_root}/{run}"
 
+    def owns_response_topic(self, topic: str) -> bool:
+        return in_reply_tree(self.reply, topic)
+
 
 class AlarmTopics:
     """The alarm handler's topics (it runs in the interlock process): the retained list, events, `ack`."""

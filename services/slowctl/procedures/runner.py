@@ -37,7 +37,7 @@ from slowctl.device.commands import Request, json_command
 from slowctl.device.contract import ProcedureTopics
 from slowctl.device.events import Event
 from slowctl.device.heartbeat import Heartbeat
-from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+from slowctl.mqtt import Endpoint, MqttSession, response_of
 from slowctl.procedures.base import Aborted, Failed, Procedure, Run, Stopped, make_safe
 from slowctl.procedures.builtin import BUILTIN
 from slowctl.procedures.params import ChannelRef, ParamError
@@ -233,12 +233,9 @@ class Runner:
         if error:
             log.info("refused %s from %s: %s", action, origin.who, error)
         text = json.dumps(reply)
-        props = getattr(msg, "properties", None)
-        response = getattr(props, "ResponseTopic", None)
-        if isinstance(response, str) and response.startswith(self.topics.reply + "/"):
-            correlation = getattr(props, "CorrelationData", None)
-            extra = publish_properties(CorrelationData=correlation) if correlation else None
-            self.mqtt.publish(response, text, qos=1, properties=extra)
+        response, properties = response_of(msg)
+        if response and self.topics.owns_response_topic(response) and response != self.topics.reply:
+            self.mqtt.publish(response, text, qos=1, properties=properties)
         self.mqtt.publish(self.topics.reply, text, qos=1)  # always here too, as the devices do: the record reads it
 
     def _start(self, req: dict[str, Any], origin: Request) -> tuple[str | None, str | None]:

@@ -30,7 +30,7 @@ from slowctl.device.commands import json_command
 from slowctl.device.contract import RecorderTopics
 from slowctl.device.heartbeat import Heartbeat
 from slowctl.diskqueue import DiskQueue, QueueFull
-from slowctl.mqtt import Endpoint, MqttSession, publish_properties
+from slowctl.mqtt import Endpoint, MqttSession, response_of
 from slowctl.records.ask import Refused, answer, encode
 from slowctl.records.docstore import Batch, MongoSettings, drain_journal
 from slowctl.records.store import apply, ensure_indexes, expire, to_write
@@ -209,11 +209,8 @@ class Recorder:
         }
         if error:
             log.info("question refused (%s): %s", by, error)
-        props = getattr(msg, "properties", None)
-        response = getattr(props, "ResponseTopic", None)
-        topic = response if isinstance(response, str) and self.topics.owns_response_topic(response) else None
-        correlation = getattr(props, "CorrelationData", None)
-        properties = publish_properties(CorrelationData=correlation) if correlation else None
+        response, properties = response_of(msg)
+        topic = response if response and self.topics.owns_response_topic(response) else None
         self.mqtt.publish(topic or self.topics.reply, encode(reply), qos=1, properties=properties)
 
     # --- journal -> MongoDB (writer thread) -------------------------------------------------------
